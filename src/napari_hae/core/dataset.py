@@ -1,0 +1,184 @@
+"""Data model: a structural image S(y, x) on the same scan grid as a spectrum image A(y, x, E).
+
+Units: scan positions in pixels (row y, column x), energies in eV.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import HAEInputError
+
+
+@dataclass(frozen=True)
+class EnergyAxis:
+    """A linear, calibrated energy axis: ``E_i = offset + i * scale`` (eV)."""
+
+    size: int
+    offset: float = 0.0
+    scale: float = 1.0
+    units: str = "eV"
+
+    def __post_init__(self):
+        if int(self.size) < 1:
+            raise HAEInputError(
+                "The energy axis is empty (0 channels).",
+                "load a spectrum image whose last axis holds the spectrum channels.",
+            )
+        if not np.isfinite(self.scale) or self.scale == 0 or not np.isfinite(self.offset):
+            raise HAEInputError(
+                f"The energy axis calibration is invalid (offset={self.offset}, scale={self.scale}).",
+                "give a finite offset and a non-zero dispersion (eV per channel).",
+            )
+
+    @property
+    def values(self) -> np.ndarray:
+        """Channel energies (eV), shape (size,)."""
+        return self.offset + self.scale * np.arange(self.size, dtype=np.float64)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.units not in ("channel", "channels", "", "<undefined>")
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        v = self.values
+        return float(v.min()), float(v.max())
+
+    def to_dict(self) -> dict:
+        return {"size": int(self.size), "offset": float(self.offset),
+                "scale": float(self.scale), "units": str(self.units)}
+
+    @classmethod
+    def uncalibrated(cls, size: int) -> "EnergyAxis":
+        return cls(size=size, offset=0.0, scale=1.0, units="channel")
+
+
+@dataclass
+class SpectrumImage:
+    """A structural image and a spectrum image on the same scan grid.
+
+    Parameters
+    ----------
+    structural : (ny, nx) array, e.g. HAADF intensity.
+    spectra : (ny, nx, n_channels) array (EELS/EDX), or (ny, nx, ky, kx) for 4D-STEM.
+    energy : EnergyAxis of the last axis (1-D signals); ``None`` builds an uncalibrated axis.
+    pixel_size : scan step in ``pixel_units`` (default 1 pixel).
+    ground_truth : optional named (ny, nx) maps known for simulated data.
+    """
+
+    structural: np.ndarray
+    spectra: np.ndarray
+    energy: EnergyAxis | None = None
+    pixel_size: float = 1.0
+    pixel_units: str = "px"
+    name: str = "dataset"
+    ground_truth: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.structural = _as_float_array(self.structural, "structural image")
+        self.spectra = np.asarray(self.spectra)
+        if self.structural.ndim != 2:
+            raise HAEInputError(
+                f"The structural image must be 2-D (y, x); got {self.structural.ndim}-D with shape "
+                f"{self.structural.shape}.",
+                "pass a single HAADF/ADF image; for a stack, pick one frame or sum the frames first.",
+            )
+        if self.spectra.ndim not in (3, 4):
+            raise HAEInputError(
+                f"The spectrum image must be 3-D (y, x, energy) or 4-D (y, x, ky, kx); got "
+                f"{self.spectra.ndim}-D with shape {self.spectra.shape}.",
+                "for a single spectrum there is nothing to scan; for a line scan add a scan axis of length 1 "
+                "is not supported: acquire a 2-D map.",
+            )
+        if not np.issubdtype(self.spectra.dtype, np.number) or np.issubdtype(self.spectra.dtype, np.complexfloating):
+            raise HAEInputError(
+                f"The spectrum image has a non-real dtype {self.spectra.dtype}.",
+                "convert it to real counts (e.g. take the modulus) before loading.",
+            )
+        if self.spectra.shape[:2] != self.structural.shape:
+            raise HAEInputError(
+                f"The structural image {self.structural.shape} and the spectrum image scan grid "
+                f"{self.spectra.shape[:2]} have different shapes.",
+                "use a structural image acquired on the same scan grid as the spectra, or bin/resample it to "
+                f"{self.spectra.shape[:2]} first.",
+            )
+        if min(self.structural.shape) < 3:
+            raise HAEInputError(
+                f"The scan grid {self.structural.shape} is too small (needs at least 3 x 3 positions).",
+                "load a 2-D spectrum image map.",
+            )
+        if any(s == 0 for s in self.spectra.shape[2:]):
+            raise HAEInputError("The spectrum image has an empty signal axis.",
+                                "load data whose spectra have at least one channel.")
+        if not np.all(np.isfinite(self.structural)):
+            n = int(np.size(self.structural) - np.isfinite(self.structural).sum())
+            raise HAEInputError(
+                f"The structural image has {n} non-finite (NaN or inf) pixels; they would corrupt every patch.",
+                "replace them (e.g. np.nan_to_num or inpainting) before loading.",
+            )
+        if not np.all(np.isfinite(self.spectra)):
+            n = int(np.size(self.spectra) - np.isfinite(self.spectra).sum())
+            raise HAEInputError(
+                f"The spectrum image has {n} non-finite (NaN or inf) values; scalarizers would return NaN.",
+                "replace them (e.g. np.nan_to_num) or crop the affected channels before loading.",
+            )
+        if self.spectra.ndim == 3:
+            if self.energy is None:
+                self.energy = EnergyAxis.uncalibrated(self.spectra.shape[2])
+            if self.energy.size != self.spectra.shape[2]:
+                raise HAEInputError(
+                    f"The energy axis has {self.energy.size} channels but the spectra have "
+                    f"{self.spectra.shape[2]}.",
+                    "give an energy axis with one value per channel.",
+                )
+            if not self.energy.calibrated:
+                warnings.warn(
+                    "The energy axis is uncalibrated: energies are channel indices, so scalarizer bands are in "
+                    "channels, not eV. Calibrate it (offset and dispersion) to use bands in eV.",
+                    UserWarning, stacklevel=2,
+                )
+        if not (np.isfinite(self.pixel_size) and self.pixel_size > 0):
+            raise HAEInputError(f"The pixel size {self.pixel_size} is not a positive number.",
+                                "give the scan step (e.g. 0.5 with units 'nm'), or leave the default 1 px.")
+        for key, m in self.ground_truth.items():
+            if np.shape(m) != self.scan_shape:
+                raise HAEInputError(f"Ground-truth map {key!r} has shape {np.shape(m)}, not {self.scan_shape}.",
+                                    "give maps on the scan grid.")
+
+    @property
+    def scan_shape(self) -> tuple[int, int]:
+        return tuple(int(s) for s in self.structural.shape)
+
+    @property
+    def n_positions(self) -> int:
+        return self.scan_shape[0] * self.scan_shape[1]
+
+    @property
+    def signal_shape(self) -> tuple[int, ...]:
+        return tuple(self.spectra.shape[2:])
+
+    @property
+    def energies(self) -> np.ndarray | None:
+        return None if self.energy is None else self.energy.values
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "scan_shape": list(self.scan_shape),
+            "signal_shape": list(self.signal_shape),
+            "energy": None if self.energy is None else self.energy.to_dict(),
+            "pixel_size": float(self.pixel_size),
+            "pixel_units": self.pixel_units,
+        }
+
+
+def _as_float_array(a, what: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise HAEInputError(f"The {what} has dtype {arr.dtype}, not real numbers.",
+                            "pass a real-valued numeric array.")
+    return arr.astype(np.float64, copy=False)

@@ -1,0 +1,273 @@
+"""Deep kernel learning: an MLP over flattened patches feeding a GP kernel (exact GP, gpytorch).
+
+Follows the GPyTorch DKL example and scikit-learn's fit/predict conventions. Targets are standardised internally;
+:meth:`DKLRegressor.predict` returns mean and std in the units of ``y`` unless ``standardized=True``.
+A fit after the first continues from the current weights (warm start), which is what makes online steps fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import gpytorch
+import numpy as np
+import torch
+
+try:  # linear_operator >= 0.5
+    from linear_operator.utils.errors import NanError, NotPSDError
+except ImportError:  # pragma: no cover
+    from gpytorch.utils.errors import NanError, NotPSDError
+
+log = logging.getLogger(__name__)
+
+
+class MLPFeatureExtractor(torch.nn.Sequential):
+    """Flattened patch (N*N) -> ReLU MLP -> embedding (``embed_dim``)."""
+
+    def __init__(self, input_dim: int, hidden: tuple[int, ...] = (64, 32), embed_dim: int = 2):
+        layers: list[torch.nn.Module] = []
+        dims = (input_dim, *hidden)
+        for i in range(len(hidden)):
+            layers += [torch.nn.Linear(dims[i], dims[i + 1]), torch.nn.ReLU()]
+        layers.append(torch.nn.Linear(dims[-1], embed_dim))
+        super().__init__(*layers)
+
+
+class _DKLModel(gpytorch.models.ExactGP):
+    def __init__(self, x, y, likelihood, extractor, embed_dim, kernel):
+        super().__init__(x, y, likelihood)
+        self.feature_extractor = extractor
+        self.scale_to_bounds = gpytorch.utils.grid.ScaleToBounds(-1.0, 1.0)
+        self.mean_module = gpytorch.means.ConstantMean()
+        if kernel == "rbf":
+            base = gpytorch.kernels.RBFKernel(ard_num_dims=embed_dim)
+        elif kernel == "matern":
+            base = gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=embed_dim)
+        else:
+            raise ValueError(f"Unknown kernel {kernel!r}; use 'rbf' or 'matern'.")
+        self.covar_module = gpytorch.kernels.ScaleKernel(base)
+
+    def embed(self, x):
+        return self.scale_to_bounds(self.feature_extractor(x))
+
+    def forward(self, x):
+        z = self.embed(x)
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
+
+
+@dataclass
+class FitReport:
+    """What happened during one :meth:`DKLRegressor.fit` call."""
+
+    losses: list[float] = field(default_factory=list)
+    retries: int = 0
+    resets: int = 0
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1] if self.losses else float("nan")
+
+
+class DKLRegressor:
+    """DKL Gaussian-process regressor for patch -> scalar.
+
+    Parameters
+    ----------
+    input_dim : length of a flattened patch (N*N).
+    embed_dim : dimension of the learned embedding fed to the kernel (default 2, as in AtomAI).
+    hidden : hidden layer widths of the MLP.
+    kernel : "rbf" or "matern" (nu = 5/2), scaled, with one lengthscale per embedding dimension.
+    lr : Adam learning rate for network and GP hyperparameters jointly.
+    seed : torch seed for the weight initialisation.
+    dtype : torch.float32 (default) or torch.float64.
+    """
+
+    def __init__(self, input_dim: int, embed_dim: int = 2, hidden: tuple[int, ...] = (64, 32),
+                 kernel: str = "rbf", lr: float = 0.01, seed: int = 0, dtype=torch.float32,
+                 max_retries: int = 3):
+        self.input_dim = int(input_dim)
+        self.embed_dim = int(embed_dim)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.kernel = kernel
+        self.lr = float(lr)
+        self.seed = int(seed)
+        self.dtype = dtype
+        self.max_retries = int(max_retries)
+        self._gen = torch.Generator().manual_seed(self.seed)
+        self.model: _DKLModel | None = None
+        self.likelihood: gpytorch.likelihoods.GaussianLikelihood | None = None
+        self.y_mean = 0.0
+        self.y_std = 1.0
+        self.n_fits = 0
+
+    # -- construction ---------------------------------------------------------------------------------------
+    def _new_extractor(self) -> MLPFeatureExtractor:
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen)))
+        return MLPFeatureExtractor(self.input_dim, self.hidden, self.embed_dim).to(self.dtype)
+
+    def _build(self, x, y):
+        lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=gpytorch.constraints.GreaterThan(1e-4))
+        self.model = _DKLModel(x, y, lik, self._new_extractor(), self.embed_dim, self.kernel).to(self.dtype)
+        self.likelihood = lik.to(self.dtype)
+
+    def _tensor(self, X) -> torch.Tensor:
+        X = np.asarray(X)
+        X = X.reshape(X.shape[0], -1)
+        if X.shape[1] != self.input_dim:
+            raise ValueError(f"Expected inputs with {self.input_dim} features, got {X.shape[1]}.")
+        return torch.as_tensor(X, dtype=self.dtype)
+
+    # -- fit ------------------------------------------------------------------------------------------------
+    def fit(self, X, y, iterations: int = 100, reset: bool = False) -> FitReport:
+        """Train on (X, y) for ``iterations`` Adam steps; warm-starts from the current weights unless ``reset``."""
+        x = self._tensor(X)
+        y = np.asarray(y, dtype=np.float64).ravel()
+        if len(y) != x.shape[0]:
+            raise ValueError(f"X has {x.shape[0]} rows but y has {len(y)} values.")
+        if not np.all(np.isfinite(y)):
+            raise ValueError("Training targets contain NaN or inf; check the scalarizer and the spectra.")
+        self.y_mean = float(y.mean())
+        std = float(y.std())
+        self.y_std = std if std > 1e-12 * max(1.0, abs(self.y_mean)) else 1.0
+        yt = torch.as_tensor((y - self.y_mean) / self.y_std, dtype=self.dtype)
+        if self.model is None or reset:
+            self._build(x, yt)
+        else:
+            self.model.set_train_data(x, yt, strict=False)
+        report = FitReport()
+        jitter = None
+        attempt = 0
+        while True:
+            snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
+            try:
+                self._train_loop(x, yt, iterations, report, jitter)
+                break
+            except (NotPSDError, NanError, RuntimeError, FloatingPointError) as exc:
+                if isinstance(exc, RuntimeError) and not _is_numerical(exc):
+                    raise
+                attempt += 1
+                report.retries += 1
+                self.model.load_state_dict(snapshot)
+                jitter = (1e-4 if self.dtype == torch.float32 else 1e-6) * 10 ** attempt
+                msg = f"GP fit failed ({type(exc).__name__}: {str(exc)[:80]}); retry {attempt} with jitter {jitter:g}"
+                if attempt >= 2:
+                    self.model.feature_extractor = self._new_extractor()
+                    report.resets += 1
+                    msg += " and a fresh feature extractor"
+                report.events.append(msg)
+                log.warning(msg)
+                if attempt > self.max_retries:
+                    raise RuntimeError(f"DKL fit failed after {self.max_retries} retries: {exc}") from exc
+        self.n_fits += 1
+        return report
+
+    def _train_loop(self, x, yt, iterations, report, jitter):
+        model, lik = self.model, self.likelihood
+        model.train()
+        lik.train()
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
+        ctx = gpytorch.settings.cholesky_jitter(float_value=jitter, double_value=jitter) if jitter else _null()
+        with ctx, warnings.catch_warnings():
+            warnings.simplefilter("ignore", gpytorch.utils.warnings.NumericalWarning)
+            for _ in range(int(iterations)):
+                opt.zero_grad()
+                loss = -mll(model(x), yt)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError("loss is not finite")
+                loss.backward()
+                opt.step()
+                report.losses.append(float(loss.detach()))
+
+    # -- predict --------------------------------------------------------------------------------------------
+    def _check_fitted(self):
+        if self.model is None:
+            raise RuntimeError("The DKL model is not fitted yet: call fit() first.")
+
+    def predict(self, X, batch_size: int | None = 1024, standardized: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and std of the latent function (no observation noise) at X.
+
+        Batches of ~1024 are fastest: gpytorch builds the joint train+test covariance per batch, so cost grows
+        with the square of the batch size.
+        """
+        self._check_fitted()
+        x = self._tensor(X)
+        self.model.eval()
+        self.likelihood.eval()
+        means, stds = [], []
+        bs = x.shape[0] if not batch_size else int(batch_size)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", gpytorch.utils.warnings.NumericalWarning)
+            for i in range(0, x.shape[0], bs):
+                post = self.model(x[i:i + bs])
+                means.append(post.mean.double().numpy())
+                stds.append(post.variance.clamp_min(0).sqrt().double().numpy())
+        mean = np.concatenate(means)
+        std = np.concatenate(stds)
+        if standardized:
+            return mean, std
+        return mean * self.y_std + self.y_mean, std * self.y_std
+
+    def sample(self, X, rng: np.random.Generator, n_samples: int = 1) -> np.ndarray:
+        """Joint posterior samples (n_samples, len(X)) in standardized units (for Thompson sampling)."""
+        self._check_fitted()
+        x = self._tensor(X)
+        self.model.eval()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", gpytorch.utils.warnings.NumericalWarning)
+            post = self.model(x)
+            mean = post.mean.double().numpy()
+            cov = post.covariance_matrix.double().numpy()
+        cov = 0.5 * (cov + cov.T)
+        jitter = 1e-6 * max(float(np.mean(np.diag(cov))), 1e-12)
+        for _ in range(6):
+            try:
+                L = np.linalg.cholesky(cov + jitter * np.eye(len(mean)))
+                break
+            except np.linalg.LinAlgError:
+                jitter *= 10
+        else:  # fall back to independent marginals
+            L = np.diag(np.sqrt(np.clip(np.diag(cov), 0, None)))
+        z = rng.standard_normal((n_samples, len(mean)))
+        return mean[None, :] + z @ L.T
+
+    def embed(self, X) -> np.ndarray:
+        """Kernel-space embedding (n, embed_dim) of inputs, scaled as the GP sees them."""
+        self._check_fitted()
+        self.model.eval()
+        with torch.no_grad():
+            return self.model.embed(self._tensor(X)).double().numpy()
+
+    def hyperparameters(self) -> dict:
+        self._check_fitted()
+        k = self.model.covar_module
+        return {
+            "outputscale": float(k.outputscale.detach()),
+            "lengthscale": k.base_kernel.lengthscale.detach().double().numpy().ravel().tolist(),
+            "noise": float(self.likelihood.noise.detach().ravel()[0]),
+        }
+
+
+def _is_numerical(exc: Exception) -> bool:
+    s = str(exc).lower()
+    return any(w in s for w in ("cholesky", "positive definite", "singular", "nan", "not psd", "linalg"))
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def r2_score(y_true, y_pred) -> float:
+    """Coefficient of determination."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    ss_res = float(np.sum((y_true - np.asarray(y_pred)) ** 2))
+    ss_tot = float(np.sum((y_true - y_true.mean()) ** 2))
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else -math.inf)

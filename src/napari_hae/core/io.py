@@ -1,0 +1,161 @@
+"""Loading spectrum images and structural images with HyperSpy / RosettaSciIO (.dm3, .dm4, .emd, .hspy, .zspy,
+.bcf), and plain numpy pairs (.npy / .npz)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import EnergyAxis, SpectrumImage
+from .errors import HAEInputError
+
+log = logging.getLogger(__name__)
+
+HYPERSPY_SUFFIXES = (".dm3", ".dm4", ".emd", ".hspy", ".hdf5", ".h5", ".zspy", ".bcf", ".msa", ".rpl")
+NUMPY_SUFFIXES = (".npy", ".npz")
+
+
+def _hs_load(path: Path):
+    if not path.exists():
+        raise HAEInputError(f"File {str(path)!r} does not exist.", "check the path and the file name.")
+    suffix = path.suffix.lower()
+    if suffix in NUMPY_SUFFIXES:
+        try:
+            obj = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise HAEInputError(f"{str(path)!r} could not be read as a numpy file ({exc}).",
+                                "re-save it with numpy.save / numpy.savez.") from exc
+        return obj
+    if suffix not in HYPERSPY_SUFFIXES:
+        raise HAEInputError(f"Unknown file format {suffix!r} for {str(path)!r}.",
+                            f"use one of {', '.join(HYPERSPY_SUFFIXES + NUMPY_SUFFIXES)}.")
+    import hyperspy.api as hs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return hs.load(str(path), lazy=False)
+        except Exception as exc:
+            raise HAEInputError(f"HyperSpy could not read {str(path)!r} ({type(exc).__name__}: {exc}).",
+                                "check that the file is complete (not truncated) and of a format HyperSpy reads.") \
+                from exc
+
+
+def _energy_axis(sig) -> EnergyAxis:
+    ax = sig.axes_manager.signal_axes[0]
+    units = str(ax.units) if ax.units not in (None, "<undefined>") else "channel"
+    offset, scale = float(ax.offset), float(ax.scale)
+    if units == "keV":
+        offset, scale, units = offset * 1000.0, scale * 1000.0, "eV"
+    if not getattr(ax, "is_uniform", True):
+        raise HAEInputError("The energy axis is non-uniform.", "resample the spectra onto a linear energy axis.")
+    if units == "channel" or (offset == 0.0 and scale == 1.0 and units in ("", "<undefined>")):
+        return EnergyAxis.uncalibrated(ax.size)
+    return EnergyAxis(size=ax.size, offset=offset, scale=scale, units=units)
+
+
+def _split(objs):
+    """From HyperSpy signals, pick the spectrum image (2 nav dims, 1-2 signal dims) and a 2-D structural image."""
+    objs = objs if isinstance(objs, list) else [objs]
+    spectrum, image = None, None
+    for s in objs:
+        nav, sig = s.axes_manager.navigation_dimension, s.axes_manager.signal_dimension
+        if nav == 2 and sig in (1, 2) and spectrum is None:
+            spectrum = s
+        elif nav == 0 and sig == 2 and image is None:
+            image = s
+    return spectrum, image
+
+
+def load_spectrum_image(spectrum_path, image_path=None, name: str | None = None) -> SpectrumImage:
+    """Load a spectrum image (and optionally its structural image) into a :class:`SpectrumImage`.
+
+    Files holding several signals (.emd, .bcf) may provide both. Without a structural image, the total spectrum
+    intensity per position is used instead (with a warning): a poor stand-in for HAADF.
+    """
+    spectrum_path = Path(spectrum_path)
+    obj = _hs_load(spectrum_path)
+    if isinstance(obj, (np.ndarray, np.lib.npyio.NpzFile)):
+        return _from_numpy(obj, image_path, name or spectrum_path.stem)
+    spectrum, image = _split(obj)
+    if spectrum is None:
+        shapes = [getattr(s, "data", np.zeros(0)).shape for s in (obj if isinstance(obj, list) else [obj])]
+        raise HAEInputError(
+            f"{str(spectrum_path)!r} holds no spectrum image (2 scan axes + spectrum axis); found shapes {shapes}.",
+            "pass a spectrum image (e.g. an EELS/EDS map); a single image goes in as the structural image.",
+        )
+    if image_path is not None:
+        img_obj = _hs_load(Path(image_path))
+        if isinstance(img_obj, np.ndarray):
+            structural = img_obj
+        else:
+            _, image = _split(img_obj)
+            if image is None:
+                raise HAEInputError(f"{str(image_path)!r} holds no 2-D structural image.",
+                                    "pass a single HAADF/ADF image file.")
+            structural = image.data
+    elif image is not None:
+        structural = image.data
+    else:
+        warnings.warn("No structural image given: using the total spectrum intensity per position instead. "
+                      "Pass the HAADF image for meaningful patches.", UserWarning, stacklevel=2)
+        structural = np.asarray(spectrum.data, dtype=np.float64).sum(axis=tuple(range(2, spectrum.data.ndim)))
+    structural = np.asarray(structural, dtype=np.float64)
+    data = np.asarray(spectrum.data)
+    nav = spectrum.axes_manager.navigation_axes  # x first in HyperSpy
+    pixel_size = float(nav[0].scale) if nav[0].scale > 0 else 1.0
+    pixel_units = str(nav[0].units) if nav[0].units not in (None, "<undefined>") else "px"
+    energy = _energy_axis(spectrum) if spectrum.axes_manager.signal_dimension == 1 else None
+    if structural.shape != data.shape[:2]:
+        raise HAEInputError(
+            f"The structural image {structural.shape} and the spectrum image scan grid {data.shape[:2]} have "
+            f"different shapes.",
+            f"use the HAADF acquired with the spectrum image, or bin/resample it to {data.shape[:2]}.",
+        )
+    return SpectrumImage(structural=structural, spectra=data, energy=energy, pixel_size=pixel_size,
+                         pixel_units=pixel_units, name=name or spectrum_path.stem)
+
+
+def _from_numpy(obj, image_path, name) -> SpectrumImage:
+    if isinstance(obj, np.ndarray):
+        spectra = obj
+        if image_path is None:
+            raise HAEInputError("A .npy spectrum image needs its structural image.",
+                                "pass --image IMAGE.npy, or save both in one .npz with keys 'spectra' and "
+                                "'structural'.")
+        structural = np.load(image_path, allow_pickle=False)
+        energy = None
+    else:
+        keys = set(obj.files)
+        if "spectra" not in keys or "structural" not in keys:
+            raise HAEInputError(f"The .npz file has keys {sorted(keys)}, not 'spectra' and 'structural'.",
+                                "save with np.savez(path, spectra=A, structural=S, energy_offset=..., "
+                                "energy_scale=...).")
+        spectra, structural = obj["spectra"], obj["structural"]
+        energy = None
+        if "energy_offset" in keys and "energy_scale" in keys and np.ndim(spectra) == 3:
+            energy = EnergyAxis(size=spectra.shape[-1], offset=float(obj["energy_offset"]),
+                                scale=float(obj["energy_scale"]), units="eV")
+    return SpectrumImage(structural=structural, spectra=spectra, energy=energy, name=name)
+
+
+def save_spectrum_image_hspy(data: SpectrumImage, spectrum_path, image_path=None) -> None:
+    """Write a :class:`SpectrumImage` as HyperSpy .hspy file(s) (spectra with calibrated axes; HAADF separately)."""
+    import hyperspy.api as hs
+
+    s = hs.signals.Signal1D(np.asarray(data.spectra))
+    for ax, units in zip(s.axes_manager.navigation_axes, (data.pixel_units, data.pixel_units)):
+        ax.scale, ax.units = data.pixel_size, units
+    if data.energy is not None:
+        e = s.axes_manager.signal_axes[0]
+        e.offset, e.scale, e.units, e.name = data.energy.offset, data.energy.scale, data.energy.units, "Energy loss"
+    s.metadata.General.title = data.name
+    s.save(str(spectrum_path), overwrite=True)
+    if image_path is not None:
+        im = hs.signals.Signal2D(np.asarray(data.structural))
+        for ax in im.axes_manager.signal_axes:
+            ax.scale, ax.units = data.pixel_size, data.pixel_units
+        im.save(str(image_path), overwrite=True)

@@ -1,0 +1,55 @@
+"""Run metrics: travel distance, discovery (steps to reach a top-q location), and the random-sampling baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import gammaln
+
+
+def step_lengths(positions) -> np.ndarray:
+    """Euclidean length (pixels) of each move between consecutive positions (n-1,)."""
+    p = np.asarray(positions, dtype=float).reshape(-1, 2)
+    return np.hypot(*np.diff(p, axis=0).T) if len(p) > 1 else np.zeros(0)
+
+
+def travel_distance(positions, pixel_size: float = 1.0) -> np.ndarray:
+    """Cumulative travel distance after each move (n-1,), in pixels times ``pixel_size``."""
+    return np.cumsum(step_lengths(positions)) * float(pixel_size)
+
+
+def top_mask(truth: np.ndarray, q: float = 0.01) -> np.ndarray:
+    """Bool mask of the top fraction ``q`` of ``truth`` (at least one position)."""
+    t = np.asarray(truth, dtype=float).ravel()
+    k = max(1, int(round(q * t.size)))
+    thr = np.partition(t, t.size - k)[t.size - k]
+    return (np.asarray(truth) >= thr)
+
+
+def steps_to_top(trace_or_positions, kinds, truth: np.ndarray, q: float = 0.01) -> int | None:
+    """Policy steps (1-based) until the first measured position in the top-q of ``truth``; 0 if a seed already
+    hit, None if never reached. ``kinds`` is the per-point kind list ('seed' points are not counted as steps)."""
+    pos = np.asarray(trace_or_positions, dtype=int).reshape(-1, 2)
+    hit = top_mask(truth, q)[pos[:, 0], pos[:, 1]]
+    is_seed = np.asarray([k == "seed" for k in kinds])
+    if hit[is_seed].any():
+        return 0
+    steps = np.cumsum(~is_seed)
+    first = np.flatnonzero(hit & ~is_seed)
+    return int(steps[first[0]]) if len(first) else None
+
+
+def random_first_hit_cdf(n_remaining: int, n_targets: int, s: np.ndarray) -> np.ndarray:
+    """P(first hit within s draws) when drawing uniformly without replacement from ``n_remaining`` positions of
+    which ``n_targets`` are targets: 1 - C(M-K, s) / C(M, s)."""
+    M, K = int(n_remaining), int(n_targets)
+    s = np.asarray(s, dtype=float)
+    ok = s <= M - K
+    log_ratio = (gammaln(M - K + 1) - gammaln(M - K - np.where(ok, s, 0) + 1)
+                 - gammaln(M + 1) + gammaln(M - np.where(ok, s, 0) + 1))
+    return np.where(ok, 1.0 - np.exp(log_ratio), 1.0)
+
+
+def random_median_steps(n_remaining: int, n_targets: int) -> int:
+    """Median number of random draws to the first target (the exact random-sampling baseline)."""
+    s = np.arange(0, n_remaining + 1)
+    return int(s[np.argmax(random_first_hit_cdf(n_remaining, n_targets, s) >= 0.5)])

@@ -1,0 +1,69 @@
+"""Patches of the structural image centred on every scan position.
+
+A patch of size N at position (y, x) covers rows ``y - N//2 .. y - N//2 + N - 1`` (same for columns), so for odd
+N it is symmetric about the position and for even N the position is the lower of the two central pixels. Borders
+are padded by reflection. The image is standardised once (zero mean, unit std over the whole image) so that
+patches keep their absolute contrast relative to each other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import HAEInputError
+
+
+def check_patch_size(patch_size, scan_shape) -> int:
+    """Validate a patch size (pixels) for an image of ``scan_shape``; returns it as int."""
+    if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)):
+        raise HAEInputError(f"Patch size {patch_size!r} is not an integer.", "give a whole number of pixels, e.g. 16.")
+    n = int(patch_size)
+    if n < 3:
+        raise HAEInputError(f"Patch size {n} is smaller than 3 pixels; the model would see no structure.",
+                            "use a patch size of at least 3 pixels (typical: 8-24).")
+    if n > min(scan_shape):
+        raise HAEInputError(
+            f"Patch size {n} is larger than the image {tuple(scan_shape)}.",
+            f"use a patch size of at most {min(scan_shape)} pixels.",
+        )
+    return n
+
+
+def standardize_image(image: np.ndarray) -> np.ndarray:
+    """Zero-mean, unit-std copy of ``image`` (float32); a constant image maps to zeros."""
+    img = np.asarray(image, dtype=np.float64)
+    std = img.std()
+    out = (img - img.mean()) / (std if std > 0 else 1.0)
+    return out.astype(np.float32)
+
+
+def extract_patches(image: np.ndarray, patch_size: int, positions: np.ndarray | None = None,
+                    normalize: bool = True) -> np.ndarray:
+    """Patches of ``image`` (ny, nx) centred on ``positions`` (n, 2) or on every pixel (row-major).
+
+    Returns an (n, N, N) float32 array; with ``positions=None`` n = ny * nx and patch ``i`` belongs to
+    position ``divmod(i, nx)``.
+    """
+    image = np.asarray(image)
+    n = check_patch_size(patch_size, image.shape)
+    img = standardize_image(image) if normalize else image.astype(np.float32)
+    before = n // 2
+    after = n - 1 - before
+    padded = np.pad(img, ((before, after), (before, after)), mode="reflect")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (n, n))  # (ny, nx, n, n) view
+    if positions is None:
+        return np.ascontiguousarray(windows.reshape(-1, n, n))
+    pos = np.asarray(positions, dtype=int).reshape(-1, 2)
+    return np.ascontiguousarray(windows[pos[:, 0], pos[:, 1]])
+
+
+def flat_index(positions: np.ndarray, scan_shape) -> np.ndarray:
+    """Row-major flat indices of (n, 2) integer positions (y, x)."""
+    pos = np.asarray(positions, dtype=int).reshape(-1, 2)
+    return pos[:, 0] * int(scan_shape[1]) + pos[:, 1]
+
+
+def positions_of(flat: np.ndarray, scan_shape) -> np.ndarray:
+    """(n, 2) positions (y, x) of row-major flat indices."""
+    y, x = np.divmod(np.asarray(flat, dtype=int), int(scan_shape[1]))
+    return np.stack([y, x], axis=-1)
