@@ -7,6 +7,7 @@ A fit after the first continues from the current weights (warm start), which is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
@@ -22,6 +23,24 @@ except ImportError:  # pragma: no cover
     from gpytorch.utils.errors import NanError, NotPSDError
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def dtype_scope(dtype):
+    """Run with torch's default dtype set to ``dtype``, restoring it afterwards.
+
+    Some libraries change the process-wide default (AtomAI's models call ``torch.set_default_tensor_type``), which
+    would silently switch parts of gpytorch's arithmetic to float64; the DKL model pins its own dtype instead.
+    """
+    prev = torch.get_default_dtype()
+    if prev == dtype:
+        yield
+        return
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(prev)
 
 
 class MLPFeatureExtractor(torch.nn.Sequential):
@@ -124,6 +143,10 @@ class DKLRegressor:
     # -- fit ------------------------------------------------------------------------------------------------
     def fit(self, X, y, iterations: int = 100, reset: bool = False) -> FitReport:
         """Train on (X, y) for ``iterations`` Adam steps; warm-starts from the current weights unless ``reset``."""
+        with dtype_scope(self.dtype):
+            return self._fit(X, y, iterations, reset)
+
+    def _fit(self, X, y, iterations, reset) -> FitReport:
         x = self._tensor(X)
         y = np.asarray(y, dtype=np.float64).ravel()
         if len(y) != x.shape[0]:
@@ -194,6 +217,10 @@ class DKLRegressor:
         Batches of ~1024 are fastest: gpytorch builds the joint train+test covariance per batch, so cost grows
         with the square of the batch size.
         """
+        with dtype_scope(self.dtype):
+            return self._predict(X, batch_size, standardized)
+
+    def _predict(self, X, batch_size, standardized):
         self._check_fitted()
         x = self._tensor(X)
         self.model.eval()
@@ -217,7 +244,7 @@ class DKLRegressor:
         self._check_fitted()
         x = self._tensor(X)
         self.model.eval()
-        with torch.no_grad(), warnings.catch_warnings():
+        with dtype_scope(self.dtype), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", gpytorch.utils.warnings.NumericalWarning)
             post = self.model(x)
             mean = post.mean.double().numpy()
@@ -239,7 +266,7 @@ class DKLRegressor:
         """Kernel-space embedding (n, embed_dim) of inputs, scaled as the GP sees them."""
         self._check_fitted()
         self.model.eval()
-        with torch.no_grad():
+        with dtype_scope(self.dtype), torch.no_grad():
             return self.model.embed(self._tensor(X)).double().numpy()
 
     def hyperparameters(self) -> dict:

@@ -82,12 +82,21 @@ class StepResult:
     acq: np.ndarray        # (ny, nx) acquisition scores (-inf where not available)
 
 
+def _default_model(input_dim: int, s: ExperimentSettings) -> DKLRegressor:
+    return DKLRegressor(input_dim, embed_dim=s.embed_dim, hidden=s.hidden, kernel=s.kernel, lr=s.lr,
+                        seed=s.random_seed)
+
+
 class Experiment:
     """One hAE run on a :class:`~napari_hae.core.microscope.Microscope`."""
 
     def __init__(self, microscope: Microscope, settings: ExperimentSettings | None = None,
-                 scalarizer: Scalarizer | None = None, dataset_info: dict | None = None):
+                 scalarizer: Scalarizer | None = None, dataset_info: dict | None = None,
+                 model_factory: Callable[[int, ExperimentSettings], DKLRegressor] | None = None):
+        """``model_factory(input_dim, settings)`` may supply another regressor with DKLRegressor's interface
+        (fit / predict / sample / y_mean / y_std), e.g. to compare implementations."""
         self.microscope = microscope
+        self.model_factory = model_factory or _default_model
         self.settings = settings or ExperimentSettings()
         s = self.settings
         self.scan_shape = tuple(int(v) for v in microscope.scan_shape)
@@ -252,8 +261,7 @@ class Experiment:
         X = self.patches[order]
         t0 = time.perf_counter()
         if self.model is None:
-            self.model = DKLRegressor(self.patches.shape[1], embed_dim=s.embed_dim, hidden=s.hidden,
-                                      kernel=s.kernel, lr=s.lr, seed=s.random_seed)
+            self.model = self.model_factory(self.patches.shape[1], s)
         first = self._needs_reset or self.model.model is None
         rep = self.model.fit(X, y, iterations=s.fit_iterations_first if first else s.fit_iterations, reset=first)
         self._needs_reset = False

@@ -1,0 +1,105 @@
+"""Step-time benchmark: one DKL step (warm-start retrain + predict on every patch + acquire + measure) at
+128 x 128 positions (16,384 patches), patch 16, 200 measured points, on the bundled nanoparticle physics.
+
+Side by side, in the same experiment loop: the workflow of AtomAI's dklGPR active-learning examples (a fresh
+dklGPR refit each step with its defaults), and the same at napari-hae's network size and iterations.
+Optionally (--discovery) compares discovery on the 96 x 96 sample: warm start vs a cold refit with 200
+iterations every step (the atomai schedule on our model).
+
+    python benchmarks/step_time.py [--repeats 15] [--atomai-repeats 2] [--discovery]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+warnings.filterwarnings("ignore")
+
+from napari_hae.core.dkl import DKLRegressor  # noqa: E402
+from napari_hae.core.experiment import Experiment, ExperimentSettings  # noqa: E402
+from napari_hae.core.metrics import random_median_steps, top_mask  # noqa: E402
+from napari_hae.core.microscope import SimulatedMicroscope  # noqa: E402
+from napari_hae.sample_data import load_sample  # noqa: E402
+from napari_hae.sample_data.nanoparticles import make_nanoparticles  # noqa: E402
+
+
+def step_times(data, n_steps, model_factory=None, skip_first=True, **kw):
+    settings = ExperimentSettings(patch_size=16, n_seeds=200, budget=n_steps + 1, random_seed=0,
+                                  policy={"name": "ei", "params": {"xi": 0.01}}, record_maps=False, **kw)
+    exp = Experiment(SimulatedMicroscope(data), settings, model_factory=model_factory)
+    exp.start()
+    times = [exp.step().record["step_time"] for _ in range(n_steps + (1 if skip_first else 0))]
+    return np.array(times[1:] if skip_first else times), exp
+
+
+def discovery(model_factory=None, runs=10, label=""):
+    data = load_sample("nanoparticles")
+    from napari_hae.core.scalarizers import Scalarizer
+    from napari_hae.sample_data.nanoparticles import BANDS
+
+    mask = top_mask(Scalarizer("band_integral", dict(zip("ab", BANDS["dipole"])))(data.spectra, data.energies))
+    cap = random_median_steps(data.n_positions - 10, int(mask.sum()))
+    steps, t0 = [], time.perf_counter()
+    for seed in range(runs):
+        exp = Experiment(SimulatedMicroscope(data),
+                         ExperimentSettings(policy={"name": "ucb", "params": {"beta": 4.0}}, budget=cap,
+                                            random_seed=seed, record_maps=False), model_factory=model_factory)
+        exp.start()
+        steps.append(next((r.step + 1 for r in exp.iter_steps() if mask[r.position]), cap))
+    print(f"discovery {label}: steps to top-1% {steps}, median {np.median(steps)} (random {cap}, cap {cap}); "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return steps
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--atomai-repeats", type=int, default=2)
+    ap.add_argument("--discovery", action="store_true")
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}", flush=True)
+    data = make_nanoparticles(shape=(128, 128), n_clusters=28, seed=7)
+
+    ours, exp = step_times(data, args.repeats)
+    r = exp.trace.steps
+    print(f"napari-hae step: median {np.median(ours):.3f} s (min {ours.min():.3f}, max {ours.max():.3f}) over "
+          f"{len(ours)} steps; fit {np.median(r['fit_time'][1:]):.3f} s ({exp.settings.fit_iterations} warm "
+          f"iterations), predict {np.median(r['predict_time'][1:]):.3f} s; MLP {exp.settings.hidden}", flush=True)
+
+    from atomai_workflow import AtomaiDKL
+
+    same, _ = step_times(data, args.atomai_repeats + 1, skip_first=False,
+                         model_factory=lambda d, s: AtomaiDKL(d, training_cycles=s.fit_iterations,
+                                                              hidden=s.hidden, precision="single"))
+    print(f"atomai dklGPR refit, equal network {exp.settings.hidden} and iterations {exp.settings.fit_iterations}, "
+          f"float32: median {np.median(same):.3f} s -> ratio {np.median(same) / np.median(ours):.1f}x", flush=True)
+    full, _ = step_times(data, args.atomai_repeats, skip_first=False,
+                         model_factory=lambda d, s: AtomaiDKL(d, training_cycles=200))
+    print(f"atomai dklGPR refit, its defaults ([1000, 500, 50], 200 cycles, float64, KISS-GP): median "
+          f"{np.median(full):.2f} s -> ratio {np.median(full) / np.median(ours):.0f}x", flush=True)
+
+    if args.discovery:
+        discovery(label="napari-hae warm start (30 it/step)")
+        discovery(model_factory=lambda d, s: _ColdRefit(d, s), label="cold refit every step (200 it)")
+
+
+class _ColdRefit(DKLRegressor):
+    """The atomai schedule on napari-hae's model: a fresh network fitted for 200 iterations at every step."""
+
+    def __init__(self, d, s):
+        super().__init__(d, embed_dim=s.embed_dim, hidden=s.hidden, seed=s.random_seed)
+
+    def fit(self, X, y, iterations=100, reset=False):
+        return super().fit(X, y, iterations=200, reset=True)
+
+
+if __name__ == "__main__":
+    main()

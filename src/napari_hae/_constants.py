@@ -1,0 +1,1 @@
+DATASET_KEY = "napari_hae_dataset"

@@ -1,0 +1,9 @@
+"""npe2 sample-data contributions (File > Open Sample > napari hAE)."""
+
+from ._layers import dataset_layer_data
+
+
+def nanoparticles_sample():
+    from .sample_data import load_sample
+
+    return dataset_layer_data(load_sample("nanoparticles"))

@@ -1,0 +1,519 @@
+"""The hAE dock: data and patch size, scalarizer, policy and run control, driving the core in a worker thread.
+
+The GUI thread only translates: it reads widget values into core objects, queues interventions, and draws what
+the worker yields. Training, prediction and acquisition run in a ``napari.qt.threading`` worker; interventions are
+applied by the worker between two steps, so they are recorded before the step they affect.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
+
+from ._layers import dataset_of
+from ._spectrum_plot import SpectrumPlot
+from .core.acquisition import POLICIES
+from .core.errors import HAEInputError
+from .core.experiment import Experiment, ExperimentSettings
+from .core.microscope import SimulatedMicroscope
+from .core.scalarizers import SCALARIZERS, Scalarizer
+from .core.trace import Trace
+
+SEEDS = "hAE seeds"
+TRAJECTORY = "hAE trajectory"
+OBJECTS = "hAE objects"
+MAPS = {"mean": ("hAE predicted mean", "viridis"), "std": ("hAE uncertainty", "magma"),
+        "acq": ("hAE acquisition", "cividis")}
+POLICY_PARAM = {"ei": "xi", "pi": "xi", "ucb": "beta"}
+OBJECT_COLORS = {"visit": "lime", "avoid": "red"}
+TWO_BAND = ("band_ratio",)
+
+
+class HAEWidget(QWidget):
+    """Dock widget running a human-in-the-loop automated experiment on the selected dataset."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.experiment: Experiment | None = None
+        self.worker = None
+        self._pbar = None
+        self._lock = threading.Lock()
+        self._pending: list = []           # interventions queued for the worker: (label, fn(exp))
+        self._paused = False
+        self._step_once = False
+        self._stop = False
+        self._n_objects_seen = 0
+        self._last_maps: dict[str, np.ndarray] = {}
+
+        # -- data & patch size ------------------------------------------------------------------------
+        self.layer_combo = ComboBox(label="dataset", choices=self._dataset_layers)
+        self.patch_size = SpinBox(label="patch size (px)", value=16, min=3, max=256)
+        self.data_box = Container(widgets=[self.layer_combo, self.patch_size], label="Data")
+        # -- scalarizer -------------------------------------------------------------------------------
+        one_d = [k for k, v in SCALARIZERS.items() if v.signal_ndim == 1]
+        self.scalarizer_name = ComboBox(label="scalarizer", choices=one_d, value="band_integral")
+        self.band_a = FloatSpinBox(label="band start (eV)", min=-1e6, max=1e6, step=0.05)
+        self.band_b = FloatSpinBox(label="band end (eV)", min=-1e6, max=1e6, step=0.05)
+        self.band_a2 = FloatSpinBox(label="band 2 start (eV)", min=-1e6, max=1e6, step=0.05, visible=False)
+        self.band_b2 = FloatSpinBox(label="band 2 end (eV)", min=-1e6, max=1e6, step=0.05, visible=False)
+        self.apply_scalarizer = PushButton(text="Apply scalarizer")
+        self.scalarizer_box = Container(widgets=[self.scalarizer_name, self.band_a, self.band_b, self.band_a2,
+                                                 self.band_b2, self.apply_scalarizer], label="Scalarizer")
+        # -- policy -----------------------------------------------------------------------------------
+        self.policy_name = ComboBox(label="policy", choices=list(POLICIES), value="ucb")
+        self.policy_param = FloatSpinBox(label="beta", value=4.0, min=0.0, max=1e4, step=0.01)
+        self.apply_policy = PushButton(text="Apply policy")
+        self.policy_box = Container(widgets=[self.policy_name, self.policy_param, self.apply_policy],
+                                    label="Policy")
+        # -- run control ------------------------------------------------------------------------------
+        self.n_seeds = SpinBox(label="random seeds (if no points)", value=10, min=1, max=10000)
+        self.budget = SpinBox(label="budget (steps)", value=60, min=1, max=1_000_000)
+        self.random_seed = SpinBox(label="random seed", value=0, min=0, max=2**31 - 1)
+        self.object_mode = ComboBox(label="new objects", choices=["avoid", "visit"], value="avoid")
+        self.start_btn = PushButton(text="Start")
+        self.pause_btn = PushButton(text="Pause")
+        self.step_btn = PushButton(text="Step once")
+        self.resume_btn = PushButton(text="Resume")
+        self.stop_btn = PushButton(text="Stop")
+        self.save_btn = PushButton(text="Save trace")
+        self.load_btn = PushButton(text="Load trace")
+        buttons1 = Container(widgets=[self.start_btn, self.pause_btn, self.step_btn], layout="horizontal", labels=False)
+        buttons2 = Container(widgets=[self.resume_btn, self.stop_btn], layout="horizontal", labels=False)
+        buttons3 = Container(widgets=[self.save_btn, self.load_btn], layout="horizontal", labels=False)
+        self.noise = CheckBox(text="re-draw Poisson noise per acquisition", value=False)
+        self.run_box = Container(widgets=[self.n_seeds, self.budget, self.random_seed, self.noise, self.object_mode,
+                                          buttons1, buttons2, buttons3], label="Run")
+        self.status = Label(value="Open a dataset (File > Open Sample > napari hAE), then Start.")
+        self.plot = SpectrumPlot(self)
+        # advanced, not shown: tests and power users may change them before Start
+        self.fit_iterations = 30
+        self.fit_iterations_first = 150
+        self.hidden = (64, 32)
+
+        layout = QVBoxLayout(self)
+        for box in (self.data_box, self.scalarizer_box, self.policy_box, self.run_box):
+            layout.addWidget(box.native)
+        layout.addWidget(self.status.native)
+        layout.addWidget(self.plot)
+        layout.addStretch(1)
+
+        self.layer_combo.changed.connect(self._on_dataset_changed)
+        self.scalarizer_name.changed.connect(self._on_scalarizer_name)
+        self.policy_name.changed.connect(self._on_policy_name)
+        self.apply_scalarizer.clicked.connect(self.request_scalarizer)
+        self.apply_policy.clicked.connect(self.request_policy)
+        self.patch_size.changed.connect(self._on_patch_size)
+        self.start_btn.clicked.connect(self.start)
+        self.pause_btn.clicked.connect(self.pause)
+        self.step_btn.clicked.connect(self.step_once)
+        self.resume_btn.clicked.connect(self.resume)
+        self.stop_btn.clicked.connect(self.stop)
+        self.save_btn.clicked.connect(self._save_dialog)
+        self.load_btn.clicked.connect(self._load_dialog)
+        self.object_mode.changed.connect(self._on_object_mode)
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self._on_dataset_changed()
+        self._update_buttons()
+
+    # ------------------------------------------------------------------------------------------------------
+    # data
+    def _dataset_layers(self, *_):
+        return [layer for layer in self.viewer.layers if dataset_of(layer) is not None]
+
+    def _refresh_layers(self, *_):
+        self.layer_combo.reset_choices()
+
+    @property
+    def dataset(self):
+        return dataset_of(self.layer_combo.value)
+
+    def _on_dataset_changed(self, *_):
+        data = self.dataset
+        if data is None:
+            return
+        if data.energy is not None:
+            lo, hi = data.energy.limits
+            for w in (self.band_a, self.band_b, self.band_a2, self.band_b2):
+                w.min, w.max, w.step = lo, hi, max(abs(data.energy.scale), 1e-6)
+            if data.name == "nanoparticles":
+                from .sample_data.nanoparticles import BANDS
+
+                (a, b), (a2, b2) = BANDS["dipole"], BANDS["bulk"]
+            else:
+                a, b = lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3
+                a2, b2 = lo, a
+            self.band_a.value, self.band_b.value, self.band_a2.value, self.band_b2.value = a, b, a2, b2
+        self.patch_size.max = min(data.scan_shape)
+        self.patch_size.value = min(self.patch_size.value, min(data.scan_shape))
+        self._ensure_input_layers()
+        self._show_mean_spectrum()
+        layer = self.layer_combo.value
+        if self._on_click not in layer.mouse_drag_callbacks:
+            layer.mouse_drag_callbacks.append(self._on_click)
+
+    def _ensure_input_layers(self):
+        data, layer = self.dataset, self.layer_combo.value
+        if SEEDS not in self.viewer.layers:
+            self.viewer.add_points(np.zeros((0, 2)), name=SEEDS, scale=layer.scale, size=max(data.scan_shape) / 50,
+                                   face_color="cyan", border_color="white", symbol="square")
+        if OBJECTS not in self.viewer.layers:
+            shapes = self.viewer.add_shapes(name=OBJECTS, scale=layer.scale, face_color=[0, 0, 0, 0], edge_width=1,
+                                            edge_color=OBJECT_COLORS[self.object_mode.value])
+            shapes.events.data.connect(self._on_objects_changed)
+            self._n_objects_seen = 0
+
+    def _on_object_mode(self, *_):
+        if OBJECTS in self.viewer.layers:
+            self.viewer.layers[OBJECTS].current_edge_color = OBJECT_COLORS[self.object_mode.value]
+
+    # ------------------------------------------------------------------------------------------------------
+    # reading the docks into core objects
+    def current_scalarizer(self) -> Scalarizer:
+        name = self.scalarizer_name.value
+        params = {"a": self.band_a.value, "b": self.band_b.value}
+        if name in TWO_BAND:
+            params.update(a2=self.band_a2.value, b2=self.band_b2.value)
+        return Scalarizer(name, params)
+
+    def current_policy(self) -> dict:
+        name = self.policy_name.value
+        params = {POLICY_PARAM[name]: self.policy_param.value} if name in POLICY_PARAM else {}
+        return {"name": name, "params": params}
+
+    def _on_scalarizer_name(self, *_):
+        two = self.scalarizer_name.value in TWO_BAND
+        self.band_a2.visible = self.band_b2.visible = two
+
+    def _on_policy_name(self, *_):
+        name = self.policy_name.value
+        self.policy_param.visible = name in POLICY_PARAM
+        if name in POLICY_PARAM:
+            self.policy_param.label = POLICY_PARAM[name]
+            self.policy_param.value = {"xi": 0.01, "beta": 4.0}[POLICY_PARAM[name]]
+
+    # ------------------------------------------------------------------------------------------------------
+    # interventions (queued; the worker applies them before its next step)
+    def _queue(self, label: str, fn) -> None:
+        if self.experiment is None or self.worker is None:
+            return  # not running: the dock values are simply used at Start
+        with self._lock:
+            self._pending.append((label, fn))
+        self.status.value = f"Queued: {label} (applied before the next step)"
+
+    def request_scalarizer(self, *_):
+        try:
+            sc = self.current_scalarizer()
+            if self.dataset is not None:
+                sc.validate(self.dataset.energies, self.dataset.signal_shape)
+        except HAEInputError as exc:
+            show_error(str(exc))
+            return
+        self._queue(f"scalarizer {sc.label()}", lambda exp: exp.set_scalarizer(sc))
+        self._show_mean_spectrum()
+
+    def request_policy(self, *_):
+        pol = self.current_policy()
+        self._queue(f"policy {pol['name']} {pol['params']}", lambda exp: exp.set_policy(pol["name"], **pol["params"]))
+
+    def _on_patch_size(self, *_):
+        n = int(self.patch_size.value)
+        self._queue(f"patch size {n}", lambda exp: exp.set_patch_size(n))
+
+    def _on_objects_changed(self, event=None):
+        layer = self.viewer.layers[OBJECTS]
+        n = len(layer.data)
+        if n <= self._n_objects_seen:
+            self._n_objects_seen = n
+            return
+        mode = self.object_mode.value
+        masks = layer.to_masks(mask_shape=self.dataset.scan_shape)
+        for i in range(self._n_objects_seen, n):
+            mask = np.asarray(masks[i], dtype=bool)
+            label = f"{mode} #{i}"
+            self._queue(f"object {label}", lambda exp, m=mask, mo=mode, la=label: exp.add_object(m, mo, la))
+            if self.experiment is None or self.worker is None:
+                self._objects_at_start.append((mask, mode, label))
+        self._n_objects_seen = n
+
+    _objects_at_start: list = []
+
+    # ------------------------------------------------------------------------------------------------------
+    # run control
+    def _seed_positions(self):
+        if SEEDS not in self.viewer.layers or len(self.viewer.layers[SEEDS].data) == 0:
+            return None
+        pts = np.round(np.asarray(self.viewer.layers[SEEDS].data)).astype(int)
+        return [tuple(p) for p in dict.fromkeys(map(tuple, pts))]
+
+    def build_experiment(self) -> Experiment:
+        data = self.dataset
+        if data is None:
+            raise HAEInputError("No dataset is selected.", "open one (File > Open / Open Sample) and pick it.")
+        seeds = self._seed_positions()
+        settings = ExperimentSettings(
+            patch_size=int(self.patch_size.value), scalarizer=self.current_scalarizer().to_dict(),
+            policy=self.current_policy(), n_seeds=int(self.n_seeds.value),
+            seed_mode="given" if seeds else "random", seed_positions=seeds, budget=int(self.budget.value),
+            random_seed=int(self.random_seed.value), fit_iterations=self.fit_iterations,
+            fit_iterations_first=self.fit_iterations_first, hidden=tuple(self.hidden))
+        mic = SimulatedMicroscope(data, noise="poisson" if self.noise.value else None, seed=int(self.random_seed.value))
+        exp = Experiment(mic, settings, dataset_info=data.describe())
+        for mask, mode, label in self._objects_at_start:
+            exp.add_object(mask, mode, label)
+        return exp
+
+    def start(self, *_):
+        if self.worker is not None:
+            show_warning("A run is already going: stop it first.")
+            return
+        try:
+            self.experiment = self.build_experiment()
+        except HAEInputError as exc:
+            show_error(str(exc))
+            self.status.value = f"Cannot start: {exc}"
+            return
+        self._objects_at_start = []
+        self._paused = self._step_once = self._stop = False
+        self._pending = []
+        self._prepare_output_layers()
+        self._pbar = progress(total=self.experiment.settings.budget, desc="hAE run")
+        self.worker = create_worker(self._loop)
+        self.worker.yielded.connect(self._on_yielded)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.worker.start()
+        self.status.value = "Running: measuring seeds and training the first model..."
+        self._update_buttons()
+
+    def pause(self, *_):
+        self._paused = True
+        self.status.value = "Pausing after the current step."
+        self._update_buttons()
+
+    def resume(self, *_):
+        self._paused = False
+        self._update_buttons()
+
+    def step_once(self, *_):
+        self._paused = True
+        self._step_once = True
+        self._update_buttons()
+
+    def stop(self, *_):
+        self._stop = True
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _loop(self):
+        """Generator run in the worker thread. Yields StepResults, messages, or None while paused."""
+        exp = self.experiment
+        exp.start()
+        yield ("seeds", None)
+        while not exp.done and not self._stop:
+            with self._lock:
+                pending, self._pending = self._pending, []
+            for label, fn in pending:
+                try:
+                    fn(exp)
+                    yield ("message", f"Applied before step {exp.step_index}: {label}")
+                except HAEInputError as exc:
+                    yield ("error", str(exc))
+            if self._paused and not self._step_once:
+                time.sleep(0.02)
+                yield None
+                continue
+            self._step_once = False
+            yield exp.step()
+
+    # ------------------------------------------------------------------------------------------------------
+    # drawing what the worker yields (GUI thread)
+    def _prepare_output_layers(self):
+        layer = self.layer_combo.value
+        ny, nx = self.dataset.scan_shape
+        for key, (name, cmap) in MAPS.items():
+            if name not in self.viewer.layers:
+                self.viewer.add_image(np.zeros((ny, nx), np.float32), name=name, colormap=cmap, scale=layer.scale,
+                                      opacity=0.7, blending="translucent", visible=(key == "mean"))
+        if TRAJECTORY not in self.viewer.layers:
+            self.viewer.add_points(np.zeros((0, 2)), name=TRAJECTORY, scale=layer.scale,
+                                   size=max(ny, nx) / 60, border_color="white",
+                                   features={"step": np.zeros(0, int), "value": np.zeros(0), "kind": []})
+        self._draw_trajectory()
+
+    def _draw_trajectory(self):
+        exp = self.experiment
+        if exp is None or TRAJECTORY not in self.viewer.layers:
+            return
+        import matplotlib
+
+        tr = exp.trace
+        n = tr.n_points
+        layer = self.viewer.layers[TRAJECTORY]
+        pos = tr.positions_array().astype(float)
+        steps = np.asarray(tr.point_steps)
+        layer.data = pos
+        layer.features = {"step": steps, "value": np.asarray(tr.values[:n]), "kind": list(tr.kinds[:n])}
+        if n:
+            cmap = matplotlib.colormaps["plasma"]
+            frac = (steps + 1) / max(1, exp.settings.budget)
+            colors = np.where((steps < 0)[:, None], np.array([[0, 1, 1, 1.0]]), cmap(np.clip(frac, 0, 1)))
+            layer.face_color = colors
+
+    def _on_yielded(self, item):
+        if item is None:
+            return
+        if isinstance(item, tuple):
+            kind, payload = item
+            if kind == "seeds":
+                self._draw_trajectory()
+                self.status.value = f"Seeds measured ({self.experiment.trace.n_points}); training..."
+            elif kind == "message":
+                self.status.value = payload
+                show_info(payload)
+            elif kind == "error":
+                show_error(payload)
+                self.status.value = payload
+            return
+        res = item
+        exp = self.experiment
+        for key, (name, _) in MAPS.items():
+            m = np.asarray(getattr(res, key), dtype=np.float32)
+            if key == "acq":
+                finite = np.isfinite(m)
+                m = np.where(finite, m, m[finite].min() if finite.any() else 0.0)
+            self._last_maps[key] = m
+            layer = self.viewer.layers[name]
+            layer.data = m
+            layer.reset_contrast_limits()
+        self._draw_trajectory()
+        if self._pbar is not None:
+            self._pbar.update(1)
+        sc = exp.scalarizer
+        self.status.value = (f"step {res.step + 1}/{exp.settings.budget} ({res.kind}) at (y, x) = {res.position}: "
+                             f"{sc.name} = {res.value:.4g}; best {res.record['best_so_far']:.4g}; "
+                             f"mean uncertainty {res.record['std_mean']:.3g}"
+                             + ("  [paused]" if self._paused else ""))
+        self.plot.show_spectrum(exp.energies, exp.trace.spectra[-1], self._bands(sc),
+                                f"step {res.step + 1} at {res.position}: {res.value:.4g}", self._units())
+        self._update_buttons()
+
+    def _on_error(self, exc):
+        show_error(f"The run stopped with an error: {exc}. The trace measured so far is kept: Save trace.")
+        self.status.value = f"Stopped by an error at step {self.experiment.step_index}: {exc}"
+
+    def _on_finished(self):
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.worker = None
+        exp = self.experiment
+        if exp is not None:
+            done = "finished" if exp.done else "stopped"
+            self.status.value = (f"Run {done}: {exp.trace.n_steps} steps, {exp.trace.n_points} spectra. "
+                                 "Save the trace to keep it.")
+        self._update_buttons()
+
+    def _update_buttons(self):
+        running = self.worker is not None
+        self.start_btn.enabled = not running
+        self.pause_btn.enabled = running and not self._paused
+        self.resume_btn.enabled = running and self._paused
+        self.step_btn.enabled = running
+        self.stop_btn.enabled = running
+
+    # ------------------------------------------------------------------------------------------------------
+    # spectra
+    def _units(self):
+        d = self.dataset
+        return d.energy.units if d is not None and d.energy is not None else "eV"
+
+    def _bands(self, sc: Scalarizer):
+        p = sc.params
+        bands = [(p["a"], p["b"])] if "a" in p and "b" in p else []
+        if "a2" in p:
+            bands.append((p["a2"], p["b2"]))
+        return bands
+
+    def _show_mean_spectrum(self):
+        data = self.dataset
+        if data is None:
+            return
+        try:
+            bands = self._bands(self.current_scalarizer())
+        except HAEInputError:
+            bands = []
+        self.plot.show_spectrum(data.energies, data.spectra.reshape(-1, *data.signal_shape).mean(0), bands,
+                                "mean spectrum", self._units())
+
+    def spectrum_at(self, y: int, x: int):
+        """(spectrum, value, source) at a scan position: the measured one if measured, else the pre-acquired one."""
+        exp, data = self.experiment, self.dataset
+        if exp is not None:
+            tr = exp.trace
+            if (y, x) in tr.positions[: len(tr.spectra)]:
+                i = tr.positions.index((y, x))
+                return tr.spectra[i], tr.values[i], "measured"
+        spectrum = data.spectra[y, x]
+        value = float(self.current_scalarizer()(spectrum[None], data.energies)[0])
+        return spectrum, value, "pre-acquired"
+
+    def _on_click(self, layer, event):
+        data = self.dataset
+        if data is None:
+            return
+        y, x = (int(round(c)) for c in layer.world_to_data(event.position)[-2:])
+        if not (0 <= y < data.scan_shape[0] and 0 <= x < data.scan_shape[1]):
+            return
+        spectrum, value, source = self.spectrum_at(y, x)
+        self.plot.show_spectrum(data.energies, spectrum, self._bands(self.current_scalarizer()),
+                                f"{source} at ({y}, {x}): {value:.4g}", self._units())
+
+    # ------------------------------------------------------------------------------------------------------
+    # traces
+    def save_trace(self, path) -> Path:
+        if self.experiment is None:
+            raise HAEInputError("There is no run to save.", "start a run first.")
+        return self.experiment.trace.save(path)
+
+    def load_trace(self, path) -> Trace:
+        """Show a saved trace: its trajectory and its last stored maps."""
+        tr = Trace.load(path)
+        layer = self.layer_combo.value
+        scale = layer.scale if layer is not None else (1, 1)
+        name = f"trace {Path(path).stem}"
+        self.viewer.add_points(tr.positions_array().astype(float), name=name, scale=scale,
+                               features={"step": np.asarray(tr.point_steps), "value": np.asarray(tr.values)},
+                               face_color="orange", size=max(tr.structural.shape) / 60)
+        if tr.map_steps:
+            self.viewer.add_image(tr.maps["mean"][-1], name=f"{name} mean", colormap="viridis", scale=scale,
+                                  opacity=0.7)
+        self.status.value = f"Loaded {path}: {tr.n_points} points, {tr.n_steps} steps, " \
+                            f"{len(tr.interventions)} interventions."
+        return tr
+
+    def _save_dialog(self, *_):
+        path, _ = QFileDialog.getSaveFileName(self, "Save hAE trace", "trace.h5", "HDF5 (*.h5)")
+        if path:
+            try:
+                self.save_trace(path)
+                show_info(f"Trace saved to {path}")
+            except HAEInputError as exc:
+                show_error(str(exc))
+
+    def _load_dialog(self, *_):
+        path, _ = QFileDialog.getOpenFileName(self, "Load hAE trace", "", "HDF5 (*.h5)")
+        if path:
+            try:
+                self.load_trace(path)
+            except HAEInputError as exc:
+                show_error(str(exc))

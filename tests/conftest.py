@@ -1,0 +1,46 @@
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def small_sample():
+    """A 48 x 48 nanoparticle dataset: fast enough for loop tests."""
+    from napari_hae.sample_data.nanoparticles import make_nanoparticles
+
+    return make_nanoparticles(shape=(48, 48), n_clusters=6, seed=3)
+
+
+@pytest.fixture(scope="session")
+def sample():
+    from napari_hae.sample_data import load_sample
+
+    return load_sample("nanoparticles")
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared real data not found at {SHARED_DATA} (only present beside a developer/CI checkout)")
+    return SHARED_DATA
+
+
+def fast_settings(**kw):
+    from napari_hae.core.experiment import ExperimentSettings
+
+    base = dict(patch_size=8, n_seeds=6, budget=6, fit_iterations_first=60, fit_iterations=10,
+                hidden=(32, 16), random_seed=0)
+    base.update(kw)
+    return ExperimentSettings(**base)
+
+
+def gaussian(e, a, mu, sigma):
+    return a * np.exp(-0.5 * ((e - mu) / sigma) ** 2)

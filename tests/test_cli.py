@@ -1,0 +1,34 @@
+import json
+
+from napari_hae.cli import main
+
+
+def test_cli_run_writes_trace_summary_and_figure(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["run", "--sample", "nanoparticles", "--steps", "3", "--seeds", "5", "--patch", "8",
+               "--policy", "ei", "--xi", "0.05", "--out", str(out), "-q"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["policy_steps"] == 3 and s["points_measured"] == 8 and s["policy"] == "ei(xi=0.05)"
+    assert s["scalarizer"] == "band_integral(a=1.2, b=2.25)"
+    assert 0 < s["best_fraction_of_truth_max"] <= 1.0
+    assert (out / "summary.png").stat().st_size > 10_000
+    from napari_hae.core.trace import Trace
+
+    assert Trace.load(out / "trace.h5").n_points == 8
+
+
+def test_cli_bad_band_exits_2_with_fix(tmp_path, capsys):
+    rc = main(["run", "--sample", "nanoparticles", "--band", "9", "10", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "outside the energy axis" in err and "Fix:" in err
+
+
+def test_cli_on_real_eels_data(shared_data, tmp_path):
+    out = tmp_path / "cuzn"
+    rc = main(["run", "--spectrum", str(shared_data / "cuzn_eels/CuZn_EELS_mapping_tutorial.hspy"),
+               "--image", str(shared_data / "cuzn_eels/CuZn_HAADF.hspy"), "--band", "920", "960",
+               "--background", "800", "900", "--steps", "3", "--seeds", "5", "--patch", "8", "--out", str(out), "-q"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["points_measured"] == 8 and s["pixel_units"] == "nm"

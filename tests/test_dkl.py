@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from napari_hae.core.dkl import DKLRegressor, r2_score
+
+
+def _blob_patches(n, rng, size=8):
+    """Patches of a Gaussian blob with random amplitude a and offset b; target is smooth in (a, b)."""
+    a = rng.uniform(0.5, 2.0, n)
+    b = rng.uniform(-2.0, 2.0, n)
+    yy, xx = np.mgrid[0:size, 0:size] - (size - 1) / 2
+    blob = np.exp(-(yy**2 + xx**2) / (2 * 2.0**2))
+    X = a[:, None, None] * blob[None] + 0.3 * b[:, None, None] * (xx / size)[None]
+    X += 0.01 * rng.standard_normal(X.shape)
+    y = np.sin(2.0 * a) + 0.5 * b**2
+    return X.astype(np.float32), y
+
+
+def test_dkl_learns_smooth_target_of_patch_content():
+    rng = np.random.default_rng(0)
+    X, y = _blob_patches(700, rng)
+    model = DKLRegressor(64, seed=0)
+    model.fit(X[:200], y[:200], iterations=400)
+    mean, std = model.predict(X[200:])
+    r2 = r2_score(y[200:], mean)
+    assert r2 >= 0.9, r2
+    assert np.all(std > 0) and np.all(np.isfinite(std))
+
+
+def test_warm_start_continues_from_current_weights():
+    rng = np.random.default_rng(1)
+    X, y = _blob_patches(120, rng)
+    model = DKLRegressor(64, seed=0)
+    first = model.fit(X[:100], y[:100], iterations=100)
+    second = model.fit(X[:110], y[:110], iterations=5)
+    # a warm start begins near the converged loss, far below a fresh start's initial loss
+    assert second.losses[0] < first.losses[0] - 0.2
+    fresh = DKLRegressor(64, seed=0).fit(X[:110], y[:110], iterations=5)
+    assert second.losses[0] < fresh.losses[0]
+
+
+def test_constant_targets_do_not_crash():
+    rng = np.random.default_rng(2)
+    X, _ = _blob_patches(30, rng)
+    model = DKLRegressor(64)
+    model.fit(X, np.full(30, 3.0), iterations=20)
+    mean, std = model.predict(X)
+    np.testing.assert_allclose(mean, 3.0, atol=1e-3)
+    assert np.all(np.isfinite(std))
+
+
+def test_joint_sample_has_the_posterior_mean():
+    rng = np.random.default_rng(3)
+    X, y = _blob_patches(60, rng)
+    model = DKLRegressor(64, dtype=__import__("torch").float64)
+    model.fit(X[:40], y[:40], iterations=50)
+    s = model.sample(X[40:], np.random.default_rng(0), n_samples=4000)
+    zmean, zstd = model.predict(X[40:], standardized=True)
+    np.testing.assert_allclose(s.mean(0), zmean, atol=5 * zstd.max() / np.sqrt(4000) + 1e-3)
+    np.testing.assert_allclose(s.std(0), zstd, rtol=0.1, atol=1e-3)
+
+
+def test_predict_before_fit_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        DKLRegressor(4).predict(np.zeros((2, 4)))
+
+
+def test_results_do_not_depend_on_a_changed_global_default_dtype():
+    """AtomAI sets torch's process-wide default tensor type to float64; the DKL model must not follow it."""
+    import torch
+
+    rng = np.random.default_rng(4)
+    X, y = _blob_patches(60, rng)
+    ref = DKLRegressor(64, seed=0)
+    ref.fit(X[:40], y[:40], iterations=30)
+    mean_ref, std_ref = ref.predict(X[40:])
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        other = DKLRegressor(64, seed=0)
+        other.fit(X[:40], y[:40], iterations=30)
+        mean, std = other.predict(X[40:])
+        assert torch.get_default_dtype() == torch.float64          # the caller's setting is left alone
+    finally:
+        torch.set_default_dtype(prev)
+    np.testing.assert_array_equal(mean, mean_ref)
+    np.testing.assert_array_equal(std, std_ref)
+    assert other.model.covar_module.raw_outputscale.dtype == torch.float32

@@ -1,0 +1,181 @@
+import numpy as np
+import pytest
+from conftest import fast_settings
+
+from napari_hae.core.errors import HAEInputError
+from napari_hae.core.experiment import Experiment
+from napari_hae.core.microscope import SimulatedMicroscope
+from napari_hae.core.scalarizers import Scalarizer
+from napari_hae.core.trace import Trace
+from napari_hae.sample_data.nanoparticles import BANDS
+
+
+def _exp(data, **kw):
+    return Experiment(SimulatedMicroscope(data), fast_settings(**kw), dataset_info=data.describe())
+
+
+def test_run_measures_seeds_plus_budget_and_never_repeats(small_sample):
+    exp = _exp(small_sample, budget=8)
+    trace = exp.run()
+    assert trace.n_points == 6 + 8 and trace.n_steps == 8
+    assert trace.kinds.count("seed") == 6
+    assert len(set(trace.positions)) == trace.n_points
+    # each step's chosen position is the next measured point, and maps are finite where they should be
+    assert [tuple(p) for p in trace.steps["position"]] == trace.positions[6:]
+    assert np.all(np.isfinite(trace.maps["mean"][-1])) and np.all(trace.maps["std"][-1] >= 0)
+    # the stored value is the scalarizer of the stored spectrum
+    sc = exp.scalarizer
+    np.testing.assert_allclose(trace.values, sc(trace.spectra_array(), small_sample.energies))
+    with pytest.raises(RuntimeError, match="budget"):
+        exp.step()
+
+
+def test_runs_are_reproducible_with_the_same_seed(small_sample):
+    a = _exp(small_sample, budget=4).run()
+    b = _exp(small_sample, budget=4).run()
+    assert a.positions == b.positions
+    np.testing.assert_allclose(a.maps["mean"][-1], b.maps["mean"][-1], rtol=1e-5, atol=1e-5)
+
+
+def test_band_change_mid_run_changes_next_picks_and_is_recorded(small_sample):
+    base = _exp(small_sample, budget=8)
+    changed = _exp(small_sample, budget=8)
+    base.run(3)
+    changed.run(3)
+    assert base.trace.positions == changed.trace.positions
+    bulk = Scalarizer("band_integral", {"a": BANDS["bulk"][0], "b": BANDS["bulk"][1]})
+    changed.set_scalarizer(bulk)
+    base.run()
+    changed.run()
+    assert base.trace.positions[9:] != changed.trace.positions[9:]
+    iv = changed.trace.interventions
+    assert len(iv) == 1 and iv[0]["step"] == 3 and iv[0]["kind"] == "scalarizer"
+    assert iv[0]["new"]["params"] == {"a": BANDS["bulk"][0], "b": BANDS["bulk"][1]}
+    assert changed.trace.steps["scalarizer"][2] != changed.trace.steps["scalarizer"][3]
+    # the model after the change is trained on the new target for *all* points, earlier ones included
+    y_new = bulk(changed.trace.spectra_array(), small_sample.energies)
+    assert changed.model.y_mean == pytest.approx(y_new[:-1].mean())
+
+
+def test_patch_size_change_keeps_earlier_points_and_retrains(small_sample):
+    exp = _exp(small_sample, budget=6)
+    exp.run(3)
+    before = list(exp.trace.positions)
+    exp.set_patch_size(12)
+    assert exp.patches.shape[1] == 144
+    exp.run()
+    assert exp.trace.positions[: len(before)] == before
+    assert exp.model.input_dim == 144
+    assert exp.model.model.train_inputs[0].shape[0] == exp.trace.n_points - 1
+    assert exp.trace.steps["patch_size"][:3] == [8, 8, 8] and exp.trace.steps["patch_size"][3:] == [12, 12, 12]
+    assert exp.trace.interventions[0] == {"step": 3, "kind": "patch_size", "old": 8, "new": 12}
+
+
+def test_policy_change_is_recorded_and_used(small_sample):
+    exp = _exp(small_sample, budget=4)
+    exp.run(2)
+    exp.set_policy("mu")
+    exp.run()
+    assert exp.trace.steps["policy"] == ["ei(xi=0.01)", "ei(xi=0.01)", "mu", "mu"]
+    # maximum uncertainty picks the argmax of the stored std map among unmeasured positions
+    std = exp.trace.map_at("std", 3).ravel().copy()
+    measured_before = exp.trace.positions[: 6 + 3]
+    for y, x in measured_before:
+        std[y * 48 + x] = -np.inf
+    assert np.unravel_index(np.argmax(std), (48, 48)) == exp.trace.steps["position"][3]
+
+
+def test_avoid_object_is_never_measured_and_visit_object_forces_next_pick(small_sample):
+    exp = _exp(small_sample, budget=10)
+    exp.start()
+    first = exp.step()
+    avoid = np.zeros((48, 48), bool)
+    avoid[:, :24] = True                       # the whole left half
+    exp.add_object(avoid, "avoid", "beam-sensitive")
+    visit = np.zeros((48, 48), bool)
+    visit[40:44, 40:44] = True
+    exp.add_object(visit, "visit", "corner particle")
+    res = exp.step()
+    assert res.kind == "visit" and visit[res.position]
+    exp.run()
+    later = exp.trace.positions[6 + 2:]
+    assert not any(avoid[p] for p in later)
+    assert [iv["kind"] for iv in exp.trace.interventions] == ["object", "object"]
+    assert exp.trace.objects[0]["mode"] == "avoid" and exp.trace.objects[1]["label"] == "corner particle"
+    assert first.step == 0
+
+
+def test_given_grid_and_random_seeds(small_sample):
+    given = _exp(small_sample, seed_mode="given", seed_positions=[[1, 1], [10, 20], [30, 5]], budget=1)
+    given.start()
+    assert given.trace.positions == [(1, 1), (10, 20), (30, 5)]
+    grid = _exp(small_sample, seed_mode="grid", n_seeds=9, budget=1)
+    grid.start()
+    assert len(set(grid.trace.positions)) == 9
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"budget": 5000}, "exceed the 2304 scan positions"),
+    ({"seed_mode": "given", "seed_positions": [[1, 1], [1, 1]]}, "duplicates"),
+    ({"seed_mode": "given", "seed_positions": [[60, 1]]}, "outside the 48 x 48 scan field"),
+    ({"n_seeds": 0}, "At least one seed"),
+    ({"patch_size": 64}, "larger than the image"),
+    ({"scalarizer": {"name": "band_integral", "params": {"a": 9.0, "b": 10.0}}}, "outside the energy axis"),
+    ({"policy": {"name": "ucb", "params": {"xi": 1}}}, "no parameter"),
+    ({"goal": "up"}, "goal"),
+])
+def test_bad_settings_are_clear_errors(small_sample, kw, match):
+    with pytest.raises(HAEInputError, match=match):
+        _exp(small_sample, **kw).start()
+
+
+def test_goal_min_reports_values_in_scalarizer_units(small_sample):
+    exp = _exp(small_sample, goal="min", budget=3)
+    exp.run()
+    assert exp.trace.steps["best_so_far"][-1] == pytest.approx(min(exp.trace.values[:-1]))
+
+
+def _assert_traces_equal(a: Trace, b: Trace):
+    np.testing.assert_array_equal(a.structural, b.structural)
+    assert a.positions == b.positions and a.kinds == b.kinds and a.point_steps == b.point_steps
+    assert a.values == b.values
+    np.testing.assert_array_equal(a.spectra_array(), b.spectra_array())
+    assert a.steps == b.steps
+    assert a.map_steps == b.map_steps
+    for k in a.maps:
+        assert len(a.maps[k]) == len(b.maps[k])
+        for m1, m2 in zip(a.maps[k], b.maps[k]):
+            np.testing.assert_array_equal(m1, m2)
+    assert a.settings == b.settings and a.dataset == b.dataset and a.interventions == b.interventions
+    assert len(a.objects) == len(b.objects)
+    for o1, o2 in zip(a.objects, b.objects):
+        assert o1["mode"] == o2["mode"] and o1["label"] == o2["label"]
+        np.testing.assert_array_equal(o1["mask"], o2["mask"])
+    assert a.versions == b.versions
+
+
+def test_trace_round_trip_is_exact(small_sample, tmp_path):
+    exp = _exp(small_sample, budget=4)
+    exp.run(2)
+    exp.set_policy("ucb", beta=9.0)
+    m = np.zeros((48, 48), bool)
+    m[:5, :5] = True
+    exp.add_object(m, "avoid", "edge")
+    exp.run()
+    path = exp.trace.save(tmp_path / "t.h5")
+    loaded = Trace.load(path)
+    _assert_traces_equal(exp.trace, loaded)
+    # and a second save of the loaded trace is identical again
+    _assert_traces_equal(loaded, Trace.load(loaded.save(tmp_path / "t2.h5")))
+
+
+def test_loading_a_non_trace_is_a_clear_error(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["a"] = 1
+    with pytest.raises(HAEInputError, match="not a napari-hae trace"):
+        Trace.load(tmp_path / "x.h5")
+    (tmp_path / "y.h5").write_bytes(b"not hdf5")
+    with pytest.raises(HAEInputError, match="not a readable HDF5"):
+        Trace.load(tmp_path / "y.h5")
