@@ -7,6 +7,7 @@ applied by the worker between two steps, so they are recorded before the step th
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -16,9 +17,11 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label,
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from ._layers import dataset_of
+from ._torch_preload import preload_torch_compiler
 from ._spectrum_plot import SpectrumPlot
 from .core.acquisition import POLICIES
 from .core.errors import HAEInputError
@@ -35,6 +38,8 @@ MAPS = {"mean": ("hAE predicted mean", "viridis"), "std": ("hAE uncertainty", "m
 POLICY_PARAM = {"ei": "xi", "pi": "xi", "ucb": "beta"}
 OBJECT_COLORS = {"visit": "lime", "avoid": "red"}
 TWO_BAND = ("band_ratio",)
+
+preload_torch_compiler()   # before any worker trains: see _torch_preload
 
 
 class HAEWidget(QWidget):
@@ -316,6 +321,17 @@ class HAEWidget(QWidget):
 
     def _loop(self):
         """Generator run in the worker thread. Yields StepResults, messages, or None while paused."""
+        import torch
+
+        # leave one core to napari's GUI thread so drawing never waits for the CPU behind training
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+        try:
+            yield from self._steps()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _steps(self):
         exp = self.experiment
         exp.start()
         yield ("seeds", None)
@@ -334,6 +350,7 @@ class HAEWidget(QWidget):
                 continue
             self._step_once = False
             yield exp.step()
+        yield ("done", None)
 
     # ------------------------------------------------------------------------------------------------------
     # drawing what the worker yields (GUI thread)
@@ -383,27 +400,39 @@ class HAEWidget(QWidget):
             elif kind == "error":
                 show_error(payload)
                 self.status.value = payload
+            elif kind == "done":
+                self._finished_status()
             return
-        res = item
-        exp = self.experiment
+        # Each piece of drawing is its own event-loop task, so timers and input are served in between.
+        self._draw_maps(item)
+        QTimer.singleShot(0, self._draw_trajectory)
+        QTimer.singleShot(0, lambda: self._draw_step_info(item))
+
+    def _draw_maps(self, res):
         for key, (name, _) in MAPS.items():
             m = np.asarray(getattr(res, key), dtype=np.float32)
+            finite = np.isfinite(m)
             if key == "acq":
-                finite = np.isfinite(m)
                 m = np.where(finite, m, m[finite].min() if finite.any() else 0.0)
             self._last_maps[key] = m
             layer = self.viewer.layers[name]
             layer.data = m
-            layer.reset_contrast_limits()
-        self._draw_trajectory()
+            lo, hi = float(m.min()), float(m.max())
+            layer.contrast_limits = (lo, hi if hi > lo else lo + 1e-12)
         if self._pbar is not None:
             self._pbar.update(1)
+
+    def _draw_step_info(self, res):
+        exp = self.experiment
+        if exp is None:
+            return
         sc = exp.scalarizer
-        self.status.value = (f"step {res.step + 1}/{exp.settings.budget} ({res.kind}) at (y, x) = {res.position}: "
-                             f"{sc.name} = {res.value:.4g}; best {res.record['best_so_far']:.4g}; "
-                             f"mean uncertainty {res.record['std_mean']:.3g}"
-                             + ("  [paused]" if self._paused else ""))
-        self.plot.show_spectrum(exp.energies, exp.trace.spectra[-1], self._bands(sc),
+        if not self.status.value.startswith("Run "):
+            self.status.value = (f"step {res.step + 1}/{exp.settings.budget} ({res.kind}) at (y, x) = "
+                                 f"{res.position}: {sc.name} = {res.value:.4g}; best {res.record['best_so_far']:.4g}; "
+                                 f"mean uncertainty {res.record['std_mean']:.3g}" + ("  [paused]" if self._paused else ""))
+        i = exp.trace.positions.index(tuple(res.position))
+        self.plot.show_spectrum(exp.energies, exp.trace.spectra[i], self._bands(sc),
                                 f"step {res.step + 1} at {res.position}: {res.value:.4g}", self._units())
         self._update_buttons()
 
@@ -416,12 +445,16 @@ class HAEWidget(QWidget):
             self._pbar.close()
             self._pbar = None
         self.worker = None
-        exp = self.experiment
-        if exp is not None:
-            done = "finished" if exp.done else "stopped"
-            self.status.value = (f"Run {done}: {exp.trace.n_steps} steps, {exp.trace.n_points} spectra. "
-                                 "Save the trace to keep it.")
+        self._draw_trajectory()   # the final state, drawn now rather than deferred
+        if self.experiment is not None and not self.status.value.startswith("Run "):
+            self._finished_status()
         self._update_buttons()
+
+    def _finished_status(self):
+        exp = self.experiment
+        done = "finished" if exp.done else "stopped"
+        self.status.value = (f"Run {done}: {exp.trace.n_steps} steps, {exp.trace.n_points} spectra. "
+                             "Save the trace to keep it.")
 
     def _update_buttons(self):
         running = self.worker is not None

@@ -1,0 +1,58 @@
+"""Screenshots of napari-hae in action, for README and the user guide.
+
+    QT_QPA_PLATFORM=offscreen xvfb-run -a python docs/make_screenshots.py docs/images
+
+Opens the bundled sample, marks an "avoid" object, runs 25 steps in the plugin's worker, switches the policy
+(an intervention), runs 15 more, and saves the viewer (with docks) and the dock alone.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import napari
+from napari_hae._widget import OBJECTS, HAEWidget
+
+out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images")
+out.mkdir(parents=True, exist_ok=True)
+viewer = napari.Viewer(show=True)
+viewer.window._qt_window.resize(1500, 950)
+viewer.open_sample("napari-hae", "nanoparticles")
+w = HAEWidget(viewer)
+viewer.window.add_dock_widget(w, name="hAE experiment", area="right")
+app = napari.qt.get_qapp()
+
+
+def run_until(cond, limit=300):
+    t0 = time.time()
+    while not cond() and time.time() - t0 < limit:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+w.object_mode.value = "avoid"
+viewer.layers[OBJECTS].add_rectangles(np.array([[70, 5], [92, 30]]))
+w.budget.value = 40
+w.start()
+run_until(lambda: w.experiment is not None and w.experiment.step_index >= 25)
+w.pause()
+run_until(lambda: True, 1)
+w.policy_name.value = "ei"
+w.policy_param.value = 0.05
+w.request_policy()
+w.resume()
+run_until(lambda: w.worker is None)
+for _ in range(20):
+    app.processEvents()
+    time.sleep(0.02)
+viewer.layers["hAE uncertainty"].visible = False
+viewer.layers["hAE acquisition"].visible = False
+viewer.screenshot(str(out / "napari_viewer.png"), canvas_only=False)
+w.grab().save(str(out / "napari_dock.png"))
+viewer.layers["hAE predicted mean"].visible = False
+viewer.layers["hAE uncertainty"].visible = True
+viewer.screenshot(str(out / "napari_uncertainty.png"), canvas_only=True)
+print("wrote", sorted(p.name for p in out.glob("napari_*.png")))
+viewer.close()

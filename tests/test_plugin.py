@@ -1,0 +1,170 @@
+"""napari plugin: reader, sample data, dock, live run in a worker, interventions (headless, pytest-qt)."""
+
+import time
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+from napari_hae._layers import dataset_layer_data, dataset_of  # noqa: E402
+from napari_hae._widget import MAPS, OBJECTS, SEEDS, TRAJECTORY, HAEWidget  # noqa: E402
+
+pytestmark = pytest.mark.gui
+TIMEOUT = 120_000
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer, small_sample, qtbot):
+    viewer = make_napari_viewer()
+    for data, kw, _ in dataset_layer_data(small_sample):
+        viewer.add_image(data, **kw)
+    w = HAEWidget(viewer)
+    viewer.window.add_dock_widget(w, name="hAE")
+    w.fit_iterations, w.fit_iterations_first, w.hidden = 10, 60, (32, 16)
+    w.patch_size.value = 8
+    yield viewer, w
+    w.stop()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
+
+
+def _run_to_end(w, qtbot):
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
+
+
+def test_seeds_from_points_then_run_fills_trajectory_and_maps(viewer_widget, qtbot):
+    viewer, w = viewer_widget
+    seeds = [[5, 5], [20, 30], [40, 10], [30, 30]]
+    viewer.layers[SEEDS].add(seeds)
+    w.budget.value = 5
+    w.start()
+    _run_to_end(w, qtbot)
+    traj = viewer.layers[TRAJECTORY]
+    assert len(traj.data) == 4 + 5
+    np.testing.assert_array_equal(traj.data[:4], seeds)
+    assert list(traj.features["kind"][:4]) == ["seed"] * 4
+    np.testing.assert_allclose(traj.features["value"], w.experiment.trace.values)
+    tr = w.experiment.trace
+    for key, (name, _) in MAPS.items():
+        assert np.all(np.isfinite(viewer.layers[name].data))
+    np.testing.assert_array_equal(viewer.layers[MAPS["mean"][0]].data, tr.maps["mean"][-1])
+    assert not np.array_equal(tr.maps["mean"][0], tr.maps["mean"][-1])      # the maps change between steps
+    assert "finished" in w.status.value
+
+
+def test_interventions_while_paused_apply_to_the_next_picks(viewer_widget, qtbot):
+    viewer, w = viewer_widget
+    w.budget.value = 8
+    w.start()
+    qtbot.waitUntil(lambda: w.experiment.step_index >= 2, timeout=TIMEOUT)
+    w.pause()
+    qtbot.waitUntil(lambda: not w.experiment.trace.n_steps < w.experiment.step_index, timeout=TIMEOUT)
+    qtbot.wait(300)
+    k = w.experiment.step_index
+    qtbot.wait(400)
+    assert w.experiment.step_index == k                          # paused means no new steps
+    w.policy_name.value = "mu"
+    w.request_policy()
+    w.object_mode.value = "avoid"
+    viewer.layers[OBJECTS].add_rectangles(np.array([[0, 0], [47, 23]]))   # the whole left half
+    w.band_a.value, w.band_b.value = 3.45, 4.05
+    w.request_scalarizer()
+    w.resume()
+    _run_to_end(w, qtbot)
+    tr = w.experiment.trace
+    kinds = [(iv["kind"], iv["step"]) for iv in tr.interventions]
+    assert kinds == [("policy", k), ("object", k), ("scalarizer", k)]
+    assert tr.steps["policy"][:k] == ["ucb(beta=4)"] * k and set(tr.steps["policy"][k:]) == {"mu"}
+    assert all(x > 23 for (_, x) in tr.steps["position"][k:])
+    assert tr.steps["scalarizer"][k] == "band_integral(a=3.45, b=4.05)"
+    assert tr.objects[0]["mode"] == "avoid" and tr.objects[0]["mask"][:, :24].all()
+
+
+def test_step_once_and_prompt_stop(viewer_widget, qtbot):
+    viewer, w = viewer_widget
+    w.budget.value = 200
+    w.start()
+    w.pause()
+    qtbot.waitUntil(lambda: w.experiment.started, timeout=TIMEOUT)
+    qtbot.wait(300)
+    assert w.experiment.step_index == 0
+    w.step_once()
+    qtbot.waitUntil(lambda: w.experiment.step_index == 1, timeout=TIMEOUT)
+    qtbot.wait(500)
+    assert w.experiment.step_index == 1
+    w.resume()
+    qtbot.waitUntil(lambda: w.experiment.step_index >= 3, timeout=TIMEOUT)
+    t0 = time.perf_counter()
+    w.stop()
+    _run_to_end(w, qtbot)
+    assert time.perf_counter() - t0 < 5.0
+    tr = w.experiment.trace
+    assert tr.n_points == 10 + tr.n_steps and tr.n_steps < 200      # consistent trace, stopped early
+    assert len(viewer.layers[TRAJECTORY].data) == tr.n_points
+
+
+def test_event_loop_stays_responsive_during_a_run(viewer_widget, qtbot):
+    from qtpy.QtCore import QTimer
+
+    viewer, w = viewer_widget
+    w.budget.value = 12
+    gaps, last = [], [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(10)
+    w.start()
+    qtbot.waitUntil(lambda: w.experiment.step_index >= 2, timeout=TIMEOUT)
+    gaps.clear()
+    last[0] = time.perf_counter()
+    _run_to_end(w, qtbot)
+    timer.stop()
+    worst = max(gaps)
+    print(f"worst Qt event-loop gap during {w.experiment.step_index - 2} steps: {1000 * worst:.0f} ms")
+    assert worst < 0.1
+
+
+def test_spectrum_at_cursor_and_trace_save_load(viewer_widget, qtbot, tmp_path, small_sample):
+    viewer, w = viewer_widget
+    spec, value, source = w.spectrum_at(10, 12)
+    assert source == "pre-acquired"
+    np.testing.assert_array_equal(spec, small_sample.spectra[10, 12])
+    w.budget.value = 2
+    w.start()
+    _run_to_end(w, qtbot)
+    y, x = w.experiment.trace.positions[-1]
+    spec, value, source = w.spectrum_at(y, x)
+    assert source == "measured" and value == w.experiment.trace.values[-1]
+    path = w.save_trace(tmp_path / "t.h5")
+    tr = w.load_trace(path)
+    assert tr.positions == w.experiment.trace.positions
+    assert len(viewer.layers["trace t"].data) == tr.n_points
+
+
+def test_reader_round_trips_a_saved_hspy_file(make_napari_viewer, small_sample, tmp_path):
+    from napari_hae._reader import get_reader
+    from napari_hae.core.io import save_spectrum_image_hspy
+
+    save_spectrum_image_hspy(small_sample, tmp_path / "np_eels.hspy", tmp_path / "np_haadf.hspy")
+    assert get_reader(str(tmp_path / "np_haadf.hspy")) is None       # the partner image is not a dataset
+    assert get_reader(str(tmp_path / "x.txt")) is None
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "np_eels.hspy"), plugin="napari-hae")
+    data = dataset_of(layers[0])
+    np.testing.assert_array_equal(data.spectra, small_sample.spectra)
+    np.testing.assert_array_equal(layers[0].data, small_sample.structural)   # the paired HAADF was found
+
+
+def test_sample_data_contribution(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("napari-hae", "nanoparticles")
+    data = dataset_of(layers[0])
+    assert data.scan_shape == (96, 96) and data.signal_shape == (300,)
+    w = HAEWidget(viewer)
+    assert w.layer_combo.value is layers[0]
+    assert (w.band_a.value, w.band_b.value) == (1.2, 2.25)
