@@ -1,6 +1,8 @@
 """Screenshots of napari-hae in action, for README and the user guide.
 
-    QT_QPA_PLATFORM=offscreen xvfb-run -a python docs/make_screenshots.py docs/images
+    QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1920x1080x24" python docs/make_screenshots.py docs/images
+
+(Qt's offscreen platform renders napari's OpenGL canvas black; a real X window on Xvfb renders it.)
 
 Opens the bundled sample, marks an "avoid" object, runs 25 steps in the plugin's worker, switches the policy
 (an intervention), runs 15 more, and saves the viewer (with docks) and the dock alone.
@@ -44,6 +46,7 @@ w.policy_param.value = 0.05
 w.request_policy()
 w.resume()
 run_until(lambda: w.worker is None)
+viewer.reset_view()
 for _ in range(20):
     app.processEvents()
     time.sleep(0.02)

@@ -104,6 +104,7 @@ class HAEWidget(QWidget):
         self.fit_iterations_first = 150
         self.hidden = (64, 32)
 
+        self.setMaximumWidth(460)
         layout = QVBoxLayout(self)
         for box in (self.data_box, self.scalarizer_box, self.policy_box, self.run_box):
             layout.addWidget(box.native)
