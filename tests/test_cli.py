@@ -32,3 +32,14 @@ def test_cli_on_real_eels_data(shared_data, tmp_path):
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["points_measured"] == 8 and s["pixel_units"] == "nm"
+
+
+def test_cli_given_seed_positions(tmp_path):
+    out = tmp_path / "given"
+    rc = main(["run", "--sample", "nanoparticles", "--steps", "1", "--seed-at", "3", "4", "--seed-at", "50", "60",
+               "--patch", "8", "--out", str(out), "-q"])
+    assert rc == 0
+    from napari_hae.core.trace import Trace
+
+    tr = Trace.load(out / "trace.h5")
+    assert tr.positions[:2] == [(3, 4), (50, 60)] and tr.kinds[:2] == ["seed", "seed"]

@@ -86,3 +86,26 @@ def test_results_do_not_depend_on_a_changed_global_default_dtype():
     np.testing.assert_array_equal(mean, mean_ref)
     np.testing.assert_array_equal(std, std_ref)
     assert other.model.covar_module.raw_outputscale.dtype == torch.float32
+
+
+def test_cholesky_failure_is_retried_with_more_jitter(monkeypatch):
+    """A non-PSD error during training is caught, retried with jitter, and reported."""
+    from napari_hae.core import dkl as dkl_mod
+
+    rng = np.random.default_rng(5)
+    X, y = _blob_patches(40, rng)
+    model = DKLRegressor(64, seed=0)
+    calls = {"n": 0}
+    original = DKLRegressor._train_loop
+
+    def flaky(self, x, yt, iterations, report, jitter):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise dkl_mod.NotPSDError("Matrix not positive definite after repeatedly adding jitter")
+        return original(self, x, yt, iterations, report, jitter)
+
+    monkeypatch.setattr(DKLRegressor, "_train_loop", flaky)
+    report = model.fit(X, y, iterations=20)
+    assert report.retries == 1 and "jitter" in report.events[0]
+    mean, std = model.predict(X)
+    assert np.all(np.isfinite(mean)) and np.all(np.isfinite(std))

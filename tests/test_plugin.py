@@ -168,3 +168,29 @@ def test_sample_data_contribution(make_napari_viewer):
     w = HAEWidget(viewer)
     assert w.layer_combo.value is layers[0]
     assert (w.band_a.value, w.band_b.value) == (1.2, 2.25)
+
+
+def test_manifest_is_valid_and_shipped_in_the_package():
+    from importlib.resources import files
+
+    import npe2
+
+    manifest = npe2.PluginManifest.from_file(str(files("napari_hae") / "napari.yaml"))
+    assert manifest.name == "napari-hae"
+    assert {c.id for c in manifest.contributions.commands} >= {"napari-hae.get_reader",
+                                                                 "napari-hae.sample_nanoparticles",
+                                                                 "napari-hae.experiment_widget"}
+
+
+def test_measured_values_layer_follows_the_current_scalarizer(viewer_widget, qtbot):
+    from napari_hae._widget import VALUES
+
+    viewer, w = viewer_widget
+    w.budget.value = 2
+    w.start()
+    _run_to_end(w, qtbot)
+    exp = w.experiment
+    vl = viewer.layers[VALUES]
+    np.testing.assert_allclose(vl.features["value"], exp.trace.values)
+    w.band_a.value, w.band_b.value = 3.45, 4.05       # edited band is shaded at once
+    assert w.plot.bands[0].get_x() == 3.45

@@ -32,6 +32,7 @@ from .core.trace import Trace
 
 SEEDS = "hAE seeds"
 TRAJECTORY = "hAE trajectory"
+VALUES = "hAE measured values"
 OBJECTS = "hAE objects"
 MAPS = {"mean": ("hAE predicted mean", "viridis"), "std": ("hAE uncertainty", "magma"),
         "acq": ("hAE acquisition", "cividis")}
@@ -112,6 +113,8 @@ class HAEWidget(QWidget):
         layout.addWidget(self.plot)
         layout.addStretch(1)
 
+        for band in (self.band_a, self.band_b, self.band_a2, self.band_b2):
+            band.changed.connect(self._on_band_edited)
         self.layer_combo.changed.connect(self._on_dataset_changed)
         self.scalarizer_name.changed.connect(self._on_scalarizer_name)
         self.policy_name.changed.connect(self._on_policy_name)
@@ -190,6 +193,18 @@ class HAEWidget(QWidget):
         if name in TWO_BAND:
             params.update(a2=self.band_a2.value, b2=self.band_b2.value)
         return Scalarizer(name, params)
+
+    def _on_band_edited(self, *_):
+        """Shade the edited band on the plot at once; the run uses it after 'Apply scalarizer'."""
+        a, b = self.band_a.value, self.band_b.value
+        bands = [(a, b)] + ([(self.band_a2.value, self.band_b2.value)] if self.scalarizer_name.value in TWO_BAND
+                            else [])
+        for patch, band in zip(self.plot.bands, bands + [None] * len(self.plot.bands)):
+            patch.set_visible(band is not None and band[1] > band[0])
+            if band is not None:
+                patch.set_x(band[0])
+                patch.set_width(band[1] - band[0])
+        self.plot.draw_idle()
 
     def current_policy(self) -> dict:
         name = self.policy_name.value
@@ -362,6 +377,10 @@ class HAEWidget(QWidget):
             if name not in self.viewer.layers:
                 self.viewer.add_image(np.zeros((ny, nx), np.float32), name=name, colormap=cmap, scale=layer.scale,
                                       opacity=0.7, blending="translucent", visible=(key == "mean"))
+        if VALUES not in self.viewer.layers:
+            self.viewer.add_points(np.zeros((0, 2)), name=VALUES, scale=layer.scale, size=max(ny, nx) / 40,
+                                   symbol="square", border_width=0, visible=False,
+                                   features={"value": np.zeros(0)})
         if TRAJECTORY not in self.viewer.layers:
             self.viewer.add_points(np.zeros((0, 2)), name=TRAJECTORY, scale=layer.scale,
                                    size=max(ny, nx) / 60, border_color="white",
@@ -386,6 +405,14 @@ class HAEWidget(QWidget):
             frac = (steps + 1) / max(1, exp.settings.budget)
             colors = np.where((steps < 0)[:, None], np.array([[0, 1, 1, 1.0]]), cmap(np.clip(frac, 0, 1)))
             layer.face_color = colors
+        if VALUES in self.viewer.layers and n:
+            # the scalarizer map of measured points, under the *current* scalarizer (re-computed after a change)
+            vals = exp.scalarizer(tr.spectra_array()[:n], exp.energies)
+            vl = self.viewer.layers[VALUES]
+            vl.data = pos
+            vl.features = {"value": vals}
+            lo, hi = float(vals.min()), float(vals.max())
+            vl.face_color = matplotlib.colormaps["viridis"]((vals - lo) / (hi - lo if hi > lo else 1.0))
 
     def _on_yielded(self, item):
         if item is None:

@@ -31,6 +31,8 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--patch", type=int, default=16, help="patch size in pixels (default 16)")
     r.add_argument("--seeds", type=int, default=10, help="number of seed points (default 10)")
     r.add_argument("--seed-mode", choices=("random", "grid"), default="random")
+    r.add_argument("--seed-at", nargs=2, type=int, action="append", metavar=("Y", "X"),
+                   help="a seed position in pixels (repeat for several); overrides --seeds/--seed-mode")
     r.add_argument("--steps", type=int, default=60, help="policy steps after the seeds (default 60)")
     r.add_argument("--random-seed", type=int, default=0)
     r.add_argument("--noise", choices=("none", "poisson"), default="none",
@@ -92,7 +94,8 @@ def cmd_run(args) -> int:
         pparams["beta"] = args.beta
     settings = ExperimentSettings(patch_size=args.patch, scalarizer=sc.to_dict(),
                                   policy={"name": args.policy, "params": pparams}, goal=args.goal,
-                                  n_seeds=args.seeds, seed_mode=args.seed_mode, budget=args.steps,
+                                  n_seeds=args.seeds, seed_mode="given" if args.seed_at else args.seed_mode,
+                                  seed_positions=args.seed_at, budget=args.steps,
                                   random_seed=args.random_seed, fit_iterations=args.fit_iterations,
                                   record_maps=not args.no_maps)
     mic = SimulatedMicroscope(data, noise=None if args.noise == "none" else "poisson", seed=args.random_seed)
