@@ -194,3 +194,16 @@ def test_measured_values_layer_follows_the_current_scalarizer(viewer_widget, qtb
     np.testing.assert_allclose(vl.features["value"], exp.trace.values)
     w.band_a.value, w.band_b.value = 3.45, 4.05       # edited band is shaded at once
     assert w.plot.bands[0].get_x() == 3.45
+
+
+def test_objects_drawn_before_start_apply_from_the_first_step(viewer_widget, qtbot):
+    viewer, w = viewer_widget
+    w.object_mode.value = "avoid"
+    viewer.layers[OBJECTS].add_rectangles(np.array([[0, 0], [47, 23]]))
+    w.budget.value = 4
+    w.start()
+    _run_to_end(w, qtbot)
+    tr = w.experiment.trace
+    assert [iv["kind"] for iv in tr.interventions] == ["object"] and tr.interventions[0]["step"] == 0
+    assert all(x > 23 for (_, x) in tr.steps["position"])
+    assert w._objects_at_start == []

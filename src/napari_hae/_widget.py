@@ -58,7 +58,7 @@ class HAEWidget(QWidget):
         self._step_once = False
         self._stop = False
         self._n_objects_seen = 0
-        self._last_maps: dict[str, np.ndarray] = {}
+        self._objects_at_start: list = []   # objects drawn before Start: (mask, mode, label)
 
         # -- data & patch size ------------------------------------------------------------------------
         self.layer_combo = ComboBox(label="dataset", choices=self._dataset_layers)
@@ -266,8 +266,6 @@ class HAEWidget(QWidget):
                 self._objects_at_start.append((mask, mode, label))
         self._n_objects_seen = n
 
-    _objects_at_start: list = []
-
     # ------------------------------------------------------------------------------------------------------
     # run control
     def _seed_positions(self):
@@ -442,7 +440,6 @@ class HAEWidget(QWidget):
             finite = np.isfinite(m)
             if key == "acq":
                 m = np.where(finite, m, m[finite].min() if finite.any() else 0.0)
-            self._last_maps[key] = m
             layer = self.viewer.layers[name]
             layer.data = m
             lo, hi = float(m.min()), float(m.max())
