@@ -33,14 +33,7 @@ class SpectrumPlot(FigureCanvasQTAgg):
         if spectrum.ndim == 1:
             x = np.arange(len(spectrum)) if energy is None else np.asarray(energy)
             self.line.set_data(x, spectrum)
-            for patch, band in zip(self.bands, list(bands) + [None] * len(self.bands)):
-                if band is None:
-                    patch.set_visible(False)
-                else:
-                    a, b = band
-                    patch.set_x(a)
-                    patch.set_width(b - a)
-                    patch.set_visible(True)
+            self._place_bands(bands)
             ax.set_xlim(float(x.min()), float(x.max()))
             lo, hi = float(spectrum.min()), float(spectrum.max())
             ax.set_ylim(lo, hi + 0.05 * (hi - lo) + 1e-12)
@@ -53,6 +46,18 @@ class SpectrumPlot(FigureCanvasQTAgg):
                 self.image.set_data(spectrum)
         self.title = title
         ax.set_title(title, fontsize=8)
+        self.draw_idle()
+
+    def _place_bands(self, bands) -> None:
+        for patch, band in zip(self.bands, list(bands) + [None] * len(self.bands)):
+            patch.set_visible(band is not None and band[1] > band[0])
+            if band is not None:
+                patch.set_x(band[0])
+                patch.set_width(band[1] - band[0])
+
+    def set_bands(self, bands) -> None:
+        """Move the shaded band(s) (eV) without replotting the spectrum."""
+        self._place_bands(bands)
         self.draw_idle()
 
     def save(self, path) -> None:

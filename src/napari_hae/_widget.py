@@ -59,6 +59,7 @@ class HAEWidget(QWidget):
         self._stop = False
         self._n_objects_seen = 0
         self._objects_at_start: list = []   # objects drawn before Start: (mask, mode, label)
+        self._mean_spectrum = None          # of the selected dataset, computed once when it is selected
 
         # -- data & patch size ------------------------------------------------------------------------
         self.layer_combo = ComboBox(label="dataset", choices=self._dataset_layers)
@@ -162,6 +163,7 @@ class HAEWidget(QWidget):
                 a, b = lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3
                 a2, b2 = lo, a
             self.band_a.value, self.band_b.value, self.band_a2.value, self.band_b2.value = a, b, a2, b2
+        self._mean_spectrum = data.spectra.reshape(-1, *data.signal_shape).mean(0)
         self.patch_size.max = min(data.scan_shape)
         self.patch_size.value = min(self.patch_size.value, min(data.scan_shape))
         self._ensure_input_layers()
@@ -196,15 +198,7 @@ class HAEWidget(QWidget):
 
     def _on_band_edited(self, *_):
         """Shade the edited band on the plot at once; the run uses it after 'Apply scalarizer'."""
-        a, b = self.band_a.value, self.band_b.value
-        bands = [(a, b)] + ([(self.band_a2.value, self.band_b2.value)] if self.scalarizer_name.value in TWO_BAND
-                            else [])
-        for patch, band in zip(self.plot.bands, bands + [None] * len(self.plot.bands)):
-            patch.set_visible(band is not None and band[1] > band[0])
-            if band is not None:
-                patch.set_x(band[0])
-                patch.set_width(band[1] - band[0])
-        self.plot.draw_idle()
+        self.plot.set_bands(self._bands(self.current_scalarizer()))
 
     def current_policy(self) -> dict:
         name = self.policy_name.value
@@ -224,12 +218,14 @@ class HAEWidget(QWidget):
 
     # ------------------------------------------------------------------------------------------------------
     # interventions (queued; the worker applies them before its next step)
-    def _queue(self, label: str, fn) -> None:
+    def _queue(self, label: str, fn) -> bool:
+        """Queue an intervention for a live run; False when no run is going (dock values are used at Start)."""
         if self.experiment is None or self.worker is None:
-            return  # not running: the dock values are simply used at Start
+            return False
         with self._lock:
             self._pending.append((label, fn))
         self.status.value = f"Queued: {label} (applied before the next step)"
+        return True
 
     def request_scalarizer(self, *_):
         try:
@@ -261,8 +257,7 @@ class HAEWidget(QWidget):
         for i in range(self._n_objects_seen, n):
             mask = np.asarray(masks[i], dtype=bool)
             label = f"{mode} #{i}"
-            self._queue(f"object {label}", lambda exp, m=mask, mo=mode, la=label: exp.add_object(m, mo, la))
-            if self.experiment is None or self.worker is None:
+            if not self._queue(f"object {label}", lambda exp, m=mask, mo=mode, la=label: exp.add_object(m, mo, la)):
                 self._objects_at_start.append((mask, mode, label))
         self._n_objects_seen = n
 
@@ -510,8 +505,7 @@ class HAEWidget(QWidget):
             bands = self._bands(self.current_scalarizer())
         except HAEInputError:
             bands = []
-        self.plot.show_spectrum(data.energies, data.spectra.reshape(-1, *data.signal_shape).mean(0), bands,
-                                "mean spectrum", self._units())
+        self.plot.show_spectrum(data.energies, self._mean_spectrum, bands, "mean spectrum", self._units())
 
     def spectrum_at(self, y: int, x: int):
         """(spectrum, value, source) at a scan position: the measured one if measured, else the pre-acquired one."""

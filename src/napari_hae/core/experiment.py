@@ -253,7 +253,8 @@ class Experiment:
                                          "index": len(self.trace.objects) - 1})
 
     # -- one step -----------------------------------------------------------------------------------------
-    def _fit(self) -> tuple[float, float]:
+    def _fit(self) -> tuple[np.ndarray, float, float]:
+        """Fit on every measured point under the current scalarizer; returns (targets, final loss, seconds)."""
         s = self.settings
         order = flat_index(self.trace.positions_array(), self.scan_shape)
         y = self._target(self.trace.spectra_array())
@@ -266,7 +267,7 @@ class Experiment:
         self._needs_reset = False
         for ev in rep.events:
             self.trace.events.append({"step": self.step_index, "message": ev})
-        return rep.final_loss, time.perf_counter() - t0
+        return y, rep.final_loss, time.perf_counter() - t0
 
     def step(self) -> StepResult:
         """Run one policy step: train, predict everywhere, pick, measure. Returns what happened."""
@@ -276,7 +277,7 @@ class Experiment:
             raise RuntimeError(f"The budget of {self.settings.budget} steps is spent.")
         t_step = time.perf_counter()
         k = self.step_index
-        loss, fit_time = self._fit()
+        measured_y, loss, fit_time = self._fit()
         t0 = time.perf_counter()
         zmean, zstd = self.model.predict(self.patches, standardized=True)
         predict_time = time.perf_counter() - t0
@@ -284,7 +285,6 @@ class Experiment:
         ymu, ysd = self.model.y_mean, self.model.y_std
         mean = sign * (zmean * ysd + ymu)
         std = zstd * ysd
-        measured_y = self._target(self.trace.spectra_array())
         best_z = (float(measured_y.max()) - ymu) / ysd
 
         available = ~self.measured & ~self.avoid
