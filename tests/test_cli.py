@@ -43,3 +43,30 @@ def test_cli_given_seed_positions(tmp_path):
 
     tr = Trace.load(out / "trace.h5")
     assert tr.positions[:2] == [(3, 4), (50, 60)] and tr.kinds[:2] == ["seed", "seed"]
+
+
+def test_cli_refuses_to_overwrite_an_unfinished_run_and_resumes_it(tmp_path, capsys):
+    from napari_hae.core.experiment import Experiment, ExperimentSettings
+    from napari_hae.core.microscope import SimulatedMicroscope
+    from napari_hae.core.trace import Trace
+    from napari_hae.sample_data import load_sample
+
+    out = tmp_path / "run"
+    args = ["run", "--sample", "nanoparticles", "--steps", "4", "--seeds", "5", "--patch", "8", "--out", str(out),
+            "-q"]
+    assert main(args) == 0
+    assert main(args) == 0                      # a finished run may be redone in the same folder
+    # a run that died after 2 of its 4 steps, journaled in the same folder
+    data = load_sample("nanoparticles")
+    (out / "trace.journal").unlink()
+    exp = Experiment(SimulatedMicroscope(data), ExperimentSettings(patch_size=8, n_seeds=5, budget=4),
+                     dataset_info={**data.describe(), "source": {"sample": "nanoparticles", "noise": "none"}},
+                     journal=out / "trace.journal")
+    exp.run(2)
+    exp.close()
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2 and "unfinished run (2 of 4 steps, 7 spectra)" in err and "--resume" in err
+    assert main(["run", "--resume", str(out), "-q"]) == 0
+    final = Trace.load(out / "trace.h5")
+    assert final.n_steps == 4 and final.positions[:7] == exp.trace.positions and len(set(final.positions)) == 9

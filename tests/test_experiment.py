@@ -114,21 +114,6 @@ def test_given_grid_and_random_seeds(small_sample):
     assert len(set(grid.trace.positions)) == 9
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"budget": 5000}, "exceed the 2304 scan positions"),
-    ({"seed_mode": "given", "seed_positions": [[1, 1], [1, 1]]}, "duplicates"),
-    ({"seed_mode": "given", "seed_positions": [[60, 1]]}, "outside the 48 x 48 scan field"),
-    ({"n_seeds": 0}, "At least one seed"),
-    ({"patch_size": 64}, "larger than the image"),
-    ({"scalarizer": {"name": "band_integral", "params": {"a": 9.0, "b": 10.0}}}, "outside the energy axis"),
-    ({"policy": {"name": "ucb", "params": {"xi": 1}}}, "no parameter"),
-    ({"goal": "up"}, "goal"),
-])
-def test_bad_settings_are_clear_errors(small_sample, kw, match):
-    with pytest.raises(HAEInputError, match=match):
-        _exp(small_sample, **kw).start()
-
-
 def test_goal_min_reports_values_in_scalarizer_units(small_sample):
     exp = _exp(small_sample, goal="min", budget=3)
     exp.run()

@@ -39,36 +39,3 @@ def test_real_eels_and_eds_data_load_with_calibrated_axes(shared_data):
 def test_real_velox_emd_loads(shared_data):
     d = load_spectrum_image(shared_data / "formats/fei_emd_si.emd")
     assert d.scan_shape == (16, 16) and d.signal_shape[0] > 1000
-
-
-@pytest.mark.parametrize("kw, match", [
-    (dict(structural=np.ones((10, 10)), spectra=np.ones((10, 12, 5))), "different shapes"),
-    (dict(structural=np.ones((10,)), spectra=np.ones((10, 10, 5))), "must be 2-D"),
-    (dict(structural=np.ones((10, 10)), spectra=np.ones((10, 10))), "3-D .* or 4-D"),
-    (dict(structural=np.ones((10, 10)), spectra=np.ones((10, 10, 2, 2, 2))), "3-D .* or 4-D"),
-    (dict(structural=np.full((10, 10), np.nan), spectra=np.ones((10, 10, 5))), "non-finite"),
-    (dict(structural=np.ones((10, 10)), spectra=np.full((10, 10, 5), np.inf)), "non-finite"),
-    (dict(structural=np.ones((2, 2)), spectra=np.ones((2, 2, 5))), "too small"),
-    (dict(structural=np.ones((10, 10)), spectra=np.ones((10, 10, 5)), energy=EnergyAxis(4)), "4 channels"),
-    (dict(structural=np.ones((10, 10)), spectra=np.ones((10, 10, 5)), pixel_size=-1.0), "pixel size"),
-])
-def test_bad_datasets_are_clear_errors(kw, match):
-    with pytest.raises(HAEInputError, match=match):
-        SpectrumImage(**kw)
-
-
-def test_uncalibrated_axis_warns_and_uses_channels():
-    with pytest.warns(UserWarning, match="uncalibrated"):
-        d = SpectrumImage(np.ones((4, 4)), np.ones((4, 4, 7)))
-    assert d.energy.units == "channel" and d.energy.limits == (0.0, 6.0)
-
-
-def test_file_errors(tmp_path):
-    with pytest.raises(HAEInputError, match="does not exist"):
-        load_spectrum_image(tmp_path / "missing.hspy")
-    (tmp_path / "x.xyz").write_text("?")
-    with pytest.raises(HAEInputError, match="Unknown file format"):
-        load_spectrum_image(tmp_path / "x.xyz")
-    (tmp_path / "trunc.hspy").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)
-    with pytest.raises(HAEInputError, match="could not read"):
-        load_spectrum_image(tmp_path / "trunc.hspy")

@@ -9,13 +9,15 @@ napari = pytest.importorskip("napari")
 
 from napari_hae._layers import dataset_layer_data, dataset_of  # noqa: E402
 from napari_hae._widget import MAPS, OBJECTS, SEEDS, TRAJECTORY, HAEWidget  # noqa: E402
+from napari_hae.core.trace import Trace  # noqa: E402
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 120_000
 
 
 @pytest.fixture
-def viewer_widget(make_napari_viewer, small_sample, qtbot):
+def viewer_widget(make_napari_viewer, small_sample, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
     viewer = make_napari_viewer()
     for data, kw, _ in dataset_layer_data(small_sample):
         viewer.add_image(data, **kw)
@@ -207,3 +209,47 @@ def test_objects_drawn_before_start_apply_from_the_first_step(viewer_widget, qtb
     assert [iv["kind"] for iv in tr.interventions] == ["object"] and tr.interventions[0]["step"] == 0
     assert all(x > 23 for (_, x) in tr.steps["position"])
     assert w._objects_at_start == []
+
+
+def test_a_microscope_fault_pauses_the_run_and_resume_continues(viewer_widget, qtbot, tmp_path):
+    viewer, w = viewer_widget
+    w.budget.value = 4
+    w.start()
+    exp = w.experiment
+    assert exp.trace.journal.path.parent.parent == tmp_path / "runs"
+    real = exp.guard.microscope.acquire
+    broken = {"on": False}
+
+    def acquire(y, x):
+        if broken["on"]:
+            raise ConnectionError("stage controller offline")
+        return real(y, x)
+
+    exp.guard.microscope.acquire = acquire
+    exp.guard.wait = 0.0
+    qtbot.waitUntil(lambda: exp.step_index >= 1, timeout=TIMEOUT)
+    broken["on"] = True
+    qtbot.waitUntil(lambda: w._paused, timeout=TIMEOUT)
+    assert w.status.value.startswith("Paused: The microscope failed") and w.worker is not None
+    n = exp.trace.n_points
+    assert Trace.load(exp.trace.journal.path).n_points == n     # on disk while paused
+    broken["on"] = False
+    w.resume()
+    _run_to_end(w, qtbot)
+    assert exp.done and exp.trace.n_points == 10 + 4
+
+
+def test_resume_a_crashed_run_from_its_journal(viewer_widget, qtbot, small_sample, tmp_path):
+    from napari_hae.core.experiment import Experiment, ExperimentSettings
+    from napari_hae.core.microscope import SimulatedMicroscope
+
+    viewer, w = viewer_widget
+    crashed = Experiment(SimulatedMicroscope(small_sample), ExperimentSettings(
+        patch_size=8, n_seeds=5, budget=5, fit_iterations_first=60, fit_iterations=10, hidden=(32, 16)),
+        journal=tmp_path / "old" / "trace.journal")
+    crashed.run(2)
+    crashed.close()
+    exp = w.resume_trace(tmp_path / "old")
+    _run_to_end(w, qtbot)
+    assert exp.done and exp.trace.positions[:7] == crashed.trace.positions and exp.trace.n_points == 10
+    assert len(viewer.layers[TRAJECTORY].data) == 10

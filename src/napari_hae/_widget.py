@@ -17,6 +17,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label,
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
+from platformdirs import user_data_dir
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
@@ -24,11 +25,11 @@ from ._layers import dataset_of
 from ._torch_preload import preload_torch_compiler
 from ._spectrum_plot import SpectrumPlot
 from .core.acquisition import POLICIES
-from .core.errors import HAEInputError
+from .core.errors import HAEInputError, HAERunError
 from .core.experiment import Experiment, ExperimentSettings
 from .core.microscope import SimulatedMicroscope
 from .core.scalarizers import SCALARIZERS, Scalarizer
-from .core.trace import Trace
+from .core.trace import JOURNAL_NAME, Trace
 
 SEEDS = "hAE seeds"
 TRAJECTORY = "hAE trajectory"
@@ -93,9 +94,11 @@ class HAEWidget(QWidget):
         self.stop_btn = PushButton(text="Stop")
         self.save_btn = PushButton(text="Save trace")
         self.load_btn = PushButton(text="Load trace")
+        self.resume_trace_btn = PushButton(text="Resume trace...")
         buttons1 = Container(widgets=[self.start_btn, self.pause_btn, self.step_btn], layout="horizontal", labels=False)
         buttons2 = Container(widgets=[self.resume_btn, self.stop_btn], layout="horizontal", labels=False)
-        buttons3 = Container(widgets=[self.save_btn, self.load_btn], layout="horizontal", labels=False)
+        buttons3 = Container(widgets=[self.save_btn, self.load_btn, self.resume_trace_btn], layout="horizontal",
+                             labels=False)
         self.noise = CheckBox(text="re-draw Poisson noise per acquisition", value=False)
         self.run_box = Container(widgets=[self.n_seeds, self.budget, self.random_seed, self.noise, self.object_mode,
                                           buttons1, buttons2, buttons3], label="Run")
@@ -105,6 +108,9 @@ class HAEWidget(QWidget):
         self.fit_iterations = 30
         self.fit_iterations_first = 150
         self.hidden = (64, 32)
+        # every run journals each measurement here before the next step (crash-safe); NAPARI_HAE_RUNS_DIR overrides
+        env = os.environ.get("NAPARI_HAE_RUNS_DIR")
+        self.runs_dir = Path(env) if env else Path(user_data_dir("napari-hae")) / "runs"
 
         self.setMaximumWidth(460)
         layout = QVBoxLayout(self)
@@ -129,6 +135,7 @@ class HAEWidget(QWidget):
         self.stop_btn.clicked.connect(self.stop)
         self.save_btn.clicked.connect(self._save_dialog)
         self.load_btn.clicked.connect(self._load_dialog)
+        self.resume_trace_btn.clicked.connect(self._resume_dialog)
         self.object_mode.changed.connect(self._on_object_mode)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
@@ -281,10 +288,21 @@ class HAEWidget(QWidget):
             random_seed=int(self.random_seed.value), fit_iterations=self.fit_iterations,
             fit_iterations_first=self.fit_iterations_first, hidden=tuple(self.hidden))
         mic = SimulatedMicroscope(data, noise="poisson" if self.noise.value else None, seed=int(self.random_seed.value))
-        exp = Experiment(mic, settings, dataset_info=data.describe())
+        exp = Experiment(mic, settings, dataset_info=data.describe(), journal=self._new_run_dir() / JOURNAL_NAME)
         for mask, mode, label in self._objects_at_start:
             exp.add_object(mask, mode, label)
         return exp
+
+    def _new_run_dir(self) -> Path:
+        """A fresh folder for this run's crash-safe journal (under ``runs_dir``)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        d = Path(self.runs_dir) / stamp
+        i = 1
+        while d.exists():
+            d = Path(self.runs_dir) / f"{stamp}-{i}"
+            i += 1
+        d.mkdir(parents=True)
+        return d
 
     def start(self, *_):
         if self.worker is not None:
@@ -297,10 +315,28 @@ class HAEWidget(QWidget):
             self.status.value = f"Cannot start: {exc}"
             return
         self._objects_at_start = []
+        self._launch()
+
+    def resume_trace(self, path) -> Experiment:
+        """Continue a saved or crashed run (trace.h5, trace.journal or its folder) on the selected dataset."""
+        if self.worker is not None:
+            raise HAEInputError("A run is already going.", "stop it before resuming another one.")
+        data = self.dataset
+        if data is None:
+            raise HAEInputError("No dataset is selected.", "open the dataset the run was started on, then resume.")
+        tr = Trace.load(path)
+        mic = SimulatedMicroscope(data, noise="poisson" if self.noise.value else None,
+                                  seed=int(tr.settings.get("random_seed", 0)) + tr.n_points)
+        self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME)
+        self._launch()
+        return self.experiment
+
+    def _launch(self):
         self._paused = self._step_once = self._stop = False
         self._pending = []
         self._prepare_output_layers()
         self._pbar = progress(total=self.experiment.settings.budget, desc="hAE run")
+        self._pbar.update(self.experiment.step_index)
         self.worker = create_worker(self._loop)
         self.worker.yielded.connect(self._on_yielded)
         self.worker.errored.connect(self._on_error)
@@ -358,7 +394,13 @@ class HAEWidget(QWidget):
                 yield None
                 continue
             self._step_once = False
-            yield exp.step()
+            try:
+                res = exp.step()
+            except HAERunError as exc:   # instrument or model fault: pause; the trace is intact
+                self._paused = True
+                yield ("fault", str(exc))
+                continue
+            yield res
         yield ("done", None)
 
     # ------------------------------------------------------------------------------------------------------
@@ -421,6 +463,10 @@ class HAEWidget(QWidget):
             elif kind == "error":
                 show_error(payload)
                 self.status.value = payload
+            elif kind == "fault":
+                show_error(payload)
+                self.status.value = f"Paused: {payload}"
+                self._update_buttons()
             elif kind == "done":
                 self._finished_status()
             return
@@ -457,6 +503,7 @@ class HAEWidget(QWidget):
         self._update_buttons()
 
     def _on_error(self, exc):
+        self.experiment.close()   # the journal holds everything measured; close it cleanly
         show_error(f"The run stopped with an error: {exc}. The trace measured so far is kept: Save trace.")
         self.status.value = f"Stopped by an error at step {self.experiment.step_index}: {exc}"
 
@@ -473,8 +520,10 @@ class HAEWidget(QWidget):
     def _finished_status(self):
         exp = self.experiment
         done = "finished" if exp.done else "stopped"
-        self.status.value = (f"Run {done}: {exp.trace.n_steps} steps, {exp.trace.n_points} spectra. "
-                             "Save the trace to keep it.")
+        where = f" Journal: {exp.trace.journal.path}." if exp.trace.journal is not None else ""
+        exp.close()
+        self.status.value = (f"Run {done}: {exp.trace.n_steps} steps, {exp.trace.n_points} spectra.{where} "
+                             "Save the trace to keep it as HDF5.")
 
     def _update_buttons(self):
         running = self.worker is not None
@@ -559,6 +608,15 @@ class HAEWidget(QWidget):
             try:
                 self.save_trace(path)
                 show_info(f"Trace saved to {path}")
+            except HAEInputError as exc:
+                show_error(str(exc))
+
+    def _resume_dialog(self, *_):
+        path, _ = QFileDialog.getOpenFileName(self, "Resume hAE run", str(self.runs_dir),
+                                              "hAE traces (*.h5 *.journal)")
+        if path:
+            try:
+                self.resume_trace(path)
             except HAEInputError as exc:
                 show_error(str(exc))
 

@@ -9,14 +9,19 @@ import sys
 import time
 from pathlib import Path
 
+from .core.trace import JOURNAL_NAME, TRACE_NAME
+
 
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="napari-hae", description="Human-in-the-loop automated STEM experiments.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a simulated automated experiment on pre-acquired data")
-    src = r.add_mutually_exclusive_group(required=True)
+    src = r.add_mutually_exclusive_group()
     src.add_argument("--sample", help="bundled sample dataset, e.g. 'nanoparticles'")
     src.add_argument("--spectrum", help="spectrum image file read by HyperSpy (.dm3/.dm4/.emd/.hspy/.bcf/.npz)")
+    src.add_argument("--resume", metavar="TRACE",
+                     help="continue an interrupted run from its output folder, trace.journal or trace.h5, with its "
+                          "settings and interventions (the data source is taken from the trace)")
     r.add_argument("--image", help="structural (HAADF) image file on the same scan grid")
     r.add_argument("--scalarizer", default="band_integral", help="registered scalarizer (default band_integral)")
     r.add_argument("--band", nargs=2, type=float, metavar=("A", "B"),
@@ -40,7 +45,24 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fit-iterations", type=int, default=30, help="Adam iterations per step (warm start)")
     r.add_argument("--out", default="runs/latest", help="output folder for trace.h5, summary.json, summary.png")
     r.add_argument("--no-maps", action="store_true", help="do not store per-step maps in the trace")
+    r.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --out holds an unfinished run (its measurements are discarded)")
+    r.add_argument("--acquire-timeout", type=float, default=120.0, help="seconds per acquisition (default 120)")
+    r.add_argument("--acquire-retries", type=int, default=2, help="retries of a failed acquisition (default 2)")
+    r.add_argument("--feature-space", action="store_true",
+                   help="train AtomAI's rVAE on all patches and draw the trajectory in its latent plane")
+    r.add_argument("--complete-model", action="store_true",
+                   help="train the DKL on every position too, and compare the live model with it")
     r.add_argument("-q", "--quiet", action="store_true")
+
+    rp = sub.add_parser("report", help="redraw the monitors of a saved run (trace.h5, trace.journal or folder)")
+    rp.add_argument("trace", help="a run folder, trace.h5 or trace.journal")
+    rp.add_argument("--out", help="figure path, .png or .svg (default: report.png beside the trace)")
+    rp.add_argument("--step", type=int, help="draw the maps of this step (default: the last stored)")
+    rp.add_argument("--no-truth", action="store_true", help="do not reload the data for ground-truth comparisons")
+    rp.add_argument("--feature-space", action="store_true", help="(re)compute the rVAE latent plane")
+    rp.add_argument("--complete-model", action="store_true", help="(re)compute the complete model")
+    rp.add_argument("-q", "--quiet", action="store_true")
     return p
 
 
@@ -51,6 +73,48 @@ def _load_data(args):
     if args.sample:
         return load_sample(args.sample)
     return load_spectrum_image(args.spectrum, args.image)
+
+
+def _source(args) -> dict:
+    """Where the data came from, recorded in the trace so that --resume can find it again."""
+    if args.sample:
+        return {"sample": args.sample, "noise": args.noise}
+    return {"spectrum": str(Path(args.spectrum).resolve()),
+            "image": str(Path(args.image).resolve()) if args.image else None, "noise": args.noise}
+
+
+def _data_from_source(source: dict):
+    from .core.errors import HAEInputError
+    from .core.io import load_spectrum_image
+    from .sample_data import load_sample
+
+    if source.get("sample"):
+        return load_sample(source["sample"])
+    if source.get("spectrum"):
+        return load_spectrum_image(source["spectrum"], source.get("image"))
+    raise HAEInputError("The trace does not record where its data came from (it was not written by "
+                        "'napari-hae run').", "give the data again with --sample or --spectrum/--image.")
+
+
+def _check_out_folder(out: Path, overwrite: bool) -> None:
+    from .core.errors import HAEInputError
+    from .core.trace import JOURNAL_NAME, Trace
+
+    j = out / JOURNAL_NAME
+    if not j.exists():
+        return
+    if not overwrite:
+        try:
+            old = Trace.load(j)
+            unfinished = old.n_steps < int(old.settings.get("budget", 0))
+        except HAEInputError:
+            unfinished = False
+        if unfinished:
+            raise HAEInputError(
+                f"{str(out)!r} holds an unfinished run ({old.n_steps} of {old.settings['budget']} steps, "
+                f"{old.n_points} spectra).",
+                f"continue it with --resume {out}, or pass --overwrite (discarding it), or choose another --out.")
+    j.unlink()
 
 
 def _scalarizer(args, data):
@@ -78,13 +142,16 @@ def _scalarizer(args, data):
 
 
 def cmd_run(args) -> int:
-    import numpy as np
-    from tqdm import tqdm
-
     from .core.experiment import Experiment, ExperimentSettings
     from .core.microscope import SimulatedMicroscope
-    from .core.report import summarize, summary_figure
 
+    if args.resume:
+        return _resume(args)
+    if not (args.sample or args.spectrum):
+        from .core.errors import HAEInputError
+
+        raise HAEInputError("No data given.", "use --sample nanoparticles, --spectrum FILE [--image FILE], or "
+                                              "--resume RUN_FOLDER.")
     data = _load_data(args)
     sc = _scalarizer(args, data)
     pparams = {}
@@ -97,31 +164,78 @@ def cmd_run(args) -> int:
                                   n_seeds=args.seeds, seed_mode="given" if args.seed_at else args.seed_mode,
                                   seed_positions=args.seed_at, budget=args.steps,
                                   random_seed=args.random_seed, fit_iterations=args.fit_iterations,
-                                  record_maps=not args.no_maps)
+                                  record_maps=not args.no_maps, acquire_timeout=args.acquire_timeout,
+                                  acquire_retries=args.acquire_retries)
     mic = SimulatedMicroscope(data, noise=None if args.noise == "none" else "poisson", seed=args.random_seed)
-    exp = Experiment(mic, settings, scalarizer=sc, dataset_info=data.describe())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_out_folder(out, args.overwrite)
+    exp = Experiment(mic, settings, scalarizer=sc, dataset_info={**data.describe(), "source": _source(args)},
+                     journal=out / JOURNAL_NAME)
+    return _drive(exp, data, out, args)
+
+
+def _resume(args) -> int:
+    from .core.experiment import Experiment
+    from .core.microscope import SimulatedMicroscope
+    from .core.trace import Trace
+
+    path = Path(args.resume)
+    trace = Trace.load(path)
+    data = _data_from_source(trace.dataset.get("source", {}))
+    src = trace.dataset.get("source", {})
+    seed = int(trace.settings.get("random_seed", 0))
+    mic = SimulatedMicroscope(data, noise=None if src.get("noise", "none") == "none" else "poisson",
+                              seed=seed + trace.n_points)
+    out = path if path.is_dir() else path.parent
+    journal = out / JOURNAL_NAME
+    same = path.is_dir() or path.name == JOURNAL_NAME
+    if not same and journal.exists():
+        journal.unlink()   # resuming from trace.h5: a fresh journal holds everything
+    exp = Experiment.resume(trace, mic, journal=journal, append_journal=same and journal.exists())
+    args.steps = exp.settings.budget
+    if not args.quiet:
+        print(f"Resuming {out}: {trace.n_points} spectra and {trace.n_steps} of {exp.settings.budget} steps on "
+              "disk.", file=sys.stderr)
+    return _drive(exp, data, out, args)
+
+
+def _drive(exp, data, out: Path, args) -> int:
+    """Run ``exp`` to its budget with a progress bar; whatever happens, write the trace and the summary."""
+    from tqdm import tqdm
+
+    from .core.errors import HAERunError
+    from .core.report import summarize, summary_figure
+
     t0 = time.perf_counter()
     err = None
     try:
         exp.start()
-        with tqdm(total=args.steps, desc="hAE", unit="step", disable=args.quiet) as bar:
+        with tqdm(total=exp.settings.budget, initial=exp.step_index, desc="hAE", unit="step",
+                  disable=args.quiet) as bar:
             for res in exp.iter_steps():
                 bar.set_postfix(value=f"{res.value:.4g}", best=f"{res.record['best_so_far']:.4g}")
                 bar.update(1)
     except KeyboardInterrupt as exc:
         err = exc
         print("Interrupted: saving the trace measured so far.", file=sys.stderr)
+    except HAERunError as exc:
+        err = exc
+        print(f"Run paused at step {exp.step_index}: {exc}", file=sys.stderr)
     except Exception as exc:  # never lose what was measured
         err = exc
         print(f"Run failed at step {exp.step_index}: {exc}. Saving the trace measured so far.", file=sys.stderr)
     wall = time.perf_counter() - t0
-    trace_path = exp.trace.save(out / "trace.h5")
+    exp.close()
+    trace_path = exp.trace.save(out / TRACE_NAME)   # first, before anything else can fail
+    sc = exp.scalarizer
     truth = sc(data.spectra, data.energies) if exp.trace.n_points else None
+    if exp.trace.n_points:
+        _monitors(exp.trace, truth, args, quiet=args.quiet)
+        trace_path = exp.trace.save(out / TRACE_NAME)
     summary = summarize(exp.trace, truth, wall)
     summary.update(scalarizer=sc.label(), policy=exp.policy.label(), patch_size=exp.patch_size,
-                   dataset=data.name, trace=str(trace_path))
+                   dataset=data.name, trace=str(trace_path), complete=exp.done)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     if exp.trace.n_points:
         summary_figure(exp.trace, out / "summary.png", truth,
@@ -131,8 +245,75 @@ def cmd_run(args) -> int:
     if err is not None:
         if isinstance(err, KeyboardInterrupt):
             return 130
+        if isinstance(err, HAERunError):
+            return 3
         raise err
     return 0
+
+
+def _monitors(trace, truth, args, quiet=False) -> dict:
+    """Model error against truth / complete / final model and, if asked, the rVAE latent plane; kept in
+    ``trace.monitors``."""
+    from .core.report import compute_monitors
+
+    complete = fs = None
+    patch = int(trace.steps["patch_size"][-1]) if trace.n_steps else int(trace.settings.get("patch_size", 16))
+    if getattr(args, "complete_model", False) and truth is not None:
+        from .core.experiment import ExperimentSettings
+        from .core.monitors import complete_model
+
+        if not quiet:
+            print("Training the complete model on every position...", file=sys.stderr)
+        complete, _ = complete_model(trace.structural, truth, patch, ExperimentSettings.from_dict(trace.settings))
+    elif "complete_mean" in trace.monitors:
+        complete = trace.monitors["complete_mean"]
+    if getattr(args, "feature_space", False):
+        from .core.feature_space import fit_feature_space
+
+        def progress(e, n, loss):
+            if not quiet:
+                print(f"\rrVAE epoch {e}/{n}, loss {loss:.4g}", end="", file=sys.stderr)
+
+        fs = fit_feature_space(trace.structural, patch, progress=progress)
+        if not quiet:
+            print(file=sys.stderr)
+    return compute_monitors(trace, truth, complete, fs)
+
+
+def cmd_report(args) -> int:
+    from .core.errors import HAEInputError
+    from .core.report import summarize, summary_figure
+    from .core.scalarizers import Scalarizer
+    from .core.trace import Trace
+
+    path = Path(args.trace)
+    trace = Trace.load(path)
+    truth = None
+    if not args.no_truth and trace.dataset.get("source"):
+        try:
+            data = _data_from_source(trace.dataset["source"])
+            sc = Scalarizer.from_dict(current_scalarizer(trace))
+            truth = sc(data.spectra, data.energies)
+        except HAEInputError as exc:
+            print(f"warning: no ground truth ({exc})", file=sys.stderr)
+    _monitors(trace, truth, args, quiet=args.quiet)
+    out = Path(args.out) if args.out else (path if path.is_dir() else path.parent) / "report.png"
+    summary_figure(trace, out, truth, step=args.step,
+                   title=f"{trace.dataset.get('name', '')}: {trace.steps['policy'][-1] if trace.n_steps else ''}")
+    s = summarize(trace, truth)
+    if not args.quiet:
+        print(json.dumps(s, indent=2, default=float))
+        print(f"written: {out}")
+    return 0
+
+
+def current_scalarizer(trace) -> dict:
+    """The scalarizer in force at the end of a trace (after any intervention)."""
+    d = trace.settings.get("scalarizer", {})
+    for iv in trace.interventions:
+        if iv["kind"] == "scalarizer":
+            d = iv["new"]
+    return d
 
 
 def _print_summary(s: dict, out: Path) -> None:
@@ -163,6 +344,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "report":
+            return cmd_report(args)
     except HAEInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

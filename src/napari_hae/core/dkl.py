@@ -143,7 +143,7 @@ class DKLRegressor:
     # -- fit ------------------------------------------------------------------------------------------------
     def fit(self, X, y, iterations: int = 100, reset: bool = False) -> FitReport:
         """Train on (X, y) for ``iterations`` Adam steps; warm-starts from the current weights unless ``reset``."""
-        with dtype_scope(self.dtype):
+        with dtype_scope(self.dtype), _exact():
             return self._fit(X, y, iterations, reset)
 
     def _fit(self, X, y, iterations, reset) -> FitReport:
@@ -217,7 +217,7 @@ class DKLRegressor:
         Batches of ~1024 are fastest: gpytorch builds the joint train+test covariance per batch, so cost grows
         with the square of the batch size.
         """
-        with dtype_scope(self.dtype):
+        with dtype_scope(self.dtype), _exact():
             return self._predict(X, batch_size, standardized)
 
     def _predict(self, X, batch_size, standardized):
@@ -244,7 +244,7 @@ class DKLRegressor:
         self._check_fitted()
         x = self._tensor(X)
         self.model.eval()
-        with dtype_scope(self.dtype), torch.no_grad(), warnings.catch_warnings():
+        with dtype_scope(self.dtype), _exact(), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", gpytorch.utils.warnings.NumericalWarning)
             post = self.model(x)
             mean = post.mean.double().numpy()
@@ -277,6 +277,16 @@ class DKLRegressor:
             "lengthscale": k.base_kernel.lengthscale.detach().double().numpy().ravel().tolist(),
             "noise": float(self.likelihood.noise.detach().ravel()[0]),
         }
+
+
+MAX_CHOLESKY = 8192
+
+
+def _exact():
+    """Cholesky solves up to MAX_CHOLESKY training points. gpytorch switches to conjugate gradients with random
+    probe vectors above 800 by default: slower at our sizes (the soak benchmark's step time doubled past 800
+    points) and not reproducible run to run."""
+    return gpytorch.settings.max_cholesky_size(MAX_CHOLESKY)
 
 
 def _is_numerical(exc: Exception) -> bool:

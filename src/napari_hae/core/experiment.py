@@ -19,8 +19,9 @@ import numpy as np
 
 from .acquisition import AcquisitionContext, AcquisitionFunction, Posterior, make_policy, policy_from_dict, select
 from .dkl import DKLRegressor
-from .errors import HAEInputError
-from .microscope import Microscope
+from .errors import HAEInputError, ModelFitError
+from .microscope import AcquisitionGuard, Microscope
+from .monitors import stuck_verdict
 from .patches import check_patch_size, extract_patches, flat_index, positions_of
 from .scalarizers import Scalarizer
 from .trace import Trace
@@ -53,6 +54,9 @@ class ExperimentSettings:
     kernel: str = "rbf"
     lr: float = 0.01
     record_maps: bool = True
+    acquire_retries: int = 2            # further attempts after a failed acquisition
+    acquire_timeout: float | None = 120.0   # seconds per acquisition; None: no timeout
+    acquire_retry_wait: float = 0.5     # seconds before the first retry (grows linearly)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -92,9 +96,11 @@ class Experiment:
 
     def __init__(self, microscope: Microscope, settings: ExperimentSettings | None = None,
                  scalarizer: Scalarizer | None = None, dataset_info: dict | None = None,
-                 model_factory: Callable[[int, ExperimentSettings], DKLRegressor] | None = None):
+                 model_factory: Callable[[int, ExperimentSettings], DKLRegressor] | None = None,
+                 journal=None):
         """``model_factory(input_dim, settings)`` may supply another regressor with DKLRegressor's interface
-        (fit / predict / sample / y_mean / y_std), e.g. to compare implementations."""
+        (fit / predict / sample / y_mean / y_std), e.g. to compare implementations. ``journal``: a file path;
+        every measurement is then on disk (flushed) before the next step starts (see :meth:`resume`)."""
         self.microscope = microscope
         self.model_factory = model_factory or _default_model
         self.settings = settings or ExperimentSettings()
@@ -136,7 +142,15 @@ class Experiment:
         self.visit: list[np.ndarray] = []        # flat masks of unsatisfied "visit" objects
         self.model: DKLRegressor | None = None
         self._needs_reset = True
-        self.trace = Trace(structural=self.structural.copy(), settings=s.to_dict(), dataset=dataset_info or {})
+        self.stuck_window = 10     # policy steps judged by the stuck-run detector (see monitors.stuck_verdict)
+        self.follow: list | None = None   # positions to measure instead of the policy's picks (replay.counterfactual)
+        info = dict(dataset_info or {})
+        info.setdefault("energy", None if energy is None else energy.to_dict())   # replays need the axis
+        self.trace = Trace(structural=self.structural.copy(), settings=s.to_dict(), dataset=info)
+        if journal is not None:
+            self.trace.attach_journal(journal)
+        self.guard = AcquisitionGuard(microscope, s.acquire_retries, s.acquire_timeout, s.acquire_retry_wait,
+                                      on_event=lambda msg: self.trace.add_event(self.step_index, msg))
         self.started = False
 
     # -- state --------------------------------------------------------------------------------------------
@@ -157,7 +171,7 @@ class Experiment:
 
     def _measure(self, flat: int, kind: str, step: int) -> float:
         y, x = (int(c) for c in self.grid_positions[flat])
-        spectrum = np.asarray(self.microscope.acquire(y, x))
+        spectrum = self.guard(y, x, self.signal_shape)
         value = float(self.scalarizer(spectrum[None], self.energies)[0])
         self.measured[flat] = True
         self.trace.add_point((y, x), spectrum, value, kind, step)
@@ -195,12 +209,14 @@ class Experiment:
         if self.started:
             return
         for flat in self.seed_indices():
-            self._measure(int(flat), "seed", -1)
+            if not self.measured[flat]:   # after a resume, seeds measured before the crash are kept
+                self._measure(int(flat), "seed", -1)
         self.started = True
+        self.trace.set_rng_state(self.rng.bit_generator.state)
 
     # -- interventions ------------------------------------------------------------------------------------
     def _intervene(self, kind: str, old, new):
-        self.trace.interventions.append({"step": self.step_index, "kind": kind, "old": old, "new": new})
+        self.trace.add_intervention(self.step_index, kind, old, new)
         log.info("intervention before step %d: %s %s -> %s", self.step_index, kind, old, new)
 
     def set_scalarizer(self, scalarizer: Scalarizer | dict) -> None:
@@ -248,9 +264,8 @@ class Experiment:
             self.avoid |= flat
         elif not (flat & self.measured).any():
             self.visit.append(flat.copy())
-        self.trace.objects.append({"mode": mode, "label": label, "mask": mask.copy()})
-        self._intervene("object", None, {"mode": mode, "label": label, "n_pixels": int(mask.sum()),
-                                         "index": len(self.trace.objects) - 1})
+        index = self.trace.add_object(mode, label, mask)
+        self._intervene("object", None, {"mode": mode, "label": label, "n_pixels": int(mask.sum()), "index": index})
 
     # -- one step -----------------------------------------------------------------------------------------
     def _fit(self) -> tuple[np.ndarray, float, float]:
@@ -263,10 +278,20 @@ class Experiment:
         if self.model is None:
             self.model = self.model_factory(self.patches.shape[1], s)
         first = self._needs_reset or self.model.model is None
-        rep = self.model.fit(X, y, iterations=s.fit_iterations_first if first else s.fit_iterations, reset=first)
+        try:
+            rep = self.model.fit(X, y, iterations=s.fit_iterations_first if first else s.fit_iterations,
+                                 reset=first)
+        except (RuntimeError, ValueError) as exc:
+            self._needs_reset = True   # start the next attempt from fresh weights
+            self.trace.add_event(self.step_index, f"model fit failed: {exc}")
+            raise ModelFitError(
+                f"The DKL model could not be fitted at step {self.step_index} ({exc}). Nothing was lost: the "
+                f"trace holds all {self.trace.n_points} measured points.",
+                "resume to retry from fresh weights; if it fails again, change the scalarizer (are its values "
+                "finite and varied?) or the patch size.") from exc
         self._needs_reset = False
         for ev in rep.events:
-            self.trace.events.append({"step": self.step_index, "message": ev})
+            self.trace.add_event(self.step_index, ev)
         return y, rep.final_loss, time.perf_counter() - t0
 
     def step(self) -> StepResult:
@@ -304,6 +329,8 @@ class Experiment:
                                  positions=self.grid_positions, measured=self.trace.positions_array())
         scores = np.asarray(self.policy(post, ctx), dtype=np.float64)
         choice = select(scores, pick_mask)
+        if self.follow is not None:   # counterfactual: the recorded trajectory, whatever this model prefers
+            choice = int(flat_index(np.asarray(self.follow[k]), self.scan_shape)[0])
         acq = np.where(pick_mask, scores, -np.inf)
 
         record = {
@@ -325,11 +352,20 @@ class Experiment:
             "predict_time": predict_time,
             "patch_size": self.patch_size,
         }
+        last = self.trace.positions[-1]
+        record["travel_px"] = (self.trace.steps["travel_px"][-1] if k else 0.0) + float(
+            np.hypot(record["position"][0] - last[0], record["position"][1] - last[1]))
+        K = self.stuck_window
+        verdict = stuck_verdict(self.trace.steps["position"][-(K - 1):] + [record["position"]],
+                                self.trace.steps["std_mean"][-(K - 1):] + [record["std_mean"]], self.scan_shape) \
+            if k + 1 >= K else None
+        record["stuck"] = float(bool(verdict and verdict.stuck))
         value = self._measure(choice, kind, k)
         record["step_time"] = time.perf_counter() - t_step
         maps = {"mean": mean.reshape(self.scan_shape), "std": std.reshape(self.scan_shape),
                 "acq": acq.reshape(self.scan_shape)}
         self.trace.add_step(record, maps if self.settings.record_maps else None)
+        self.trace.set_rng_state(self.rng.bit_generator.state)
         return StepResult(k, record["position"], kind, value, record, **maps)
 
     def iter_steps(self, n: int | None = None) -> Iterator[StepResult]:
@@ -340,6 +376,66 @@ class Experiment:
         while not self.done and (n is None or count < n):
             yield self.step()
             count += 1
+
+    # -- resuming -----------------------------------------------------------------------------------------
+    @classmethod
+    def resume(cls, trace: Trace | str, microscope: Microscope, journal=None, append_journal: bool = False,
+               model_factory=None, budget: int | None = None) -> "Experiment":
+        """Continue a run from its trace, with the settings and interventions it had.
+
+        ``trace`` is a :class:`Trace` or a path (HDF5 trace, journal, or run folder). Measured points are kept and
+        not measured again; interventions (scalarizer, policy, patch size, objects) are re-applied; the random
+        generator continues from its recorded state. The model is retrained from scratch on all points, so the
+        picks after a resume are not bit-identical to an uninterrupted run. ``journal``: where to continue
+        journaling (``append_journal=True`` appends to the journal the trace was read from). ``budget`` may
+        extend the run.
+        """
+        if not isinstance(trace, Trace):
+            trace = Trace.load(trace)
+        settings = ExperimentSettings.from_dict(trace.settings)
+        if budget is not None:
+            settings.budget = int(budget)
+        exp = cls(microscope, settings, dataset_info=trace.dataset, model_factory=model_factory)
+        if exp.structural.shape != trace.structural.shape or not np.allclose(exp.structural, trace.structural):
+            raise HAEInputError(
+                "The microscope's structural image differs from the one recorded in the trace.",
+                "resume on the same dataset / the same scan region the run started on.")
+        exp.trace = trace
+        # re-apply the state the interventions built, without recording them again
+        for iv in trace.interventions:
+            if iv["kind"] == "scalarizer":
+                exp.scalarizer = Scalarizer.from_dict(iv["new"])
+                exp.settings.scalarizer = exp.scalarizer.to_dict()
+            elif iv["kind"] == "policy":
+                exp.policy = policy_from_dict(iv["new"])
+                exp.settings.policy = exp.policy.to_dict()
+            elif iv["kind"] == "patch_size":
+                exp.patch_size = exp.settings.patch_size = int(iv["new"])
+        exp._set_patches(exp.patch_size)
+        if trace.n_points:
+            exp.measured[flat_index(trace.positions_array(), exp.scan_shape)] = True
+        for obj in trace.objects:
+            flat = np.asarray(obj["mask"], dtype=bool).ravel()
+            if obj["mode"] == "avoid":
+                exp.avoid |= flat
+            elif not (flat & exp.measured).any():
+                exp.visit.append(flat.copy())
+        n_seeds_done = sum(k == "seed" for k in trace.kinds)
+        exp.started = trace.n_steps > 0 or (trace.rng_state is not None and n_seeds_done > 0)
+        if trace.rng_state is not None and exp.started:
+            exp.rng.bit_generator.state = trace.rng_state
+        if journal is not None:
+            if append_journal:
+                trace.attach_journal(journal, append=True)
+            else:
+                trace.attach_journal(journal)
+        trace.add_event(trace.n_steps, f"resumed with {trace.n_points} points and {trace.n_steps} steps measured")
+        return exp
+
+    def close(self) -> None:
+        """Release the acquisition thread and close the journal (the trace stays usable in memory)."""
+        self.guard.close()
+        self.trace.close_journal()
 
     def run(self, n: int | None = None, callback: Callable[[StepResult], None] | None = None) -> Trace:
         """Run to the budget (or ``n`` steps), calling ``callback`` after each step. Returns the trace."""

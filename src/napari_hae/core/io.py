@@ -126,7 +126,10 @@ def _from_numpy(obj, image_path, name) -> SpectrumImage:
             raise HAEInputError("A .npy spectrum image needs its structural image.",
                                 "pass --image IMAGE.npy, or save both in one .npz with keys 'spectra' and "
                                 "'structural'.")
-        structural = np.load(image_path, allow_pickle=False)
+        structural = _hs_load(Path(image_path))
+        if not isinstance(structural, np.ndarray):
+            raise HAEInputError(f"{str(image_path)!r} is not a single .npy array.",
+                                "save the structural image with numpy.save(path, image).")
         energy = None
     else:
         keys = set(obj.files)

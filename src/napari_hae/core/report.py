@@ -39,17 +39,44 @@ def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | 
     return out
 
 
-def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: str = "") -> Path:
-    """PNG: structural image with seeds and trajectory, predicted mean, uncertainty, acquisition, learning curve."""
+def compute_monitors(trace: Trace, truth: np.ndarray | None = None, complete: np.ndarray | None = None,
+                     feature_space=None) -> dict:
+    """Monitors worth keeping with the trace (stored in ``trace.monitors`` and its HDF5 file): model error per
+    stored map against truth / complete / final model, and the trajectory's rVAE latent coordinates."""
+    from .monitors import model_errors
+
+    mon = {}
+    err = model_errors(trace, truth, complete)
+    mon["error_step"] = err["step"]
+    for k in ("vs_truth", "vs_complete", "vs_final"):
+        mon[f"error_{k}"] = err[k]
+    if complete is not None:
+        mon["complete_mean"] = np.asarray(complete, dtype=np.float32)
+    if feature_space is not None and trace.n_points:
+        mon["latent_all"] = feature_space.latent.astype(np.float32)
+        mon["latent_points"] = feature_space.of_positions(trace.positions_array(), trace.structural.shape)
+    trace.monitors.update(mon)
+    return mon
+
+
+def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: str = "",
+                   step: int | None = None) -> Path:
+    """The run's monitors in one PNG/SVG: structural image with the trajectory, predicted mean, uncertainty,
+    acquisition (and ground truth); learning curves, scalarizer of measured points, travel distance, model error
+    against truth / complete / final model, and the trajectory in the rVAE latent plane (when computed).
+    ``step`` draws the maps of that step (default: the last stored)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from .monitors import learning_curves
+
     pos = trace.positions_array()
     seeds = np.array([k == "seed" for k in trace.kinds])
-    last = trace.map_steps[-1] if trace.map_steps else None
-    ncols = 4 if truth is None else 5
+    last = (trace.map_steps[-1] if trace.map_steps else None) if step is None else step
+    mon = trace.monitors
+    ncols = 5
     fig = plt.figure(figsize=(4 * ncols, 8), constrained_layout=True)
     gs = fig.add_gridspec(2, ncols)
     ax = fig.add_subplot(gs[0, 0])
@@ -71,43 +98,101 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
             m = np.where(np.isfinite(m), m, np.nan)
             im = a.imshow(m, cmap=cmap)
             fig.colorbar(im, ax=a, shrink=0.7)
-        a.set_title(f"{name} (step {last})" if last is not None else f"{name}: not recorded")
+        a.set_title(f"{name} (step {last})" if m is not None else f"{name}: not recorded")
+    a = fig.add_subplot(gs[0, 4])
     if truth is not None:
-        a = fig.add_subplot(gs[0, 4])
         im = a.imshow(truth, cmap="viridis")
         a.scatter(pos[:, 1], pos[:, 0], s=4, c="r")
         fig.colorbar(im, ax=a, shrink=0.7)
         a.set_title("complete data (ground truth)")
-    steps = np.arange(trace.n_steps)
-    a = fig.add_subplot(gs[1, 0:2])
+    else:
+        _latent_panel(a, fig, mon, seeds)
+
+    cur = learning_curves(trace)
+    steps = cur["step"]
+    a = fig.add_subplot(gs[1, 0])
     if trace.n_steps:
-        a.plot(steps, trace.steps["std_mean"], label="mean uncertainty (all patches)")
-        a.fill_between(steps, trace.steps["std_q10"], trace.steps["std_q90"], alpha=0.3, label="10-90% quantiles")
-        a.plot(steps, trace.steps["next_std"], ".", ms=3, label="next-step uncertainty")
+        a.plot(steps, cur["std_mean"], label="mean (all patches)")
+        a.fill_between(steps, cur["std_q10"], cur["std_q90"], alpha=0.3, label="10-90% quantiles")
+        a.plot(steps, cur["next_std"], ".", ms=3, label="next step")
         for iv in trace.interventions:
             a.axvline(iv["step"], color="k", ls="--", lw=0.8)
+        stuck = np.flatnonzero(np.nan_to_num(trace.step_array("stuck")) > 0)
+        if len(stuck):
+            a.plot(stuck, np.full(len(stuck), np.nanmax(cur["std_q90"])), "|", color="r", ms=8,
+                   label="stuck-run warning")
     a.set_xlabel("step")
     a.set_ylabel("predictive std (scalarizer units)")
-    a.legend(fontsize=8)
-    a.set_title("learning curve (dashed: interventions)")
-    a = fig.add_subplot(gs[1, 2])
+    a.legend(fontsize=7)
+    a.set_title("uncertainty (dashed: interventions)")
+    a = fig.add_subplot(gs[1, 1])
     if trace.n_steps:
-        a.plot(steps, trace.steps["best_so_far"], label="best measured")
+        a.plot(steps, cur["best_so_far"], label="best measured")
         vals = np.asarray(trace.values)[~seeds]
         a.plot(np.arange(len(vals)), vals, ".", ms=3, label="measured value")
         if truth is not None:
             a.axhline(float(np.max(truth)), color="r", ls=":", label="truth max")
     a.set_xlabel("step")
-    a.legend(fontsize=8)
-    a.set_title("scalarizer")
-    a = fig.add_subplot(gs[1, 3])
-    travel = travel_distance(pos)  # the probe's whole path, seeds included
-    a.plot(np.arange(1, len(travel) + 1) - int(seeds.sum()) + 1, travel)
-    a.set_xlabel("step (negative: seeds)")
+    a.legend(fontsize=7)
+    a.set_title("scalarizer of measured points")
+    a = fig.add_subplot(gs[1, 2])
+    if trace.n_steps:
+        a.plot(steps, cur["travel_px"])
+        units = trace.dataset.get("pixel_units", "px")
+        if units != "px":
+            sec = a.secondary_yaxis("right", functions=(
+                lambda v: v * float(trace.dataset.get("pixel_size", 1.0)),
+                lambda v: v / float(trace.dataset.get("pixel_size", 1.0))))
+            sec.set_ylabel(units)
+    a.set_xlabel("step")
     a.set_ylabel("pixels")
     a.set_title("cumulative travel distance")
+    a = fig.add_subplot(gs[1, 3])
+    if "error_step" in mon and len(mon["error_step"]):
+        for k, lab in (("error_vs_truth", "vs ground truth"), ("error_vs_complete", "vs complete model"),
+                       ("error_vs_final", "vs final model")):
+            if k in mon and np.isfinite(mon[k]).any():
+                a.plot(mon["error_step"], mon[k], label=lab)
+        a.legend(fontsize=7)
+    else:
+        a.text(0.5, 0.5, "no stored maps", ha="center", transform=a.transAxes)
+    a.set_xlabel("step")
+    a.set_ylabel("RMS difference of predicted mean")
+    a.set_title("live model error")
+    a = fig.add_subplot(gs[1, 4])
+    if truth is not None:
+        _latent_panel(a, fig, mon, seeds)
+    else:
+        a.axis("off")
     fig.suptitle(title or f"napari-hae run: {trace.settings.get('policy', {}).get('name', '')}")
     path = Path(path)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def _latent_panel(a, fig, mon: dict, seeds: np.ndarray) -> None:
+    """The trajectory in the rVAE latent plane over the density of all patches, with aggregation points."""
+    if "latent_all" not in mon or "latent_points" not in mon:
+        a.text(0.5, 0.5, "feature space not computed\n(napari-hae run --feature-space)", ha="center",
+               va="center", transform=a.transAxes, fontsize=8)
+        a.set_axis_off()
+        return
+    from .feature_space import density_maxima
+
+    lat, pts = np.asarray(mon["latent_all"]), np.asarray(mon["latent_points"])
+    a.hexbin(lat[:, 0], lat[:, 1], gridsize=40, cmap="Greys", bins="log")
+    run = pts[~seeds[: len(pts)]]
+    a.plot(run[:, 0], run[:, 1], "-", color="tab:orange", lw=0.5, alpha=0.6)
+    sc = a.scatter(run[:, 0], run[:, 1], c=np.arange(len(run)), cmap="plasma", s=10, zorder=3)
+    a.scatter(pts[seeds[: len(pts)], 0], pts[seeds[: len(pts)], 1], marker="s", facecolors="none",
+              edgecolors="cyan", s=20, zorder=3)
+    if len(run) >= 3:
+        _, maxima, _ = density_maxima(run)
+        a.scatter(maxima[:, 0], maxima[:, 1], marker="*", s=120, c="red", edgecolors="k", zorder=4,
+                  label="aggregation points")
+        a.legend(fontsize=7, loc="lower right")
+    fig.colorbar(sc, ax=a, shrink=0.7, label="step")
+    a.set_xlabel("latent z1")
+    a.set_ylabel("latent z2")
+    a.set_title("trajectory in rVAE latent space")

@@ -16,12 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HAEInputError
+from .journal import MAGIC, Journal, read_records
 
 POINT_KINDS = ("seed", "policy", "visit", "user")
 STEP_SCALARS = ("acq_value", "next_std", "next_mean", "std_mean", "std_std", "std_q10", "std_q50", "std_q90",
-                "mean_max", "best_so_far", "loss", "fit_time", "predict_time", "step_time", "patch_size")
+                "mean_max", "best_so_far", "loss", "fit_time", "predict_time", "step_time", "patch_size",
+                "travel_px", "stuck")
 MAP_NAMES = ("mean", "std", "acq")
 FORMAT_VERSION = 1
+TRACE_NAME = "trace.h5"          # names inside a run's output folder
+JOURNAL_NAME = "trace.journal"
 
 
 def software_versions() -> dict:
@@ -56,26 +60,125 @@ class Trace:
     objects: list = field(default_factory=list)          # dicts: mode, label, mask (bool array)
     events: list = field(default_factory=list)           # dicts: step, message (fit retries, faults...)
     versions: dict = field(default_factory=software_versions)
+    rng_state: dict | None = None                        # the run's random generator after the latest step
+    monitors: dict = field(default_factory=dict)         # name -> array: monitors computed after a run
+    journal: Journal | None = field(default=None, repr=False, compare=False)
 
-    # -- growing -------------------------------------------------------------------------------------------
+    # -- growing (each addition is journaled first when a journal is attached) ------------------------------
+    def _log(self, kind: str, fields: dict | None = None, arrays: dict | None = None) -> None:
+        if self.journal is not None:
+            self.journal.write(kind, fields, arrays)
+
     def add_point(self, position, spectrum, value, kind, step):
         if kind not in POINT_KINDS:
             raise ValueError(f"kind must be one of {POINT_KINDS}")
-        self.positions.append((int(position[0]), int(position[1])))
-        self.spectra.append(np.asarray(spectrum))
+        position = (int(position[0]), int(position[1]))
+        spectrum = np.asarray(spectrum)
+        self._log("point", {"position": position, "value": float(value), "point_kind": kind, "step": int(step)},
+                  {"spectrum": spectrum})
+        self.positions.append(position)
+        self.spectra.append(spectrum)
         self.values.append(float(value))
         self.kinds.append(kind)
         self.point_steps.append(int(step))
 
     def add_step(self, record: dict, maps: dict | None = None):
         step = len(self.steps["position"])
-        for k in self.steps:
-            v = record[k]
-            self.steps[k].append(tuple(int(c) for c in v) if k == "position" else v)
+        row = {k: (tuple(int(c) for c in record[k]) if k == "position" else record[k]) for k in self.steps}
+        maps = None if maps is None else {k: np.asarray(maps[k], dtype=np.float32) for k in MAP_NAMES}
+        self._log("step", {"record": row}, maps)
+        for k, v in row.items():
+            self.steps[k].append(v)
         if maps is not None:
             self.map_steps.append(step)
             for k in MAP_NAMES:
-                self.maps[k].append(np.asarray(maps[k], dtype=np.float32))
+                self.maps[k].append(maps[k])
+
+    def add_intervention(self, step: int, kind: str, old, new) -> None:
+        d = json.loads(json.dumps({"step": int(step), "kind": kind, "old": old, "new": new}))
+        self._log("intervention", {"intervention": d})
+        self.interventions.append(d)
+
+    def add_object(self, mode: str, label: str, mask: np.ndarray) -> int:
+        mask = np.asarray(mask, dtype=bool)
+        self._log("object", {"mode": mode, "label": label}, {"mask": mask})
+        self.objects.append({"mode": mode, "label": label, "mask": mask.copy()})
+        return len(self.objects) - 1
+
+    def add_event(self, step: int, message: str) -> None:
+        self._log("event", {"event": {"step": int(step), "message": message}})
+        self.events.append({"step": int(step), "message": message})
+
+    def set_rng_state(self, state: dict) -> None:
+        state = json.loads(json.dumps(state))
+        self._log("rng", {"state": state})
+        self.rng_state = state
+
+    # -- crash safety --------------------------------------------------------------------------------------
+    def attach_journal(self, path, append: bool = False) -> Path:
+        """Journal every later addition to ``path`` (see :mod:`napari_hae.core.journal`).
+
+        A new journal starts with the header and everything already in the trace, so it alone can rebuild the
+        trace; ``append=True`` continues a journal this trace was read from.
+        """
+        if append:
+            self.journal = Journal.append_to(path)
+            return self.journal.path
+        self.journal = Journal(path)
+        self._log("header", {"settings": self.settings, "dataset": self.dataset, "versions": self.versions},
+                  {"structural": self.structural})
+        for i in range(self.n_points):
+            self._log("point", {"position": self.positions[i], "value": self.values[i],
+                                "point_kind": self.kinds[i], "step": self.point_steps[i]},
+                      {"spectrum": np.asarray(self.spectra[i])})
+        for i in range(self.n_steps):
+            maps = None
+            if i in self.map_steps:
+                j = self.map_steps.index(i)
+                maps = {k: self.maps[k][j] for k in MAP_NAMES}
+            self._log("step", {"record": {k: self.steps[k][i] for k in self.steps}}, maps)
+        for d in self.interventions:
+            self._log("intervention", {"intervention": d})
+        for o in self.objects:
+            self._log("object", {"mode": o["mode"], "label": o.get("label", "")}, {"mask": o["mask"]})
+        for e in self.events:
+            self._log("event", {"event": e})
+        if self.rng_state is not None:
+            self._log("rng", {"state": self.rng_state})
+        return self.journal.path
+
+    def close_journal(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+
+    @classmethod
+    def from_journal(cls, path) -> "Trace":
+        """Rebuild a trace from its journal; a record torn by a crash is dropped (and reported in ``events``)."""
+        records, _, dropped = read_records(path)
+        if not records or records[0][0]["kind"] != "header":
+            raise HAEInputError(f"Journal {str(path)!r} has no header record.",
+                                "pass the trace.journal written by a napari-hae run.")
+        meta, arrays = records[0]
+        t = cls(structural=arrays["structural"], settings=meta["settings"], dataset=meta["dataset"],
+                versions=meta["versions"])
+        for meta, arrays in records[1:]:
+            kind = meta["kind"]
+            if kind == "point":
+                t.add_point(meta["position"], arrays["spectrum"], meta["value"], meta["point_kind"], meta["step"])
+            elif kind == "step":
+                t.add_step(meta["record"], arrays or None)
+            elif kind == "intervention":
+                t.interventions.append(meta["intervention"])
+            elif kind == "object":
+                t.objects.append({"mode": meta["mode"], "label": meta["label"], "mask": arrays["mask"]})
+            elif kind == "event":
+                t.events.append(meta["event"])
+            elif kind == "rng":
+                t.rng_state = meta["state"]
+        if dropped:
+            t.events.append({"step": t.n_steps, "message": f"journal: dropped a torn last record ({dropped} bytes)"})
+        return t
 
     # -- views ---------------------------------------------------------------------------------------------
     @property
@@ -114,7 +217,7 @@ class Trace:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = "napari-hae trace"
             f.attrs["format_version"] = FORMAT_VERSION
-            for key in ("settings", "dataset", "interventions", "events", "versions"):
+            for key in ("settings", "dataset", "interventions", "events", "versions", "rng_state"):
                 f.attrs[key] = json.dumps(getattr(self, key))
             f.create_dataset("structural", data=self.structural)
             p = f.create_group("points")
@@ -136,6 +239,9 @@ class Trace:
                 if self.maps[k]:
                     m.create_dataset(k, data=np.stack(self.maps[k]), compression="gzip", compression_opts=1,
                                      chunks=(1, *self.structural.shape))
+            mon = f.create_group("monitors")
+            for k, v in self.monitors.items():
+                mon.create_dataset(k, data=np.asarray(v))
             o = f.create_group("objects")
             for i, obj in enumerate(self.objects):
                 d = o.create_dataset(str(i), data=np.asarray(obj["mask"], dtype=bool))
@@ -146,11 +252,21 @@ class Trace:
 
     @classmethod
     def load(cls, path) -> "Trace":
+        """Load a trace: an HDF5 trace, a journal, or a run folder (its journal, which is never older)."""
         import h5py
 
         path = Path(path)
+        if path.is_dir():
+            for name in (JOURNAL_NAME, TRACE_NAME):
+                if (path / name).exists():
+                    return cls.load(path / name)
+            raise HAEInputError(f"Folder {str(path)!r} holds no {JOURNAL_NAME} or {TRACE_NAME}.",
+                                "pass a run's output folder or its trace file.")
         if not path.exists():
             raise HAEInputError(f"Trace file {str(path)!r} does not exist.", "check the path.")
+        with open(path, "rb") as fh:
+            if fh.read(4) == MAGIC:
+                return cls.from_journal(path)
         try:
             f = h5py.File(path, "r")
         except OSError as exc:
@@ -161,8 +277,9 @@ class Trace:
                 raise HAEInputError(f"{str(path)!r} is an HDF5 file but not a napari-hae trace.",
                                     "pass a trace written by napari-hae (trace.h5).")
             t = cls(structural=f["structural"][()])
-            for key in ("settings", "dataset", "interventions", "events", "versions"):
-                setattr(t, key, json.loads(f.attrs[key]))
+            for key in ("settings", "dataset", "interventions", "events", "versions", "rng_state"):
+                if key in f.attrs:
+                    setattr(t, key, json.loads(f.attrs[key]))
             p = f["points"]
             t.positions = [tuple(int(c) for c in row) for row in p["positions"][()]]
             t.spectra = list(p["spectra"][()]) if "spectra" in p else []
@@ -173,12 +290,14 @@ class Trace:
             t.steps["position"] = [tuple(int(c) for c in row) for row in s["position"][()]]
             t.steps["policy"] = json.loads(s.attrs["policy"])
             t.steps["scalarizer"] = json.loads(s.attrs["scalarizer"])
-            for k in STEP_SCALARS:
-                t.steps[k] = [float(v) for v in s[k][()]]
+            for k in STEP_SCALARS:   # a scalar added in a later version reads as NaN from older traces
+                t.steps[k] = [float(v) for v in s[k][()]] if k in s else [float("nan")] * len(t.steps["position"])
             m = f["maps"]
             t.map_steps = [int(v) for v in m["steps"][()]]
             for k in MAP_NAMES:
                 t.maps[k] = list(m[k][()]) if k in m else []
+            if "monitors" in f:
+                t.monitors = {k: d[()] for k, d in f["monitors"].items()}
             t.objects = [{"mode": d.attrs["mode"], "label": d.attrs["label"], "mask": d[()]}
                          for _, d in sorted(f["objects"].items(), key=lambda kv: int(kv[0]))]
         return t

@@ -1,0 +1,73 @@
+"""Soak: a long run on the sample data, printing memory and step time as it goes.
+
+    python benchmarks/soak.py --steps 1000 --patch 8 --fit-iterations 5
+
+Memory is the process's resident set size (psutil); step time is the median over the last 50 steps. The run is
+journaled to a temporary folder (as the CLI does), maps are not stored (they would grow by design: 3 maps per
+step). Prints one line per 100 steps and a final table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from napari_hae.core.experiment import Experiment, ExperimentSettings
+from napari_hae.core.microscope import SimulatedMicroscope
+from napari_hae.sample_data import load_sample
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--patch", type=int, default=8)
+    p.add_argument("--fit-iterations", type=int, default=5)
+    p.add_argument("--every", type=int, default=100)
+    a = p.parse_args(argv)
+    proc = psutil.Process()
+    data = load_sample("nanoparticles")
+    settings = ExperimentSettings(patch_size=a.patch, budget=a.steps, n_seeds=10, fit_iterations=a.fit_iterations,
+                                  fit_iterations_first=100, record_maps=False,
+                                  policy={"name": "ucb", "params": {"beta": 4.0}})
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = Path(tmp) / "trace.journal"
+        exp = Experiment(SimulatedMicroscope(data), settings, journal=journal)
+        exp.start()
+        times, rows = [], []
+        rss0 = proc.memory_info().rss / 2**20
+        print(f"torch threads {torch.get_num_threads()}, scan {data.scan_shape}, patch {a.patch}, "
+              f"{a.fit_iterations} Adam iterations per step; RSS after seeds {rss0:.0f} MiB")
+        t_all = time.perf_counter()
+        for res in exp.iter_steps():
+            times.append(res.record["step_time"])
+            k = res.step + 1
+            if k % a.every == 0:
+                gc.collect()
+                rss = proc.memory_info().rss / 2**20
+                med = float(np.median(times[-50:]))
+                rows.append((k, exp.trace.n_points, rss, med, journal.stat().st_size / 2**20))
+                print(f"step {k:5d}: {exp.trace.n_points:5d} points, RSS {rss:7.1f} MiB, median step (last 50) "
+                      f"{med * 1000:6.1f} ms, journal {rows[-1][4]:.1f} MiB", flush=True)
+        exp.close()
+        wall = time.perf_counter() - t_all
+    print(f"\n{a.steps} steps in {wall:.0f} s")
+    print("| step | points | RSS (MiB) | median step time (ms, last 50) | journal (MiB) |")
+    print("|---:|---:|---:|---:|---:|")
+    for k, n, rss, med, jm in rows:
+        print(f"| {k} | {n} | {rss:.0f} | {med * 1000:.0f} | {jm:.1f} |")
+    if len(rows) >= 2:
+        r100 = rows[0]
+        rl = rows[-1]
+        print(f"\nRSS growth step {r100[0]} -> {rl[0]}: {rl[2] - r100[2]:+.1f} MiB; "
+              f"step time ratio {rl[3] / r100[3]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

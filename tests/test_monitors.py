@@ -1,0 +1,148 @@
+"""Monitors (learning curves, travel, model error, stuck-run detector), rVAE feature space, replay and
+counterfactual runs."""
+
+import numpy as np
+import pytest
+from conftest import fast_settings
+
+from napari_hae.core.experiment import Experiment
+from napari_hae.core.feature_space import density_maxima, train_rvae
+from napari_hae.core.microscope import SimulatedMicroscope
+from napari_hae.core.monitors import detect_stuck, learning_curves, model_errors, policy_travel, stuck_verdict
+from napari_hae.core.replay import counterfactual, replay_state
+from napari_hae.core.trace import Trace
+
+
+def _toy_trace(points, step_positions, std_means=None, maps=None, pixel_size=1.0):
+    """A hand-made trace: ``points`` [(y, x, kind, step)], one step record per ``step_positions``."""
+    t = Trace(structural=np.zeros((20, 30)), dataset={"pixel_size": pixel_size})
+    for y, x, kind, step in points:
+        t.add_point((y, x), np.zeros(3), 1.0, kind, step)
+    for i, p in enumerate(step_positions):
+        rec = {k: 0.0 for k in t.steps}
+        rec.update(position=p, policy="ucb", scalarizer="s", std_mean=1.0 if std_means is None else std_means[i])
+        t.add_step(rec, None if maps is None else maps[i])
+    return t
+
+
+def test_travel_counts_from_the_last_seed():
+    t = _toy_trace([(0, 0, "seed", -1), (0, 3, "seed", -1), (4, 3, "policy", 0), (4, 0, "policy", 1),
+                    (0, 0, "visit", 2)], [(4, 3), (4, 0), (0, 0)], pixel_size=0.5)
+    np.testing.assert_allclose(policy_travel(t), [4.0, 7.0, 11.0])
+    c = learning_curves(t)
+    np.testing.assert_allclose(c["travel_units"], [2.0, 3.5, 5.5])
+    assert list(c["step"]) == [0, 1, 2]
+
+
+def test_experiment_records_the_same_travel_per_step(small_sample):
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=5))
+    exp.run()
+    np.testing.assert_allclose(exp.trace.steps["travel_px"], policy_travel(exp.trace))
+    assert exp.trace.steps["travel_px"][0] > 0
+
+
+def test_model_error_against_truth_complete_and_final():
+    truth = np.arange(600.0).reshape(20, 30)
+    maps = [{"mean": truth + k, "std": np.ones((20, 30)), "acq": np.zeros((20, 30))} for k in range(4)]
+    t = _toy_trace([(0, 0, "seed", -1)] + [(1, k, "policy", k) for k in range(4)],
+                   [(1, k) for k in range(4)], maps=maps)
+    e = model_errors(t, truth, complete=truth + 1.0)
+    np.testing.assert_allclose(e["vs_truth"], [0, 1, 2, 3])
+    np.testing.assert_allclose(e["vs_complete"], [1, 0, 1, 2])
+    np.testing.assert_allclose(e["vs_final"], [3, 2, 1, 0])
+    assert np.isnan(model_errors(t)["vs_truth"]).all()
+
+
+def test_stuck_detector_fires_on_a_stuck_run_and_not_on_a_random_one():
+    rng = np.random.default_rng(0)
+    flat = np.full(10, 0.5) - np.arange(10) * 1e-3           # uncertainty barely falls (2%)
+    stuck = [(10 + rng.integers(-1, 2), 15 + rng.integers(-1, 2)) for _ in range(10)]
+    v = stuck_verdict(stuck, flat, (96, 96))
+    assert v.stuck and "within" in v.reason and v.spread_px <= 2 * np.sqrt(2)
+    assert any("mu" in s for s in v.suggestions)
+    spread = [tuple(rng.integers(0, 96, 2)) for _ in range(10)]
+    assert not stuck_verdict(spread, flat, (96, 96)).stuck
+    learning = np.linspace(0.5, 0.3, 10)                     # clustered, but the model still learns a lot
+    assert not stuck_verdict(stuck, learning, (96, 96)).stuck
+    # spread in real space but all in one latent cluster
+    latent = np.zeros((96 * 96, 2))
+    latent[:, 0] = np.random.default_rng(1).uniform(0, 10, 96 * 96)
+    idx = [y * 96 + x for y, x in spread]
+    latent[idx] = [5.0, 5.0]
+    v = stuck_verdict(spread, flat, (96, 96), latent=latent)
+    assert v.stuck and "latent cluster" in v.reason
+    t = _toy_trace([(0, 0, "seed", -1)] + [(y, x, "policy", i) for i, (y, x) in enumerate(stuck)], stuck, flat)
+    assert detect_stuck(t).stuck and not detect_stuck(t, k=11).stuck
+
+
+def _shape(kind, angle, n=12):
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = c * xx + s * yy, -s * xx + c * yy
+    if kind == "bar":
+        return ((np.abs(v) < 1.0) & (np.abs(u) < 5)).astype(np.float32)
+    return ((np.hypot(u, v) < 4.5) & (np.hypot(u, v) > 2.5)).astype(np.float32)   # ring
+
+
+def test_rvae_latent_separates_two_shapes_whatever_their_rotation():
+    rng = np.random.default_rng(0)
+    kinds = np.array(["bar", "ring"] * 150)
+    patches = np.stack([_shape(k, rng.uniform(0, np.pi)) for k in kinds])
+    import torch
+
+    before = torch.get_default_dtype()
+    fs = train_rvae(patches, epochs=30, batch_size=50, hidden=64, lr=3e-3, seed=0)
+    assert torch.get_default_dtype() == before              # AtomAI's global dtype change is undone
+    z = fs.latent
+    a, b = z[kinds == "bar"], z[kinds == "ring"]
+    # nearest-centroid classification in the latent plane
+    ca, cb = a.mean(0), b.mean(0)
+    pred_bar = np.linalg.norm(z - ca, axis=1) < np.linalg.norm(z - cb, axis=1)
+    accuracy = np.mean(pred_bar == (kinds == "bar"))
+    assert accuracy >= 0.95, accuracy
+    assert fs.manifold.shape == (8 * 12, 8 * 12) and np.isfinite(fs.manifold).all()
+    assert len(fs.losses) == 30 and fs.losses[-1] < fs.losses[0]
+
+
+def test_density_maxima_find_two_clusters():
+    rng = np.random.default_rng(0)
+    pts = np.vstack([rng.normal([0, 0], 0.3, (60, 2)), rng.normal([5, 2], 0.3, (40, 2))])
+    _, maxima, _ = density_maxima(pts)
+    assert len(maxima) == 2
+    np.testing.assert_allclose(maxima[0], [0, 0], atol=0.4)    # the denser cluster first
+    np.testing.assert_allclose(maxima[1], [5, 2], atol=0.4)
+
+
+def test_replay_reproduces_the_stored_maps_exactly(small_sample, tmp_path):
+    seen = []
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=4))
+    exp.run(callback=lambda r: seen.append(r))
+    exp.trace.save(tmp_path / "t.h5")
+    t = Trace.load(tmp_path / "t.h5")
+    for r in seen:
+        st = replay_state(t, r.step)
+        np.testing.assert_array_equal(st.maps["mean"], r.mean.astype(np.float32))
+        np.testing.assert_array_equal(st.maps["std"], r.std.astype(np.float32))
+        np.testing.assert_array_equal(st.maps["acq"], r.acq.astype(np.float32))
+        assert tuple(st.positions[-1]) == r.position and len(st.positions) == 6 + r.step + 1
+    assert len(replay_state(t, -1).positions) == 6
+    from napari_hae.core.errors import HAEInputError
+
+    with pytest.raises(HAEInputError, match="not in this trace"):
+        replay_state(t, 4)
+
+
+def test_counterfactual_with_the_same_settings_reproduces_the_run(small_sample):
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=5))
+    exp.run(2)
+    exp.set_policy("ei", xi=0.1)
+    exp.run()
+    same = counterfactual(exp.trace)
+    assert same.positions == exp.trace.positions and same.interventions == exp.trace.interventions
+    for k in ("mean", "std", "acq"):
+        for a, b in zip(same.maps[k], exp.trace.maps[k]):
+            np.testing.assert_array_equal(a, b)
+    other = counterfactual(exp.trace, patch_size=12, fit_iterations=20)
+    assert other.positions == exp.trace.positions                 # the same trajectory...
+    assert set(other.steps["patch_size"]) == {12}
+    assert not np.allclose(other.maps["mean"][-1], exp.trace.maps["mean"][-1])   # ...another belief
