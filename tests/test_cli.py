@@ -70,3 +70,21 @@ def test_cli_refuses_to_overwrite_an_unfinished_run_and_resumes_it(tmp_path, cap
     assert main(["run", "--resume", str(out), "-q"]) == 0
     final = Trace.load(out / "trace.h5")
     assert final.n_steps == 4 and final.positions[:7] == exp.trace.positions and len(set(final.positions)) == 9
+
+
+def test_cli_report_redraws_monitors_from_a_saved_trace(tmp_path, capsys):
+    import numpy as np
+
+    from napari_hae.core.trace import Trace
+
+    out = tmp_path / "run"
+    assert main(["run", "--sample", "nanoparticles", "--steps", "4", "--seeds", "5", "--patch", "8",
+                 "--out", str(out), "-q"]) == 0
+    t = Trace.load(out / "trace.h5")
+    # monitors written into the trace: live-model error against truth and against the final model
+    assert t.monitors["error_vs_truth"].shape == (4,) and np.isfinite(t.monitors["error_vs_truth"]).all()
+    assert t.monitors["error_vs_final"][-1] == 0.0 and len(t.steps["travel_px"]) == 4
+    rc = main(["report", str(out), "--out", str(tmp_path / "r.svg"), "--step", "1"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and (tmp_path / "r.svg").stat().st_size > 20_000 and '"policy_steps": 4' in printed
+    assert main(["report", str(tmp_path / "nowhere"), "-q"]) == 2

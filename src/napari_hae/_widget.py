@@ -13,20 +13,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, Slider, SpinBox
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from platformdirs import user_data_dir
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QTabWidget, QVBoxLayout, QWidget
 
 from ._layers import dataset_of
 from ._torch_preload import preload_torch_compiler
+from ._monitor_plot import MonitorPlot
 from ._spectrum_plot import SpectrumPlot
 from .core.acquisition import POLICIES
 from .core.errors import HAEInputError, HAERunError
 from .core.experiment import Experiment, ExperimentSettings
+from .core.monitors import stuck_verdict
+from .core.replay import replay_state
 from .core.microscope import SimulatedMicroscope
 from .core.scalarizers import SCALARIZERS, Scalarizer
 from .core.trace import JOURNAL_NAME, Trace
@@ -104,10 +107,25 @@ class HAEWidget(QWidget):
                                           buttons1, buttons2, buttons3], label="Run")
         self.status = Label(value="Open a dataset (File > Open Sample > napari hAE), then Start.")
         self.plot = SpectrumPlot(self)
+        self.monitor_plot = MonitorPlot(self)
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self.plot, "Spectrum")
+        self.tabs.addTab(self.monitor_plot, "Monitors")
+        self.replay = Slider(label="replay step", min=-1, max=0, value=0, enabled=False, tracking=True)
+        self.feature_btn = PushButton(text="Feature space (rVAE)")
+        self.export_btn = PushButton(text="Export monitors...")
+        self.monitor_box = Container(widgets=[self.replay, Container(widgets=[self.feature_btn, self.export_btn],
+                                                                     layout="horizontal", labels=False)],
+                                     label="Monitors")
+        self.replay_trace: Trace | None = None   # a loaded trace shown by the replay slider
+        self.feature_space = None               # core.feature_space.FeatureSpace of the dataset, when computed
+        self._feature_worker = None
+        self._stuck_warned_at = -10**9
         # advanced, not shown: tests and power users may change them before Start
         self.fit_iterations = 30
         self.fit_iterations_first = 150
         self.hidden = (64, 32)
+        self.feature_epochs = 15
         # every run journals each measurement here before the next step (crash-safe); NAPARI_HAE_RUNS_DIR overrides
         env = os.environ.get("NAPARI_HAE_RUNS_DIR")
         self.runs_dir = Path(env) if env else Path(user_data_dir("napari-hae")) / "runs"
@@ -117,7 +135,8 @@ class HAEWidget(QWidget):
         for box in (self.data_box, self.scalarizer_box, self.policy_box, self.run_box):
             layout.addWidget(box.native)
         layout.addWidget(self.status.native)
-        layout.addWidget(self.plot)
+        layout.addWidget(self.tabs)
+        layout.addWidget(self.monitor_box.native)
         layout.addStretch(1)
 
         for band in (self.band_a, self.band_b, self.band_a2, self.band_b2):
@@ -137,6 +156,9 @@ class HAEWidget(QWidget):
         self.load_btn.clicked.connect(self._load_dialog)
         self.resume_trace_btn.clicked.connect(self._resume_dialog)
         self.object_mode.changed.connect(self._on_object_mode)
+        self.replay.changed.connect(self.show_replay)
+        self.feature_btn.clicked.connect(self.compute_feature_space)
+        self.export_btn.clicked.connect(self._export_dialog)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._on_dataset_changed()
@@ -332,6 +354,7 @@ class HAEWidget(QWidget):
         return self.experiment
 
     def _launch(self):
+        self.monitor_plot.start_renderer()
         self._paused = self._step_once = self._stop = False
         self._pending = []
         self._prepare_output_layers()
@@ -474,6 +497,8 @@ class HAEWidget(QWidget):
         self._draw_maps(item)
         QTimer.singleShot(0, self._draw_trajectory)
         QTimer.singleShot(0, lambda: self._draw_step_info(item))
+        QTimer.singleShot(0, lambda: self.monitor_plot.update_from(self.experiment.trace))
+        QTimer.singleShot(0, lambda: self._check_stuck(item))
 
     def _draw_maps(self, res):
         for key, (name, _) in MAPS.items():
@@ -502,6 +527,28 @@ class HAEWidget(QWidget):
                                 f"step {res.step + 1} at {res.position}: {res.value:.4g}", self._units())
         self._update_buttons()
 
+    def _check_stuck(self, res):
+        """Warn (once per episode) when the run is stuck; with a feature space, latent clustering counts too."""
+        exp = self.experiment
+        if exp is None:
+            return
+        stuck = bool(res.record.get("stuck"))
+        K = exp.stuck_window
+        tr = exp.trace
+        verdict = None
+        if self.feature_space is not None and tr.n_steps >= K:
+            verdict = stuck_verdict(tr.steps["position"][-K:], tr.steps["std_mean"][-K:], exp.scan_shape,
+                                    latent=self.feature_space.latent)
+            stuck = stuck or verdict.stuck
+        elif stuck:
+            verdict = stuck_verdict(tr.steps["position"][-K:], tr.steps["std_mean"][-K:], exp.scan_shape)
+        if stuck and res.step - self._stuck_warned_at >= K:
+            self._stuck_warned_at = res.step
+            msg = (f"The run looks stuck at step {res.step + 1}: {verdict.reason}. Consider: "
+                   + "; ".join(verdict.suggestions) + ".")
+            show_warning(msg)
+            self.status.value = msg
+
     def _on_error(self, exc):
         self.experiment.close()   # the journal holds everything measured; close it cleanly
         show_error(f"The run stopped with an error: {exc}. The trace measured so far is kept: Save trace.")
@@ -513,6 +560,8 @@ class HAEWidget(QWidget):
             self._pbar = None
         self.worker = None
         self._draw_trajectory()   # the final state, drawn now rather than deferred
+        if self.experiment is not None:
+            self._enable_replay(self.experiment.trace)
         if self.experiment is not None and not self.status.value.startswith("Run "):
             self._finished_status()
         self._update_buttons()
@@ -598,9 +647,131 @@ class HAEWidget(QWidget):
         if tr.map_steps:
             self.viewer.add_image(tr.maps["mean"][-1], name=f"{name} mean", colormap="viridis", scale=scale,
                                   opacity=0.7)
+        self.replay_trace = tr
+        self._enable_replay(tr)
         self.status.value = f"Loaded {path}: {tr.n_points} points, {tr.n_steps} steps, " \
                             f"{len(tr.interventions)} interventions."
         return tr
+
+    # ------------------------------------------------------------------------------------------------------
+    # monitors: replay, feature space, export
+    def _enable_replay(self, trace: Trace):
+        n = trace.n_steps
+        self.replay.enabled = n > 0
+        self.replay.max = max(0, n - 1)
+        self.replay.value = max(0, n - 1)
+        self.monitor_plot.update_from(trace, force=True)
+        self.tabs.setCurrentWidget(self.monitor_plot)
+
+    def show_replay(self, step=None):
+        """Show the run as it stood after ``step`` (slider): stored maps, trajectory so far, monitors."""
+        if self.worker is not None:
+            return
+        trace = self.replay_trace or (self.experiment.trace if self.experiment is not None else None)
+        if trace is None or trace.n_steps == 0:
+            return
+        step = int(self.replay.value if step is None else step)
+        st = replay_state(trace, step)
+        for key, (name, _) in MAPS.items():
+            m = st.maps[key]
+            if m is None or name not in self.viewer.layers:
+                continue
+            m = np.asarray(m, dtype=np.float32)
+            finite = np.isfinite(m)
+            if key == "acq":
+                m = np.where(finite, m, m[finite].min() if finite.any() else 0.0)
+            layer = self.viewer.layers[name]
+            layer.data = m
+            lo, hi = float(m.min()), float(m.max())
+            layer.contrast_limits = (lo, hi if hi > lo else lo + 1e-12)
+        if TRAJECTORY in self.viewer.layers:
+            layer = self.viewer.layers[TRAJECTORY]
+            layer.data = st.positions.astype(float)
+            layer.features = {"step": st.point_steps, "value": st.values, "kind": list(trace.kinds[:len(st.values)])}
+        self.monitor_plot.update_from(trace, upto=step, force=True)
+        rec = st.record
+        self.status.value = (f"Replay: step {step + 1}/{trace.n_steps} at {tuple(rec['position'])}, policy "
+                             f"{rec['policy']}, mean uncertainty {rec['std_mean']:.3g}")
+
+    def compute_feature_space(self, *_, epochs: int | None = None):
+        """Train AtomAI's rVAE on all patches in a worker (progress bar), then draw the latent trajectory."""
+        from .core.feature_space import fit_feature_space
+
+        data = self.dataset
+        if data is None or self._feature_worker is not None:
+            return None
+        n = int(self.experiment.patch_size if self.experiment is not None else self.patch_size.value)
+        epochs = int(epochs or self.feature_epochs)
+        pbar = progress(total=epochs, desc=f"rVAE feature space (patch {n})")
+
+        def job():
+            import queue
+
+            q: queue.Queue = queue.Queue()
+            import threading as th
+
+            out = {}
+
+            def run():
+                try:
+                    out["fs"] = fit_feature_space(data.structural, n, epochs=epochs,
+                                                  progress=lambda e, k, loss: q.put((e, loss)))
+                except Exception as exc:  # reported in the GUI below
+                    out["error"] = exc
+                q.put(None)
+
+            t = th.Thread(target=run, daemon=True)
+            t.start()
+            while (item := q.get()) is not None:
+                yield item
+            if "error" in out:
+                raise out["error"]
+            return out["fs"]
+
+        def on_yield(item):
+            pbar.update(1)
+            self.status.value = f"rVAE epoch {item[0]}/{epochs}: -ELBO {item[1]:.4g}"
+
+        def on_return(fs):
+            self.feature_space = fs
+            self.monitor_plot.set_latent(fs.latent)
+            trace = self.replay_trace or (self.experiment.trace if self.experiment is not None else None)
+            if trace is not None:
+                self.monitor_plot.update_from(trace, force=True)
+            name = "hAE rVAE manifold"
+            if name in self.viewer.layers:
+                self.viewer.layers[name].data = fs.manifold
+            else:
+                self.viewer.add_image(fs.manifold, name=name, colormap="gray", visible=False)
+            self.tabs.setCurrentWidget(self.monitor_plot)
+            self.status.value = f"Feature space ready (patch {n}, {len(fs.losses)} epochs)."
+
+        def on_done():
+            pbar.close()
+            self._feature_worker = None
+
+        def on_error(exc):
+            show_error(f"rVAE training failed: {exc}")
+
+        w = create_worker(job)
+        w.yielded.connect(on_yield)
+        w.returned.connect(on_return)
+        w.errored.connect(on_error)
+        w.finished.connect(on_done)
+        self._feature_worker = w
+        w.start()
+        return w
+
+    def export_monitors(self, path) -> Path:
+        path = Path(path)
+        self.monitor_plot.save(path)
+        return path
+
+    def _export_dialog(self, *_):
+        path, _ = QFileDialog.getSaveFileName(self, "Export monitors", "monitors.png", "Images (*.png *.svg)")
+        if path:
+            self.export_monitors(path)
+            show_info(f"Monitors written to {path}")
 
     def _save_dialog(self, *_):
         path, _ = QFileDialog.getSaveFileName(self, "Save hAE trace", "trace.h5", "HDF5 (*.h5)")

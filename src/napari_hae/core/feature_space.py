@@ -70,7 +70,7 @@ def cache_key(image: np.ndarray, patch_size: int, **params) -> str:
     return h.hexdigest()[:16]
 
 
-def fit_feature_space(image: np.ndarray, patch_size: int, epochs: int = 20, batch_size: int = 128,
+def fit_feature_space(image: np.ndarray, patch_size: int, epochs: int = 15, batch_size: int = 128,
                       hidden: int = 64, lr: float = 1e-3, translation: bool = False,
                       rotation_prior: float = 0.1, seed: int = 0, max_patches: int | None = None,
                       progress: Callable[[int, int, float], bool | None] | None = None,
@@ -93,7 +93,7 @@ def fit_feature_space(image: np.ndarray, patch_size: int, epochs: int = 20, batc
     return fs
 
 
-def train_rvae(patches: np.ndarray, epochs: int = 20, batch_size: int = 128, hidden: int = 64, lr: float = 1e-3,
+def train_rvae(patches: np.ndarray, epochs: int = 15, batch_size: int = 128, hidden: int = 64, lr: float = 1e-3,
                translation: bool = False, rotation_prior: float = 0.1, seed: int = 0,
                max_patches: int | None = None,
                progress: Callable[[int, int, float], bool | None] | None = None) -> FeatureSpace:

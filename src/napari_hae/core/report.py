@@ -27,7 +27,10 @@ def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | 
         "pixel_units": trace.dataset.get("pixel_units", "px"),
         "median_step_time_s": float(np.median(st)) if len(st) else None,
         "interventions": len(trace.interventions),
+        "stuck_steps": int(np.nansum(trace.step_array("stuck"))) if trace.n_steps else 0,
     }
+    if "stuck_latent" in trace.monitors:
+        out["stuck_steps_latent"] = int(np.sum(trace.monitors["stuck_latent"]))
     if wall_time is not None:
         out["wall_time_s"] = float(wall_time)
     if truth is not None:
@@ -55,8 +58,19 @@ def compute_monitors(trace: Trace, truth: np.ndarray | None = None, complete: np
     if feature_space is not None and trace.n_points:
         mon["latent_all"] = feature_space.latent.astype(np.float32)
         mon["latent_points"] = feature_space.of_positions(trace.positions_array(), trace.structural.shape)
+        mon["stuck_latent"] = stuck_flags(trace, latent=feature_space.latent)
     trace.monitors.update(mon)
     return mon
+
+
+def stuck_flags(trace: Trace, k: int = 10, **kw) -> np.ndarray:
+    """The stuck-run verdict after every policy step (0/1), e.g. re-judged with the rVAE latent plane."""
+    from .monitors import stuck_verdict
+
+    pos, std = trace.steps["position"], trace.steps["std_mean"]
+    return np.array([float(i + 1 >= k and stuck_verdict(pos[i + 1 - k: i + 1], std[i + 1 - k: i + 1],
+                                                        trace.structural.shape, **kw).stuck)
+                     for i in range(trace.n_steps)])
 
 
 def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: str = "",
@@ -117,7 +131,10 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
         a.plot(steps, cur["next_std"], ".", ms=3, label="next step")
         for iv in trace.interventions:
             a.axvline(iv["step"], color="k", ls="--", lw=0.8)
-        stuck = np.flatnonzero(np.nan_to_num(trace.step_array("stuck")) > 0)
+        flags = np.nan_to_num(trace.step_array("stuck"))
+        if "stuck_latent" in mon and len(mon["stuck_latent"]) == len(flags):
+            flags = np.maximum(flags, mon["stuck_latent"])
+        stuck = np.flatnonzero(flags > 0)
         if len(stuck):
             a.plot(stuck, np.full(len(stuck), np.nanmax(cur["std_q90"])), "|", color="r", ms=8,
                    label="stuck-run warning")

@@ -1,0 +1,153 @@
+"""The monitor figure (pure matplotlib + numpy, no Qt): learning curves, measured values, travel, and the
+trajectory in the rVAE latent plane, drawn from a small snapshot of a trace.
+
+It runs in a separate renderer process (see ``_monitor_plot``): drawing four axes takes 60-300 ms of pure
+Python, which in napari's process would hold the GIL and stall the event loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .core.monitors import learning_curves
+
+
+def snapshot(trace, upto: int | None = None) -> dict:
+    """The numbers the figure needs (a few KB), taken on the GUI thread while the trace may keep growing."""
+    c = learning_curves(trace)
+    steps = np.asarray(trace.point_steps)
+    m = trace.n_points if upto is None else int(np.sum(steps <= upto))
+    return {"curves": c, "stuck": np.flatnonzero(np.nan_to_num(trace.step_array("stuck")) > 0),
+            "steps": steps[:m], "values": np.asarray(trace.values[:m]), "pos": trace.positions_array()[:m],
+            "nx": trace.structural.shape[1], "upto": upto, "n": trace.n_steps}
+
+
+class MonitorFigure:
+    def __init__(self, size=(3.4, 5.6), dpi=100):
+        self.figure = Figure(figsize=size, dpi=dpi)
+        self.canvas = FigureCanvasAgg(self.figure)
+        f = self.figure
+        f.subplots_adjust(left=0.2, right=0.96, bottom=0.06, top=0.96, hspace=0.75)
+        self.ax_std, self.ax_val, self.ax_travel, self.ax_latent = (f.add_subplot(4, 1, i) for i in range(1, 5))
+        for ax in (self.ax_std, self.ax_val, self.ax_travel, self.ax_latent):
+            ax.tick_params(labelsize=6)
+            ax.xaxis.set_major_locator(MaxNLocator(4))   # few ticks: tick layout is most of the drawing time
+            ax.yaxis.set_major_locator(MaxNLocator(3))
+        a = self.ax_std
+        (self.l_std,) = a.plot([], [], lw=1, label="mean σ (all patches)")
+        (self.l_q90,) = a.plot([], [], lw=0.6, ls="--", color="tab:blue", label="90% quantile")
+        (self.l_next,) = a.plot([], [], ".", ms=2, color="tab:orange", label="next-step σ")
+        (self.l_stuck,) = a.plot([], [], "|", color="r", ms=6, label="stuck warning")
+        a.set_title("uncertainty", fontsize=7)
+        a.legend(fontsize=5, loc="upper right")
+        a = self.ax_val
+        (self.l_val,) = a.plot([], [], ".", ms=2, color="k", label="measured")
+        (self.l_best,) = a.plot([], [], lw=1, color="tab:green", label="best so far")
+        a.set_title("scalarizer of measured points", fontsize=7)
+        a.legend(fontsize=5, loc="lower right")
+        a = self.ax_travel
+        (self.l_travel,) = a.plot([], [], lw=1, color="tab:purple")
+        a.set_title("cumulative travel (px)", fontsize=7)
+        self.markers = [ax.axvline(0, color="0.5", lw=0.8, visible=False)
+                        for ax in (self.ax_std, self.ax_val, self.ax_travel)]
+        a = self.ax_latent
+        a.set_title("trajectory in rVAE latent space (not computed)", fontsize=7)
+        self._lat_bg = a.scatter([], [], s=1, c="0.8")
+        (self._lat_path,) = a.plot([], [], lw=0.5, color="tab:orange", alpha=0.6)
+        self._lat_pts = a.scatter([], [], s=6, c=[], cmap="plasma")
+        self._lat_max = a.scatter([], [], marker="*", s=60, c="red", edgecolors="k", zorder=4)
+        self.latent = None
+
+    def set_latent(self, latent) -> None:
+        """All patches' latent coordinates (n_positions, 2), drawn as a grey background."""
+        self.latent = None if latent is None else np.asarray(latent)
+        a = self.ax_latent
+        if self.latent is None:
+            self._lat_bg.set_offsets(np.zeros((0, 2)))
+            a.set_title("trajectory in rVAE latent space (not computed)", fontsize=7)
+        else:
+            sub = self.latent[:: max(1, len(self.latent) // 4000)]
+            self._lat_bg.set_offsets(sub)
+            lo, hi = sub.min(0), sub.max(0)
+            pad = 0.05 * (hi - lo + 1e-9)
+            a.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+            a.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+            a.set_title("trajectory in rVAE latent space", fontsize=7)
+
+    def render(self, d) -> np.ndarray:
+        """Draw snapshot ``d`` (see :func:`snapshot`); returns the RGBA image (h, w, 4) uint8."""
+        self.draw_artists(d)
+        self.canvas.draw()
+        return np.asarray(self.canvas.buffer_rgba()).copy()
+
+    def draw_artists(self, d) -> None:
+        c, n = d["curves"], d["n"]
+        s = c["step"]
+        self.l_std.set_data(s, c["std_mean"])
+        self.l_q90.set_data(s, c["std_q90"])
+        self.l_next.set_data(s, c["next_std"])
+        top = float(np.nanmax(c["std_q90"])) if n else 0.0
+        self.l_stuck.set_data(d["stuck"], np.full(len(d["stuck"]), top))
+        steps, vals = d["steps"], d["values"]
+        pol = steps >= 0
+        self.l_val.set_data(steps[pol], vals[pol])
+        self.l_best.set_data(s, c["best_so_far"])
+        self.l_travel.set_data(s, c["travel_px"])
+        for ax in (self.ax_std, self.ax_val, self.ax_travel):
+            ax.relim()
+            ax.autoscale_view()
+        upto = d["upto"]
+        for mk in self.markers:
+            mk.set_visible(upto is not None)
+            if upto is not None:
+                mk.set_xdata([upto, upto])
+        if self.latent is not None and len(d["pos"]):
+            pos = d["pos"]
+            z = self.latent[pos[:, 0] * d["nx"] + pos[:, 1]]
+            run = z[steps >= 0]
+            self._lat_path.set_data(run[:, 0], run[:, 1])
+            self._lat_pts.set_offsets(run)
+            self._lat_pts.set_array(np.arange(len(run), dtype=float))
+            self._lat_pts.set_clim(0, max(1, len(run)))
+            maxima = np.zeros((0, 2))
+            if len(run) >= 5:
+                from .core.feature_space import density_maxima
+
+                try:
+                    maxima = density_maxima(run, grid=48)[1]
+                except Exception:  # a degenerate point set: no maxima to show
+                    pass
+            self._lat_max.set_offsets(maxima)
+
+    def save(self, path, d=None) -> None:
+        if d is not None:
+            self.draw_artists(d)
+        self.figure.savefig(path)
+
+
+def serve(conn) -> None:
+    """Renderer process: answers ("render", snapshot) with an RGBA array, ("latent", array) and
+    ("save", path, snapshot) with None; exits on ("stop",) or when the pipe closes."""
+    fig = MonitorFigure()
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        kind = msg[0]
+        try:
+            if kind == "render":
+                conn.send(("ok", fig.render(msg[1])))
+            elif kind == "latent":
+                fig.set_latent(msg[1])
+                conn.send(("ok", None))
+            elif kind == "save":
+                fig.save(msg[1], msg[2])
+                conn.send(("ok", None))
+            else:
+                return
+        except Exception as exc:  # reported to the GUI, the renderer stays up
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))

@@ -1,0 +1,174 @@
+"""Live monitors in a dock: a QLabel showing the monitor figure, drawn by a renderer process.
+
+matplotlib needs 60-300 ms of pure Python per redraw of four axes; on a thread of napari's process that holds
+the GIL and stalls the event loop (measured: 300+ ms gaps). So the figure lives in a small child process
+(``_monitor_figure.serve``, started on first use, lowered priority); the GUI thread only takes a snapshot of the
+numbers (~5 ms) and a helper thread waits for the image without holding the GIL. Requests are coalesced: while
+one image is being drawn, only the newest request waits. If the process cannot start, drawing falls back to the
+helper thread.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+import weakref
+
+import numpy as np
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import QLabel
+
+from ._monitor_figure import MonitorFigure, snapshot
+from ._monitor_renderer import main as renderer_main
+
+
+class _Renderer:
+    """The child process and its pipe; or, if it cannot start, an in-process figure."""
+
+    def __init__(self):
+        self.local: MonitorFigure | None = None
+        try:
+            ctx = multiprocessing.get_context("spawn")
+            self.conn, child = ctx.Pipe()
+            self.proc = ctx.Process(target=renderer_main, args=(child,), daemon=True, name="napari-hae monitor renderer")
+            self.proc.start()
+            child.close()
+        except Exception:  # e.g. a frozen app without spawn support: draw in-process instead
+            self.proc = None
+            self.local = MonitorFigure()
+
+    def call(self, *msg):
+        if self.local is not None:
+            kind = msg[0]
+            if kind == "render":
+                return self.local.render(msg[1])
+            if kind == "latent":
+                return self.local.set_latent(msg[1])
+            return self.local.save(msg[1], msg[2])
+        self.conn.send(msg)
+        status, payload = self.conn.recv()      # blocks in the OS, GIL released
+        if status != "ok":
+            raise RuntimeError(f"monitor renderer: {payload}")
+        return payload
+
+    def close(self):
+        if self.proc is not None:
+            try:
+                self.conn.send(("stop",))
+            except (OSError, ValueError):
+                pass
+            self.proc.join(timeout=2)
+            if self.proc.is_alive():
+                self.proc.terminate()
+            self.conn.close()
+            self.proc = None
+
+
+class MonitorPlot(QLabel):
+    rendered = Signal(object)    # (QImage, steps drawn), emitted from the helper thread
+
+    def __init__(self, parent=None, min_interval: float = 0.5):
+        super().__init__(parent)
+        self.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter)
+        self.setMinimumSize(340, 560)
+        self.setText("Monitors appear here during a run.")
+        self.min_interval = float(min_interval)
+        self._last_request = 0.0
+        self._lock = threading.Lock()
+        self._call_lock = threading.Lock()      # one conversation with the renderer at a time
+        self._start_lock = threading.Lock()
+        self._pending = None
+        self._latent = None                     # latent coordinates not yet sent to the renderer
+        self._busy = False
+        self._renderer: _Renderer | None = None
+        self.last_snapshot: dict | None = None  # what the figure shows now
+        self.n_steps_drawn = 0
+        self.n_renders = 0
+        self.errors: list[str] = []
+        self.rendered.connect(self._show)
+
+    def start_renderer(self) -> None:
+        """Start the renderer process now (it takes ~1 s of low-priority CPU), e.g. when a run starts."""
+        threading.Thread(target=self._ensure_renderer, daemon=True).start()
+
+    def _ensure_renderer(self) -> _Renderer:
+        with self._start_lock:
+            if self._renderer is None:
+                self._renderer = _Renderer()
+                weakref.finalize(self, self._renderer.close)
+        return self._renderer
+
+    # -- requests (GUI thread) ----------------------------------------------------------------------------------
+    def set_latent(self, latent: np.ndarray | None) -> None:
+        """All patches' latent coordinates (n_positions, 2); drawn from the next update on."""
+        with self._lock:
+            self._latent = ("set", None if latent is None else np.asarray(latent, dtype=np.float32))
+
+    def update_from(self, trace, upto: int | None = None, force: bool = False) -> bool:
+        """Request a redraw from ``trace`` (up to step ``upto``; default all). Requests within ``min_interval`` of
+        the previous one are dropped unless ``force``. Returns whether a redraw was requested."""
+        now = time.perf_counter()
+        if not force and now - self._last_request < self.min_interval:
+            return False
+        self._last_request = now
+        snap = snapshot(trace, upto)
+        with self._lock:
+            start = not self._busy
+            self._pending = snap
+            self._busy = True
+        if start:
+            threading.Thread(target=self._render_loop, name="hae-monitor-render", daemon=True).start()
+        return True
+
+    # -- helper thread ------------------------------------------------------------------------------------------
+    def _render_loop(self):
+        renderer = self._ensure_renderer()
+        while True:
+            with self._lock:
+                snap, self._pending = self._pending, None
+                latent, self._latent = self._latent, None
+                if snap is None:
+                    self._busy = False
+                    return
+            try:
+                with self._call_lock:
+                    if latent is not None:
+                        renderer.call("latent", latent[1])
+                    rgba = renderer.call("render", snap)
+            except Exception as exc:  # keep the GUI alive; the error is visible in the dock
+                self.errors.append(str(exc))
+                continue
+            h, w = rgba.shape[:2]
+            img = QImage(rgba.tobytes(), w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+            self.last_snapshot = snap
+            self.n_renders += 1
+            self.rendered.emit((img, snap["n"] if snap["upto"] is None else snap["upto"] + 1))
+
+    def _show(self, item):
+        img, n = item
+        self.setPixmap(QPixmap.fromImage(img))
+        self.n_steps_drawn = n
+
+    def wait(self, timeout: float = 30.0) -> bool:
+        """Block until no redraw is pending (tests, export). Returns False on timeout."""
+        end = time.perf_counter() + timeout
+        while time.perf_counter() < end:
+            with self._lock:
+                if not self._busy:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def save(self, path) -> None:
+        """Export the monitors as last drawn (.png or .svg, from the file name)."""
+        self.wait()
+        if self.last_snapshot is None:
+            raise RuntimeError("Nothing drawn yet: run or load a trace first.")
+        with self._call_lock:
+            self._ensure_renderer().call("save", str(path), self.last_snapshot)
+
+    def close_renderer(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
