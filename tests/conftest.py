@@ -44,3 +44,24 @@ def fast_settings(**kw):
 
 def gaussian(e, a, mu, sigma):
     return a * np.exp(-0.5 * ((e - mu) / sigma) ** 2)
+
+
+def assert_traces_equal(a, b):
+    """Every recorded array and record of two traces is identical (NaN equals NaN)."""
+    np.testing.assert_array_equal(a.structural, b.structural)
+    assert a.positions == b.positions and a.kinds == b.kinds and a.point_steps == b.point_steps
+    assert a.values == b.values
+    np.testing.assert_array_equal(a.spectra_array(), b.spectra_array())
+    np.testing.assert_equal(a.steps, b.steps)
+    assert a.map_steps == b.map_steps
+    for k in a.maps:
+        assert len(a.maps[k]) == len(b.maps[k])
+        for m1, m2 in zip(a.maps[k], b.maps[k]):
+            np.testing.assert_array_equal(m1, m2)
+    assert a.settings == b.settings and a.dataset == b.dataset and a.interventions == b.interventions
+    assert a.events == b.events and a.rng_state == b.rng_state
+    assert len(a.objects) == len(b.objects)
+    for o1, o2 in zip(a.objects, b.objects):
+        assert o1["mode"] == o2["mode"] and o1["label"] == o2["label"]
+        np.testing.assert_array_equal(o1["mask"], o2["mask"])
+    assert a.versions == b.versions

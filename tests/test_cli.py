@@ -88,3 +88,12 @@ def test_cli_report_redraws_monitors_from_a_saved_trace(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert rc == 0 and (tmp_path / "r.svg").stat().st_size > 20_000 and '"policy_steps": 4' in printed
     assert main(["report", str(tmp_path / "nowhere"), "-q"]) == 2
+
+
+def test_cli_multi_objective_summary_lists_the_pareto_set(tmp_path):
+    out = tmp_path / "mo"
+    assert main(["run", "--sample", "nanoparticles", "--steps", "3", "--seeds", "5", "--patch", "8",
+                 "--also", "band_integral:a=3.45,b=4.05", "--out", str(out), "-q"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["objectives"] == ["band_integral(a=1.2, b=2.25)", "band_integral(a=3.45, b=4.05)"]
+    assert len(s["pareto_set"]) >= 1 and all(len(p["values"]) == 2 for p in s["pareto_set"])

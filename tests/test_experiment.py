@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import fast_settings
+from conftest import assert_traces_equal, fast_settings
 
 from napari_hae.core.errors import HAEInputError
 from napari_hae.core.experiment import Experiment
@@ -120,25 +120,6 @@ def test_goal_min_reports_values_in_scalarizer_units(small_sample):
     assert exp.trace.steps["best_so_far"][-1] == pytest.approx(min(exp.trace.values[:-1]))
 
 
-def _assert_traces_equal(a: Trace, b: Trace):
-    np.testing.assert_array_equal(a.structural, b.structural)
-    assert a.positions == b.positions and a.kinds == b.kinds and a.point_steps == b.point_steps
-    assert a.values == b.values
-    np.testing.assert_array_equal(a.spectra_array(), b.spectra_array())
-    assert a.steps == b.steps
-    assert a.map_steps == b.map_steps
-    for k in a.maps:
-        assert len(a.maps[k]) == len(b.maps[k])
-        for m1, m2 in zip(a.maps[k], b.maps[k]):
-            np.testing.assert_array_equal(m1, m2)
-    assert a.settings == b.settings and a.dataset == b.dataset and a.interventions == b.interventions
-    assert len(a.objects) == len(b.objects)
-    for o1, o2 in zip(a.objects, b.objects):
-        assert o1["mode"] == o2["mode"] and o1["label"] == o2["label"]
-        np.testing.assert_array_equal(o1["mask"], o2["mask"])
-    assert a.versions == b.versions
-
-
 def test_trace_round_trip_is_exact(small_sample, tmp_path):
     exp = _exp(small_sample, budget=4)
     exp.run(2)
@@ -149,9 +130,9 @@ def test_trace_round_trip_is_exact(small_sample, tmp_path):
     exp.run()
     path = exp.trace.save(tmp_path / "t.h5")
     loaded = Trace.load(path)
-    _assert_traces_equal(exp.trace, loaded)
+    assert_traces_equal(exp.trace, loaded)
     # and a second save of the loaded trace is identical again
-    _assert_traces_equal(loaded, Trace.load(loaded.save(tmp_path / "t2.h5")))
+    assert_traces_equal(loaded, Trace.load(loaded.save(tmp_path / "t2.h5")))
 
 
 def test_loading_a_non_trace_is_a_clear_error(tmp_path):
@@ -164,3 +145,25 @@ def test_loading_a_non_trace_is_a_clear_error(tmp_path):
     (tmp_path / "y.h5").write_bytes(b"not hdf5")
     with pytest.raises(HAEInputError, match="not a readable HDF5"):
         Trace.load(tmp_path / "y.h5")
+
+
+def test_multi_objective_mode_returns_the_pareto_set(small_sample):
+    from napari_hae.core.metrics import pareto_mask
+
+    second = {"name": "band_integral", "params": {"a": 3.45, "b": 4.05}}
+    exp = _exp(small_sample, budget=8, objectives=[second])
+    exp.run()
+    w = exp.trace.step_array("objective_weight")
+    assert np.all((w > 0) & (w < 1)) and np.std(w) > 0            # a new random weight every step
+    pos, vals = exp.pareto_set()
+    Y = exp.objective_values()
+    assert vals.shape[1] == 2 and len(pos) == pareto_mask(Y).sum() >= 1
+    for v in vals:                                                 # no measured point dominates a Pareto point
+        assert not np.any(np.all(Y >= v, axis=1) & np.any(Y > v, axis=1))
+
+
+def test_pareto_mask_on_a_known_set():
+    from napari_hae.core.metrics import pareto_mask
+
+    Y = np.array([[1, 5], [2, 4], [2, 2], [3, 1], [0, 0], [3, 1]])
+    assert pareto_mask(Y).tolist() == [True, True, False, True, False, True]

@@ -305,3 +305,70 @@ def test_feature_space_in_a_worker_draws_the_latent_trajectory(viewer_widget, qt
     fig.draw_artists(w.monitor_plot.last_snapshot)
     assert len(fig._lat_pts.get_offsets()) == 3                    # the three policy picks
     assert "hAE rVAE manifold" in viewer.layers
+
+
+def test_run_on_a_remote_microscope_from_the_dock(viewer_widget, qtbot, small_sample):
+    import threading
+
+    from napari_hae.core.errors import HAEInputError
+    from napari_hae.core.microscope import SimulatedMicroscope
+    from napari_hae.core.remote import MicroscopeServer
+
+    viewer, w = viewer_widget
+    server = MicroscopeServer(SimulatedMicroscope(small_sample), token="t0k")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        w.microscope_kind.value = "remote"
+        assert not w.microscope_address.native.isHidden() and w.noise.native.isHidden()
+        w.microscope_address.value = server.address
+        w.microscope_token.value = "wrong"
+        with pytest.raises(HAEInputError, match="access token"):
+            w.build_experiment()
+        w.microscope_token.value = "t0k"
+        w.budget.value = 3
+        w.start()
+        _run_to_end(w, qtbot)
+        assert w.experiment.done and server.n_acquisitions == 10 + 3
+    finally:
+        server.stop()
+        thread.join(5)
+
+
+def test_multi_objective_run_shows_the_pareto_set(viewer_widget, qtbot):
+    viewer, w = viewer_widget
+    w.multi_objective.value = True
+    assert not w.band_a2.native.isHidden()
+    w.band_a2.value, w.band_b2.value = 3.45, 4.05
+    w.policy_name.value = "ei_penalized"
+    assert w.policy_param.label == "xi"
+    w.budget.value = 3
+    w.start()
+    _run_to_end(w, qtbot)
+    exp = w.experiment
+    assert exp.objectives[0].params == {"a": 3.45, "b": 4.05} and exp.policy.name == "ei_penalized"
+    pos, vals = exp.pareto_set()
+    np.testing.assert_array_equal(viewer.layers["hAE Pareto set"].data, pos)
+    np.testing.assert_allclose(viewer.layers["hAE Pareto set"].features["objective_2"], vals[:, 1])
+
+
+def test_sweep_dock_runs_a_small_sweep_and_shows_the_table(make_napari_viewer, small_sample, qtbot, tmp_path,
+                                                           monkeypatch):
+    from napari_hae._sweep_widget import SHOWN, SweepWidget
+
+    monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path))
+    viewer = make_napari_viewer()
+    for data, kw, _ in dataset_layer_data(small_sample):
+        viewer.add_image(data, **kw)
+    w = SweepWidget(viewer)
+    w.patches.value, w.policies.value = "5 8", "ei:xi=0.01 ucb_scheduled:beta_start=16,beta_end=0.5"
+    w.seeds.value, w.steps.value = 1, 2
+    w.policies.value = "ei:xi"
+    assert w.run(out=tmp_path / "bad") is None and "not name=value" in w.status.value
+    w.policies.value = "ei:xi=0.01 ucb_scheduled:beta_start=16,beta_end=0.5"
+    assert w.run(out=tmp_path / "s") is not None
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
+    rows = w.table.data.to_list()
+    assert w.table.column_headers == tuple(SHOWN)
+    assert len(rows) == 4 and (tmp_path / "s" / "heatmaps.png").exists()
+    assert {r[1] for r in rows} == {"ei(xi=0.01)", "ucb_scheduled(beta_start=16, beta_end=0.5)"}

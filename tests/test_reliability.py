@@ -9,30 +9,13 @@ import time
 
 import numpy as np
 import pytest
-from conftest import fast_settings
+from conftest import assert_traces_equal, fast_settings
 
 from napari_hae.core.errors import MicroscopeFault, ModelFitError
 from napari_hae.core.experiment import Experiment
 from napari_hae.core.journal import read_records
 from napari_hae.core.microscope import SimulatedMicroscope
 from napari_hae.core.trace import Trace
-
-
-def _assert_same_trace(a: Trace, b: Trace):
-    assert a.positions == b.positions and a.kinds == b.kinds and a.point_steps == b.point_steps
-    assert a.values == b.values
-    for x, y in zip(a.spectra, b.spectra):
-        np.testing.assert_array_equal(x, y)
-    assert a.steps == b.steps and a.map_steps == b.map_steps
-    for k in a.maps:
-        for x, y in zip(a.maps[k], b.maps[k]):
-            np.testing.assert_array_equal(x, y)
-    assert a.interventions == b.interventions and a.events == b.events and a.rng_state == b.rng_state
-    assert [o["mode"] for o in a.objects] == [o["mode"] for o in b.objects]
-    for x, y in zip(a.objects, b.objects):
-        np.testing.assert_array_equal(x["mask"], y["mask"])
-    np.testing.assert_array_equal(a.structural, b.structural)
-    assert a.settings == b.settings
 
 
 def _run_with_interventions(data, journal, budget=6):
@@ -51,9 +34,9 @@ def test_journal_rebuilds_the_trace_exactly(small_sample, tmp_path):
     exp = _run_with_interventions(small_sample, tmp_path / "trace.journal")
     exp.run()
     exp.close()
-    _assert_same_trace(Trace.from_journal(tmp_path / "trace.journal"), exp.trace)
+    assert_traces_equal(Trace.from_journal(tmp_path / "trace.journal"), exp.trace)
     exp.trace.save(tmp_path / "trace.h5")
-    _assert_same_trace(Trace.load(tmp_path / "trace.h5"), exp.trace)   # rng state now in HDF5 too
+    assert_traces_equal(Trace.load(tmp_path / "trace.h5"), exp.trace)   # rng state now in HDF5 too
 
 
 def test_a_torn_last_record_is_dropped_and_the_rest_kept(small_sample, tmp_path):

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, Slider, SpinBox
+from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, Slider,
+                              SpinBox)
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -40,7 +41,10 @@ VALUES = "hAE measured values"
 OBJECTS = "hAE objects"
 MAPS = {"mean": ("hAE predicted mean", "viridis"), "std": ("hAE uncertainty", "magma"),
         "acq": ("hAE acquisition", "cividis")}
-POLICY_PARAM = {"ei": "xi", "pi": "xi", "ucb": "beta"}
+POLICY_PARAM = {"ei": "xi", "pi": "xi", "ucb": "beta", "ei_penalized": "xi", "ucb_travel": "beta",
+                "ucb_scheduled": "beta_start"}   # the parameter the dock edits (others keep their defaults)
+PARAM_DEFAULT = {"xi": 0.01, "beta": 4.0, "beta_start": 16.0}
+PARETO = "hAE Pareto set"
 OBJECT_COLORS = {"visit": "lime", "avoid": "red"}
 TWO_BAND = ("band_ratio",)
 
@@ -76,9 +80,11 @@ class HAEWidget(QWidget):
         self.band_b = FloatSpinBox(label="band end (eV)", min=-1e6, max=1e6, step=0.05)
         self.band_a2 = FloatSpinBox(label="band 2 start (eV)", min=-1e6, max=1e6, step=0.05, visible=False)
         self.band_b2 = FloatSpinBox(label="band 2 end (eV)", min=-1e6, max=1e6, step=0.05, visible=False)
+        self.multi_objective = CheckBox(text="also maximise band 2 (multi-objective, Pareto set)", value=False)
         self.apply_scalarizer = PushButton(text="Apply scalarizer")
-        self.scalarizer_box = Container(widgets=[self.scalarizer_name, self.band_a, self.band_b, self.band_a2,
-                                                 self.band_b2, self.apply_scalarizer], label="Scalarizer")
+        self.scalarizer_box = Container(widgets=[self.scalarizer_name, self.band_a, self.band_b, self.multi_objective,
+                                                 self.band_a2, self.band_b2, self.apply_scalarizer],
+                                        label="Scalarizer")
         # -- policy -----------------------------------------------------------------------------------
         self.policy_name = ComboBox(label="policy", choices=list(POLICIES), value="ucb")
         self.policy_param = FloatSpinBox(label="beta", value=4.0, min=0.0, max=1e4, step=0.01)
@@ -103,8 +109,14 @@ class HAEWidget(QWidget):
         buttons3 = Container(widgets=[self.save_btn, self.load_btn, self.resume_trace_btn], layout="horizontal",
                              labels=False)
         self.noise = CheckBox(text="re-draw Poisson noise per acquisition", value=False)
-        self.run_box = Container(widgets=[self.n_seeds, self.budget, self.random_seed, self.noise, self.object_mode,
-                                          buttons1, buttons2, buttons3], label="Run")
+        self.microscope_kind = ComboBox(label="microscope", choices=["simulator", "remote"], value="simulator")
+        self.microscope_address = LineEdit(label="address", value="tcp://127.0.0.1:5555", visible=False)
+        self.microscope_token = LineEdit(label="token", value=os.environ.get("NAPARI_HAE_TOKEN", ""),
+                                         visible=False)
+        self.microscope_token.native.setEchoMode(self.microscope_token.native.EchoMode.Password)
+        self.run_box = Container(widgets=[self.n_seeds, self.budget, self.random_seed, self.microscope_kind,
+                                          self.microscope_address, self.microscope_token, self.noise,
+                                          self.object_mode, buttons1, buttons2, buttons3], label="Run")
         self.status = Label(value="Open a dataset (File > Open Sample > napari hAE), then Start.")
         self.plot = SpectrumPlot(self)
         self.monitor_plot = MonitorPlot(self)
@@ -156,6 +168,8 @@ class HAEWidget(QWidget):
         self.load_btn.clicked.connect(self._load_dialog)
         self.resume_trace_btn.clicked.connect(self._resume_dialog)
         self.object_mode.changed.connect(self._on_object_mode)
+        self.microscope_kind.changed.connect(self._on_microscope_kind)
+        self.multi_objective.changed.connect(self._on_scalarizer_name)
         self.replay.changed.connect(self.show_replay)
         self.feature_btn.clicked.connect(self.compute_feature_space)
         self.export_btn.clicked.connect(self._export_dialog)
@@ -235,15 +249,21 @@ class HAEWidget(QWidget):
         return {"name": name, "params": params}
 
     def _on_scalarizer_name(self, *_):
-        two = self.scalarizer_name.value in TWO_BAND
+        two = self.scalarizer_name.value in TWO_BAND or self.multi_objective.value
         self.band_a2.visible = self.band_b2.visible = two
+
+    def current_objectives(self) -> list | None:
+        """Further objectives of the multi-objective mode: the same scalarizer on band 2."""
+        if not self.multi_objective.value or self.scalarizer_name.value in TWO_BAND:
+            return None
+        return [Scalarizer(self.scalarizer_name.value, {"a": self.band_a2.value, "b": self.band_b2.value}).to_dict()]
 
     def _on_policy_name(self, *_):
         name = self.policy_name.value
         self.policy_param.visible = name in POLICY_PARAM
         if name in POLICY_PARAM:
             self.policy_param.label = POLICY_PARAM[name]
-            self.policy_param.value = {"xi": 0.01, "beta": 4.0}[POLICY_PARAM[name]]
+            self.policy_param.value = PARAM_DEFAULT[POLICY_PARAM[name]]
 
     # ------------------------------------------------------------------------------------------------------
     # interventions (queued; the worker applies them before its next step)
@@ -308,12 +328,34 @@ class HAEWidget(QWidget):
             policy=self.current_policy(), n_seeds=int(self.n_seeds.value),
             seed_mode="given" if seeds else "random", seed_positions=seeds, budget=int(self.budget.value),
             random_seed=int(self.random_seed.value), fit_iterations=self.fit_iterations,
-            fit_iterations_first=self.fit_iterations_first, hidden=tuple(self.hidden))
-        mic = SimulatedMicroscope(data, noise="poisson" if self.noise.value else None, seed=int(self.random_seed.value))
+            fit_iterations_first=self.fit_iterations_first, hidden=tuple(self.hidden),
+            objectives=self.current_objectives())
+        mic = self._microscope(data, int(self.random_seed.value))
         exp = Experiment(mic, settings, dataset_info=data.describe(), journal=self._new_run_dir() / JOURNAL_NAME)
         for mask, mode, label in self._objects_at_start:
             exp.add_object(mask, mode, label)
         return exp
+
+    def _on_microscope_kind(self, *_):
+        remote = self.microscope_kind.value == "remote"
+        self.microscope_address.visible = self.microscope_token.visible = remote
+        self.noise.visible = not remote
+
+    def _microscope(self, data, seed: int):
+        """The simulator on the selected dataset, or the networked microscope (its scan must match the layer)."""
+        if self.microscope_kind.value == "simulator":
+            return SimulatedMicroscope(data, noise="poisson" if self.noise.value else None, seed=seed)
+        from .core.remote import MicroscopeUnavailable, RemoteMicroscope
+
+        try:
+            mic = RemoteMicroscope(self.microscope_address.value.strip(), token=self.microscope_token.value or None)
+        except MicroscopeUnavailable as exc:
+            raise HAEInputError(f"No microscope answers at {self.microscope_address.value} ({exc}).",
+                                "start the server (napari-hae serve ...) or check the address.") from exc
+        if tuple(mic.scan_shape) != tuple(data.scan_shape):
+            raise HAEInputError(f"The remote microscope scans {mic.scan_shape}, the selected layer is "
+                                f"{data.scan_shape}.", "select the layer of the region the microscope scans.")
+        return mic
 
     def _new_run_dir(self) -> Path:
         """A fresh folder for this run's crash-safe journal (under ``runs_dir``)."""
@@ -347,8 +389,7 @@ class HAEWidget(QWidget):
         if data is None:
             raise HAEInputError("No dataset is selected.", "open the dataset the run was started on, then resume.")
         tr = Trace.load(path)
-        mic = SimulatedMicroscope(data, noise="poisson" if self.noise.value else None,
-                                  seed=int(tr.settings.get("random_seed", 0)) + tr.n_points)
+        mic = self._microscope(data, int(tr.settings.get("random_seed", 0)) + tr.n_points)
         self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME)
         self._launch()
         return self.experiment
@@ -463,6 +504,16 @@ class HAEWidget(QWidget):
             frac = (steps + 1) / max(1, exp.settings.budget)
             colors = np.where((steps < 0)[:, None], np.array([[0, 1, 1, 1.0]]), cmap(np.clip(frac, 0, 1)))
             layer.face_color = colors
+        if exp.objectives and n:
+            pos_p, vals_p = exp.pareto_set()
+            if PARETO not in self.viewer.layers:
+                layer0 = self.layer_combo.value
+                self.viewer.add_points(np.zeros((0, 2)), name=PARETO, scale=layer0.scale, symbol="star",
+                                       size=max(exp.scan_shape) / 30, face_color="gold", border_color="black",
+                                       features={"objective_1": np.zeros(0), "objective_2": np.zeros(0)})
+            pl = self.viewer.layers[PARETO]
+            pl.data = pos_p.astype(float)
+            pl.features = {f"objective_{i + 1}": vals_p[:, i] for i in range(vals_p.shape[1])}
         if VALUES in self.viewer.layers and n:
             # the scalarizer map of measured points, under the *current* scalarizer (re-computed after a change)
             vals = exp.scalarizer(tr.spectra_array()[:n], exp.energies)
@@ -501,8 +552,17 @@ class HAEWidget(QWidget):
         QTimer.singleShot(0, lambda: self._check_stuck(item))
 
     def _draw_maps(self, res):
+        self._show_maps({key: getattr(res, key) for key in MAPS})
+        if self._pbar is not None:
+            self._pbar.update(1)
+
+    def _show_maps(self, maps: dict):
+        """Put the mean / std / acquisition maps into their layers (-inf acquisition: not available)."""
         for key, (name, _) in MAPS.items():
-            m = np.asarray(getattr(res, key), dtype=np.float32)
+            m = maps.get(key)
+            if m is None or name not in self.viewer.layers:
+                continue
+            m = np.asarray(m, dtype=np.float32)
             finite = np.isfinite(m)
             if key == "acq":
                 m = np.where(finite, m, m[finite].min() if finite.any() else 0.0)
@@ -510,8 +570,6 @@ class HAEWidget(QWidget):
             layer.data = m
             lo, hi = float(m.min()), float(m.max())
             layer.contrast_limits = (lo, hi if hi > lo else lo + 1e-12)
-        if self._pbar is not None:
-            self._pbar.update(1)
 
     def _draw_step_info(self, res):
         exp = self.experiment
@@ -672,18 +730,7 @@ class HAEWidget(QWidget):
             return
         step = int(self.replay.value if step is None else step)
         st = replay_state(trace, step)
-        for key, (name, _) in MAPS.items():
-            m = st.maps[key]
-            if m is None or name not in self.viewer.layers:
-                continue
-            m = np.asarray(m, dtype=np.float32)
-            finite = np.isfinite(m)
-            if key == "acq":
-                m = np.where(finite, m, m[finite].min() if finite.any() else 0.0)
-            layer = self.viewer.layers[name]
-            layer.data = m
-            lo, hi = float(m.min()), float(m.max())
-            layer.contrast_limits = (lo, hi if hi > lo else lo + 1e-12)
+        self._show_maps(st.maps)
         if TRAJECTORY in self.viewer.layers:
             layer = self.viewer.layers[TRAJECTORY]
             layer.data = st.positions.astype(float)

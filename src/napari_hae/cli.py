@@ -19,6 +19,8 @@ def _build_parser() -> argparse.ArgumentParser:
     src = r.add_mutually_exclusive_group()
     src.add_argument("--sample", help="bundled sample dataset, e.g. 'nanoparticles'")
     src.add_argument("--spectrum", help="spectrum image file read by HyperSpy (.dm3/.dm4/.emd/.hspy/.bcf/.npz)")
+    src.add_argument("--microscope", metavar="tcp://HOST:PORT",
+                     help="drive a microscope served by 'napari-hae serve' (or a vendor adapter) over the network")
     src.add_argument("--resume", metavar="TRACE",
                      help="continue an interrupted run from its output folder, trace.journal or trace.h5, with its "
                           "settings and interventions (the data source is taken from the trace)")
@@ -29,6 +31,9 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--band2", nargs=2, type=float, metavar=("A2", "B2"), help="second band for band_ratio (eV)")
     r.add_argument("--background", nargs=2, type=float, metavar=("C", "D"),
                    help="power-law background fit window (eV) subtracted first (core-loss EELS)")
+    r.add_argument("--also", action="append", metavar="NAME:PARAM=V,...",
+                   help="a further objective for multi-objective mode, e.g. band_integral:a=3.45,b=4.05 "
+                        "(repeatable); the summary then lists the Pareto set")
     r.add_argument("--goal", choices=("max", "min"), default="max")
     r.add_argument("--policy", default="ucb", help="acquisition: ei, ucb, pi, mu, thompson, random (default ucb)")
     r.add_argument("--xi", type=float, help="EI/PI exploration margin (standardized units)")
@@ -54,6 +59,44 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--complete-model", action="store_true",
                    help="train the DKL on every position too, and compare the live model with it")
     r.add_argument("-q", "--quiet", action="store_true")
+
+    r.add_argument("--token", help="access token of the microscope server (default: $NAPARI_HAE_TOKEN)")
+    r.add_argument("--request-timeout", type=float, default=10.0,
+                   help="seconds to wait for each answer of a remote microscope (default 10)")
+
+    sv = sub.add_parser("serve", help="serve a (simulated) microscope over the network for 'run --microscope'")
+    ssrc = sv.add_mutually_exclusive_group(required=True)
+    ssrc.add_argument("--sample", help="bundled sample dataset replayed by the simulator")
+    ssrc.add_argument("--spectrum", help="spectrum image file replayed by the simulator")
+    sv.add_argument("--image", help="structural image file for --spectrum")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    sv.add_argument("--port", type=int, default=5555, help="TCP port (0: any free port; default 5555)")
+    sv.add_argument("--token", help="require this access token (default: $NAPARI_HAE_TOKEN if set)")
+    sv.add_argument("--noise", choices=("none", "poisson"), default="none")
+    sv.add_argument("--random-seed", type=int, default=0)
+
+    sw = sub.add_parser("sweep", help="run a grid of settings x seeds as simulated experiments on dask.distributed")
+    wsrc = sw.add_mutually_exclusive_group(required=True)
+    wsrc.add_argument("--sample", help="bundled sample dataset")
+    wsrc.add_argument("--spectrum", help="spectrum image file")
+    sw.add_argument("--image", help="structural image file for --spectrum")
+    sw.add_argument("--patch", type=int, nargs="+", default=[5, 10, 15], help="patch sizes (default 5 10 15)")
+    sw.add_argument("--policy", nargs="+", default=["ei:xi=0.01", "ei:xi=0.1", "ucb:beta=1", "ucb:beta=4", "mu"],
+                    help="policies as NAME[:PARAM=VALUE[,...]], e.g. ei:xi=0.05 ei_penalized:xi=0.01,radius=5")
+    sw.add_argument("--scalarizer", default="band_integral")
+    sw.add_argument("--band", nargs=2, type=float, metavar=("A", "B"), help="energy band in eV")
+    sw.add_argument("--seeds", type=int, default=5, help="random seeds per setting (default 5)")
+    sw.add_argument("--n-seeds", type=int, default=10, help="seed points per run (default 10)")
+    sw.add_argument("--steps", type=int, default=40, help="policy steps per run (default 40)")
+    sw.add_argument("--fit-iterations", type=int, default=30)
+    sw.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    sw.add_argument("--scheduler", help="address of an existing Dask scheduler instead of a LocalCluster")
+    sw.add_argument("--out", default="sweeps/latest", help="folder for results.csv, traces/, heatmaps.png")
+    sw.add_argument("-q", "--quiet", action="store_true")
+
+    sr = sub.add_parser("sweep-report", help="heat maps (metric vs policy x patch size) from a sweep's table")
+    sr.add_argument("sweep", help="a sweep folder or its results.csv")
+    sr.add_argument("--out", help="PNG path (default: heatmaps.png in the sweep folder)")
 
     rp = sub.add_parser("report", help="redraw the monitors of a saved run (trace.h5, trace.journal or folder)")
     rp.add_argument("trace", help="a run folder, trace.h5 or trace.journal")
@@ -117,55 +160,47 @@ def _check_out_folder(out: Path, overwrite: bool) -> None:
     j.unlink()
 
 
-def _scalarizer(args, data):
+def _scalarizer(args, name: str, energy):
     from .core.scalarizers import Scalarizer
 
     params = {}
     if args.scalarizer in ("band_integral", "peak_max", "peak_position", "peak_fwhm", "band_ratio"):
         if args.band:
             a, b = args.band
-        elif data.name == "nanoparticles":
+        elif name == "nanoparticles":
             from .sample_data.nanoparticles import BANDS
 
             a, b = BANDS["dipole"]
         else:
-            lo, hi = data.energy.limits
+            lo, hi = energy.limits
             a, b = lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3
         params = {"a": a, "b": b}
         if args.scalarizer == "band_ratio":
-            if not args.band2:
+            if not getattr(args, "band2", None):
                 from .core.errors import HAEInputError
 
                 raise HAEInputError("band_ratio needs a second band.", "add --band2 A2 B2 (eV).")
             params.update(a2=args.band2[0], b2=args.band2[1])
-    return Scalarizer(args.scalarizer, params, tuple(args.background) if args.background else None)
+    background = getattr(args, "background", None)
+    return Scalarizer(args.scalarizer, params, tuple(background) if background else None)
 
 
 def cmd_run(args) -> int:
-    from .core.experiment import Experiment, ExperimentSettings
+    from .core.experiment import Experiment
     from .core.microscope import SimulatedMicroscope
 
     if args.resume:
         return _resume(args)
+    if args.microscope:
+        return _run_remote(args)
     if not (args.sample or args.spectrum):
         from .core.errors import HAEInputError
 
-        raise HAEInputError("No data given.", "use --sample nanoparticles, --spectrum FILE [--image FILE], or "
-                                              "--resume RUN_FOLDER.")
+        raise HAEInputError("No data given.", "use --sample nanoparticles, --spectrum FILE [--image FILE], "
+                                              "--microscope tcp://HOST:PORT, or --resume RUN_FOLDER.")
     data = _load_data(args)
-    sc = _scalarizer(args, data)
-    pparams = {}
-    if args.xi is not None:
-        pparams["xi"] = args.xi
-    if args.beta is not None:
-        pparams["beta"] = args.beta
-    settings = ExperimentSettings(patch_size=args.patch, scalarizer=sc.to_dict(),
-                                  policy={"name": args.policy, "params": pparams}, goal=args.goal,
-                                  n_seeds=args.seeds, seed_mode="given" if args.seed_at else args.seed_mode,
-                                  seed_positions=args.seed_at, budget=args.steps,
-                                  random_seed=args.random_seed, fit_iterations=args.fit_iterations,
-                                  record_maps=not args.no_maps, acquire_timeout=args.acquire_timeout,
-                                  acquire_retries=args.acquire_retries)
+    sc = _scalarizer(args, data.name, data.energy)
+    settings = _settings(args, sc)
     mic = SimulatedMicroscope(data, noise=None if args.noise == "none" else "poisson", seed=args.random_seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,6 +210,62 @@ def cmd_run(args) -> int:
     return _drive(exp, data, out, args)
 
 
+def _settings(args, sc, n_positions=None):
+    from .core.experiment import ExperimentSettings
+
+    pparams = {}
+    if args.xi is not None:
+        pparams["xi"] = args.xi
+    if args.beta is not None:
+        pparams["beta"] = args.beta
+    return ExperimentSettings(patch_size=args.patch, scalarizer=sc.to_dict(),
+                              policy={"name": args.policy, "params": pparams}, goal=args.goal,
+                              n_seeds=args.seeds, seed_mode="given" if args.seed_at else args.seed_mode,
+                              seed_positions=args.seed_at, budget=args.steps,
+                              random_seed=args.random_seed, fit_iterations=args.fit_iterations,
+                              record_maps=not args.no_maps, acquire_timeout=args.acquire_timeout,
+                              acquire_retries=args.acquire_retries,
+                              objectives=[_objective(t) for t in args.also] if args.also else None)
+
+
+def _objective(text: str) -> dict:
+    """``band_integral:a=3.45,b=4.05`` -> a scalarizer dict (values in eV)."""
+    from .core.errors import HAEInputError
+
+    name, _, rest = text.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise HAEInputError(f"Objective parameter {item!r} in {text!r} is not name=value.",
+                                "write e.g. --also band_integral:a=3.45,b=4.05")
+        params[k.strip()] = float(v)
+    return {"name": name.strip(), "params": params}
+
+
+def _token(args):
+    import os
+
+    return args.token or os.environ.get("NAPARI_HAE_TOKEN") or None
+
+
+def _run_remote(args) -> int:
+    """A run on a networked microscope: no pre-acquired data, so no ground truth in the summary."""
+    from .core.experiment import Experiment
+    from .core.remote import RemoteMicroscope
+
+    mic = RemoteMicroscope(args.microscope, token=_token(args), timeout=args.request_timeout)
+    sc = _scalarizer(args, mic.name, mic.energy)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_out_folder(out, args.overwrite)
+    info = {"name": mic.name, "scan_shape": list(mic.scan_shape), "signal_shape": list(mic.signal_shape),
+            "energy": None if mic.energy is None else mic.energy.to_dict(),
+            "source": {"microscope": args.microscope}}
+    exp = Experiment(mic, _settings(args, sc), scalarizer=sc, dataset_info=info, journal=out / JOURNAL_NAME)
+    return _drive(exp, None, out, args)
+
+
 def _resume(args) -> int:
     from .core.experiment import Experiment
     from .core.microscope import SimulatedMicroscope
@@ -182,11 +273,18 @@ def _resume(args) -> int:
 
     path = Path(args.resume)
     trace = Trace.load(path)
-    data = _data_from_source(trace.dataset.get("source", {}))
     src = trace.dataset.get("source", {})
-    seed = int(trace.settings.get("random_seed", 0))
-    mic = SimulatedMicroscope(data, noise=None if src.get("noise", "none") == "none" else "poisson",
-                              seed=seed + trace.n_points)
+    if src.get("microscope"):   # a networked instrument: reconnect to it
+        from .core.remote import RemoteMicroscope
+
+        data = None
+        mic = RemoteMicroscope(args.microscope or src["microscope"], token=_token(args),
+                               timeout=args.request_timeout)
+    else:
+        data = _data_from_source(src)
+        seed = int(trace.settings.get("random_seed", 0))
+        mic = SimulatedMicroscope(data, noise=None if src.get("noise", "none") == "none" else "poisson",
+                                  seed=seed + trace.n_points)
     out = path if path.is_dir() else path.parent
     journal = out / JOURNAL_NAME
     same = path.is_dir() or path.name == JOURNAL_NAME
@@ -229,17 +327,23 @@ def _drive(exp, data, out: Path, args) -> int:
     exp.close()
     trace_path = exp.trace.save(out / TRACE_NAME)   # first, before anything else can fail
     sc = exp.scalarizer
-    truth = sc(data.spectra, data.energies) if exp.trace.n_points else None
+    truth = sc(data.spectra, data.energies) if data is not None and exp.trace.n_points else None
+    name = data.name if data is not None else exp.trace.dataset.get("name", "remote")
     if exp.trace.n_points:
         _monitors(exp.trace, truth, args, quiet=args.quiet)
         trace_path = exp.trace.save(out / TRACE_NAME)
     summary = summarize(exp.trace, truth, wall)
+    if exp.objectives and exp.trace.n_points:
+        pos, vals = exp.pareto_set()
+        summary["pareto_set"] = [{"position": [int(c) for c in p], "values": [float(x) for x in v]}
+                                 for p, v in zip(pos, vals)]
+        summary["objectives"] = [exp.scalarizer.label()] + [o.label() for o in exp.objectives]
     summary.update(scalarizer=sc.label(), policy=exp.policy.label(), patch_size=exp.patch_size,
-                   dataset=data.name, trace=str(trace_path), complete=exp.done)
+                   dataset=name, trace=str(trace_path), complete=exp.done)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     if exp.trace.n_points:
         summary_figure(exp.trace, out / "summary.png", truth,
-                       title=f"{data.name}: {sc.label()}, {exp.policy.label()}, patch {exp.patch_size}")
+                       title=f"{name}: {sc.label()}, {exp.policy.label()}, patch {exp.patch_size}")
     if not args.quiet:
         _print_summary(summary, out)
     if err is not None:
@@ -278,6 +382,54 @@ def _monitors(trace, truth, args, quiet=False) -> dict:
         if not quiet:
             print(file=sys.stderr)
     return compute_monitors(trace, truth, complete, fs)
+
+
+def cmd_serve(args) -> int:
+    """Serve a simulated microscope (on pre-acquired data) until Ctrl-C."""
+    from .core.microscope import SimulatedMicroscope
+    from .core.remote import MicroscopeServer
+
+    data = _load_data(args)
+    mic = SimulatedMicroscope(data, noise=None if args.noise == "none" else "poisson", seed=args.random_seed)
+    token = _token(args)
+    server = MicroscopeServer(mic, host=args.host, port=args.port, token=token, name=data.name)
+    print(f"serving {data.name} {data.scan_shape[0]}x{data.scan_shape[1]} on {server.address}"
+          f"{' (token required)' if token else ''}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.close()
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .core.sweep import SweepSpec, heatmaps, parse_policy, run_sweep
+
+    source = {"sample": args.sample} if args.sample else {
+        "spectrum": str(Path(args.spectrum).resolve()), "image": str(Path(args.image).resolve()) if args.image
+        else None}
+    data = _data_from_source(source)
+    sc = _scalarizer(args, data.name, data.energy)
+    base = {"scalarizer": sc.to_dict(), "budget": args.steps, "n_seeds": args.n_seeds,
+            "fit_iterations": args.fit_iterations, "record_maps": False}
+    spec = SweepSpec(source, base, {"patch_size": list(args.patch),
+                                    "policy": [parse_policy(p) for p in args.policy]}, list(range(args.seeds)))
+    t0 = time.perf_counter()
+    table = run_sweep(spec, args.out, scheduler=args.scheduler, n_workers=args.workers, progress=not args.quiet)
+    png = heatmaps(table, Path(args.out) / "heatmaps.png", title=f"{data.name}: {sc.label()}, {args.steps} steps")
+    if not args.quiet:
+        print(f"{len(spec.runs())} runs in the table after {time.perf_counter() - t0:.0f} s: {table}; heat maps: {png}")
+    return 0
+
+
+def cmd_sweep_report(args) -> int:
+    from .core.sweep import heatmaps
+
+    p = Path(args.sweep)
+    table = p / "results.csv" if p.is_dir() else p
+    out = Path(args.out) if args.out else table.parent / "heatmaps.png"
+    print(f"written: {heatmaps(table, out)}")
+    return 0
 
 
 def cmd_report(args) -> int:
@@ -346,6 +498,12 @@ def main(argv=None) -> int:
             return cmd_run(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "serve":
+            return cmd_serve(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
+        if args.command == "sweep-report":
+            return cmd_sweep_report(args)
     except HAEInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

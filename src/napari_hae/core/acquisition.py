@@ -217,6 +217,79 @@ class RandomSampling(AcquisitionFunction):
         return ctx.rng.random(len(post.mean))
 
 
+# -- policies against stagnation -------------------------------------------------------------------------------
+
+def _nearest_measured_distance(ctx: AcquisitionContext) -> np.ndarray:
+    """Distance (pixels) from every candidate to the nearest measured position."""
+    from scipy.spatial import cKDTree
+
+    if ctx.measured is None or len(ctx.measured) == 0 or ctx.positions is None:
+        raise HAEInputError("This policy needs the measured positions.", "use it inside an Experiment.")
+    d, _ = cKDTree(np.asarray(ctx.measured, float)).query(np.asarray(ctx.positions, float))
+    return d
+
+
+@register_policy("ei_penalized")
+class PenalizedExpectedImprovement(AcquisitionFunction):
+    """EI times a local penalty around every measured position, 1 - exp(-d^2 / 2 r^2) (d: distance to the nearest
+    measured point, ``radius`` r in pixels): already-explored neighbourhoods stop attracting picks, so EI cannot
+    keep circling one spot (local penalisation, Gonzalez et al. 2016)."""
+
+    params = ("xi", "radius")
+
+    def __init__(self, xi: float = 0.01, radius: float = 5.0):
+        self.xi = _nonneg("xi", xi)
+        self.radius = _nonneg("radius", radius)
+
+    def __call__(self, post, ctx):
+        ei = expected_improvement(post.mean, post.std, ctx.best, self.xi)
+        if self.radius == 0:
+            return ei
+        d = _nearest_measured_distance(ctx)
+        return ei * (1.0 - np.exp(-0.5 * (d / self.radius) ** 2))
+
+
+@register_policy("ucb_travel")
+class TravelCostUCB(AcquisitionFunction):
+    """UCB minus a travel cost: ``cost`` (standardized units) per scan diagonal of distance from the current probe
+    position. Short moves are preferred when candidates are otherwise alike (less drift, dose and stage time)."""
+
+    params = ("beta", "cost")
+
+    def __init__(self, beta: float = 4.0, cost: float = 1.0):
+        self.beta = _nonneg("beta", beta)
+        self.cost = _nonneg("cost", cost)
+
+    def __call__(self, post, ctx):
+        ucb = upper_confidence_bound(post.mean, post.std, self.beta)
+        if ctx.current is None or ctx.positions is None:
+            return ucb
+        pos = np.asarray(ctx.positions, float)
+        diag = float(np.hypot(*(pos.max(0) - pos.min(0) + 1)))
+        d = np.hypot(*(pos - np.asarray(ctx.current, float)).T)
+        return ucb - self.cost * d / diag
+
+
+@register_policy("ucb_scheduled")
+class ScheduledUCB(AcquisitionFunction):
+    """Explore early, exploit late: UCB whose ``beta`` falls geometrically from ``beta_start`` at the first step to
+    ``beta_end`` at the last step of the budget."""
+
+    params = ("beta_start", "beta_end")
+
+    def __init__(self, beta_start: float = 16.0, beta_end: float = 0.5):
+        self.beta_start = _nonneg("beta_start", beta_start)
+        self.beta_end = _nonneg("beta_end", beta_end)
+
+    def beta_at(self, step: int, budget: int) -> float:
+        f = min(1.0, step / max(1, budget - 1))
+        lo, hi = max(self.beta_end, 1e-12), max(self.beta_start, 1e-12)
+        return float(hi * (lo / hi) ** f)
+
+    def __call__(self, post, ctx):
+        return upper_confidence_bound(post.mean, post.std, self.beta_at(ctx.step, ctx.budget))
+
+
 def select(scores: np.ndarray, available: np.ndarray) -> int:
     """Index of the best available candidate (ties: the lowest index). Raises if nothing is available."""
     s = np.where(available, np.nan_to_num(np.asarray(scores, float), nan=-np.inf, posinf=np.inf), -np.inf)

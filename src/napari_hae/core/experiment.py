@@ -57,6 +57,10 @@ class ExperimentSettings:
     acquire_retries: int = 2            # further attempts after a failed acquisition
     acquire_timeout: float | None = 120.0   # seconds per acquisition; None: no timeout
     acquire_retry_wait: float = 0.5     # seconds before the first retry (grows linearly)
+    # multi-objective mode: further scalarizer dicts maximised (or minimised, see goal) together with
+    # ``scalarizer``; each step trains on a random convex combination of their standardized values (ParEGO-style
+    # random scalarisation), and :meth:`Experiment.pareto_set` gives the non-dominated measured points
+    objectives: list | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -113,6 +117,10 @@ class Experiment:
         self.scalarizer = scalarizer or Scalarizer.from_dict(s.scalarizer)
         self.scalarizer.validate(self.energies, self.signal_shape)
         s.scalarizer = self.scalarizer.to_dict()
+        self.objectives = [Scalarizer.from_dict(d) for d in (s.objectives or [])]
+        for sc in self.objectives:
+            sc.validate(self.energies, self.signal_shape)
+        self._weights: np.ndarray | None = None
         self.policy: AcquisitionFunction = policy_from_dict(s.policy)
         if s.goal not in ("max", "min"):
             raise HAEInputError(f"goal={s.goal!r} is not 'max' or 'min'.", "use goal='max' or goal='min'.")
@@ -167,7 +175,28 @@ class Experiment:
 
     def _target(self, spectra: np.ndarray) -> np.ndarray:
         v = self.scalarizer(spectra, self.energies)
+        if self.objectives:   # a random convex combination of the standardized objectives, new every step
+            Y = self.objective_values(spectra)
+            Z = (Y - Y.mean(0)) / np.where(Y.std(0) > 0, Y.std(0), 1.0)
+            self._weights = self.rng.dirichlet(np.ones(Z.shape[1]))
+            return Z @ self._weights
         return -v if self.settings.goal == "min" else v
+
+    def objective_values(self, spectra: np.ndarray | None = None) -> np.ndarray:
+        """(n, k) values of every objective (the scalarizer first) for ``spectra`` (default: all measured), signed
+        so that larger is better."""
+        spectra = self.trace.spectra_array() if spectra is None else spectra
+        sign = -1.0 if self.settings.goal == "min" else 1.0
+        return sign * np.stack([sc(spectra, self.energies) for sc in [self.scalarizer, *self.objectives]], axis=1)
+
+    def pareto_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (m, 2) and objective values (m, k, in scalarizer units) of the non-dominated measured points."""
+        from .metrics import pareto_mask
+
+        Y = self.objective_values()
+        keep = pareto_mask(Y)
+        sign = -1.0 if self.settings.goal == "min" else 1.0
+        return self.trace.positions_array()[keep], sign * Y[keep]
 
     def _measure(self, flat: int, kind: str, step: int) -> float:
         y, x = (int(c) for c in self.grid_positions[flat])
@@ -306,7 +335,8 @@ class Experiment:
         t0 = time.perf_counter()
         zmean, zstd = self.model.predict(self.patches, standardized=True)
         predict_time = time.perf_counter() - t0
-        sign = -1.0 if self.settings.goal == "min" else 1.0
+        # maps in scalarizer units; in multi-objective mode, in units of this step's scalarised (z-score) target
+        sign = -1.0 if self.settings.goal == "min" and not self.objectives else 1.0
         ymu, ysd = self.model.y_mean, self.model.y_std
         mean = sign * (zmean * ysd + ymu)
         std = zstd * ysd
@@ -351,6 +381,7 @@ class Experiment:
             "fit_time": fit_time,
             "predict_time": predict_time,
             "patch_size": self.patch_size,
+            "objective_weight": float(self._weights[0]) if self.objectives else float("nan"),
         }
         last = self.trace.positions[-1]
         record["travel_px"] = (self.trace.steps["travel_px"][-1] if k else 0.0) + float(

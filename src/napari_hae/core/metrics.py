@@ -53,3 +53,16 @@ def random_median_steps(n_remaining: int, n_targets: int) -> int:
     """Median number of random draws to the first target (the exact random-sampling baseline)."""
     s = np.arange(0, n_remaining + 1)
     return int(s[np.argmax(random_first_hit_cdf(n_remaining, n_targets, s) >= 0.5)])
+
+
+def pareto_mask(values) -> np.ndarray:
+    """Bool mask of the non-dominated rows of ``values`` (n, k), every objective maximised: row i is kept unless
+    another row is >= in every objective and > in at least one."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2:
+        raise ValueError("values must be (n, k)")
+    keep = np.ones(len(v), dtype=bool)
+    for i in range(len(v)):
+        dominated = np.all(v >= v[i], axis=1) & np.any(v > v[i], axis=1)
+        keep[i] = not dominated.any()
+    return keep

@@ -21,7 +21,7 @@ from .journal import MAGIC, Journal, read_records
 POINT_KINDS = ("seed", "policy", "visit", "user")
 STEP_SCALARS = ("acq_value", "next_std", "next_mean", "std_mean", "std_std", "std_q10", "std_q50", "std_q90",
                 "mean_max", "best_so_far", "loss", "fit_time", "predict_time", "step_time", "patch_size",
-                "travel_px", "stuck")
+                "travel_px", "stuck", "objective_weight")
 MAP_NAMES = ("mean", "std", "acq")
 FORMAT_VERSION = 1
 TRACE_NAME = "trace.h5"          # names inside a run's output folder

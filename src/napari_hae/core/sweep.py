@@ -1,0 +1,255 @@
+"""Hyperparameter sweeps: a grid of settings x random seeds, each an independent simulated experiment, run on
+dask.distributed (an embedded ``LocalCluster`` by default, or any scheduler address).
+
+Results go to ``OUT/results.csv``, one row per run, appended (and flushed) as each run finishes, and each run's
+trace to ``OUT/traces/RUN_ID.h5``. A sweep that is interrupted and started again skips every run already in the
+table: run ids are hashes of the run's settings and seed, so the same grid gives the same ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HAEInputError
+
+COLUMNS = ("run_id", "patch_size", "policy", "policy_param", "policy_label", "scalarizer", "seed", "steps",
+           "steps_to_top1", "steps_to_top5", "best_value", "best_fraction", "final_std_mean", "mean_std_mean",
+           "mean_next_std", "travel_px", "stuck_steps", "stuck_run", "time_s", "worker")
+
+
+def parse_policy(text: str) -> dict:
+    """``"ei:xi=0.05"`` -> ``{"name": "ei", "params": {"xi": 0.05}}``; several parameters with commas."""
+    name, _, rest = text.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise HAEInputError(f"Policy parameter {item!r} in {text!r} is not name=value.",
+                                "write e.g. ei:xi=0.05 or ucb:beta=4 or ei_penalized:xi=0.01,radius=5.")
+        params[k.strip()] = float(v)
+    from .acquisition import make_policy
+
+    make_policy(name.strip(), **params)          # validate now, not in a worker
+    return {"name": name.strip(), "params": params}
+
+
+@dataclass
+class SweepSpec:
+    """What to sweep. ``source`` names the data ({"sample": "nanoparticles"} or {"spectrum": path, "image": path});
+    ``base`` holds ExperimentSettings fields shared by all runs; ``grid`` maps a field to its values (every
+    combination is run); ``seeds`` are the random seeds (seed positions and noise differ per seed)."""
+
+    source: dict
+    base: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+    seeds: list = field(default_factory=lambda: [0])
+
+    def runs(self) -> list[dict]:
+        keys = list(self.grid)
+        out = []
+        for combo in itertools.product(*(self.grid[k] for k in keys)):
+            for seed in self.seeds:
+                settings = {**self.base, **dict(zip(keys, combo)), "random_seed": int(seed)}
+                rid = hashlib.sha1(json.dumps([self.source, settings], sort_keys=True).encode()).hexdigest()[:12]
+                out.append({"run_id": rid, "source": self.source, "settings": settings})
+        if len({r["run_id"] for r in out}) != len(out):
+            raise HAEInputError("The sweep grid repeats a run (the same settings and seed twice).",
+                                "give each value once per grid field.")
+        return out
+
+
+@lru_cache(maxsize=4)
+def _load(source_json: str):
+    from ..sample_data import load_sample
+    from .io import load_spectrum_image
+
+    source = json.loads(source_json)
+    if source.get("sample"):
+        return load_sample(source["sample"])
+    return load_spectrum_image(source["spectrum"], source.get("image"))
+
+
+def run_one(run: dict, out_dir: str | None = None, torch_threads: int = 1) -> dict:
+    """One simulated experiment (on a dask worker or here); returns its table row."""
+    import torch
+
+    from .experiment import Experiment, ExperimentSettings
+    from .metrics import steps_to_top
+    from .microscope import SimulatedMicroscope
+
+    torch.set_num_threads(int(torch_threads))
+    t0 = time.perf_counter()
+    data = _load(json.dumps(run["source"], sort_keys=True))
+    settings = ExperimentSettings.from_dict(run["settings"])
+    exp = Experiment(SimulatedMicroscope(data, seed=settings.random_seed), settings,
+                     dataset_info={**data.describe(), "source": run["source"]})
+    exp.run()
+    tr = exp.trace
+    truth = exp.scalarizer(data.spectra, data.energies)
+    if settings.goal == "min":
+        truth = -truth
+    pos = tr.positions_array()
+    values = np.asarray(tr.values)
+    best = float(values.max() if settings.goal == "max" else values.min())
+    pol = exp.policy.to_dict()
+    params = pol.get("params", {})
+    stuck = np.nan_to_num(tr.step_array("stuck"))
+    row = {
+        "run_id": run["run_id"], "patch_size": exp.patch_size, "policy": pol["name"],
+        "policy_param": next(iter(params.values()), float("nan")) if params else float("nan"),
+        "policy_label": exp.policy.label(), "scalarizer": exp.scalarizer.label(), "seed": settings.random_seed,
+        "steps": tr.n_steps,
+        "steps_to_top1": steps_to_top(pos, tr.kinds, truth, 0.01),
+        "steps_to_top5": steps_to_top(pos, tr.kinds, truth, 0.05),
+        "best_value": best,
+        "best_fraction": float(np.max(values) / np.max(truth)) if settings.goal == "max" and np.max(truth) else
+        float("nan"),
+        "final_std_mean": float(tr.steps["std_mean"][-1]) if tr.n_steps else float("nan"),
+        "mean_std_mean": float(np.mean(tr.steps["std_mean"])) if tr.n_steps else float("nan"),
+        "mean_next_std": float(np.mean(tr.steps["next_std"])) if tr.n_steps else float("nan"),
+        "travel_px": float(tr.steps["travel_px"][-1]) if tr.n_steps else 0.0,
+        "stuck_steps": int(stuck.sum()), "stuck_run": int(stuck.sum() > 0),
+        "time_s": time.perf_counter() - t0, "worker": f"{os.getpid()}",
+    }
+    if out_dir is not None:
+        tr.save(Path(out_dir) / "traces" / f"{run['run_id']}.h5")
+    return row
+
+
+def finished_runs(table: Path) -> set[str]:
+    if not Path(table).exists():
+        return set()
+    with open(table, newline="") as f:
+        return {r["run_id"] for r in csv.DictReader(f)}
+
+
+def read_table(table) -> list[dict]:
+    """The results table as a list of dicts with numbers parsed (empty cells: None)."""
+    rows = []
+    with open(table, newline="") as f:
+        for r in csv.DictReader(f):
+            out = {}
+            for k, v in r.items():
+                if k in ("run_id", "policy", "policy_label", "scalarizer", "worker"):
+                    out[k] = v
+                else:
+                    out[k] = None if v in ("", "None") else float(v)
+            rows.append(out)
+    return rows
+
+
+def run_sweep(spec: SweepSpec, out, scheduler: str | None = None, n_workers: int = 2, progress: bool = True,
+              local: bool = False) -> Path:
+    """Run every run of ``spec`` not yet in ``OUT/results.csv``; returns the table path.
+
+    ``scheduler``: address of an existing Dask scheduler; default: an embedded LocalCluster with ``n_workers``
+    single-threaded worker processes. ``local=True`` runs in this process (no Dask; for debugging).
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    (out / "traces").mkdir(parents=True, exist_ok=True)
+    table = out / "results.csv"
+    (out / "sweep.json").write_text(json.dumps({"source": spec.source, "base": spec.base, "grid": spec.grid,
+                                                "seeds": spec.seeds}, indent=2))
+    done = finished_runs(table)
+    todo = [r for r in spec.runs() if r["run_id"] not in done]
+    new_file = not table.exists()
+    with open(table, "a", newline="") as fh, tqdm(total=len(todo), desc="sweep", unit="run",
+                                                  disable=not progress) as bar:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        if new_file:
+            writer.writeheader()
+            fh.flush()
+
+        def record(row):
+            writer.writerow(row)
+            fh.flush()
+            os.fsync(fh.fileno())
+            bar.update(1)
+
+        if local:
+            for r in todo:
+                record(run_one(r, str(out)))
+            return table
+        from dask.distributed import Client, LocalCluster, as_completed
+
+        cluster = None
+        if scheduler is None:
+            import logging
+
+            cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(scheduler or cluster)
+        try:
+            futures = [client.submit(run_one, r, str(out.resolve()), key=f"hae-run-{r['run_id']}", pure=False)
+                       for r in todo]
+            for fut in as_completed(futures):
+                record(fut.result())
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    return table
+
+
+def summary_grid(rows: list[dict], metric: str) -> tuple[list[str], list[int], np.ndarray]:
+    """(policy labels, patch sizes, grid[label, patch]) of ``metric`` over seeds: the mean for ``stuck_run`` (a
+    fraction), else the median. A run that never reached its target counts as budget + 1 steps."""
+    labels = sorted({r["policy_label"] for r in rows})
+    patches = sorted({int(r["patch_size"]) for r in rows})
+    grid = np.full((len(labels), len(patches)), np.nan)
+    for i, lab in enumerate(labels):
+        for j, n in enumerate(patches):
+            vals = [(r[metric] if r[metric] is not None else r["steps"] + 1) for r in rows
+                    if r["policy_label"] == lab and int(r["patch_size"]) == n]
+            if vals:
+                grid[i, j] = np.mean(vals) if metric == "stuck_run" else np.median(vals)
+    return labels, patches, grid
+
+
+def heatmaps(table, path, metrics=("steps_to_top1", "mean_std_mean", "mean_next_std", "travel_px", "stuck_run"),
+             title: str = "") -> Path:
+    """Paper-style heat maps: for each metric, its median over seeds for every policy (and parameter) x patch
+    size. Runs that never reached the top 1% count as their step budget + 1 in ``steps_to_top1``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = read_table(table)
+    if not rows:
+        raise HAEInputError(f"The sweep table {str(table)!r} has no finished runs.", "run the sweep first.")
+    n_labels = len({r["policy_label"] for r in rows})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 1, 0.45 * n_labels + 2.2),
+                             constrained_layout=True, squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        labels, patches, grid = summary_grid(rows, metric)
+        im = ax.imshow(grid, cmap="viridis_r" if metric != "mean_std_mean" else "magma", aspect="auto")
+        for i in range(len(labels)):
+            for j in range(len(patches)):
+                if np.isfinite(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=7, color="w")
+        ax.set_xticks(range(len(patches)), [str(n) for n in patches])
+        ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [""] * len(labels), fontsize=7)
+        ax.set_xlabel("patch size (px)")
+        name = {"stuck_run": "fraction of stuck runs", "steps_to_top1": "steps to top 1% (median)",
+                "mean_std_mean": "mean uncertainty (median)", "mean_next_std": "next-step uncertainty (median)",
+                "travel_px": "travel distance, px (median)"}.get(metric, metric)
+        ax.set_title(name, fontsize=8)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(title or f"sweep: {len(rows)} runs")
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

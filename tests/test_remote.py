@@ -1,0 +1,96 @@
+"""The microscope interface over the network: a real server process on loopback, the client in this process."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import fast_settings
+
+from napari_hae.core.errors import HAEInputError, MicroscopeFault
+from napari_hae.core.experiment import Experiment
+from napari_hae.core.microscope import SimulatedMicroscope
+from napari_hae.core.remote import MicroscopeServer, RemoteMicroscope
+from napari_hae.core.trace import Trace
+
+TOKEN = "s3cret-token"
+
+
+def _serve(port=0, token=TOKEN):
+    cmd = [sys.executable, "-m", "napari_hae.cli", "serve", "--sample", "nanoparticles", "--port", str(port)]
+    if token:
+        cmd += ["--token", token]
+    env = {**os.environ, "NAPARI_HAE_TOKEN": ""}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()
+    assert "serving nanoparticles 96x96 on tcp://127.0.0.1:" in line, proc.stderr.read()
+    return proc, line.split(" on ")[1].split()[0]
+
+
+@pytest.fixture
+def server():
+    proc, address = _serve()
+    yield proc, address
+    proc.kill()
+    proc.wait()
+
+
+def test_a_run_through_the_server_equals_the_in_process_simulator(server, sample):
+    _, address = server
+    remote = RemoteMicroscope(address, token=TOKEN, timeout=20)
+    assert remote.scan_shape == (96, 96) and remote.energy == sample.energy
+    np.testing.assert_array_equal(remote.structural_image(), sample.structural)
+    a = Experiment(remote, fast_settings(budget=5))
+    a.run()
+    b = Experiment(SimulatedMicroscope(sample), fast_settings(budget=5))
+    b.run()
+    assert a.trace.positions == b.trace.positions and a.trace.values == b.trace.values
+    for x, y in zip(a.trace.spectra, b.trace.spectra):
+        np.testing.assert_array_equal(x, y)
+    st = remote.status()
+    assert st["acquisitions"] == 11 and st["position"] == list(a.trace.positions[-1])
+    remote.close()
+
+
+def test_wrong_token_and_out_of_field_requests_are_refused(server):
+    _, address = server
+    with pytest.raises(HAEInputError, match="refused the request: wrong or missing access token"):
+        RemoteMicroscope(address, token="guess", timeout=20)
+    with pytest.raises(HAEInputError, match="wrong or missing access token"):
+        RemoteMicroscope(address, timeout=20)
+    m = RemoteMicroscope(address, token=TOKEN, timeout=20)
+    with pytest.raises(HAEInputError, match=r"outside the 96 x 96 scan field"):
+        m.acquire(96, 3)
+    assert m.status()["acquisitions"] == 0      # refused before the instrument was touched
+    m.close()
+
+
+def test_serving_beyond_loopback_needs_a_token(small_sample):
+    with pytest.raises(HAEInputError, match="without an access token"):
+        MicroscopeServer(SimulatedMicroscope(small_sample), host="0.0.0.0")
+
+
+def test_server_killed_mid_run_pauses_the_run_and_a_restart_resumes_it(server, tmp_path):
+    proc, address = server
+    port = int(address.rsplit(":", 1)[1])
+    remote = RemoteMicroscope(address, token=TOKEN, timeout=1.0)
+    exp = Experiment(remote, fast_settings(budget=6, acquire_retries=1, acquire_retry_wait=0.0),
+                     journal=tmp_path / "trace.journal")
+    exp.run(2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with pytest.raises(MicroscopeFault, match="failed to acquire"):
+        exp.step()
+    assert exp.trace.n_points == 8 and Trace.load(tmp_path).n_points == 8      # nothing lost, on disk too
+    assert any("MicroscopeUnavailable" in e["message"] for e in exp.trace.events)
+    proc2, _ = _serve(port=port)                     # the instrument is back on the same address
+    try:
+        exp.run()                                    # the client reconnects by itself
+    finally:
+        proc2.kill()
+        proc2.wait()
+    assert exp.done and exp.trace.n_points == 12 and len(set(exp.trace.positions)) == 12
+    exp.close()
+    remote.close()
