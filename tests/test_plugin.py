@@ -372,3 +372,23 @@ def test_sweep_dock_runs_a_small_sweep_and_shows_the_table(make_napari_viewer, s
     assert w.table.column_headers == tuple(SHOWN)
     assert len(rows) == 4 and (tmp_path / "s" / "heatmaps.png").exists()
     assert {r[1] for r in rows} == {"ei(xi=0.01)", "ucb_scheduled(beta_start=16, beta_end=0.5)"}
+
+
+def test_gui_soak_200_steps_leaks_no_layers_or_threads(viewer_widget, qtbot):
+    import threading
+
+    viewer, w = viewer_widget
+    w.fit_iterations, w.fit_iterations_first, w.hidden = 2, 20, (8, 4)
+    w.patch_size.value = 5
+    w.budget.value = 200
+    before = {t.name for t in threading.enumerate()}
+    w.start()
+    qtbot.waitUntil(lambda: w.experiment.step_index >= 1, timeout=TIMEOUT)
+    layers_during = [layer.name for layer in viewer.layers]
+    _run_to_end(w, qtbot)
+    assert w.experiment.done and len(viewer.layers[TRAJECTORY].data) == 210
+    assert [layer.name for layer in viewer.layers] == layers_during          # no layer added per step
+    qtbot.waitUntil(lambda: w.monitor_plot.wait(0.1), timeout=TIMEOUT)
+    qtbot.wait(200)
+    extra = {t.name for t in threading.enumerate() if t.is_alive()} - before
+    assert not any(n.startswith(("hae-", "Thread-")) for n in extra), extra  # acquisition / render threads gone

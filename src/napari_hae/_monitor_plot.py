@@ -2,7 +2,7 @@
 
 matplotlib needs 60-300 ms of pure Python per redraw of four axes; on a thread of napari's process that holds
 the GIL and stalls the event loop (measured: 300+ ms gaps). So the figure lives in a small child process
-(``_monitor_figure.serve``, started on first use, lowered priority); the GUI thread only takes a snapshot of the
+(``_monitor_renderer``, a subprocess started on first use, lowered priority); the GUI thread only takes a snapshot of the
 numbers (~5 ms) and a helper thread waits for the image without holding the GIL. Requests are coalesced: while
 one image is being drawn, only the newest request waits. If the process cannot start, drawing falls back to the
 helper thread.
@@ -10,7 +10,6 @@ helper thread.
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 import weakref
@@ -21,21 +20,17 @@ from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel
 
 from ._monitor_figure import MonitorFigure, snapshot
-from ._monitor_renderer import main as renderer_main
+from ._monitor_renderer import start as start_renderer_process
 
 
 class _Renderer:
-    """The child process and its pipe; or, if it cannot start, an in-process figure."""
+    """The child process and its pipes; or, if it cannot start, an in-process figure."""
 
     def __init__(self):
         self.local: MonitorFigure | None = None
         try:
-            ctx = multiprocessing.get_context("spawn")
-            self.conn, child = ctx.Pipe()
-            self.proc = ctx.Process(target=renderer_main, args=(child,), daemon=True, name="napari-hae monitor renderer")
-            self.proc.start()
-            child.close()
-        except Exception:  # e.g. a frozen app without spawn support: draw in-process instead
+            self.proc, self.conn = start_renderer_process()
+        except Exception:  # e.g. a frozen app without a Python executable: draw in-process instead
             self.proc = None
             self.local = MonitorFigure()
 
@@ -59,9 +54,10 @@ class _Renderer:
                 self.conn.send(("stop",))
             except (OSError, ValueError):
                 pass
-            self.proc.join(timeout=2)
-            if self.proc.is_alive():
-                self.proc.terminate()
+            try:
+                self.proc.wait(timeout=2)
+            except Exception:
+                self.proc.kill()
             self.conn.close()
             self.proc = None
 

@@ -46,6 +46,7 @@ class SweepWidget(QWidget):
                                  self.workers, self.run_btn, self.status])
         layout = QVBoxLayout(self)
         layout.addWidget(box.native)
+        self.table.native.setMinimumHeight(260)
         layout.addWidget(self.table.native)
         self.setMaximumWidth(560)
         self.run_btn.clicked.connect(self.run)

@@ -230,17 +230,9 @@ def _settings(args, sc, n_positions=None):
 
 def _objective(text: str) -> dict:
     """``band_integral:a=3.45,b=4.05`` -> a scalarizer dict (values in eV)."""
-    from .core.errors import HAEInputError
+    from .core.spec_text import parse_name_params
 
-    name, _, rest = text.partition(":")
-    params = {}
-    for item in filter(None, rest.split(",")):
-        k, eq, v = item.partition("=")
-        if not eq:
-            raise HAEInputError(f"Objective parameter {item!r} in {text!r} is not name=value.",
-                                "write e.g. --also band_integral:a=3.45,b=4.05")
-        params[k.strip()] = float(v)
-    return {"name": name.strip(), "params": params}
+    return parse_name_params(text, "--also band_integral:a=3.45,b=4.05")
 
 
 def _token(args):

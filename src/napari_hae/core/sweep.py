@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HAEInputError
+from .spec_text import parse_name_params
 
 COLUMNS = ("run_id", "patch_size", "policy", "policy_param", "policy_label", "scalarizer", "seed", "steps",
            "steps_to_top1", "steps_to_top5", "best_value", "best_fraction", "final_std_mean", "mean_std_mean",
@@ -28,19 +29,12 @@ COLUMNS = ("run_id", "patch_size", "policy", "policy_param", "policy_label", "sc
 
 
 def parse_policy(text: str) -> dict:
-    """``"ei:xi=0.05"`` -> ``{"name": "ei", "params": {"xi": 0.05}}``; several parameters with commas."""
-    name, _, rest = text.partition(":")
-    params = {}
-    for item in filter(None, rest.split(",")):
-        k, eq, v = item.partition("=")
-        if not eq:
-            raise HAEInputError(f"Policy parameter {item!r} in {text!r} is not name=value.",
-                                "write e.g. ei:xi=0.05 or ucb:beta=4 or ei_penalized:xi=0.01,radius=5.")
-        params[k.strip()] = float(v)
+    """``"ei:xi=0.05"`` -> ``{"name": "ei", "params": {"xi": 0.05}}``; several parameters with commas. Validated."""
     from .acquisition import make_policy
 
-    make_policy(name.strip(), **params)          # validate now, not in a worker
-    return {"name": name.strip(), "params": params}
+    d = parse_name_params(text, "ei:xi=0.05 or ucb:beta=4 or ei_penalized:xi=0.01,radius=5")
+    make_policy(d["name"], **d["params"])          # validate now, not in a worker
+    return d
 
 
 @dataclass
