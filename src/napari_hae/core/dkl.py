@@ -307,7 +307,7 @@ class FloorRBFKernel(gpytorch.kernels.RBFKernel):
         x1_ = x1.div(self.lengthscale)
         x2_ = x2.div(self.lengthscale)
         d = self.covar_dist(x1_, x2_, square_dist=True, diag=diag, **params)
-        return d.div(-2.0).clamp(min=EXP_FLOOR).exp()
+        return d.div_(-2.0).clamp_(min=EXP_FLOOR).exp_()   # in place, as gpytorch's own RBF
 
 
 def _is_numerical(exc: Exception) -> bool:
