@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from .core.io import load_source
 from .core.trace import JOURNAL_NAME, TRACE_NAME
 
 
@@ -110,12 +111,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _load_data(args):
-    from .core.io import load_spectrum_image
-    from .sample_data import load_sample
+    return load_source(_source(args))
 
-    if args.sample:
-        return load_sample(args.sample)
-    return load_spectrum_image(args.spectrum, args.image)
+
+def _simulator(data, noise: str, seed: int):
+    from .core.microscope import SimulatedMicroscope
+
+    return SimulatedMicroscope(data, noise=None if noise == "none" else "poisson", seed=seed)
 
 
 def _source(args) -> dict:
@@ -124,19 +126,6 @@ def _source(args) -> dict:
         return {"sample": args.sample, "noise": args.noise}
     return {"spectrum": str(Path(args.spectrum).resolve()),
             "image": str(Path(args.image).resolve()) if args.image else None, "noise": args.noise}
-
-
-def _data_from_source(source: dict):
-    from .core.errors import HAEInputError
-    from .core.io import load_spectrum_image
-    from .sample_data import load_sample
-
-    if source.get("sample"):
-        return load_sample(source["sample"])
-    if source.get("spectrum"):
-        return load_spectrum_image(source["spectrum"], source.get("image"))
-    raise HAEInputError("The trace does not record where its data came from (it was not written by "
-                        "'napari-hae run').", "give the data again with --sample or --spectrum/--image.")
 
 
 def _check_out_folder(out: Path, overwrite: bool) -> None:
@@ -187,7 +176,6 @@ def _scalarizer(args, name: str, energy):
 
 def cmd_run(args) -> int:
     from .core.experiment import Experiment
-    from .core.microscope import SimulatedMicroscope
 
     if args.resume:
         return _resume(args)
@@ -201,7 +189,7 @@ def cmd_run(args) -> int:
     data = _load_data(args)
     sc = _scalarizer(args, data.name, data.energy)
     settings = _settings(args, sc)
-    mic = SimulatedMicroscope(data, noise=None if args.noise == "none" else "poisson", seed=args.random_seed)
+    mic = _simulator(data, args.noise, args.random_seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_out_folder(out, args.overwrite)
@@ -210,7 +198,7 @@ def cmd_run(args) -> int:
     return _drive(exp, data, out, args)
 
 
-def _settings(args, sc, n_positions=None):
+def _settings(args, sc):
     from .core.experiment import ExperimentSettings
 
     pparams = {}
@@ -260,7 +248,6 @@ def _run_remote(args) -> int:
 
 def _resume(args) -> int:
     from .core.experiment import Experiment
-    from .core.microscope import SimulatedMicroscope
     from .core.trace import Trace
 
     path = Path(args.resume)
@@ -270,20 +257,18 @@ def _resume(args) -> int:
         from .core.remote import RemoteMicroscope
 
         data = None
-        mic = RemoteMicroscope(args.microscope or src["microscope"], token=_token(args),
+        mic = RemoteMicroscope(src["microscope"], token=_token(args),
                                timeout=args.request_timeout)
     else:
-        data = _data_from_source(src)
+        data = load_source(src)
         seed = int(trace.settings.get("random_seed", 0))
-        mic = SimulatedMicroscope(data, noise=None if src.get("noise", "none") == "none" else "poisson",
-                                  seed=seed + trace.n_points)
+        mic = _simulator(data, src.get("noise", "none"), seed + trace.n_points)
     out = path if path.is_dir() else path.parent
     journal = out / JOURNAL_NAME
     same = path.is_dir() or path.name == JOURNAL_NAME
     if not same and journal.exists():
         journal.unlink()   # resuming from trace.h5: a fresh journal holds everything
     exp = Experiment.resume(trace, mic, journal=journal, append_journal=same and journal.exists())
-    args.steps = exp.settings.budget
     if not args.quiet:
         print(f"Resuming {out}: {trace.n_points} spectra and {trace.n_steps} of {exp.settings.budget} steps on "
               "disk.", file=sys.stderr)
@@ -378,11 +363,10 @@ def _monitors(trace, truth, args, quiet=False) -> dict:
 
 def cmd_serve(args) -> int:
     """Serve a simulated microscope (on pre-acquired data) until Ctrl-C."""
-    from .core.microscope import SimulatedMicroscope
     from .core.remote import MicroscopeServer
 
     data = _load_data(args)
-    mic = SimulatedMicroscope(data, noise=None if args.noise == "none" else "poisson", seed=args.random_seed)
+    mic = _simulator(data, args.noise, args.random_seed)
     token = _token(args)
     server = MicroscopeServer(mic, host=args.host, port=args.port, token=token, name=data.name)
     print(f"serving {data.name} {data.scan_shape[0]}x{data.scan_shape[1]} on {server.address}"
@@ -400,7 +384,7 @@ def cmd_sweep(args) -> int:
     source = {"sample": args.sample} if args.sample else {
         "spectrum": str(Path(args.spectrum).resolve()), "image": str(Path(args.image).resolve()) if args.image
         else None}
-    data = _data_from_source(source)
+    data = load_source(source)
     sc = _scalarizer(args, data.name, data.energy)
     base = {"scalarizer": sc.to_dict(), "budget": args.steps, "n_seeds": args.n_seeds,
             "fit_iterations": args.fit_iterations, "record_maps": False}
@@ -435,7 +419,7 @@ def cmd_report(args) -> int:
     truth = None
     if not args.no_truth and trace.dataset.get("source"):
         try:
-            data = _data_from_source(trace.dataset["source"])
+            data = load_source(trace.dataset["source"])
             sc = Scalarizer.from_dict(current_scalarizer(trace))
             truth = sc(data.spectra, data.energies)
         except HAEInputError as exc:

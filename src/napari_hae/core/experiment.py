@@ -174,12 +174,12 @@ class Experiment:
         return self.started and self.step_index >= self.settings.budget
 
     def _target(self, spectra: np.ndarray) -> np.ndarray:
-        v = self.scalarizer(spectra, self.energies)
         if self.objectives:   # a random convex combination of the standardized objectives, new every step
             Y = self.objective_values(spectra)
             Z = (Y - Y.mean(0)) / np.where(Y.std(0) > 0, Y.std(0), 1.0)
             self._weights = self.rng.dirichlet(np.ones(Z.shape[1]))
             return Z @ self._weights
+        v = self.scalarizer(spectra, self.energies)
         return -v if self.settings.goal == "min" else v
 
     def objective_values(self, spectra: np.ndarray | None = None) -> np.ndarray:
@@ -288,13 +288,18 @@ class Experiment:
             raise HAEInputError(f"Object mode {mode!r} is not 'visit' or 'avoid'.", "use 'visit' or 'avoid'.")
         if not mask.any():
             raise HAEInputError("The object covers no scan position.", "draw it over the scanned area.")
-        flat = mask.ravel()
+        self._apply_object(mask, mode)
+        index = self.trace.add_object(mode, label, mask)
+        self._intervene("object", None, {"mode": mode, "label": label, "n_pixels": int(mask.sum()), "index": index})
+
+    def _apply_object(self, mask: np.ndarray, mode: str) -> None:
+        """What an object does to picking: "avoid" excludes its positions for good; "visit" forces a pick inside
+        it until one of its positions is measured."""
+        flat = np.asarray(mask, dtype=bool).ravel()
         if mode == "avoid":
             self.avoid |= flat
         elif not (flat & self.measured).any():
             self.visit.append(flat.copy())
-        index = self.trace.add_object(mode, label, mask)
-        self._intervene("object", None, {"mode": mode, "label": label, "n_pixels": int(mask.sum()), "index": index})
 
     # -- one step -----------------------------------------------------------------------------------------
     def _fit(self) -> tuple[np.ndarray, float, float]:
@@ -446,14 +451,10 @@ class Experiment:
         if trace.n_points:
             exp.measured[flat_index(trace.positions_array(), exp.scan_shape)] = True
         for obj in trace.objects:
-            flat = np.asarray(obj["mask"], dtype=bool).ravel()
-            if obj["mode"] == "avoid":
-                exp.avoid |= flat
-            elif not (flat & exp.measured).any():
-                exp.visit.append(flat.copy())
-        n_seeds_done = sum(k == "seed" for k in trace.kinds)
-        exp.started = trace.n_steps > 0 or (trace.rng_state is not None and n_seeds_done > 0)
-        if trace.rng_state is not None and exp.started:
+            exp._apply_object(obj["mask"], obj["mode"])
+        # the random state is recorded once all seeds are measured (older traces lack it but have steps)
+        exp.started = trace.n_steps > 0 or trace.rng_state is not None
+        if trace.rng_state is not None:
             exp.rng.bit_generator.state = trace.rng_state
         if journal is not None:
             if append_journal:

@@ -162,3 +162,16 @@ def save_spectrum_image_hspy(data: SpectrumImage, spectrum_path, image_path=None
         for ax in im.axes_manager.signal_axes:
             ax.scale, ax.units = data.pixel_size, data.pixel_units
         im.save(str(image_path), overwrite=True)
+
+
+def load_source(source: dict) -> SpectrumImage:
+    """The dataset a run records as its source: ``{"sample": name}`` (bundled sample) or
+    ``{"spectrum": path, "image": path or None}`` (files)."""
+    if source.get("sample"):
+        from ..sample_data import load_sample
+
+        return load_sample(source["sample"])
+    if source.get("spectrum"):
+        return load_spectrum_image(source["spectrum"], source.get("image"))
+    raise HAEInputError("The run does not record where its data came from (it was not started by 'napari-hae run' "
+                        "or a sweep).", "give the data again with --sample or --spectrum/--image.")

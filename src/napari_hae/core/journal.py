@@ -54,14 +54,12 @@ def _json_default(o):
 
 
 class Journal:
-    """Writer. ``Journal(path)`` starts a new file (refusing to overwrite one unless ``overwrite``);
+    """Writer. ``Journal(path)`` starts a new file (refusing to overwrite one: it holds measurements);
     ``Journal.append_to(path)`` continues an existing one after dropping a torn tail."""
 
-    def __init__(self, path, overwrite: bool = False, _mode: str = "xb"):
+    def __init__(self, path, _mode: str = "xb"):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            _mode = "wb"
         try:
             self._f = open(self.path, _mode)
         except FileExistsError:

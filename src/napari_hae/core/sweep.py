@@ -64,13 +64,10 @@ class SweepSpec:
 
 @lru_cache(maxsize=4)
 def _load(source_json: str):
-    from ..sample_data import load_sample
-    from .io import load_spectrum_image
+    """The run's dataset, loaded once per worker process (runs of a sweep share it)."""
+    from .io import load_source
 
-    source = json.loads(source_json)
-    if source.get("sample"):
-        return load_sample(source["sample"])
-    return load_spectrum_image(source["spectrum"], source.get("image"))
+    return load_source(json.loads(source_json))
 
 
 def run_one(run: dict, out_dir: str | None = None, torch_threads: int = 1) -> dict:

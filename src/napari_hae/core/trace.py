@@ -69,13 +69,22 @@ class Trace:
         if self.journal is not None:
             self.journal.write(kind, fields, arrays)
 
+    def _log_point(self, position, spectrum, value, kind, step) -> None:
+        self._log("point", {"position": position, "value": float(value), "point_kind": kind, "step": int(step)},
+                  {"spectrum": spectrum})
+
+    def _log_step(self, row: dict, maps: dict | None) -> None:
+        self._log("step", {"record": row}, maps)
+
+    def _log_object(self, mode: str, label: str, mask: np.ndarray) -> None:
+        self._log("object", {"mode": mode, "label": label}, {"mask": mask})
+
     def add_point(self, position, spectrum, value, kind, step):
         if kind not in POINT_KINDS:
             raise ValueError(f"kind must be one of {POINT_KINDS}")
         position = (int(position[0]), int(position[1]))
         spectrum = np.asarray(spectrum)
-        self._log("point", {"position": position, "value": float(value), "point_kind": kind, "step": int(step)},
-                  {"spectrum": spectrum})
+        self._log_point(position, spectrum, value, kind, step)
         self.positions.append(position)
         self.spectra.append(spectrum)
         self.values.append(float(value))
@@ -86,7 +95,7 @@ class Trace:
         step = len(self.steps["position"])
         row = {k: (tuple(int(c) for c in record[k]) if k == "position" else record[k]) for k in self.steps}
         maps = None if maps is None else {k: np.asarray(maps[k], dtype=np.float32) for k in MAP_NAMES}
-        self._log("step", {"record": row}, maps)
+        self._log_step(row, maps)
         for k, v in row.items():
             self.steps[k].append(v)
         if maps is not None:
@@ -101,7 +110,7 @@ class Trace:
 
     def add_object(self, mode: str, label: str, mask: np.ndarray) -> int:
         mask = np.asarray(mask, dtype=bool)
-        self._log("object", {"mode": mode, "label": label}, {"mask": mask})
+        self._log_object(mode, label, mask)
         self.objects.append({"mode": mode, "label": label, "mask": mask.copy()})
         return len(self.objects) - 1
 
@@ -128,19 +137,18 @@ class Trace:
         self._log("header", {"settings": self.settings, "dataset": self.dataset, "versions": self.versions},
                   {"structural": self.structural})
         for i in range(self.n_points):
-            self._log("point", {"position": self.positions[i], "value": self.values[i],
-                                "point_kind": self.kinds[i], "step": self.point_steps[i]},
-                      {"spectrum": np.asarray(self.spectra[i])})
+            self._log_point(self.positions[i], np.asarray(self.spectra[i]), self.values[i], self.kinds[i],
+                            self.point_steps[i])
         for i in range(self.n_steps):
             maps = None
             if i in self.map_steps:
                 j = self.map_steps.index(i)
                 maps = {k: self.maps[k][j] for k in MAP_NAMES}
-            self._log("step", {"record": {k: self.steps[k][i] for k in self.steps}}, maps)
+            self._log_step({k: self.steps[k][i] for k in self.steps}, maps)
         for d in self.interventions:
             self._log("intervention", {"intervention": d})
         for o in self.objects:
-            self._log("object", {"mode": o["mode"], "label": o.get("label", "")}, {"mask": o["mask"]})
+            self._log_object(o["mode"], o.get("label", ""), o["mask"])
         for e in self.events:
             self._log("event", {"event": e})
         if self.rng_state is not None:
