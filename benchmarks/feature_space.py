@@ -12,10 +12,10 @@ import time
 import numpy as np
 import torch
 
-from napari_hae.core.feature_space import density_maxima, fit_feature_space
-from napari_hae.core.scalarizers import Scalarizer
-from napari_hae.sample_data import load_sample
-from napari_hae.sample_data.nanoparticles import BANDS
+from napari_hae.core.analysis.feature_space import density_maxima, fit_feature_space
+from napari_hae.core.targets.scalarizers import Scalarizer
+from napari_hae.core.data.samples import load_sample
+from napari_hae.core.data.samples.nanoparticles import BANDS
 
 
 def main(argv=None):

@@ -24,9 +24,9 @@ import numpy as np
 import psutil
 import torch
 
-from napari_hae.core.experiment import Experiment, ExperimentSettings
-from napari_hae.core.microscope import SimulatedMicroscope
-from napari_hae.sample_data import load_sample
+from napari_hae.core.run.experiment import Experiment, ExperimentSettings
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
+from napari_hae.core.data.samples import load_sample
 
 
 class WindowedModel:
@@ -59,7 +59,7 @@ def main(argv=None):
         journal = Path(tmp) / "trace.journal"
         factory = None
         if a.window:
-            from napari_hae.core.experiment import _default_model
+            from napari_hae.core.run.experiment import _default_model
 
             def factory(dim, s):
                 return WindowedModel(_default_model(dim, s), a.window)

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from napari_hae.core.sweep import SweepSpec, heatmaps, parse_policy, read_table, run_sweep
+from napari_hae.core.analysis.sweep import SweepSpec, heatmaps, parse_policy, read_table, run_sweep
 
 POLICIES = ["ei:xi=0.01", "ei_penalized:xi=0.01,radius=5", "ucb_scheduled:beta_start=16,beta_end=0.5",
             "ucb_travel:beta=4,cost=1"]

@@ -11,7 +11,7 @@ import argparse
 import tempfile
 import time
 
-from napari_hae.core.sweep import SweepSpec, parse_policy, read_table, run_sweep
+from napari_hae.core.analysis.sweep import SweepSpec, parse_policy, read_table, run_sweep
 
 
 def main(argv=None):

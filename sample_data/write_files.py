@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from napari_hae.core.io import save_spectrum_image_hspy
-from napari_hae.sample_data import SAMPLES, load_sample
+from napari_hae.core.data.io import save_spectrum_image_hspy
+from napari_hae.core.data.samples import SAMPLES, load_sample
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "sample_data/out")
 out.mkdir(parents=True, exist_ok=True)

@@ -14,14 +14,14 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def small_sample():
     """A 48 x 48 nanoparticle dataset: fast enough for loop tests."""
-    from napari_hae.sample_data.nanoparticles import make_nanoparticles
+    from napari_hae.core.data.samples.nanoparticles import make_nanoparticles
 
     return make_nanoparticles(shape=(48, 48), n_clusters=6, seed=3)
 
 
 @pytest.fixture(scope="session")
 def sample():
-    from napari_hae.sample_data import load_sample
+    from napari_hae.core.data.samples import load_sample
 
     return load_sample("nanoparticles")
 
@@ -34,7 +34,7 @@ def shared_data():
 
 
 def fast_settings(**kw):
-    from napari_hae.core.experiment import ExperimentSettings
+    from napari_hae.core.run.experiment import ExperimentSettings
 
     base = dict(patch_size=8, n_seeds=6, budget=6, fit_iterations_first=60, fit_iterations=10,
                 hidden=(32, 16), random_seed=0)

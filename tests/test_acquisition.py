@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from napari_hae.core.acquisition import (POLICIES, AcquisitionContext, AcquisitionFunction, Posterior,
+from napari_hae.core.policy.acquisition import (POLICIES, AcquisitionContext, AcquisitionFunction, Posterior,
                                          expected_improvement, make_policy, probability_of_improvement,
                                          register_policy, select, upper_confidence_bound)
 from napari_hae.core.errors import HAEInputError

@@ -13,7 +13,7 @@ def test_cli_run_writes_trace_summary_and_figure(tmp_path, capsys):
     assert s["scalarizer"] == "band_integral(a=1.2, b=2.25)"
     assert 0 < s["best_fraction_of_truth_max"] <= 1.0
     assert (out / "summary.png").stat().st_size > 10_000
-    from napari_hae.core.trace import Trace
+    from napari_hae.core.record.trace import Trace
 
     assert Trace.load(out / "trace.h5").n_points == 8
 
@@ -39,17 +39,17 @@ def test_cli_given_seed_positions(tmp_path):
     rc = main(["run", "--sample", "nanoparticles", "--steps", "1", "--seed-at", "3", "4", "--seed-at", "50", "60",
                "--patch", "8", "--out", str(out), "-q"])
     assert rc == 0
-    from napari_hae.core.trace import Trace
+    from napari_hae.core.record.trace import Trace
 
     tr = Trace.load(out / "trace.h5")
     assert tr.positions[:2] == [(3, 4), (50, 60)] and tr.kinds[:2] == ["seed", "seed"]
 
 
 def test_cli_refuses_to_overwrite_an_unfinished_run_and_resumes_it(tmp_path, capsys):
-    from napari_hae.core.experiment import Experiment, ExperimentSettings
-    from napari_hae.core.microscope import SimulatedMicroscope
-    from napari_hae.core.trace import Trace
-    from napari_hae.sample_data import load_sample
+    from napari_hae.core.run.experiment import Experiment, ExperimentSettings
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.record.trace import Trace
+    from napari_hae.core.data.samples import load_sample
 
     out = tmp_path / "run"
     args = ["run", "--sample", "nanoparticles", "--steps", "4", "--seeds", "5", "--patch", "8", "--out", str(out),
@@ -75,7 +75,7 @@ def test_cli_refuses_to_overwrite_an_unfinished_run_and_resumes_it(tmp_path, cap
 def test_cli_report_redraws_monitors_from_a_saved_trace(tmp_path, capsys):
     import numpy as np
 
-    from napari_hae.core.trace import Trace
+    from napari_hae.core.record.trace import Trace
 
     out = tmp_path / "run"
     assert main(["run", "--sample", "nanoparticles", "--steps", "4", "--seeds", "5", "--patch", "8",

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_hae.core.dkl import DKLRegressor, r2_score
+from napari_hae.core.model.dkl import DKLRegressor, r2_score
 
 
 def _blob_patches(n, rng, size=8):

@@ -3,11 +3,11 @@ import pytest
 from conftest import assert_traces_equal, fast_settings
 
 from napari_hae.core.errors import HAEInputError
-from napari_hae.core.experiment import Experiment
-from napari_hae.core.microscope import SimulatedMicroscope
-from napari_hae.core.scalarizers import Scalarizer
-from napari_hae.core.trace import Trace
-from napari_hae.sample_data.nanoparticles import BANDS
+from napari_hae.core.run.experiment import Experiment
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
+from napari_hae.core.targets.scalarizers import Scalarizer
+from napari_hae.core.record.trace import Trace
+from napari_hae.core.data.samples.nanoparticles import BANDS
 
 
 def _exp(data, **kw):
@@ -148,7 +148,7 @@ def test_loading_a_non_trace_is_a_clear_error(tmp_path):
 
 
 def test_multi_objective_mode_returns_the_pareto_set(small_sample):
-    from napari_hae.core.metrics import pareto_mask
+    from napari_hae.core.analysis.metrics import pareto_mask
 
     second = {"name": "band_integral", "params": {"a": 3.45, "b": 4.05}}
     exp = _exp(small_sample, budget=8, objectives=[second])
@@ -163,7 +163,7 @@ def test_multi_objective_mode_returns_the_pareto_set(small_sample):
 
 
 def test_pareto_mask_on_a_known_set():
-    from napari_hae.core.metrics import pareto_mask
+    from napari_hae.core.analysis.metrics import pareto_mask
 
     Y = np.array([[1, 5], [2, 4], [2, 2], [3, 1], [0, 0], [3, 1]])
     assert pareto_mask(Y).tolist() == [True, True, False, True, False, True]

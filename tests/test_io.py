@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from napari_hae.core.dataset import EnergyAxis, SpectrumImage
+from napari_hae.core.data.dataset import EnergyAxis, SpectrumImage
 from napari_hae.core.errors import HAEInputError
-from napari_hae.core.io import load_spectrum_image, save_spectrum_image_hspy
+from napari_hae.core.data.io import load_spectrum_image, save_spectrum_image_hspy
 
 
 def test_hspy_round_trip_keeps_data_and_calibration(small_sample, tmp_path):

@@ -9,7 +9,7 @@ napari = pytest.importorskip("napari")
 
 from napari_hae._layers import dataset_layer_data, dataset_of  # noqa: E402
 from napari_hae._widget import MAPS, OBJECTS, SEEDS, TRAJECTORY, HAEWidget  # noqa: E402
-from napari_hae.core.trace import Trace  # noqa: E402
+from napari_hae.core.record.trace import Trace  # noqa: E402
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 120_000
@@ -153,7 +153,7 @@ def test_spectrum_at_cursor_and_trace_save_load(viewer_widget, qtbot, tmp_path, 
 
 def test_reader_round_trips_a_saved_hspy_file(make_napari_viewer, small_sample, tmp_path):
     from napari_hae._reader import get_reader
-    from napari_hae.core.io import save_spectrum_image_hspy
+    from napari_hae.core.data.io import save_spectrum_image_hspy
 
     save_spectrum_image_hspy(small_sample, tmp_path / "np_eels.hspy", tmp_path / "np_haadf.hspy")
     assert get_reader(str(tmp_path / "np_haadf.hspy")) is None       # the partner image is not a dataset
@@ -243,8 +243,8 @@ def test_a_microscope_fault_pauses_the_run_and_resume_continues(viewer_widget, q
 
 
 def test_resume_a_crashed_run_from_its_journal(viewer_widget, qtbot, small_sample, tmp_path):
-    from napari_hae.core.experiment import Experiment, ExperimentSettings
-    from napari_hae.core.microscope import SimulatedMicroscope
+    from napari_hae.core.run.experiment import Experiment, ExperimentSettings
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
 
     viewer, w = viewer_widget
     crashed = Experiment(SimulatedMicroscope(small_sample), ExperimentSettings(
@@ -276,7 +276,7 @@ def test_monitors_replay_export_and_stuck_warning(viewer_widget, qtbot, tmp_path
     for ext in ("png", "svg"):
         assert w.export_monitors(tmp_path / f"m.{ext}").stat().st_size > 5_000
     # a stuck run: the last 10 picks in one place while the uncertainty stays flat
-    from napari_hae.core.experiment import StepResult
+    from napari_hae.core.run.experiment import StepResult
 
     tr.steps["position"][:] = [(20, 20)] * 4
     w.experiment.stuck_window = 4
@@ -311,8 +311,8 @@ def test_run_on_a_remote_microscope_from_the_dock(viewer_widget, qtbot, small_sa
     import threading
 
     from napari_hae.core.errors import HAEInputError
-    from napari_hae.core.microscope import SimulatedMicroscope
-    from napari_hae.core.remote import MicroscopeServer
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.instrument.remote import MicroscopeServer
 
     viewer, w = viewer_widget
     server = MicroscopeServer(SimulatedMicroscope(small_sample), token="t0k")

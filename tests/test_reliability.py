@@ -12,10 +12,10 @@ import pytest
 from conftest import assert_traces_equal, fast_settings
 
 from napari_hae.core.errors import MicroscopeFault, ModelFitError
-from napari_hae.core.experiment import Experiment
-from napari_hae.core.journal import read_records
-from napari_hae.core.microscope import SimulatedMicroscope
-from napari_hae.core.trace import Trace
+from napari_hae.core.run.experiment import Experiment
+from napari_hae.core.record.journal import read_records
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
+from napari_hae.core.record.trace import Trace
 
 
 def _run_with_interventions(data, journal, budget=6):
@@ -146,7 +146,7 @@ class BrokenModel:
 
 
 def test_model_fit_failure_keeps_the_trace_and_the_next_attempt_resets(small_sample):
-    from napari_hae.core.experiment import _default_model
+    from napari_hae.core.run.experiment import _default_model
 
     models = []
 
@@ -164,7 +164,7 @@ def test_model_fit_failure_keeps_the_trace_and_the_next_attempt_resets(small_sam
 
 
 def test_constant_scalarizer_values_do_not_crash(small_sample):
-    from napari_hae.core.dataset import SpectrumImage
+    from napari_hae.core.data.dataset import SpectrumImage
 
     flat = SpectrumImage(small_sample.structural, np.ones_like(small_sample.spectra), small_sample.energy)
     exp = Experiment(SimulatedMicroscope(flat), fast_settings(budget=3))
@@ -174,9 +174,9 @@ def test_constant_scalarizer_values_do_not_crash(small_sample):
 
 KILLED_RUN = textwrap.dedent("""
     import os, sys
-    from napari_hae.core.experiment import Experiment, ExperimentSettings
-    from napari_hae.core.microscope import SimulatedMicroscope
-    from napari_hae.sample_data import load_sample
+    from napari_hae.core.run.experiment import Experiment, ExperimentSettings
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.data.samples import load_sample
 
     out, log = sys.argv[1], open(sys.argv[2], "a")
 

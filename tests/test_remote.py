@@ -10,10 +10,10 @@ import pytest
 from conftest import fast_settings
 
 from napari_hae.core.errors import HAEInputError, MicroscopeFault
-from napari_hae.core.experiment import Experiment
-from napari_hae.core.microscope import SimulatedMicroscope
-from napari_hae.core.remote import MicroscopeServer, RemoteMicroscope
-from napari_hae.core.trace import Trace
+from napari_hae.core.run.experiment import Experiment
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
+from napari_hae.core.instrument.remote import MicroscopeServer, RemoteMicroscope
+from napari_hae.core.record.trace import Trace
 
 TOKEN = "s3cret-token"
 

@@ -3,7 +3,7 @@ import pytest
 from conftest import gaussian
 
 from napari_hae.core.errors import HAEInputError
-from napari_hae.core.scalarizers import (SCALARIZERS, Scalarizer, band_weights, register_scalarizer,
+from napari_hae.core.targets.scalarizers import (SCALARIZERS, Scalarizer, band_weights, register_scalarizer,
                                          subtract_power_law)
 
 E = np.arange(0.0, 6.0, 0.01)

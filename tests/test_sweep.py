@@ -5,9 +5,9 @@ import csv
 import numpy as np
 import pytest
 
-from napari_hae.core.acquisition import AcquisitionContext, Posterior, expected_improvement, make_policy
+from napari_hae.core.policy.acquisition import AcquisitionContext, Posterior, expected_improvement, make_policy
 from napari_hae.core.errors import HAEInputError
-from napari_hae.core.sweep import SweepSpec, parse_policy, read_table, run_one, run_sweep, summary_grid
+from napari_hae.core.analysis.sweep import SweepSpec, parse_policy, read_table, run_one, run_sweep, summary_grid
 
 BASE = dict(budget=3, n_seeds=5, fit_iterations_first=40, fit_iterations=5, hidden=(16, 8), record_maps=False,
             scalarizer={"name": "band_integral", "params": {"a": 1.2, "b": 2.25}})
@@ -15,7 +15,7 @@ BASE = dict(budget=3, n_seeds=5, fit_iterations_first=40, fit_iterations=5, hidd
 
 @pytest.fixture(scope="module")
 def small_source(tmp_path_factory):
-    from napari_hae.sample_data.nanoparticles import make_nanoparticles
+    from napari_hae.core.data.samples.nanoparticles import make_nanoparticles
 
     d = make_nanoparticles(shape=(40, 40), n_clusters=5, seed=3)
     path = tmp_path_factory.mktemp("data") / "small.npz"
@@ -64,7 +64,7 @@ def test_2x2x2_sweep_on_a_local_cluster_with_two_workers(small_source, tmp_path)
 
 
 def test_an_interrupted_sweep_resumes_without_repeating_finished_runs(small_source, tmp_path, monkeypatch):
-    import napari_hae.core.sweep as sweep
+    import napari_hae.core.analysis.sweep as sweep
 
     calls = []
     real = sweep.run_one

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._constants import DATASET_KEY
-from .core.dataset import SpectrumImage
+from .core.data.dataset import SpectrumImage
 
 
 def dataset_layer_data(data: SpectrumImage) -> list[tuple]:

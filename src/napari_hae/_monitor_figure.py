@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .core.monitors import learning_curves
+from .core.analysis.monitors import learning_curves
 
 
 def snapshot(trace, upto: int | None = None) -> dict:
@@ -114,7 +114,7 @@ class MonitorFigure:
             self._lat_pts.set_clim(0, max(1, len(run)))
             maxima = np.zeros((0, 2))
             if len(run) >= 5:
-                from .core.feature_space import density_maxima
+                from .core.analysis.feature_space import density_maxima
 
                 try:
                     maxima = density_maxima(run, grid=48)[1]

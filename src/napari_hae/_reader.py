@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._layers import dataset_layer_data
-from .core.io import HYPERSPY_SUFFIXES
+from .core.data.io import HYPERSPY_SUFFIXES
 
 _SUFFIXES = tuple(s for s in HYPERSPY_SUFFIXES if s not in (".h5", ".hdf5", ".msa", ".rpl")) + (".npz",)
 
@@ -34,7 +34,7 @@ def get_reader(path):
 
 
 def read_spectrum_image(path):
-    from .core.io import load_spectrum_image
+    from .core.data.io import load_spectrum_image
 
     if isinstance(path, list):
         path = path[0]

@@ -4,6 +4,6 @@ from ._layers import dataset_layer_data
 
 
 def nanoparticles_sample():
-    from .sample_data import load_sample
+    from .core.data.samples import load_sample
 
     return dataset_layer_data(load_sample("nanoparticles"))

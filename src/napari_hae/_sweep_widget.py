@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._layers import dataset_of
 from .core.errors import HAEInputError
-from .core.sweep import COLUMNS, SweepSpec, heatmaps, parse_policy, read_table, run_sweep
+from .core.analysis.sweep import COLUMNS, SweepSpec, heatmaps, parse_policy, read_table, run_sweep
 
 SHOWN = ("patch_size", "policy_label", "seed", "steps_to_top1", "best_fraction", "mean_std_mean", "travel_px",
          "stuck_run", "time_s")
@@ -72,7 +72,7 @@ class SweepWidget(QWidget):
         if self.band.value.strip():
             a, b = (float(v) for v in self.band.value.split())
         elif data.name == "nanoparticles":
-            from .sample_data.nanoparticles import BANDS
+            from .core.data.samples.nanoparticles import BANDS
 
             a, b = BANDS["dipole"]
         else:

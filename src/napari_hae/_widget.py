@@ -26,14 +26,14 @@ from ._layers import dataset_of
 from ._torch_preload import preload_torch_compiler
 from ._monitor_plot import MonitorPlot
 from ._spectrum_plot import SpectrumPlot
-from .core.acquisition import POLICIES
+from .core.policy.acquisition import POLICIES
 from .core.errors import HAEInputError, HAERunError
-from .core.experiment import Experiment, ExperimentSettings
-from .core.monitors import stuck_verdict
-from .core.replay import replay_state
-from .core.microscope import SimulatedMicroscope
-from .core.scalarizers import SCALARIZERS, Scalarizer
-from .core.trace import JOURNAL_NAME, Trace
+from .core.run.experiment import Experiment, ExperimentSettings
+from .core.analysis.monitors import stuck_verdict
+from .core.analysis.replay import replay_state
+from .core.instrument.microscope import SimulatedMicroscope
+from .core.targets.scalarizers import SCALARIZERS, Scalarizer
+from .core.record.trace import JOURNAL_NAME, Trace
 
 SEEDS = "hAE seeds"
 TRAJECTORY = "hAE trajectory"
@@ -199,7 +199,7 @@ class HAEWidget(QWidget):
             for w in (self.band_a, self.band_b, self.band_a2, self.band_b2):
                 w.min, w.max, w.step = lo, hi, max(abs(data.energy.scale), 1e-6)
             if data.name == "nanoparticles":
-                from .sample_data.nanoparticles import BANDS
+                from .core.data.samples.nanoparticles import BANDS
 
                 (a, b), (a2, b2) = BANDS["dipole"], BANDS["bulk"]
             else:
@@ -345,7 +345,7 @@ class HAEWidget(QWidget):
         """The simulator on the selected dataset, or the networked microscope (its scan must match the layer)."""
         if self.microscope_kind.value == "simulator":
             return SimulatedMicroscope(data, noise="poisson" if self.noise.value else None, seed=seed)
-        from .core.remote import MicroscopeUnavailable, RemoteMicroscope
+        from .core.instrument.remote import MicroscopeUnavailable, RemoteMicroscope
 
         try:
             mic = RemoteMicroscope(self.microscope_address.value.strip(), token=self.microscope_token.value or None)
@@ -742,7 +742,7 @@ class HAEWidget(QWidget):
 
     def compute_feature_space(self, *_, epochs: int | None = None):
         """Train AtomAI's rVAE on all patches in a worker (progress bar), then draw the latent trajectory."""
-        from .core.feature_space import fit_feature_space
+        from .core.analysis.feature_space import fit_feature_space
 
         data = self.dataset
         if data is None or self._feature_worker is not None:

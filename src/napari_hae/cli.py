@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from .core.io import load_source
-from .core.trace import JOURNAL_NAME, TRACE_NAME
+from .core.data.io import load_source
+from .core.record.trace import JOURNAL_NAME, TRACE_NAME
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -115,7 +115,7 @@ def _load_data(args):
 
 
 def _simulator(data, noise: str, seed: int):
-    from .core.microscope import SimulatedMicroscope
+    from .core.instrument.microscope import SimulatedMicroscope
 
     return SimulatedMicroscope(data, noise=None if noise == "none" else "poisson", seed=seed)
 
@@ -130,7 +130,7 @@ def _source(args) -> dict:
 
 def _check_out_folder(out: Path, overwrite: bool) -> None:
     from .core.errors import HAEInputError
-    from .core.trace import JOURNAL_NAME, Trace
+    from .core.record.trace import JOURNAL_NAME, Trace
 
     j = out / JOURNAL_NAME
     if not j.exists():
@@ -150,14 +150,14 @@ def _check_out_folder(out: Path, overwrite: bool) -> None:
 
 
 def _scalarizer(args, name: str, energy):
-    from .core.scalarizers import Scalarizer
+    from .core.targets.scalarizers import Scalarizer
 
     params = {}
     if args.scalarizer in ("band_integral", "peak_max", "peak_position", "peak_fwhm", "band_ratio"):
         if args.band:
             a, b = args.band
         elif name == "nanoparticles":
-            from .sample_data.nanoparticles import BANDS
+            from .core.data.samples.nanoparticles import BANDS
 
             a, b = BANDS["dipole"]
         else:
@@ -175,7 +175,7 @@ def _scalarizer(args, name: str, energy):
 
 
 def cmd_run(args) -> int:
-    from .core.experiment import Experiment
+    from .core.run.experiment import Experiment
 
     if args.resume:
         return _resume(args)
@@ -199,7 +199,7 @@ def cmd_run(args) -> int:
 
 
 def _settings(args, sc):
-    from .core.experiment import ExperimentSettings
+    from .core.run.experiment import ExperimentSettings
 
     pparams = {}
     if args.xi is not None:
@@ -218,7 +218,7 @@ def _settings(args, sc):
 
 def _objective(text: str) -> dict:
     """``band_integral:a=3.45,b=4.05`` -> a scalarizer dict (values in eV)."""
-    from .core.spec_text import parse_name_params
+    from .core.registry import parse_name_params
 
     return parse_name_params(text, "--also band_integral:a=3.45,b=4.05")
 
@@ -231,8 +231,8 @@ def _token(args):
 
 def _run_remote(args) -> int:
     """A run on a networked microscope: no pre-acquired data, so no ground truth in the summary."""
-    from .core.experiment import Experiment
-    from .core.remote import RemoteMicroscope
+    from .core.run.experiment import Experiment
+    from .core.instrument.remote import RemoteMicroscope
 
     mic = RemoteMicroscope(args.microscope, token=_token(args), timeout=args.request_timeout)
     sc = _scalarizer(args, mic.name, mic.energy)
@@ -247,14 +247,14 @@ def _run_remote(args) -> int:
 
 
 def _resume(args) -> int:
-    from .core.experiment import Experiment
-    from .core.trace import Trace
+    from .core.run.experiment import Experiment
+    from .core.record.trace import Trace
 
     path = Path(args.resume)
     trace = Trace.load(path)
     src = trace.dataset.get("source", {})
     if src.get("microscope"):   # a networked instrument: reconnect to it
-        from .core.remote import RemoteMicroscope
+        from .core.instrument.remote import RemoteMicroscope
 
         data = None
         mic = RemoteMicroscope(src["microscope"], token=_token(args),
@@ -280,7 +280,7 @@ def _drive(exp, data, out: Path, args) -> int:
     from tqdm import tqdm
 
     from .core.errors import HAERunError
-    from .core.report import summarize, summary_figure
+    from .core.analysis.summary import summarize, summary_figure
 
     t0 = time.perf_counter()
     err = None
@@ -335,13 +335,13 @@ def _drive(exp, data, out: Path, args) -> int:
 def _monitors(trace, truth, args, quiet=False) -> dict:
     """Model error against truth / complete / final model and, if asked, the rVAE latent plane; kept in
     ``trace.monitors``."""
-    from .core.report import compute_monitors
+    from .core.analysis.summary import compute_monitors
 
     complete = fs = None
     patch = int(trace.steps["patch_size"][-1]) if trace.n_steps else int(trace.settings.get("patch_size", 16))
     if getattr(args, "complete_model", False) and truth is not None:
-        from .core.experiment import ExperimentSettings
-        from .core.monitors import complete_model
+        from .core.run.experiment import ExperimentSettings
+        from .core.analysis.monitors import complete_model
 
         if not quiet:
             print("Training the complete model on every position...", file=sys.stderr)
@@ -349,7 +349,7 @@ def _monitors(trace, truth, args, quiet=False) -> dict:
     elif "complete_mean" in trace.monitors:
         complete = trace.monitors["complete_mean"]
     if getattr(args, "feature_space", False):
-        from .core.feature_space import fit_feature_space
+        from .core.analysis.feature_space import fit_feature_space
 
         def progress(e, n, loss):
             if not quiet:
@@ -363,7 +363,7 @@ def _monitors(trace, truth, args, quiet=False) -> dict:
 
 def cmd_serve(args) -> int:
     """Serve a simulated microscope (on pre-acquired data) until Ctrl-C."""
-    from .core.remote import MicroscopeServer
+    from .core.instrument.remote import MicroscopeServer
 
     data = _load_data(args)
     mic = _simulator(data, args.noise, args.random_seed)
@@ -379,7 +379,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .core.sweep import SweepSpec, heatmaps, parse_policy, run_sweep
+    from .core.analysis.sweep import SweepSpec, heatmaps, parse_policy, run_sweep
 
     source = {"sample": args.sample} if args.sample else {
         "spectrum": str(Path(args.spectrum).resolve()), "image": str(Path(args.image).resolve()) if args.image
@@ -399,7 +399,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_sweep_report(args) -> int:
-    from .core.sweep import heatmaps
+    from .core.analysis.sweep import heatmaps
 
     p = Path(args.sweep)
     table = p / "results.csv" if p.is_dir() else p
@@ -410,9 +410,9 @@ def cmd_sweep_report(args) -> int:
 
 def cmd_report(args) -> int:
     from .core.errors import HAEInputError
-    from .core.report import summarize, summary_figure
-    from .core.scalarizers import Scalarizer
-    from .core.trace import Trace
+    from .core.analysis.summary import summarize, summary_figure
+    from .core.targets.scalarizers import Scalarizer
+    from .core.record.trace import Trace
 
     path = Path(args.trace)
     trace = Trace.load(path)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HAEInputError
+from ..errors import HAEInputError
 
 MAGIC = b"HAE1"
 _HEAD = struct.Struct("<4sIQI")

@@ -17,14 +17,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .acquisition import AcquisitionContext, AcquisitionFunction, Posterior, make_policy, policy_from_dict, select
-from .dkl import DKLRegressor
-from .errors import HAEInputError, ModelFitError
-from .microscope import AcquisitionGuard, Microscope
-from .monitors import stuck_verdict
-from .patches import check_patch_size, extract_patches, flat_index, positions_of
-from .scalarizers import Scalarizer
-from .trace import Trace
+from ..policy.acquisition import AcquisitionContext, AcquisitionFunction, Posterior, make_policy, policy_from_dict, select
+from ..model.dkl import DKLRegressor
+from ..errors import HAEInputError, ModelFitError
+from ..instrument.microscope import AcquisitionGuard, Microscope
+from ..analysis.monitors import stuck_verdict
+from ..data.patches import check_patch_size, extract_patches, flat_index, positions_of
+from ..targets.scalarizers import Scalarizer
+from ..record.trace import Trace
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _default_model(input_dim: int, s: ExperimentSettings) -> DKLRegressor:
 
 
 class Experiment:
-    """One hAE run on a :class:`~napari_hae.core.microscope.Microscope`."""
+    """One hAE run on a :class:`~napari_hae.core.instrument.microscope.Microscope`."""
 
     def __init__(self, microscope: Microscope, settings: ExperimentSettings | None = None,
                  scalarizer: Scalarizer | None = None, dataset_info: dict | None = None,
@@ -191,7 +191,7 @@ class Experiment:
 
     def pareto_set(self) -> tuple[np.ndarray, np.ndarray]:
         """Positions (m, 2) and objective values (m, k, in scalarizer units) of the non-dominated measured points."""
-        from .metrics import pareto_mask
+        from ..analysis.metrics import pareto_mask
 
         Y = self.objective_values()
         keep = pareto_mask(Y)

@@ -1,5 +1,5 @@
 """The microscope interface over the network (ZeroMQ request/reply): a server in front of any
-:class:`~napari_hae.core.microscope.Microscope`, and a client that is one.
+:class:`~napari_hae.core.instrument.microscope.Microscope`, and a client that is one.
 
 Protocol: every request and reply is a two-frame ZeroMQ message, ``[JSON header, raw bytes]``. Arrays travel as
 raw bytes described in the header (``dtype``, ``shape``), never pickled. Requests carry ``op`` and, when the server
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import EnergyAxis
-from .errors import HAEInputError
+from ..data.dataset import EnergyAxis
+from ..errors import HAEInputError
 
 log = logging.getLogger(__name__)
 PROTOCOL = "napari-hae-microscope/1"
@@ -166,7 +166,7 @@ class MicroscopeServer:
 
 # -- client ------------------------------------------------------------------------------------------------------
 class RemoteMicroscope:
-    """A :class:`~napari_hae.core.microscope.Microscope` whose instrument is behind a :class:`MicroscopeServer`.
+    """A :class:`~napari_hae.core.instrument.microscope.Microscope` whose instrument is behind a :class:`MicroscopeServer`.
 
     ``timeout`` (seconds) bounds every request; on a timeout the socket is rebuilt (ZeroMQ's "lazy pirate"
     pattern), so the next request reconnects to a restarted server.

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from scipy.special import ndtr
 
-from .errors import HAEInputError
+from ..errors import HAEInputError
 
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
 

@@ -1,7 +1,7 @@
 """Monitors of a run: learning curves, travel, model error against ground truth and reference models, and a
 detector for runs that are stuck.
 
-All functions read a :class:`~napari_hae.core.trace.Trace` (live or loaded), so the same numbers are drawn in
+All functions read a :class:`~napari_hae.core.record.trace.Trace` (live or loaded), so the same numbers are drawn in
 napari while a run goes and redrawn from a saved trace by ``napari-hae report``.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .metrics import step_lengths
-from .trace import Trace
+from ..record.trace import Trace
 
 
 def policy_travel(trace: Trace) -> np.ndarray:
@@ -70,8 +70,8 @@ def complete_model(structural: np.ndarray, truth: np.ndarray, patch_size: int, s
     """The **complete model**: the same DKL trained on (patch, scalarizer) pairs from every position (a random
     subset of ``max_points`` when there are more; the exact GP is cubic in the training size). Returns the
     predicted (mean, std) maps in scalarizer units: what the run's model would believe with all data."""
-    from .dkl import DKLRegressor
-    from .patches import extract_patches
+    from ..model.dkl import DKLRegressor
+    from ..data.patches import extract_patches
 
     shape = np.shape(truth)
     X = extract_patches(structural, patch_size).reshape(shape[0] * shape[1], -1)

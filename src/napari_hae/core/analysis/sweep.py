@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HAEInputError
-from .spec_text import parse_name_params
+from ..errors import HAEInputError
+from ..registry import parse_name_params
 
 COLUMNS = ("run_id", "patch_size", "policy", "policy_param", "policy_label", "scalarizer", "seed", "steps",
            "steps_to_top1", "steps_to_top5", "best_value", "best_fraction", "final_std_mean", "mean_std_mean",
@@ -30,7 +30,7 @@ COLUMNS = ("run_id", "patch_size", "policy", "policy_param", "policy_label", "sc
 
 def parse_policy(text: str) -> dict:
     """``"ei:xi=0.05"`` -> ``{"name": "ei", "params": {"xi": 0.05}}``; several parameters with commas. Validated."""
-    from .acquisition import make_policy
+    from ..policy.acquisition import make_policy
 
     d = parse_name_params(text, "ei:xi=0.05 or ucb:beta=4 or ei_penalized:xi=0.01,radius=5")
     make_policy(d["name"], **d["params"])          # validate now, not in a worker
@@ -65,7 +65,7 @@ class SweepSpec:
 @lru_cache(maxsize=4)
 def _load(source_json: str):
     """The run's dataset, loaded once per worker process (runs of a sweep share it)."""
-    from .io import load_source
+    from ..data.io import load_source
 
     return load_source(json.loads(source_json))
 
@@ -74,9 +74,9 @@ def run_one(run: dict, out_dir: str | None = None, torch_threads: int = 1) -> di
     """One simulated experiment (on a dask worker or here); returns its table row."""
     import torch
 
-    from .experiment import Experiment, ExperimentSettings
+    from ..run.experiment import Experiment, ExperimentSettings
     from .metrics import steps_to_top
-    from .microscope import SimulatedMicroscope
+    from ..instrument.microscope import SimulatedMicroscope
 
     torch.set_num_threads(int(torch_threads))
     t0 = time.perf_counter()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HAEInputError
+from ..errors import HAEInputError
 from .journal import MAGIC, Journal, read_records
 
 POINT_KINDS = ("seed", "policy", "visit", "user")
@@ -125,7 +125,7 @@ class Trace:
 
     # -- crash safety --------------------------------------------------------------------------------------
     def attach_journal(self, path, append: bool = False) -> Path:
-        """Journal every later addition to ``path`` (see :mod:`napari_hae.core.journal`).
+        """Journal every later addition to ``path`` (see :mod:`napari_hae.core.record.journal`).
 
         A new journal starts with the header and everything already in the trace, so it alone can rebuild the
         trace; ``append=True`` continues a journal this trace was read from.

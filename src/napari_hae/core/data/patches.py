@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import HAEInputError
+from ..errors import HAEInputError
 
 
 def check_patch_size(patch_size, scan_shape) -> int:

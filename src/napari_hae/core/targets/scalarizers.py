@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import HAEInputError
+from ..errors import HAEInputError
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from .dataset import EnergyAxis, SpectrumImage
-from .errors import HAEInputError, MicroscopeFault
+from ..data.dataset import EnergyAxis, SpectrumImage
+from ..errors import HAEInputError, MicroscopeFault
 
 log = logging.getLogger(__name__)
 

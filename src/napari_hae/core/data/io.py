@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import EnergyAxis, SpectrumImage
-from .errors import HAEInputError
+from ..errors import HAEInputError
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def load_source(source: dict) -> SpectrumImage:
     """The dataset a run records as its source: ``{"sample": name}`` (bundled sample) or
     ``{"spectrum": path, "image": path or None}`` (files)."""
     if source.get("sample"):
-        from ..sample_data import load_sample
+        from .samples import load_sample
 
         return load_sample(source["sample"])
     if source.get("spectrum"):

@@ -20,8 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import HAEInputError
-from .patches import extract_patches
+from ..errors import HAEInputError
+from ..data.patches import extract_patches
 
 
 @contextlib.contextmanager

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataset import EnergyAxis
-from .errors import HAEInputError
-from .trace import MAP_NAMES, Trace
+from ..data.dataset import EnergyAxis
+from ..errors import HAEInputError
+from ..record.trace import MAP_NAMES, Trace
 
 
 @dataclass
@@ -82,7 +82,7 @@ def counterfactual(trace: Trace, model_factory=None, **overrides) -> Trace:
     ``patch_size`` replaces every patch-size change, and likewise ``scalarizer`` and ``policy``). With no
     overrides the new trace's maps equal the original's (same random seed, same fits in the same order).
     """
-    from .experiment import Experiment, ExperimentSettings
+    from ..run.experiment import Experiment, ExperimentSettings
 
     if trace.n_steps == 0:
         raise HAEInputError("The trace has no policy steps to follow.", "record a run with at least one step.")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import steps_to_top, travel_distance
-from .trace import Trace
+from ..record.trace import Trace
 
 
 def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | None = None) -> dict:

@@ -6,8 +6,8 @@ SAMPLES = {"nanoparticles": make_nanoparticles}
 
 
 def load_sample(name: str, **kwargs):
-    """Return the sample :class:`~napari_hae.core.dataset.SpectrumImage` called ``name``."""
-    from ..core.errors import HAEInputError
+    """Return the sample :class:`~napari_hae.core.data.dataset.SpectrumImage` called ``name``."""
+    from ...errors import HAEInputError
 
     if name not in SAMPLES:
         raise HAEInputError(f"Unknown sample dataset {name!r}.", f"choose one of {sorted(SAMPLES)}.")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ..core.dataset import EnergyAxis, SpectrumImage
+from ..dataset import EnergyAxis, SpectrumImage
 
 BANDS = {"dipole": (1.2, 2.25), "edge": (2.45, 2.9), "bulk": (3.45, 4.05)}
 ENERGY = EnergyAxis(size=300, offset=0.2, scale=0.02, units="eV")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import HAEInputError
+from ..errors import HAEInputError
 
 
 @dataclass(frozen=True)

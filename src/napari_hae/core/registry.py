@@ -1,0 +1,191 @@
+"""Plug-in registries: scalarizers, policies, surrogate models and microscope adapters, each with parameter specs.
+
+Every registered entry carries :class:`ParamSpec` s (name, default, unit, range, help). The command line and the
+napari dock build their options and forms from these specs, so a plug-in appears in both without editing either.
+
+Third-party packages add entries through entry points, one group per registry::
+
+    [project.entry-points."napari_hae.policies"]
+    greedy = "my_package.policies:Greedy"          # an AcquisitionFunction subclass
+
+    [project.entry-points."napari_hae.scalarizers"]
+    band_std = "my_package.targets:band_std"       # func(spectra, energy, *, a, b)
+
+    [project.entry-points."napari_hae.models"]
+    my_dkl = "my_package.models:MyModel"           # cls(input_dim, *, seed, **params) -> SurrogateModel
+
+    [project.entry-points."napari_hae.microscopes"]
+    my_scope = "my_package.scopes:MyMicroscope"
+
+The entry point's name is the registered name. Loading the object may register it itself (with the decorators
+``register_policy`` etc.); otherwise the registry registers it under the entry point's name. Entry points are
+loaded the first time a registry is asked for its names or an entry.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from .errors import HAEInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of a registered plug-in: what forms and command-line options are made from."""
+
+    name: str
+    default: Any = None
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+    help: str = ""
+
+    @property
+    def kind(self) -> type:
+        if isinstance(self.default, bool):
+            return bool
+        if isinstance(self.default, int):
+            return int
+        if isinstance(self.default, float):
+            return float
+        return object
+
+    def describe(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        rng = ""
+        if self.low is not None or self.high is not None:
+            rng = f", {'' if self.low is None else self.low}..{'' if self.high is None else self.high}"
+        default = "" if self.default is None else f"default {self.default}{unit}"
+        return f"{self.name} ({default}{rng})" if default or rng else self.name
+
+
+def specs_from_signature(func: Callable, given: tuple[ParamSpec, ...] = (), keyword_only: bool = False,
+                         skip: tuple[str, ...] = ("self",)) -> tuple[ParamSpec, ...]:
+    """Parameter specs of ``func``: those ``given`` (with units and ranges), the rest from the signature."""
+    known = {p.name: p for p in given}
+    out = []
+    for p in inspect.signature(func).parameters.values():
+        if p.name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if keyword_only and p.kind != p.KEYWORD_ONLY:
+            continue
+        default = None if p.default is inspect.Parameter.empty else p.default
+        out.append(known.pop(p.name, ParamSpec(p.name, default)))
+    return tuple(out) + tuple(known.values())
+
+
+@dataclass
+class Entry:
+    name: str
+    obj: Any
+    params: tuple[ParamSpec, ...] = ()
+    doc: str = ""
+    extra: dict = field(default_factory=dict)   # registry-specific (e.g. a scalarizer's signal_ndim)
+
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+
+class Registry:
+    """Named plug-ins of one kind, filled by decorators and by the entry-point group ``group``."""
+
+    def __init__(self, kind: str, group: str, describe: Callable[[Any, str], Entry] | None = None):
+        self.kind = kind              # "policy", "scalarizer", ... (used in messages)
+        self.group = group
+        self._entries: dict[str, Entry] = {}
+        self._describe = describe     # obj, name -> Entry, for objects loaded from entry points
+        self._loaded = False
+        self.load_errors: dict[str, str] = {}
+
+    # -- filling ------------------------------------------------------------------------------------------
+    def add(self, entry: Entry) -> Entry:
+        self._entries[entry.name] = entry
+        return entry
+
+    def load_entry_points(self, force: bool = False) -> None:
+        """Import the plug-ins of other packages (once). A plug-in that fails to import is reported, not fatal."""
+        if self._loaded and not force:
+            return
+        self._loaded = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=self.group):
+            if ep.name in self._entries and not force:
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken third-party plug-in must not break the program
+                self.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+                log.warning("napari-hae: %s plug-in %r (%s) failed to load: %s", self.kind, ep.name, ep.value, exc)
+                continue
+            if ep.name not in self._entries and self._describe is not None:
+                self.add(self._describe(obj, ep.name))
+
+    # -- reading ------------------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        self.load_entry_points()
+        return list(self._entries)
+
+    def entries(self) -> Iterator[Entry]:
+        self.load_entry_points()
+        return iter(list(self._entries.values()))
+
+    def get(self, name: str) -> Entry:
+        self.load_entry_points()
+        if name not in self._entries:
+            hint = f" (plug-in failed to load: {self.load_errors[name]})" if name in self.load_errors else ""
+            raise HAEInputError(f"Unknown {self.kind} {name!r}{hint}.",
+                                f"choose one of {sorted(self._entries)}, or register your own "
+                                f"(decorator, or an entry point in the group {self.group!r}).")
+        return self._entries[name]
+
+    def check_params(self, name: str, params: dict) -> None:
+        """Raise when ``params`` names a parameter that ``name`` does not take."""
+        entry = self.get(name)
+        unknown = set(params) - set(entry.param_names())
+        if unknown:
+            raise HAEInputError(f"The {self.kind} {name!r} has no parameter(s) {sorted(unknown)}.",
+                                f"its parameters are {entry.param_names() or 'none'}.")
+
+    def __contains__(self, name) -> bool:
+        self.load_entry_points()
+        return name in self._entries
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def pop(self, name: str, *default):
+        """Remove an entry (tests register temporary plug-ins)."""
+        return self._entries.pop(name, *default)
+
+    def help_text(self) -> str:
+        """One line per entry: ``name(param (default ...), ...)``: for --help and tooltips."""
+        return "; ".join(f"{e.name}({', '.join(p.describe() for p in e.params)})" if e.params else e.name
+                         for e in self.entries())
+
+
+# -- registries written as text -----------------------------------------------------------------------------
+
+def parse_name_params(text: str, example: str) -> dict:
+    """``"ei:xi=0.05"`` -> ``{"name": "ei", "params": {"xi": 0.05}}``; values are floats. ``example`` is shown in
+    the error message of malformed text."""
+    name, _, rest = text.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        k, eq, v = item.partition("=")
+        try:
+            if not eq:
+                raise ValueError
+            params[k.strip()] = float(v)
+        except ValueError:
+            raise HAEInputError(f"Parameter {item!r} in {text!r} is not name=value (a number).",
+                                f"write e.g. {example}.") from None
+    return {"name": name.strip(), "params": params}
