@@ -37,7 +37,7 @@ def fast_settings(**kw):
     from napari_hae.core.run.experiment import ExperimentSettings
 
     base = dict(patch_size=8, n_seeds=6, budget=6, fit_iterations_first=60, fit_iterations=10,
-                hidden=(32, 16), random_seed=0)
+                model={"name": "dkl", "params": {"hidden": [32, 16]}}, random_seed=0)
     base.update(kw)
     return ExperimentSettings(**base)
 

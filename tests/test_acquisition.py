@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from napari_hae.core.policy.acquisition import (POLICIES, AcquisitionContext, AcquisitionFunction, Posterior,
-                                         expected_improvement, make_policy, probability_of_improvement,
-                                         register_policy, select, upper_confidence_bound)
+from napari_hae.core.policy import (POLICIES, AcquisitionContext, AcquisitionFunction, Posterior, make_policy,
+                                    register_policy, select)
+from napari_hae.core.policy.acquisition import expected_improvement, probability_of_improvement, upper_confidence_bound
 from napari_hae.core.errors import HAEInputError
 
 

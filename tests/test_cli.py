@@ -11,7 +11,7 @@ def test_cli_run_writes_trace_summary_and_figure(tmp_path, capsys):
     s = json.loads((out / "summary.json").read_text())
     assert s["policy_steps"] == 3 and s["points_measured"] == 8 and s["policy"] == "ei(xi=0.05)"
     assert s["scalarizer"] == "band_integral(a=1.2, b=2.25)"
-    assert 0 < s["best_fraction_of_truth_max"] <= 1.0
+    assert 0 < s["best_fraction_of_truth_best"] <= 1.0
     assert (out / "summary.png").stat().st_size > 10_000
     from napari_hae.core.record.trace import Trace
 

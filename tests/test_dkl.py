@@ -90,7 +90,7 @@ def test_results_do_not_depend_on_a_changed_global_default_dtype():
 
 def test_cholesky_failure_is_retried_with_more_jitter(monkeypatch):
     """A non-PSD error during training is caught, retried with jitter, and reported."""
-    from napari_hae.core import dkl as dkl_mod
+    from napari_hae.core.model import dkl as dkl_mod
 
     rng = np.random.default_rng(5)
     X, y = _blob_patches(40, rng)

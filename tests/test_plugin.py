@@ -248,7 +248,7 @@ def test_resume_a_crashed_run_from_its_journal(viewer_widget, qtbot, small_sampl
 
     viewer, w = viewer_widget
     crashed = Experiment(SimulatedMicroscope(small_sample), ExperimentSettings(
-        patch_size=8, n_seeds=5, budget=5, fit_iterations_first=60, fit_iterations=10, hidden=(32, 16)),
+        patch_size=8, n_seeds=5, budget=5, fit_iterations_first=60, fit_iterations=10, model={"name": "dkl", "params": {"hidden": [32, 16]}}),
         journal=tmp_path / "old" / "trace.journal")
     crashed.run(2)
     crashed.close()

@@ -146,12 +146,12 @@ class BrokenModel:
 
 
 def test_model_fit_failure_keeps_the_trace_and_the_next_attempt_resets(small_sample):
-    from napari_hae.core.run.experiment import _default_model
+    from napari_hae.core.run.experiment import _registered_model
 
     models = []
 
     def factory(dim, s):
-        models.append(BrokenModel(_default_model(dim, s), n_failures=1))
+        models.append(BrokenModel(_registered_model(dim, s), n_failures=1))
         return models[-1]
 
     exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=2), model_factory=factory)
@@ -188,7 +188,7 @@ KILLED_RUN = textwrap.dedent("""
 
     data = load_sample("nanoparticles")
     settings = ExperimentSettings(patch_size=8, n_seeds=6, budget=40, fit_iterations_first=40, fit_iterations=5,
-                                  hidden=(16, 8), policy={"name": "ucb", "params": {"beta": 4.0}})
+                                  model={"name": "dkl", "params": {"hidden": [16, 8]}}, policy={"name": "ucb", "params": {"beta": 4.0}})
     info = {**data.describe(), "source": {"sample": "nanoparticles", "noise": "none"}}
     Experiment(Logged(data), settings, dataset_info=info, journal=out + "/trace.journal").run()
 """)

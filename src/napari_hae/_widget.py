@@ -26,7 +26,7 @@ from ._layers import dataset_of
 from ._torch_preload import preload_torch_compiler
 from ._monitor_plot import MonitorPlot
 from ._spectrum_plot import SpectrumPlot
-from .core.policy.acquisition import POLICIES
+from .core.policy import POLICIES
 from .core.errors import HAEInputError, HAERunError
 from .core.run.experiment import Experiment, ExperimentSettings
 from .core.analysis.monitors import stuck_verdict

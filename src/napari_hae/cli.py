@@ -280,7 +280,8 @@ def _drive(exp, data, out: Path, args) -> int:
     from tqdm import tqdm
 
     from .core.errors import HAERunError
-    from .core.analysis.summary import summarize, summary_figure
+    from .core.analysis.summary import summarize
+    from .core.plots.report import summary_figure
 
     t0 = time.perf_counter()
     err = None
@@ -410,7 +411,8 @@ def cmd_sweep_report(args) -> int:
 
 def cmd_report(args) -> int:
     from .core.errors import HAEInputError
-    from .core.analysis.summary import summarize, summary_figure
+    from .core.analysis.summary import summarize
+    from .core.plots.report import summary_figure
     from .core.targets.scalarizers import Scalarizer
     from .core.record.trace import Trace
 

@@ -5,16 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import gammaln
 
-
-def step_lengths(positions) -> np.ndarray:
-    """Euclidean length (pixels) of each move between consecutive positions (n-1,)."""
-    p = np.asarray(positions, dtype=float).reshape(-1, 2)
-    return np.hypot(*np.diff(p, axis=0).T) if len(p) > 1 else np.zeros(0)
-
-
-def travel_distance(positions, pixel_size: float = 1.0) -> np.ndarray:
-    """Cumulative travel distance after each move (n-1,), in pixels times ``pixel_size``."""
-    return np.cumsum(step_lengths(positions)) * float(pixel_size)
+from ..data.patches import step_lengths, travel_distance  # noqa: F401  (scan geometry, re-exported)
+from ..targets.objective import pareto_mask  # noqa: F401
 
 
 def top_mask(truth: np.ndarray, q: float = 0.01) -> np.ndarray:
@@ -53,16 +45,3 @@ def random_median_steps(n_remaining: int, n_targets: int) -> int:
     """Median number of random draws to the first target (the exact random-sampling baseline)."""
     s = np.arange(0, n_remaining + 1)
     return int(s[np.argmax(random_first_hit_cdf(n_remaining, n_targets, s) >= 0.5)])
-
-
-def pareto_mask(values) -> np.ndarray:
-    """Bool mask of the non-dominated rows of ``values`` (n, k), every objective maximised: row i is kept unless
-    another row is >= in every objective and > in at least one."""
-    v = np.asarray(values, dtype=float)
-    if v.ndim != 2:
-        raise ValueError("values must be (n, k)")
-    keep = np.ones(len(v), dtype=bool)
-    for i in range(len(v)):
-        dominated = np.all(v >= v[i], axis=1) & np.any(v > v[i], axis=1)
-        keep[i] = not dominated.any()
-    return keep

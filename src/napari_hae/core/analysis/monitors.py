@@ -7,12 +7,11 @@ napari while a run goes and redrawn from a saved trace by ``napari-hae report``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from .metrics import step_lengths
 from ..record.trace import Trace
+from ..run.diagnostics import STUCK_WINDOW, StuckReport, stuck_verdict, window_verdict  # noqa: F401
 
 
 def policy_travel(trace: Trace) -> np.ndarray:
@@ -67,81 +66,28 @@ def model_errors(trace: Trace, truth: np.ndarray | None = None, complete: np.nda
 
 def complete_model(structural: np.ndarray, truth: np.ndarray, patch_size: int, settings=None,
                    max_points: int = 2048, iterations: int = 200, seed: int = 0):
-    """The **complete model**: the same DKL trained on (patch, scalarizer) pairs from every position (a random
-    subset of ``max_points`` when there are more; the exact GP is cubic in the training size). Returns the
-    predicted (mean, std) maps in scalarizer units: what the run's model would believe with all data."""
-    from ..model.dkl import DKLRegressor
+    """The **complete model**: the run's model (``settings.model``, default DKL) trained on (patch, scalarizer)
+    pairs from every position (a random subset of ``max_points`` when there are more; the exact GP is cubic in the
+    training size). Returns the predicted (mean, std) maps in scalarizer units: what the run's model would
+    believe with all data."""
     from ..data.patches import extract_patches
+    from ..model.base import make_model
+    from ..run.settings import ExperimentSettings
 
+    settings = settings if settings is not None else ExperimentSettings()
     shape = np.shape(truth)
     X = extract_patches(structural, patch_size).reshape(shape[0] * shape[1], -1)
     y = np.asarray(truth, dtype=np.float64).ravel()
     idx = np.arange(len(y))
     if len(y) > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(len(y), max_points, replace=False))
-    kw = {}
-    if settings is not None:
-        kw = dict(embed_dim=settings.embed_dim, hidden=settings.hidden, kernel=settings.kernel, lr=settings.lr)
-    model = DKLRegressor(X.shape[1], seed=seed, **kw)
-    model.fit(X[idx], y[idx], iterations=iterations)
-    mean, std = model.predict(X)
+    model = make_model(settings.model.to_dict(), X.shape[1], seed=seed)
+    model.fit(X[idx], y[idx], iterations=iterations, warm=False)
+    mean, std = model.posterior(X).in_units()
     return mean.reshape(shape), std.reshape(shape)
 
 
-@dataclass
-class StuckReport:
-    """Verdict of :func:`detect_stuck`, with the numbers behind it and what to do."""
-
-    stuck: bool
-    reason: str
-    spread_px: float = float("nan")
-    latent_spread: float = float("nan")
-    uncertainty_drop: float = float("nan")
-    suggestions: list = field(default_factory=list)
-
-
-SUGGESTIONS = [
-    "make the policy more exploratory (raise EI's xi or UCB's beta)",
-    "switch to maximum uncertainty (mu) for a few steps",
-    "increase the patch size, so the model sees more context",
-    "draw an 'avoid' object over the region the run keeps returning to",
-]
-
-
-def detect_stuck(trace: Trace, k: int = 10, **kw) -> StuckReport:
+def detect_stuck(trace: Trace, k: int = STUCK_WINDOW, **kw) -> StuckReport:
     """:func:`stuck_verdict` on the last ``k`` policy steps of ``trace``."""
-    if trace.n_steps < k:
-        return StuckReport(False, f"only {trace.n_steps} of the {k} steps needed to judge")
-    return stuck_verdict(trace.steps["position"][-k:], trace.steps["std_mean"][-k:], trace.structural.shape, **kw)
-
-
-def stuck_verdict(picks, std_means, scan_shape, radius: float | None = None, latent: np.ndarray | None = None,
-                  latent_radius: float | None = None, stall: float = 0.05) -> StuckReport:
-    """Is the run stuck? True when the ``picks`` (k, 2) of the last k policy steps stay within ``radius`` pixels
-    of their centroid (default 5% of the larger scan side, at least 2 px), or within ``latent_radius`` of one
-    point of the rVAE latent plane (``latent``: (n_positions, 2), default radius 10% of its range), **while** the
-    mean uncertainty over all patches (``std_means``, per step) fell by less than ``stall`` (fraction) over those
-    steps: the run keeps measuring one place and learns nothing about the rest.
-    """
-    picks = np.asarray(picks, dtype=float).reshape(-1, 2)
-    std = np.asarray(std_means, dtype=float)
-    k = len(picks)
-    ny, nx = scan_shape
-    radius = max(2.0, 0.05 * max(ny, nx)) if radius is None else float(radius)
-    spread = float(np.max(np.hypot(*(picks - picks.mean(0)).T)))
-    compact = spread <= radius
-    lat_spread = float("nan")
-    if latent is not None:
-        lat = np.asarray(latent)
-        z = lat[(picks[:, 0] * nx + picks[:, 1]).astype(int)]
-        lr = 0.1 * float(np.max(np.ptp(lat, axis=0))) if latent_radius is None else float(latent_radius)
-        lat_spread = float(np.max(np.linalg.norm(z - z.mean(0), axis=1)))
-        compact = compact or lat_spread <= lr
-    drop = float(1.0 - std[-1] / std[0]) if std[0] > 0 else 0.0
-    stalled = drop < stall
-    if compact and stalled:
-        where = (f"within {spread:.1f} px" if spread <= radius else f"in one latent cluster (spread {lat_spread:.2g})")
-        return StuckReport(True, f"the last {k} picks stay {where} while the mean uncertainty fell only "
-                                 f"{100 * drop:.1f}%", spread, lat_spread, drop, list(SUGGESTIONS))
-    why = "picks spread out" if not compact else f"uncertainty still falling ({100 * drop:.1f}% in {k} steps)"
-    return StuckReport(False, why, spread, lat_spread, drop)
+    v = window_verdict(trace.steps["position"], trace.steps["std_mean"], trace.structural.shape, k, **kw)
+    return v if v is not None else StuckReport(False, f"only {trace.n_steps} of the {k} steps needed to judge")

@@ -76,12 +76,15 @@ class TraceMicroscope:
 
 def counterfactual(trace: Trace, model_factory=None, **overrides) -> Trace:
     """Re-run ``trace``'s trajectory with the model retrained under ``overrides`` (ExperimentSettings fields,
-    e.g. ``patch_size=8``, ``fit_iterations=60``, ``hidden=(128, 64)``, ``scalarizer={...}``).
+    e.g. ``patch_size=8``, ``fit_iterations=60``, ``model={"name": "dkl", "params": {"hidden": [128, 64]}}``,
+    ``scalarizer={...}``).
 
-    The recorded interventions are re-applied at their steps, except those of a kind that is overridden (a given
-    ``patch_size`` replaces every patch-size change, and likewise ``scalarizer`` and ``policy``). With no
-    overrides the new trace's maps equal the original's (same random seed, same fits in the same order).
+    The recorded interventions are re-applied at their steps (the same ``apply`` as live and on resume), except
+    those of a kind that is overridden (a given ``patch_size`` replaces every patch-size change, and likewise
+    ``scalarizer`` and ``policy``). With no overrides the new trace's maps equal the original's (same random seed,
+    same fits in the same order).
     """
+    from ..run import interventions as iv
     from ..run.experiment import Experiment, ExperimentSettings
 
     if trace.n_steps == 0:
@@ -95,25 +98,14 @@ def counterfactual(trace: Trace, model_factory=None, **overrides) -> Trace:
     exp = Experiment(TraceMicroscope(trace), settings, dataset_info=dict(trace.dataset),
                      model_factory=model_factory)
     exp.follow = list(trace.steps["position"])
-    replayed = {"patch_size": "patch_size" in overrides, "scalarizer": "scalarizer" in overrides,
-                "policy": "policy" in overrides}
     by_step: dict[int, list] = {}
-    for iv in trace.interventions:
-        by_step.setdefault(int(iv["step"]), []).append(iv)
+    for rec in trace.interventions:
+        if rec["kind"] not in overrides and rec["kind"] != "budget":
+            by_step.setdefault(int(rec["step"]), []).append(rec)
     exp.start()
     while not exp.done:
-        for iv in by_step.get(exp.step_index, []):
-            kind, new = iv["kind"], iv["new"]
-            if kind == "object":
-                obj = trace.objects[int(new["index"])]
-                exp.add_object(obj["mask"], obj["mode"], obj.get("label", ""))
-            elif kind in replayed and not replayed[kind]:
-                if kind == "patch_size":
-                    exp.set_patch_size(int(new))
-                elif kind == "scalarizer":
-                    exp.set_scalarizer(new)
-                else:
-                    exp.set_policy(new["name"], **new.get("params", {}))
+        for rec in by_step.get(exp.step_index, []):
+            exp.intervene(iv.from_record(rec, trace))
         exp.step()
     exp.close()
     exp.trace.dataset = {**exp.trace.dataset, "counterfactual_of": trace.settings, "overrides": overrides}

@@ -14,7 +14,7 @@ import itertools
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,15 +22,45 @@ import numpy as np
 
 from ..errors import HAEInputError
 from ..registry import parse_name_params
+from ..run.settings import ExperimentSettings
 
-COLUMNS = ("run_id", "patch_size", "policy", "policy_param", "policy_label", "scalarizer", "seed", "steps",
-           "steps_to_top1", "steps_to_top5", "best_value", "best_fraction", "final_std_mean", "mean_std_mean",
-           "mean_next_std", "travel_px", "stuck_steps", "stuck_run", "time_s", "worker")
+
+
+@dataclass
+class SweepRow:
+    """One run of a sweep: the table's columns (results.csv) are this schema's fields, in order."""
+
+    run_id: str
+    patch_size: int
+    policy: str
+    policy_param: float
+    policy_label: str
+    scalarizer: str
+    model: str
+    goal: str
+    seed: int
+    steps: int
+    steps_to_top1: int | None
+    steps_to_top5: int | None
+    best_value: float | None
+    best_fraction: float | None
+    final_std_mean: float
+    mean_std_mean: float
+    mean_next_std: float
+    travel_px: float
+    stuck_steps: int
+    stuck_run: int
+    time_s: float
+    worker: str
+
+
+COLUMNS = tuple(f.name for f in fields(SweepRow))
+TEXT_COLUMNS = tuple(f.name for f in fields(SweepRow) if f.type == "str")
 
 
 def parse_policy(text: str) -> dict:
     """``"ei:xi=0.05"`` -> ``{"name": "ei", "params": {"xi": 0.05}}``; several parameters with commas. Validated."""
-    from ..policy.acquisition import make_policy
+    from ..policy import make_policy
 
     d = parse_name_params(text, "ei:xi=0.05 or ucb:beta=4 or ei_penalized:xi=0.01,radius=5")
     make_policy(d["name"], **d["params"])          # validate now, not in a worker
@@ -54,6 +84,7 @@ class SweepSpec:
         for combo in itertools.product(*(self.grid[k] for k in keys)):
             for seed in self.seeds:
                 settings = {**self.base, **dict(zip(keys, combo)), "random_seed": int(seed)}
+                ExperimentSettings.from_dict(settings)   # a typo in the grid is an error now, not a wrong run
                 rid = hashlib.sha1(json.dumps([self.source, settings], sort_keys=True).encode()).hexdigest()[:12]
                 out.append({"run_id": rid, "source": self.source, "settings": settings})
         if len({r["run_id"] for r in out}) != len(out):
@@ -74,9 +105,10 @@ def run_one(run: dict, out_dir: str | None = None, torch_threads: int = 1) -> di
     """One simulated experiment (on a dask worker or here); returns its table row."""
     import torch
 
-    from ..run.experiment import Experiment, ExperimentSettings
-    from .metrics import steps_to_top
     from ..instrument.microscope import SimulatedMicroscope
+    from ..run.driver import RunDriver
+    from ..run.experiment import Experiment
+    from .summary import summarize
 
     torch.set_num_threads(int(torch_threads))
     t0 = time.perf_counter()
@@ -84,37 +116,29 @@ def run_one(run: dict, out_dir: str | None = None, torch_threads: int = 1) -> di
     settings = ExperimentSettings.from_dict(run["settings"])
     exp = Experiment(SimulatedMicroscope(data, seed=settings.random_seed), settings,
                      dataset_info={**data.describe(), "source": run["source"]})
-    exp.run()
+    RunDriver(exp).run()
     tr = exp.trace
-    truth = exp.scalarizer(data.spectra, data.energies)
-    if settings.goal == "min":
-        truth = -truth
-    pos = tr.positions_array()
-    values = np.asarray(tr.values)
-    best = float(values.max() if settings.goal == "max" else values.min())
+    summary = summarize(tr, exp.scalarizer(data.spectra, data.energies))
     pol = exp.policy.to_dict()
     params = pol.get("params", {})
     stuck = np.nan_to_num(tr.step_array("stuck"))
-    row = {
-        "run_id": run["run_id"], "patch_size": exp.patch_size, "policy": pol["name"],
-        "policy_param": next(iter(params.values()), float("nan")) if params else float("nan"),
-        "policy_label": exp.policy.label(), "scalarizer": exp.scalarizer.label(), "seed": settings.random_seed,
-        "steps": tr.n_steps,
-        "steps_to_top1": steps_to_top(pos, tr.kinds, truth, 0.01),
-        "steps_to_top5": steps_to_top(pos, tr.kinds, truth, 0.05),
-        "best_value": best,
-        "best_fraction": float(np.max(values) / np.max(truth)) if settings.goal == "max" and np.max(truth) else
-        float("nan"),
-        "final_std_mean": float(tr.steps["std_mean"][-1]) if tr.n_steps else float("nan"),
-        "mean_std_mean": float(np.mean(tr.steps["std_mean"])) if tr.n_steps else float("nan"),
-        "mean_next_std": float(np.mean(tr.steps["next_std"])) if tr.n_steps else float("nan"),
-        "travel_px": float(tr.steps["travel_px"][-1]) if tr.n_steps else 0.0,
-        "stuck_steps": int(stuck.sum()), "stuck_run": int(stuck.sum() > 0),
-        "time_s": time.perf_counter() - t0, "worker": f"{os.getpid()}",
-    }
+    nan = float("nan")
+    row = SweepRow(
+        run_id=run["run_id"], patch_size=exp.patch_size, policy=pol["name"],
+        policy_param=next(iter(params.values()), nan) if params else nan,
+        policy_label=exp.policy.label(), scalarizer=exp.scalarizer.label(), model=settings.model.name,
+        goal=settings.goal, seed=settings.random_seed, steps=tr.n_steps,
+        steps_to_top1=summary["steps_to_top1pct"], steps_to_top5=summary["steps_to_top5pct"],
+        best_value=summary["best_value"], best_fraction=summary["best_fraction_of_truth_best"],
+        final_std_mean=float(tr.steps["std_mean"][-1]) if tr.n_steps else nan,
+        mean_std_mean=float(np.mean(tr.steps["std_mean"])) if tr.n_steps else nan,
+        mean_next_std=float(np.mean(tr.steps["next_std"])) if tr.n_steps else nan,
+        travel_px=float(tr.steps["travel_px"][-1]) if tr.n_steps else 0.0,
+        stuck_steps=int(stuck.sum()), stuck_run=int(stuck.sum() > 0),
+        time_s=time.perf_counter() - t0, worker=f"{os.getpid()}")
     if out_dir is not None:
         tr.save(Path(out_dir) / "traces" / f"{run['run_id']}.h5")
-    return row
+    return asdict(row)
 
 
 def finished_runs(table: Path) -> set[str]:
@@ -131,7 +155,7 @@ def read_table(table) -> list[dict]:
         for r in csv.DictReader(f):
             out = {}
             for k, v in r.items():
-                if k in ("run_id", "policy", "policy_label", "scalarizer", "worker"):
+                if k in TEXT_COLUMNS:
                     out[k] = v
                 else:
                     out[k] = None if v in ("", "None") else float(v)
@@ -207,40 +231,3 @@ def summary_grid(rows: list[dict], metric: str) -> tuple[list[str], list[int], n
             if vals:
                 grid[i, j] = np.mean(vals) if metric == "stuck_run" else np.median(vals)
     return labels, patches, grid
-
-
-def heatmaps(table, path, metrics=("steps_to_top1", "mean_std_mean", "mean_next_std", "travel_px", "stuck_run"),
-             title: str = "") -> Path:
-    """Paper-style heat maps: for each metric, its median over seeds for every policy (and parameter) x patch
-    size. Runs that never reached the top 1% count as their step budget + 1 in ``steps_to_top1``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    rows = read_table(table)
-    if not rows:
-        raise HAEInputError(f"The sweep table {str(table)!r} has no finished runs.", "run the sweep first.")
-    n_labels = len({r["policy_label"] for r in rows})
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 1, 0.45 * n_labels + 2.2),
-                             constrained_layout=True, squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        labels, patches, grid = summary_grid(rows, metric)
-        im = ax.imshow(grid, cmap="viridis_r" if metric != "mean_std_mean" else "magma", aspect="auto")
-        for i in range(len(labels)):
-            for j in range(len(patches)):
-                if np.isfinite(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=7, color="w")
-        ax.set_xticks(range(len(patches)), [str(n) for n in patches])
-        ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [""] * len(labels), fontsize=7)
-        ax.set_xlabel("patch size (px)")
-        name = {"stuck_run": "fraction of stuck runs", "steps_to_top1": "steps to top 1% (median)",
-                "mean_std_mean": "mean uncertainty (median)", "mean_next_std": "next-step uncertainty (median)",
-                "travel_px": "travel distance, px (median)"}.get(metric, metric)
-        ax.set_title(name, fontsize=8)
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.suptitle(title or f"sweep: {len(rows)} runs")
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path

@@ -67,3 +67,14 @@ def positions_of(flat: np.ndarray, scan_shape) -> np.ndarray:
     """(n, 2) positions (y, x) of row-major flat indices."""
     y, x = np.divmod(np.asarray(flat, dtype=int), int(scan_shape[1]))
     return np.stack([y, x], axis=-1)
+
+
+def step_lengths(positions) -> np.ndarray:
+    """Euclidean length (pixels) of each move between consecutive positions (n-1,)."""
+    p = np.asarray(positions, dtype=float).reshape(-1, 2)
+    return np.hypot(*np.diff(p, axis=0).T) if len(p) > 1 else np.zeros(0)
+
+
+def travel_distance(positions, pixel_size: float = 1.0) -> np.ndarray:
+    """Cumulative travel distance after each move (n-1,), in pixels times ``pixel_size``."""
+    return np.cumsum(step_lengths(positions)) * float(pixel_size)

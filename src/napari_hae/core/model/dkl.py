@@ -11,7 +11,6 @@ import contextlib
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field
 
 import gpytorch
 import numpy as np
@@ -21,6 +20,9 @@ try:  # linear_operator >= 0.5
     from linear_operator.utils.errors import NanError, NotPSDError
 except ImportError:  # pragma: no cover
     from gpytorch.utils.errors import NanError, NotPSDError
+
+from ..registry import ParamSpec
+from .base import FitReport, Posterior, register_model
 
 log = logging.getLogger(__name__)
 
@@ -77,20 +79,12 @@ class _DKLModel(gpytorch.models.ExactGP):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
 
 
-@dataclass
-class FitReport:
-    """What happened during one :meth:`DKLRegressor.fit` call."""
-
-    losses: list[float] = field(default_factory=list)
-    retries: int = 0
-    resets: int = 0
-    events: list[str] = field(default_factory=list)
-
-    @property
-    def final_loss(self) -> float:
-        return self.losses[-1] if self.losses else float("nan")
-
-
+@register_model("dkl", params=(
+    ParamSpec("hidden", (64, 32), "", help="hidden layer widths of the MLP"),
+    ParamSpec("embed_dim", 2, "", 1, 16, "dimension of the embedding fed to the kernel"),
+    ParamSpec("kernel", "rbf", "", help="'rbf' or 'matern'"),
+    ParamSpec("lr", 0.01, "", 1e-5, 1.0, "Adam learning rate"),
+))
 class DKLRegressor:
     """DKL Gaussian-process regressor for patch -> scalar.
 
@@ -105,7 +99,7 @@ class DKLRegressor:
     dtype : torch.float32 (default) or torch.float64.
     """
 
-    def __init__(self, input_dim: int, embed_dim: int = 2, hidden: tuple[int, ...] = (64, 32),
+    def __init__(self, input_dim: int, *, embed_dim: int = 2, hidden: tuple[int, ...] = (64, 32),
                  kernel: str = "rbf", lr: float = 0.01, seed: int = 0, dtype=torch.float32,
                  max_retries: int = 3):
         self.input_dim = int(input_dim)
@@ -141,10 +135,15 @@ class DKLRegressor:
         return torch.as_tensor(X, dtype=self.dtype)
 
     # -- fit ------------------------------------------------------------------------------------------------
-    def fit(self, X, y, iterations: int = 100, reset: bool = False) -> FitReport:
-        """Train on (X, y) for ``iterations`` Adam steps; warm-starts from the current weights unless ``reset``."""
+    @property
+    def fitted(self) -> bool:
+        return self.model is not None
+
+    def fit(self, X, y, *, iterations: int = 100, warm: bool = True) -> FitReport:
+        """Train on (X, y) for ``iterations`` Adam steps, continuing from the current weights if ``warm`` (and
+        fitted before), else from fresh weights."""
         with dtype_scope(self.dtype), _exact():
-            return self._fit(X, y, iterations, reset)
+            return self._fit(X, y, iterations, not warm)
 
     def _fit(self, X, y, iterations, reset) -> FitReport:
         x = self._tensor(X)
@@ -238,6 +237,12 @@ class DKLRegressor:
         if standardized:
             return mean, std
         return mean * self.y_std + self.y_mean, std * self.y_std
+
+    def posterior(self, X) -> Posterior:
+        """Posterior at X in standardized units, with the scale to undo them and joint sampling."""
+        mean, std = self.predict(X, standardized=True)
+        return Posterior(mean, std, sample=lambda idx, rng: self.sample(np.asarray(X)[idx], rng)[0],
+                         offset=self.y_mean, scale=self.y_std)
 
     def sample(self, X, rng: np.random.Generator, n_samples: int = 1) -> np.ndarray:
         """Joint posterior samples (n_samples, len(X)) in standardized units (for Thompson sampling)."""

@@ -17,13 +17,9 @@ import numpy as np
 
 from ..errors import HAEInputError
 from .journal import MAGIC, Journal, read_records
+from .schema import MAP_NAMES, POINT_KINDS, STEP_SCALARS, StepRecord
 
-POINT_KINDS = ("seed", "policy", "visit", "user")
-STEP_SCALARS = ("acq_value", "next_std", "next_mean", "std_mean", "std_std", "std_q10", "std_q50", "std_q90",
-                "mean_max", "best_so_far", "loss", "fit_time", "predict_time", "step_time", "patch_size",
-                "travel_px", "stuck", "objective_weight")
-MAP_NAMES = ("mean", "std", "acq")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2     # 2: settings hold typed specs (model spec added); version 1 traces still load
 TRACE_NAME = "trace.h5"          # names inside a run's output folder
 JOURNAL_NAME = "trace.journal"
 
@@ -52,8 +48,7 @@ class Trace:
     values: list = field(default_factory=list)           # float, scalarizer at measurement time
     kinds: list = field(default_factory=list)            # str in POINT_KINDS
     point_steps: list = field(default_factory=list)      # int, -1 for seeds
-    steps: dict = field(default_factory=lambda: {"position": [], "policy": [], "scalarizer": [],
-                                                  **{k: [] for k in STEP_SCALARS}})
+    steps: dict = field(default_factory=lambda: {k: [] for k in StepRecord.names()})
     maps: dict = field(default_factory=lambda: {k: [] for k in MAP_NAMES})
     map_steps: list = field(default_factory=list)
     interventions: list = field(default_factory=list)    # dicts: step, kind, old, new
@@ -64,64 +59,84 @@ class Trace:
     monitors: dict = field(default_factory=dict)         # name -> array: monitors computed after a run
     journal: Journal | None = field(default=None, repr=False, compare=False)
 
-    # -- growing (each addition is journaled first when a journal is attached) ------------------------------
-    def _log(self, kind: str, fields: dict | None = None, arrays: dict | None = None) -> None:
+    # -- growing: every addition is a record, journaled first, then applied (as when read back) -------------
+    def _add(self, kind: str, fields: dict, arrays: dict | None = None) -> None:
         if self.journal is not None:
             self.journal.write(kind, fields, arrays)
+        self._apply(kind, fields, arrays or {})
 
-    def _log_point(self, position, spectrum, value, kind, step) -> None:
-        self._log("point", {"position": position, "value": float(value), "point_kind": kind, "step": int(step)},
-                  {"spectrum": spectrum})
+    def _apply(self, kind: str, f: dict, a: dict) -> None:
+        """Apply one record to the in-memory trace: the one rule for live additions and journal replay."""
+        if kind == "point":
+            self.positions.append(tuple(int(c) for c in f["position"]))
+            self.spectra.append(a["spectrum"])
+            self.values.append(float(f["value"]))
+            self.kinds.append(f["point_kind"])
+            self.point_steps.append(int(f["step"]))
+        elif kind == "step":
+            row = StepRecord.row(f["record"])
+            for k, v in row.items():
+                self.steps[k].append(v)
+            if a:
+                self.map_steps.append(self.n_steps - 1)
+                for k in MAP_NAMES:
+                    self.maps[k].append(a[k])
+        elif kind == "intervention":
+            self.interventions.append(f["intervention"])
+        elif kind == "object":
+            self.objects.append({"mode": f["mode"], "label": f["label"], "mask": np.asarray(a["mask"], dtype=bool)})
+        elif kind == "event":
+            self.events.append(f["event"])
+        elif kind == "rng":
+            self.rng_state = f["state"]
+        else:
+            raise ValueError(f"Unknown trace record kind {kind!r}.")
 
-    def _log_step(self, row: dict, maps: dict | None) -> None:
-        self._log("step", {"record": row}, maps)
-
-    def _log_object(self, mode: str, label: str, mask: np.ndarray) -> None:
-        self._log("object", {"mode": mode, "label": label}, {"mask": mask})
+    def records(self):
+        """``(kind, fields, arrays)`` records that rebuild this trace (header excluded), for a new journal."""
+        for i in range(self.n_points):
+            yield "point", {"position": self.positions[i], "value": self.values[i], "point_kind": self.kinds[i],
+                            "step": self.point_steps[i]}, {"spectrum": np.asarray(self.spectra[i])}
+        for i in range(self.n_steps):
+            maps = None
+            if i in self.map_steps:
+                j = self.map_steps.index(i)
+                maps = {k: self.maps[k][j] for k in MAP_NAMES}
+            yield "step", {"record": {k: self.steps[k][i] for k in self.steps}}, maps
+        for d in self.interventions:
+            yield "intervention", {"intervention": d}, None
+        for o in self.objects:
+            yield "object", {"mode": o["mode"], "label": o.get("label", "")}, {"mask": o["mask"]}
+        for e in self.events:
+            yield "event", {"event": e}, None
+        if self.rng_state is not None:
+            yield "rng", {"state": self.rng_state}, None
 
     def add_point(self, position, spectrum, value, kind, step):
         if kind not in POINT_KINDS:
             raise ValueError(f"kind must be one of {POINT_KINDS}")
-        position = (int(position[0]), int(position[1]))
-        spectrum = np.asarray(spectrum)
-        self._log_point(position, spectrum, value, kind, step)
-        self.positions.append(position)
-        self.spectra.append(spectrum)
-        self.values.append(float(value))
-        self.kinds.append(kind)
-        self.point_steps.append(int(step))
+        self._add("point", {"position": (int(position[0]), int(position[1])), "value": float(value),
+                            "point_kind": kind, "step": int(step)}, {"spectrum": np.asarray(spectrum)})
 
     def add_step(self, record: dict, maps: dict | None = None):
-        step = len(self.steps["position"])
-        row = {k: (tuple(int(c) for c in record[k]) if k == "position" else record[k]) for k in self.steps}
+        row = StepRecord.row(record)   # checked before anything is written
         maps = None if maps is None else {k: np.asarray(maps[k], dtype=np.float32) for k in MAP_NAMES}
-        self._log_step(row, maps)
-        for k, v in row.items():
-            self.steps[k].append(v)
-        if maps is not None:
-            self.map_steps.append(step)
-            for k in MAP_NAMES:
-                self.maps[k].append(maps[k])
+        self._add("step", {"record": row}, maps)
 
-    def add_intervention(self, step: int, kind: str, old, new) -> None:
+    def add_intervention(self, step: int, kind: str, old, new) -> dict:
         d = json.loads(json.dumps({"step": int(step), "kind": kind, "old": old, "new": new}))
-        self._log("intervention", {"intervention": d})
-        self.interventions.append(d)
+        self._add("intervention", {"intervention": d})
+        return d
 
     def add_object(self, mode: str, label: str, mask: np.ndarray) -> int:
-        mask = np.asarray(mask, dtype=bool)
-        self._log_object(mode, label, mask)
-        self.objects.append({"mode": mode, "label": label, "mask": mask.copy()})
+        self._add("object", {"mode": mode, "label": label}, {"mask": np.asarray(mask, dtype=bool).copy()})
         return len(self.objects) - 1
 
     def add_event(self, step: int, message: str) -> None:
-        self._log("event", {"event": {"step": int(step), "message": message}})
-        self.events.append({"step": int(step), "message": message})
+        self._add("event", {"event": {"step": int(step), "message": message}})
 
     def set_rng_state(self, state: dict) -> None:
-        state = json.loads(json.dumps(state))
-        self._log("rng", {"state": state})
-        self.rng_state = state
+        self._add("rng", {"state": json.loads(json.dumps(state))})
 
     # -- crash safety --------------------------------------------------------------------------------------
     def attach_journal(self, path, append: bool = False) -> Path:
@@ -134,25 +149,10 @@ class Trace:
             self.journal = Journal.append_to(path)
             return self.journal.path
         self.journal = Journal(path)
-        self._log("header", {"settings": self.settings, "dataset": self.dataset, "versions": self.versions},
-                  {"structural": self.structural})
-        for i in range(self.n_points):
-            self._log_point(self.positions[i], np.asarray(self.spectra[i]), self.values[i], self.kinds[i],
-                            self.point_steps[i])
-        for i in range(self.n_steps):
-            maps = None
-            if i in self.map_steps:
-                j = self.map_steps.index(i)
-                maps = {k: self.maps[k][j] for k in MAP_NAMES}
-            self._log_step({k: self.steps[k][i] for k in self.steps}, maps)
-        for d in self.interventions:
-            self._log("intervention", {"intervention": d})
-        for o in self.objects:
-            self._log_object(o["mode"], o.get("label", ""), o["mask"])
-        for e in self.events:
-            self._log("event", {"event": e})
-        if self.rng_state is not None:
-            self._log("rng", {"state": self.rng_state})
+        self.journal.write("header", {"settings": self.settings, "dataset": self.dataset, "versions": self.versions},
+                           {"structural": self.structural})
+        for kind, fields, arrays in self.records():
+            self.journal.write(kind, fields, arrays)
         return self.journal.path
 
     def close_journal(self) -> None:
@@ -171,19 +171,7 @@ class Trace:
         t = cls(structural=arrays["structural"], settings=meta["settings"], dataset=meta["dataset"],
                 versions=meta["versions"])
         for meta, arrays in records[1:]:
-            kind = meta["kind"]
-            if kind == "point":
-                t.add_point(meta["position"], arrays["spectrum"], meta["value"], meta["point_kind"], meta["step"])
-            elif kind == "step":
-                t.add_step(meta["record"], arrays or None)
-            elif kind == "intervention":
-                t.interventions.append(meta["intervention"])
-            elif kind == "object":
-                t.objects.append({"mode": meta["mode"], "label": meta["label"], "mask": arrays["mask"]})
-            elif kind == "event":
-                t.events.append(meta["event"])
-            elif kind == "rng":
-                t.rng_state = meta["state"]
+            t._apply(meta.pop("kind"), meta, arrays)
         if dropped:
             t.events.append({"step": t.n_steps, "message": f"journal: dropped a torn last record ({dropped} bytes)"})
         return t
@@ -237,8 +225,8 @@ class Trace:
             p.create_dataset("steps", data=np.asarray(self.point_steps, dtype=np.int64))
             s = f.create_group("steps")
             s.create_dataset("position", data=np.asarray(self.steps["position"], dtype=np.int64).reshape(-1, 2))
-            s.attrs["policy"] = json.dumps(self.steps["policy"])
-            s.attrs["scalarizer"] = json.dumps(self.steps["scalarizer"])
+            for k in StepRecord.text_names():
+                s.attrs[k] = json.dumps(self.steps[k])
             for k in STEP_SCALARS:
                 s.create_dataset(k, data=np.asarray(self.steps[k], dtype=np.float64))
             m = f.create_group("maps")
@@ -296,8 +284,8 @@ class Trace:
             t.point_steps = [int(v) for v in p["steps"][()]]
             s = f["steps"]
             t.steps["position"] = [tuple(int(c) for c in row) for row in s["position"][()]]
-            t.steps["policy"] = json.loads(s.attrs["policy"])
-            t.steps["scalarizer"] = json.loads(s.attrs["scalarizer"])
+            for k in StepRecord.text_names():
+                t.steps[k] = json.loads(s.attrs[k])
             for k in STEP_SCALARS:   # a scalar added in a later version reads as NaN from older traces
                 t.steps[k] = [float(v) for v in s[k][()]] if k in s else [float("nan")] * len(t.steps["position"])
             m = f["maps"]

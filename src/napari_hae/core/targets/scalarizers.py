@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import HAEInputError
+from ..registry import Entry, ParamSpec, Registry, specs_from_signature
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,26 @@ class _Entry:
     doc: str
 
 
-SCALARIZERS: dict[str, _Entry] = {}
+# band limits are energies: a parameter of these names is in the energy axis' units
+ENERGY_PARAMS = ("a", "b", "a2", "b2")
+
+
+def _entry(func, name: str, vectorized: bool = True, signal_ndim: int = 1) -> Entry:
+    specs = tuple(ParamSpec(p.name, p.default, "eV" if p.name in ENERGY_PARAMS else p.unit, p.low, p.high, p.help)
+                  for p in specs_from_signature(func, keyword_only=True))
+    doc = (inspect.getdoc(func) or "").split("\n")[0]
+    return Entry(name, func, specs, doc, {"vectorized": vectorized, "signal_ndim": signal_ndim})
+
+
+SCALARIZERS = Registry("scalarizer", "napari_hae.scalarizers",
+                       describe=lambda obj, name: _entry(obj, name))
 
 
 def register_scalarizer(name: str, *, vectorized: bool = True, signal_ndim: int = 1):
     """Decorator adding ``func(spectra, energy, **params)`` to the registry under ``name``."""
 
     def deco(func):
-        doc = (inspect.getdoc(func) or "").split("\n")[0]
-        SCALARIZERS[name] = _Entry(func, vectorized, signal_ndim, doc)
+        SCALARIZERS.add(_entry(func, name, vectorized, signal_ndim))
         return func
 
     return deco
@@ -47,7 +59,12 @@ def register_scalarizer(name: str, *, vectorized: bool = True, signal_ndim: int 
 
 def available_scalarizers() -> dict[str, str]:
     """Registered names with their one-line descriptions."""
-    return {k: v.doc for k, v in SCALARIZERS.items()}
+    return {e.name: e.doc for e in SCALARIZERS.entries()}
+
+
+def _lookup(name: str) -> _Entry:
+    e = SCALARIZERS.get(name)
+    return _Entry(e.obj, e.extra.get("vectorized", True), e.extra.get("signal_ndim", 1), e.doc)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -57,7 +74,11 @@ def _check_band(energy: np.ndarray, a: float, b: float, what: str = "band") -> t
     if energy is None:
         raise HAEInputError(f"The {what} scalarizer needs an energy axis, but the data has none.",
                             "use a 1-D spectrum image with a calibrated energy axis.")
-    a, b = float(a), float(b)
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError):
+        raise HAEInputError(f"The {what} [{a}, {b}] is not finite: its limits must be numbers.",
+                            "give finite band limits in eV.") from None
     lo, hi = float(np.min(energy)), float(np.max(energy))
     if not (np.isfinite(a) and np.isfinite(b)):
         raise HAEInputError(f"The {what} [{a}, {b}] is not finite.", "give finite band limits in eV.")
@@ -236,11 +257,8 @@ class Scalarizer:
     _callable: Callable | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
-        if self._callable is None and self.name not in SCALARIZERS:
-            raise HAEInputError(
-                f"Unknown scalarizer {self.name!r}.",
-                f"choose one of {sorted(SCALARIZERS)} or register your own with register_scalarizer().",
-            )
+        if self._callable is None:
+            SCALARIZERS.get(self.name)   # raises, naming the registered ones
         if self.background is not None:
             self.background = (float(self.background[0]), float(self.background[1]))
         self.params = dict(self.params)
@@ -254,7 +272,7 @@ class Scalarizer:
     def _entry(self) -> _Entry:
         if self._callable is not None:
             return _Entry(lambda s, e, **kw: self._callable(s), False, 1, "user callable")
-        return SCALARIZERS[self.name]
+        return _lookup(self.name)
 
     def validate(self, energy: np.ndarray | None, signal_shape: tuple[int, ...]) -> None:
         """Raise HAEInputError if this scalarizer cannot run on data of this energy axis and signal shape."""

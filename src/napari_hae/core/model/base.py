@@ -1,0 +1,90 @@
+"""What the run loop needs from a surrogate model, and the registry of models.
+
+A surrogate model maps flattened patches to a predictive distribution of the (signed, larger-is-better) target:
+
+    report = model.fit(X, y, iterations=30, warm=True)    # -> FitReport
+    post = model.posterior(X_all)                          # -> Posterior (standardized units + how to undo them)
+
+``warm=False`` starts from fresh weights (first fit, new target, new patch size). Models are registered with
+:func:`register_model` (or the ``napari_hae.models`` entry-point group) and built from a settings spec
+``{"name": ..., "params": {...}}``; the spec is recorded in the trace, so a resumed run rebuilds the same model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..registry import Entry, ParamSpec, Registry, specs_from_signature
+
+
+@dataclass
+class Posterior:
+    """Posterior over candidates in *standardized* target units (z-scores of the training targets).
+
+    ``offset`` and ``scale`` turn them back into target units (``mean * scale + offset``, ``std * scale``);
+    ``sample(idx, rng)`` draws one joint sample at candidates ``idx`` (standardized), when the model can.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    sample: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+    offset: float = 0.0
+    scale: float = 1.0
+
+    def in_units(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.mean * self.scale + self.offset, self.std * self.scale
+
+    def standardize(self, y) -> np.ndarray | float:
+        return (np.asarray(y, dtype=np.float64) - self.offset) / self.scale
+
+
+@dataclass
+class FitReport:
+    """What happened during one fit."""
+
+    losses: list[float] = field(default_factory=list)
+    retries: int = 0
+    resets: int = 0
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1] if self.losses else float("nan")
+
+
+@runtime_checkable
+class SurrogateModel(Protocol):
+    """The model interface of the run loop (see the module docstring)."""
+
+    def fit(self, X, y, *, iterations: int, warm: bool) -> FitReport: ...
+
+    def posterior(self, X) -> Posterior: ...
+
+
+MODELS = Registry("model", "napari_hae.models",
+                  describe=lambda obj, name: Entry(name, obj, specs_from_signature(obj.__init__, keyword_only=True,
+                                                                                   skip=("self", "seed")),
+                                                   (obj.__doc__ or "").strip().split("\n")[0]))
+
+
+def register_model(name: str, params: tuple[ParamSpec, ...] = ()):
+    """Class decorator: ``cls(input_dim, *, seed, **params)`` builds a :class:`SurrogateModel`. Parameters not in
+    ``params`` get specs from the keyword-only arguments of ``__init__``."""
+
+    def deco(cls):
+        specs = tuple(params) or specs_from_signature(cls.__init__, keyword_only=True, skip=("self", "seed"))
+        MODELS.add(Entry(name, cls, specs, (cls.__doc__ or "").strip().split("\n")[0]))
+        cls.registered_name = name
+        return cls
+
+    return deco
+
+
+def make_model(spec: dict, input_dim: int, seed: int = 0):
+    """Build the registered model of ``spec`` (``{"name": ..., "params": {...}}``) for inputs of ``input_dim``."""
+    name, params = spec["name"], dict(spec.get("params") or {})
+    MODELS.check_params(name, params)
+    return MODELS.get(name).obj(int(input_dim), seed=int(seed), **params)

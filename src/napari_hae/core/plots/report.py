@@ -1,0 +1,151 @@
+"""The report figure of a run (matplotlib, Agg; no Qt): maps, learning curves, travel, model error, latent plane."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..record.trace import Trace
+
+
+def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: str = "",
+                   step: int | None = None) -> Path:
+    """The run's monitors in one PNG/SVG: structural image with the trajectory, predicted mean, uncertainty,
+    acquisition (and ground truth); learning curves, scalarizer of measured points, travel distance, model error
+    against truth / complete / final model, and the trajectory in the rVAE latent plane (when computed).
+    ``step`` draws the maps of that step (default: the last stored)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ..analysis.monitors import learning_curves
+
+    pos = trace.positions_array()
+    seeds = np.array([k == "seed" for k in trace.kinds])
+    last = (trace.map_steps[-1] if trace.map_steps else None) if step is None else step
+    mon = trace.monitors
+    ncols = 5
+    fig = plt.figure(figsize=(4 * ncols, 8), constrained_layout=True)
+    gs = fig.add_gridspec(2, ncols)
+    ax = fig.add_subplot(gs[0, 0])
+    ax.imshow(trace.structural, cmap="gray")
+    if len(pos):
+        ax.plot(pos[~seeds, 1], pos[~seeds, 0], "-", color="w", lw=0.6, alpha=0.7)
+        sc = ax.scatter(pos[~seeds, 1], pos[~seeds, 0], c=np.arange((~seeds).sum()), cmap="plasma", s=12)
+        ax.scatter(pos[seeds, 1], pos[seeds, 0], marker="s", facecolors="none", edgecolors="cyan", s=25,
+                   label="seeds")
+        fig.colorbar(sc, ax=ax, shrink=0.7, label="step")
+        ax.legend(loc="lower right", fontsize=7)
+    ax.set_title("structural image + trajectory")
+    panels = [("mean", "predicted mean", "viridis"), ("std", "uncertainty (std)", "magma"),
+              ("acq", "acquisition", "cividis")]
+    for i, (key, name, cmap) in enumerate(panels, start=1):
+        a = fig.add_subplot(gs[0, i])
+        m = trace.map_at(key, last) if last is not None else None
+        if m is not None:
+            m = np.where(np.isfinite(m), m, np.nan)
+            im = a.imshow(m, cmap=cmap)
+            fig.colorbar(im, ax=a, shrink=0.7)
+        a.set_title(f"{name} (step {last})" if m is not None else f"{name}: not recorded")
+    a = fig.add_subplot(gs[0, 4])
+    if truth is not None:
+        im = a.imshow(truth, cmap="viridis")
+        a.scatter(pos[:, 1], pos[:, 0], s=4, c="r")
+        fig.colorbar(im, ax=a, shrink=0.7)
+        a.set_title("complete data (ground truth)")
+    else:
+        _latent_panel(a, fig, mon, seeds)
+
+    cur = learning_curves(trace)
+    steps = cur["step"]
+    a = fig.add_subplot(gs[1, 0])
+    if trace.n_steps:
+        a.plot(steps, cur["std_mean"], label="mean (all patches)")
+        a.fill_between(steps, cur["std_q10"], cur["std_q90"], alpha=0.3, label="10-90% quantiles")
+        a.plot(steps, cur["next_std"], ".", ms=3, label="next step")
+        for iv in trace.interventions:
+            a.axvline(iv["step"], color="k", ls="--", lw=0.8)
+        flags = np.nan_to_num(trace.step_array("stuck"))
+        if "stuck_latent" in mon and len(mon["stuck_latent"]) == len(flags):
+            flags = np.maximum(flags, mon["stuck_latent"])
+        stuck = np.flatnonzero(flags > 0)
+        if len(stuck):
+            a.plot(stuck, np.full(len(stuck), np.nanmax(cur["std_q90"])), "|", color="r", ms=8,
+                   label="stuck-run warning")
+    a.set_xlabel("step")
+    a.set_ylabel("predictive std (scalarizer units)")
+    a.legend(fontsize=7)
+    a.set_title("uncertainty (dashed: interventions)")
+    a = fig.add_subplot(gs[1, 1])
+    if trace.n_steps:
+        a.plot(steps, cur["best_so_far"], label="best measured")
+        vals = np.asarray(trace.values)[~seeds]
+        a.plot(np.arange(len(vals)), vals, ".", ms=3, label="measured value")
+        if truth is not None:
+            a.axhline(float(np.max(truth)), color="r", ls=":", label="truth max")
+    a.set_xlabel("step")
+    a.legend(fontsize=7)
+    a.set_title("scalarizer of measured points")
+    a = fig.add_subplot(gs[1, 2])
+    if trace.n_steps:
+        a.plot(steps, cur["travel_px"])
+        units = trace.dataset.get("pixel_units", "px")
+        if units != "px":
+            sec = a.secondary_yaxis("right", functions=(
+                lambda v: v * float(trace.dataset.get("pixel_size", 1.0)),
+                lambda v: v / float(trace.dataset.get("pixel_size", 1.0))))
+            sec.set_ylabel(units)
+    a.set_xlabel("step")
+    a.set_ylabel("pixels")
+    a.set_title("cumulative travel distance")
+    a = fig.add_subplot(gs[1, 3])
+    if "error_step" in mon and len(mon["error_step"]):
+        for k, lab in (("error_vs_truth", "vs ground truth"), ("error_vs_complete", "vs complete model"),
+                       ("error_vs_final", "vs final model")):
+            if k in mon and np.isfinite(mon[k]).any():
+                a.plot(mon["error_step"], mon[k], label=lab)
+        a.legend(fontsize=7)
+    else:
+        a.text(0.5, 0.5, "no stored maps", ha="center", transform=a.transAxes)
+    a.set_xlabel("step")
+    a.set_ylabel("RMS difference of predicted mean")
+    a.set_title("live model error")
+    a = fig.add_subplot(gs[1, 4])
+    if truth is not None:
+        _latent_panel(a, fig, mon, seeds)
+    else:
+        a.axis("off")
+    fig.suptitle(title or f"napari-hae run: {trace.settings.get('policy', {}).get('name', '')}")
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _latent_panel(a, fig, mon: dict, seeds: np.ndarray) -> None:
+    """The trajectory in the rVAE latent plane over the density of all patches, with aggregation points."""
+    if "latent_all" not in mon or "latent_points" not in mon:
+        a.text(0.5, 0.5, "feature space not computed\n(napari-hae run --feature-space)", ha="center",
+               va="center", transform=a.transAxes, fontsize=8)
+        a.set_axis_off()
+        return
+    from ..analysis.feature_space import density_maxima
+
+    lat, pts = np.asarray(mon["latent_all"]), np.asarray(mon["latent_points"])
+    a.hexbin(lat[:, 0], lat[:, 1], gridsize=40, cmap="Greys", bins="log")
+    run = pts[~seeds[: len(pts)]]
+    a.plot(run[:, 0], run[:, 1], "-", color="tab:orange", lw=0.5, alpha=0.6)
+    sc = a.scatter(run[:, 0], run[:, 1], c=np.arange(len(run)), cmap="plasma", s=10, zorder=3)
+    a.scatter(pts[seeds[: len(pts)], 0], pts[seeds[: len(pts)], 1], marker="s", facecolors="none",
+              edgecolors="cyan", s=20, zorder=3)
+    if len(run) >= 3:
+        _, maxima, _ = density_maxima(run)
+        a.scatter(maxima[:, 0], maxima[:, 1], marker="*", s=120, c="red", edgecolors="k", zorder=4,
+                  label="aggregation points")
+        a.legend(fontsize=7, loc="lower right")
+    fig.colorbar(sc, ax=a, shrink=0.7, label="step")
+    a.set_xlabel("latent z1")
+    a.set_ylabel("latent z2")
+    a.set_title("trajectory in rVAE latent space")

@@ -1,0 +1,71 @@
+"""The record schema, written once: what a step records, the point kinds and the stored maps.
+
+The trace's in-memory columns, its HDF5 layout and its journal records are all derived from :class:`StepRecord`;
+a step record with a field that is not in the schema is an error, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+POINT_KINDS = ("seed", "policy", "visit", "user")
+MAP_NAMES = ("mean", "std", "acq")
+NAN = math.nan
+
+
+@dataclass
+class StepRecord:
+    """One policy decision. Values in scalarizer units unless stated; times in seconds."""
+
+    position: tuple[int, int]      # the chosen position (y, x), pixels
+    policy: str                    # label of the policy that chose it
+    scalarizer: str                # label of the scalarizer in force
+    acq_value: float = NAN         # acquisition score of the choice
+    next_std: float = NAN          # predicted std at the choice
+    next_mean: float = NAN         # predicted mean at the choice
+    std_mean: float = NAN          # predicted std over all positions: mean, spread and quantiles
+    std_std: float = NAN
+    std_q10: float = NAN
+    std_q50: float = NAN
+    std_q90: float = NAN
+    mean_max: float = NAN          # largest predicted mean (signed by the goal: best predicted)
+    best_so_far: float = NAN       # best measured value under the goal, before this step's measurement
+    loss: float = NAN              # final training loss of this step's fit
+    fit_time: float = NAN
+    predict_time: float = NAN
+    step_time: float = NAN
+    patch_size: float = NAN        # px
+    travel_px: float = NAN         # cumulative probe travel since the seeds, px
+    stuck: float = NAN             # 1.0 when the stuck-run detector fired at this step
+    objective_weight: float = NAN  # multi-objective mode: weight of the primary objective this step
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def text_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.type == "str")
+
+    @classmethod
+    def float_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.type == "float")
+
+    @classmethod
+    def row(cls, record: dict) -> dict:
+        """``record`` checked against the schema, as a complete row (missing scalars: NaN, e.g. older traces).
+        Raises ValueError naming any field the schema does not have."""
+        unknown = set(record) - set(cls.names())
+        if unknown:
+            raise ValueError(f"Step record field(s) {sorted(unknown)} are not in the record schema "
+                             f"(napari_hae.core.record.schema.StepRecord); add them there first.")
+        r = cls(**record)
+        out = {f: getattr(r, f) for f in cls.names()}
+        out["position"] = tuple(int(c) for c in out["position"])
+        for k in cls.float_names():
+            out[k] = float(out[k])
+        return out
+
+
+STEP_SCALARS = StepRecord.float_names()

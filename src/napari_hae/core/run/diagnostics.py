@@ -1,0 +1,72 @@
+"""Diagnostics the loop records at every step: is the run stuck?
+
+One window rule (:func:`window_verdict`) serves the loop (recorded per step), the dock's warning and the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+STUCK_WINDOW = 10   # policy steps judged together
+
+
+@dataclass
+class StuckReport:
+    """Verdict of :func:`detect_stuck`, with the numbers behind it and what to do."""
+
+    stuck: bool
+    reason: str
+    spread_px: float = float("nan")
+    latent_spread: float = float("nan")
+    uncertainty_drop: float = float("nan")
+    suggestions: list = field(default_factory=list)
+
+
+SUGGESTIONS = [
+    "make the policy more exploratory (raise EI's xi or UCB's beta)",
+    "switch to maximum uncertainty (mu) for a few steps",
+    "increase the patch size, so the model sees more context",
+    "draw an 'avoid' object over the region the run keeps returning to",
+]
+
+
+def stuck_verdict(picks, std_means, scan_shape, radius: float | None = None, latent: np.ndarray | None = None,
+                  latent_radius: float | None = None, stall: float = 0.05) -> StuckReport:
+    """Is the run stuck? True when the ``picks`` (k, 2) of the last k policy steps stay within ``radius`` pixels
+    of their centroid (default 5% of the larger scan side, at least 2 px), or within ``latent_radius`` of one
+    point of the rVAE latent plane (``latent``: (n_positions, 2), default radius 10% of its range), **while** the
+    mean uncertainty over all patches (``std_means``, per step) fell by less than ``stall`` (fraction) over those
+    steps: the run keeps measuring one place and learns nothing about the rest.
+    """
+    picks = np.asarray(picks, dtype=float).reshape(-1, 2)
+    std = np.asarray(std_means, dtype=float)
+    k = len(picks)
+    ny, nx = scan_shape
+    radius = max(2.0, 0.05 * max(ny, nx)) if radius is None else float(radius)
+    spread = float(np.max(np.hypot(*(picks - picks.mean(0)).T)))
+    compact = spread <= radius
+    lat_spread = float("nan")
+    if latent is not None:
+        lat = np.asarray(latent)
+        z = lat[(picks[:, 0] * nx + picks[:, 1]).astype(int)]
+        lr = 0.1 * float(np.max(np.ptp(lat, axis=0))) if latent_radius is None else float(latent_radius)
+        lat_spread = float(np.max(np.linalg.norm(z - z.mean(0), axis=1)))
+        compact = compact or lat_spread <= lr
+    drop = float(1.0 - std[-1] / std[0]) if std[0] > 0 else 0.0
+    stalled = drop < stall
+    if compact and stalled:
+        where = (f"within {spread:.1f} px" if spread <= radius else f"in one latent cluster (spread {lat_spread:.2g})")
+        return StuckReport(True, f"the last {k} picks stay {where} while the mean uncertainty fell only "
+                                 f"{100 * drop:.1f}%", spread, lat_spread, drop, list(SUGGESTIONS))
+    why = "picks spread out" if not compact else f"uncertainty still falling ({100 * drop:.1f}% in {k} steps)"
+    return StuckReport(False, why, spread, lat_spread, drop)
+
+
+def window_verdict(positions, std_means, scan_shape, k: int = STUCK_WINDOW, **kw) -> StuckReport | None:
+    """:func:`stuck_verdict` on the last ``k`` of the per-step ``positions`` and ``std_means``; None while fewer
+    than ``k`` steps exist."""
+    if len(positions) < k:
+        return None
+    return stuck_verdict(list(positions)[-k:], list(std_means)[-k:], scan_shape, **kw)

@@ -1,0 +1,103 @@
+"""The run driver: one loop around an :class:`Experiment` for the command line, the napari dock and sweeps.
+
+It measures the seeds, then steps until the budget, applying queued interventions between steps. Another thread
+(the GUI) may queue interventions, pause, resume, ask for one step, or stop; the driver's thread does all the
+work. :meth:`RunDriver.events` yields what happened, for a worker to forward to the GUI; :meth:`RunDriver.run`
+runs to the end for scripts and the CLI.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from ..errors import HAEInputError, HAERunError
+from .experiment import Experiment, StepResult
+
+
+@dataclass
+class Event:
+    """Something the driver reports besides a step: ``kind`` is "seeds", "applied", "refused", "fault",
+    "paused" (idle while paused) or "done"."""
+
+    kind: str
+    message: str = ""
+
+
+class RunDriver:
+    """Drives ``experiment`` to its budget. ``pause_on_fault``: an instrument or model fault pauses the run (the
+    dock; a person resumes it) instead of raising (the CLI exits with the trace intact)."""
+
+    def __init__(self, experiment: Experiment, pause_on_fault: bool = False, idle_wait: float = 0.02):
+        self.experiment = experiment
+        self.pause_on_fault = pause_on_fault
+        self.idle_wait = idle_wait
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, Callable[[Experiment], None]]] = []
+        self.paused = False
+        self._step_once = False
+        self.stopped = False
+
+    # -- called from any thread --------------------------------------------------------------------------
+    def request(self, label: str, change: Callable[[Experiment], None]) -> None:
+        """Queue ``change(experiment)`` (e.g. ``lambda e: e.set_policy("ei", xi=0.1)``) for before the next step."""
+        with self._lock:
+            self._pending.append((label, change))
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def step_once(self) -> None:
+        self.paused = True
+        self._step_once = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    # -- the loop (the driver's thread) -------------------------------------------------------------------
+    def _apply_pending(self) -> Iterator[Event]:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for label, change in pending:
+            try:
+                change(self.experiment)
+                yield Event("applied", f"Applied before step {self.experiment.step_index}: {label}")
+            except HAEInputError as exc:
+                yield Event("refused", str(exc))
+
+    def events(self) -> Iterator[StepResult | Event]:
+        """Yield each :class:`StepResult`, and :class:`Event` s in between (an idle "paused" event every
+        ``idle_wait`` seconds while paused, so a worker can be quit)."""
+        exp = self.experiment
+        if not exp.started:
+            exp.start()
+            yield Event("seeds", f"Seeds measured ({exp.trace.n_points}).")
+        while not exp.done and not self.stopped:
+            yield from self._apply_pending()
+            if self.paused and not self._step_once:
+                time.sleep(self.idle_wait)
+                yield Event("paused")
+                continue
+            self._step_once = False
+            try:
+                res = exp.step()
+            except HAERunError as exc:   # instrument or model fault: the trace is intact
+                if not self.pause_on_fault:
+                    raise
+                self.paused = True
+                yield Event("fault", str(exc))
+                continue
+            yield res
+        yield from self._apply_pending()
+        yield Event("done")
+
+    def run(self, on_step: Callable[[StepResult], None] | None = None) -> None:
+        """Run to the budget (or until stopped), calling ``on_step`` after each step."""
+        for item in self.events():
+            if isinstance(item, StepResult) and on_step is not None:
+                on_step(item)

@@ -1,0 +1,198 @@
+"""Interventions: what a person changes between two steps. One record type per kind, one ``apply``.
+
+The same ``apply`` runs live (:meth:`Experiment.intervene`), when a run is resumed from its trace, and when a
+counterfactual replays a run; :func:`settings_after` applies the recorded interventions to the recorded settings
+to give the settings in force at the end of a run (for reports). The trace stores each as
+``{"step", "kind", "old", "new"}``; an object's mask is stored with the trace's objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from ..data.patches import check_patch_size
+from ..errors import HAEInputError
+from ..policy import make_policy
+from ..targets.scalarizers import Scalarizer
+from .settings import ExperimentSettings, PolicySpec, ScalarizerSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..record.trace import Trace
+    from .experiment import Experiment
+
+
+class Intervention:
+    kind: ClassVar[str] = ""
+
+    def check(self, exp: "Experiment") -> None:
+        """Raise HAEInputError if this cannot be applied to ``exp`` (before anything changes)."""
+
+    def current(self, exp: "Experiment"):
+        """The value this replaces (recorded as ``old``)."""
+        return None
+
+    def update_settings(self, settings: ExperimentSettings) -> None:
+        """What this changes in the settings (nothing for objects)."""
+
+    def apply(self, exp: "Experiment") -> None:
+        """Change the run: its settings, then what is derived from them."""
+        self.update_settings(exp.settings)
+        exp._derive(self.kind)
+
+    def recorded(self, exp: "Experiment"):
+        """The ``new`` value stored in the trace."""
+        raise NotImplementedError
+
+
+@dataclass
+class ChangeScalarizer(Intervention):
+    """A new physics target: earlier spectra are re-scalarized and the model restarts from fresh weights."""
+
+    spec: dict
+    kind: ClassVar[str] = "scalarizer"
+
+    def __post_init__(self):
+        if isinstance(self.spec, Scalarizer):
+            self.spec = self.spec.to_dict()
+        self.spec = ScalarizerSpec(**self.spec).to_dict()
+
+    def check(self, exp):
+        Scalarizer.from_dict(self.spec).validate(exp.energies, exp.signal_shape)
+
+    def current(self, exp):
+        return exp.settings.scalarizer.to_dict()
+
+    def update_settings(self, settings):
+        settings.scalarizer = ScalarizerSpec(**self.spec)
+
+    def recorded(self, exp):
+        return exp.settings.scalarizer.to_dict()
+
+
+@dataclass
+class ChangePolicy(Intervention):
+    """Another acquisition function, or another parameter of it."""
+
+    spec: dict
+    kind: ClassVar[str] = "policy"
+
+    def __post_init__(self):
+        self.spec = PolicySpec(**self.spec).to_dict()
+
+    def check(self, exp):
+        self.spec = make_policy(self.spec["name"], **self.spec["params"]).to_dict()   # complete the defaults
+
+    def current(self, exp):
+        return exp.policy.to_dict()
+
+    def update_settings(self, settings):
+        settings.policy = PolicySpec(**self.spec)
+
+    def recorded(self, exp):
+        return exp.policy.to_dict()
+
+
+@dataclass
+class ChangePatchSize(Intervention):
+    """Another patch size: patches are re-extracted and the model retrained from scratch on every point."""
+
+    patch_size: int
+    kind: ClassVar[str] = "patch_size"
+
+    def check(self, exp):
+        self.patch_size = check_patch_size(self.patch_size, exp.scan_shape)
+
+    def current(self, exp):
+        return exp.patch_size
+
+    def update_settings(self, settings):
+        settings.patch_size = int(self.patch_size)
+
+    def recorded(self, exp):
+        return exp.patch_size
+
+
+@dataclass
+class AddObject(Intervention):
+    """An object of interest: "avoid" excludes its positions for good; "visit" forces the next picks inside it
+    until one of its positions is measured."""
+
+    mask: np.ndarray
+    mode: str
+    label: str = ""
+    kind: ClassVar[str] = "object"
+
+    def check(self, exp):
+        mask = np.asarray(self.mask, dtype=bool)
+        if mask.shape != exp.scan_shape:
+            raise HAEInputError(f"Object mask shape {mask.shape} differs from the scan shape {exp.scan_shape}.",
+                                "draw the object on the structural image layer.")
+        if self.mode not in ("visit", "avoid"):
+            raise HAEInputError(f"Object mode {self.mode!r} is not 'visit' or 'avoid'.", "use 'visit' or 'avoid'.")
+        if not mask.any():
+            raise HAEInputError("The object covers no scan position.", "draw it over the scanned area.")
+        self.mask = mask
+
+    def apply(self, exp):
+        exp._apply_object(self.mask, self.mode)
+
+    def recorded(self, exp):
+        index = exp.trace.add_object(self.mode, self.label, self.mask)
+        return {"mode": self.mode, "label": self.label, "n_pixels": int(np.sum(self.mask)), "index": index}
+
+
+@dataclass
+class ChangeBudget(Intervention):
+    """More (or fewer) policy steps; never fewer than those already taken."""
+
+    budget: int
+    kind: ClassVar[str] = "budget"
+
+    def check(self, exp):
+        if not isinstance(self.budget, (int, np.integer)) or self.budget < exp.step_index:
+            raise HAEInputError(f"Budget {self.budget!r} is below the {exp.step_index} steps already taken.",
+                                f"give a whole number >= {exp.step_index}.")
+        n_free = int(np.sum(~exp.measured & ~exp.avoid))
+        if self.budget - exp.step_index > n_free:
+            raise HAEInputError(f"A budget of {self.budget} needs {self.budget - exp.step_index} more positions; "
+                                f"{n_free} are left.", f"give a budget of at most {exp.step_index + n_free}.")
+
+    def current(self, exp):
+        return exp.settings.budget
+
+    def update_settings(self, settings):
+        settings.budget = int(self.budget)
+
+    def recorded(self, exp):
+        return exp.settings.budget
+
+
+KINDS = {c.kind: c for c in (ChangeScalarizer, ChangePolicy, ChangePatchSize, AddObject, ChangeBudget)}
+
+
+def from_record(d: dict, trace: "Trace") -> Intervention:
+    """The intervention a trace recorded (``trace`` holds the masks of objects)."""
+    kind, new = d["kind"], d["new"]
+    if kind == "object":
+        obj = trace.objects[int(new["index"])]
+        return AddObject(obj["mask"], obj["mode"], obj.get("label", ""))
+    if kind == "patch_size":
+        return ChangePatchSize(int(new))
+    if kind == "budget":
+        return ChangeBudget(int(new))
+    if kind in KINDS:
+        return KINDS[kind](new)
+    raise HAEInputError(f"The trace records an intervention of unknown kind {kind!r}.",
+                        "read it with the napari-hae version that wrote it.")
+
+
+def settings_after(trace: "Trace", upto_step: int | None = None) -> ExperimentSettings:
+    """The settings in force at the end of ``trace`` (or before policy step ``upto_step``)."""
+    s = ExperimentSettings.from_dict(trace.settings)
+    for d in trace.interventions:
+        if upto_step is None or int(d["step"]) <= upto_step:
+            from_record(d, trace).update_settings(s)
+    return s

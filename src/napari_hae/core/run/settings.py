@@ -1,0 +1,172 @@
+"""Typed settings of a run: one set of defaults for the core, the command line, the dock and sweeps.
+
+Every settings object refuses unknown keys (a typo is an error naming the valid keys, never a silently ignored
+value) and checks types on construction and on assignment. Plug-ins are named by specs ``{"name", "params"}``
+whose parameters are checked against the registry's parameter specs when the run builds them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import HAEInputError
+
+# the defaults used everywhere (core, CLI, dock, sweep)
+DEFAULT_SCALARIZER = {"name": "band_integral", "params": {"a": 1.2, "b": 2.25}, "background": None}
+DEFAULT_POLICY = {"name": "ucb", "params": {"beta": 4.0}}
+DEFAULT_MODEL = {"name": "dkl", "params": {}}
+SEED_MODES = ("random", "grid", "given")
+
+
+def _input_error(exc: ValidationError, cls: type) -> HAEInputError:
+    """A pydantic error as a sentence naming the key, the problem and the valid keys."""
+    problems, fixes = [], []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or cls.__name__
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, HAEInputError):   # a nested settings object's own message
+            problems.append(f"In {loc!r}: {inner.problem}")
+            fixes.append(inner.fix.rstrip("."))
+        elif err["type"] == "literal_error":
+            problems.append(f"Unknown {loc.replace('_', ' ')} {err.get('input')!r}.")
+            fixes.append(f"use one of {err['ctx']['expected']}")
+        elif err["type"] in ("int_from_float", "int_parsing", "int_type"):
+            problems.append(f"Setting {loc!r} = {err.get('input')!r} is not an integer.")
+            fixes.append(f"give {loc} as a whole number")
+        elif err["type"] == "extra_forbidden":
+            owner = _owner(cls, err["loc"][:-1])
+            valid = sorted(owner.model_fields) if owner is not None else []
+            problems.append(f"Unknown setting {loc!r} in {owner.__name__ if owner else cls.__name__}.")
+            fixes.append(f"use one of the valid keys: {', '.join(valid)}")
+        else:
+            problems.append(f"Setting {loc!r} = {err.get('input')!r}: {err['msg']}.")
+            fixes.append(f"give {loc} a valid value")
+    return HAEInputError(" ".join(problems), "; ".join(fixes) + ".")
+
+
+def _owner(cls, loc) -> type | None:
+    """The settings class that the location ``loc`` (without its last key) points into."""
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        field = cls.model_fields.get(key) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        inner = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not inner:
+            args = [getattr(a, "__args__", ()) for a in getattr(ann, "__args__", ())]
+            inner = [b for a in args for b in a if isinstance(b, type) and issubclass(b, BaseModel)]
+        if not inner:
+            return None
+        cls = inner[0]
+    return cls
+
+
+class Spec(BaseModel):
+    """Base of every settings object: unknown keys refused, assignments validated, errors as HAEInputError."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    def __init__(self, **data):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _input_error(exc, type(self)) from None
+
+    def __setattr__(self, name, value):
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise _input_error(exc, type(self)) from None
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+class PluginSpec(Spec):
+    """A registered plug-in and its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScalarizerSpec(PluginSpec):
+    name: str = DEFAULT_SCALARIZER["name"]
+    params: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_SCALARIZER["params"]))
+    background: tuple[float, float] | None = None   # power-law fit window (eV) subtracted first
+
+
+class PolicySpec(PluginSpec):
+    name: str = DEFAULT_POLICY["name"]
+    params: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_POLICY["params"]))
+
+
+class ModelSpec(PluginSpec):
+    name: str = DEFAULT_MODEL["name"]
+
+
+class ExperimentSettings(Spec):
+    """Settings of a run. Positions and patch sizes in pixels; band limits (in ``scalarizer``) in eV.
+
+    ``budget`` counts policy steps after the seeds. Policies score standardized targets (see the policy package).
+    """
+
+    patch_size: int = Field(16, ge=1)
+    scalarizer: ScalarizerSpec = Field(default_factory=ScalarizerSpec)
+    # multi-objective mode: further scalarizers optimised together with ``scalarizer`` (random scalarisation of
+    # their standardized values, new every step; Experiment.pareto_set() gives the non-dominated points)
+    objectives: list[ScalarizerSpec] | None = None
+    goal: Literal["max", "min"] = "max"
+    policy: PolicySpec = Field(default_factory=PolicySpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    n_seeds: int = 10
+    seed_mode: Literal["random", "grid", "given"] = "random"
+    seed_positions: list[tuple[int, int]] | None = None
+    budget: int = 100
+    random_seed: int = 0
+    fit_iterations_first: int = Field(150, ge=1)   # from fresh weights (first fit, new target or patch size)
+    fit_iterations: int = Field(30, ge=1)          # warm-started fits of later steps
+    record_maps: bool = True
+    acquire_retries: int = Field(2, ge=0)          # further attempts after a failed acquisition
+    acquire_timeout: float | None = 120.0          # seconds per acquisition; None: no timeout
+    acquire_retry_wait: float = Field(0.5, ge=0)   # seconds before the first retry (grows linearly)
+
+    @field_validator("seed_positions", mode="before")
+    @classmethod
+    def _whole_pixels(cls, v):
+        if v is None:
+            return v
+        out = []
+        for p in v:
+            p = list(p)
+            if len(p) != 2 or not all(_is_whole(c) for c in p):
+                raise ValueError(f"seed position {p} is not two whole pixel coordinates (y, x)")
+            out.append((int(p[0]), int(p[1])))
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperimentSettings":
+        """Settings from a dict (a trace's record, a sweep grid, JSON). Unknown keys are refused; traces written
+        before the model spec existed are read with their DKL parameters moved into it."""
+        return cls(**_migrate(dict(d)))
+
+
+def _is_whole(c) -> bool:
+    try:
+        return float(c) == int(float(c))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+_OLD_MODEL_KEYS = ("embed_dim", "hidden", "kernel", "lr")
+
+
+def _migrate(d: dict) -> dict:
+    """Traces of format 1 kept the DKL's parameters at the top level."""
+    old = {k: d.pop(k) for k in _OLD_MODEL_KEYS if k in d}
+    if old and "model" not in d:
+        d["model"] = {"name": "dkl", "params": old}
+    return d

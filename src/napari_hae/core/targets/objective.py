@@ -1,0 +1,103 @@
+"""The objective of a run: which scalarizer(s), and which way is better. The goal's sign lives here and only here.
+
+Everything that ranks values (the model's training target, the best value so far, the summary's best value and
+steps to the top 1%, the sweep table, the Pareto set) asks the :class:`Objective`; values are *stored* in the
+scalarizer's own units and *signed* (larger is better) only for ranking.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import HAEInputError
+from .scalarizers import Scalarizer
+
+GOALS = ("max", "min")
+
+
+def pareto_mask(values) -> np.ndarray:
+    """Bool mask of the non-dominated rows of ``values`` (n, k), every objective maximised: row i is kept unless
+    another row is >= in every objective and > in at least one."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2:
+        raise ValueError("values must be (n, k)")
+    keep = np.ones(len(v), dtype=bool)
+    for i in range(len(v)):
+        dominated = np.all(v >= v[i], axis=1) & np.any(v > v[i], axis=1)
+        keep[i] = not dominated.any()
+    return keep
+
+
+class Objective:
+    """``scalarizers[0]`` is the primary target; further ones make a multi-objective run. ``goal`` is "max" or
+    "min" for all of them."""
+
+    def __init__(self, scalarizers: list[Scalarizer], goal: str = "max"):
+        if goal not in GOALS:
+            raise HAEInputError(f"goal={goal!r} is not 'max' or 'min'.", "use goal='max' or goal='min'.")
+        if not scalarizers:
+            raise HAEInputError("An objective needs at least one scalarizer.", "give a scalarizer.")
+        self.scalarizers = list(scalarizers)
+        self.goal = goal
+
+    @classmethod
+    def from_dicts(cls, primary: dict, others: list[dict] | None = None, goal: str = "max") -> "Objective":
+        return cls([Scalarizer.from_dict(d) for d in [primary, *(others or [])]], goal)
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "Objective":
+        """From recorded settings (a trace's ``settings``): scalarizer, objectives and goal."""
+        return cls.from_dicts(settings["scalarizer"], settings.get("objectives"), settings.get("goal", "max"))
+
+    # -- what it is ------------------------------------------------------------------------------------------
+    @property
+    def primary(self) -> Scalarizer:
+        return self.scalarizers[0]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.scalarizers) > 1
+
+    @property
+    def sign(self) -> float:
+        return -1.0 if self.goal == "min" else 1.0
+
+    def labels(self) -> list[str]:
+        return [s.label() for s in self.scalarizers]
+
+    def validate(self, energy, signal_shape) -> None:
+        for s in self.scalarizers:
+            s.validate(energy, signal_shape)
+
+    # -- values ---------------------------------------------------------------------------------------------
+    def value(self, spectra, energy) -> np.ndarray:
+        """The primary scalarizer, in its own units."""
+        return self.primary(spectra, energy)
+
+    def values(self, spectra, energy) -> np.ndarray:
+        """(n, k) every scalarizer, in their own units."""
+        return np.stack([s(spectra, energy) for s in self.scalarizers], axis=-1)
+
+    def signed(self, values) -> np.ndarray:
+        """Values turned so that larger is better."""
+        return self.sign * np.asarray(values, dtype=np.float64)
+
+    def best(self, values) -> float | None:
+        """The best of ``values`` (scalarizer units) under the goal; None for no values."""
+        v = np.asarray(values, dtype=np.float64)
+        return None if v.size == 0 else float(self.sign * np.max(self.signed(v)))
+
+    def best_index(self, values) -> int | None:
+        v = np.asarray(values, dtype=np.float64)
+        return None if v.size == 0 else int(np.argmax(self.signed(v)))
+
+    def fraction_of_best(self, best: float | None, truth_best: float | None) -> float | None:
+        """How close ``best`` came to the true best: best / truth_max for "max", truth_min / best for "min"
+        (1 = found it; defined for positive values)."""
+        if best is None or truth_best is None or best == 0 or truth_best == 0:
+            return None
+        return float(best / truth_best) if self.goal == "max" else float(truth_best / best)
+
+    def pareto(self, values) -> np.ndarray:
+        """Mask of the non-dominated rows of ``values`` (n, k), scalarizer units, under the goal."""
+        return pareto_mask(self.signed(values))
