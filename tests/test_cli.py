@@ -5,7 +5,7 @@ from napari_hae.cli import main
 
 def test_cli_run_writes_trace_summary_and_figure(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["run", "--sample", "nanoparticles", "--steps", "3", "--seeds", "5", "--patch", "8",
+    rc = main(["run", "--sample", "nanoparticles", "--steps", "3", "--n-seeds", "5", "--patch", "8",
                "--policy", "ei", "--xi", "0.05", "--out", str(out), "-q"])
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())
@@ -28,7 +28,7 @@ def test_cli_on_real_eels_data(shared_data, tmp_path):
     out = tmp_path / "cuzn"
     rc = main(["run", "--spectrum", str(shared_data / "cuzn_eels/CuZn_EELS_mapping_tutorial.hspy"),
                "--image", str(shared_data / "cuzn_eels/CuZn_HAADF.hspy"), "--band", "920", "960",
-               "--background", "800", "900", "--steps", "3", "--seeds", "5", "--patch", "8", "--out", str(out), "-q"])
+               "--background", "800", "900", "--steps", "3", "--n-seeds", "5", "--patch", "8", "--out", str(out), "-q"])
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["points_measured"] == 8 and s["pixel_units"] == "nm"
@@ -52,7 +52,7 @@ def test_cli_refuses_to_overwrite_an_unfinished_run_and_resumes_it(tmp_path, cap
     from napari_hae.core.data.samples import load_sample
 
     out = tmp_path / "run"
-    args = ["run", "--sample", "nanoparticles", "--steps", "4", "--seeds", "5", "--patch", "8", "--out", str(out),
+    args = ["run", "--sample", "nanoparticles", "--steps", "4", "--n-seeds", "5", "--patch", "8", "--out", str(out),
             "-q"]
     assert main(args) == 0
     assert main(args) == 0                      # a finished run may be redone in the same folder
@@ -78,7 +78,7 @@ def test_cli_report_redraws_monitors_from_a_saved_trace(tmp_path, capsys):
     from napari_hae.core.record.trace import Trace
 
     out = tmp_path / "run"
-    assert main(["run", "--sample", "nanoparticles", "--steps", "4", "--seeds", "5", "--patch", "8",
+    assert main(["run", "--sample", "nanoparticles", "--steps", "4", "--n-seeds", "5", "--patch", "8",
                  "--out", str(out), "-q"]) == 0
     t = Trace.load(out / "trace.h5")
     # monitors written into the trace: live-model error against truth and against the final model
@@ -92,7 +92,7 @@ def test_cli_report_redraws_monitors_from_a_saved_trace(tmp_path, capsys):
 
 def test_cli_multi_objective_summary_lists_the_pareto_set(tmp_path):
     out = tmp_path / "mo"
-    assert main(["run", "--sample", "nanoparticles", "--steps", "3", "--seeds", "5", "--patch", "8",
+    assert main(["run", "--sample", "nanoparticles", "--steps", "3", "--n-seeds", "5", "--patch", "8",
                  "--also", "band_integral:a=3.45,b=4.05", "--out", str(out), "-q"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["objectives"] == ["band_integral(a=1.2, b=2.25)", "band_integral(a=3.45, b=4.05)"]

@@ -56,12 +56,21 @@ class ParamSpec:
         return object
 
     def describe(self) -> str:
+        """``xi (0.01 std. units, 0-10)``: for --help and tooltips."""
         unit = f" {self.unit}" if self.unit else ""
-        rng = ""
+        parts = []
+        if self.default is not None:
+            parts.append(f"{_num(self.default)}{unit}")
+        elif unit:
+            parts.append(unit.strip())
         if self.low is not None or self.high is not None:
-            rng = f", {'' if self.low is None else self.low}..{'' if self.high is None else self.high}"
-        default = "" if self.default is None else f"default {self.default}{unit}"
-        return f"{self.name} ({default}{rng})" if default or rng else self.name
+            parts.append(f"{_num(self.low) if self.low is not None else ''}-"
+                         f"{_num(self.high) if self.high is not None else ''}")
+        return f"{self.name} ({', '.join(parts)})" if parts else self.name
+
+
+def _num(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def specs_from_signature(func: Callable, given: tuple[ParamSpec, ...] = (), keyword_only: bool = False,

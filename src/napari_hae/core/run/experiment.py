@@ -27,7 +27,7 @@ from ..targets.objective import Objective
 from ..targets.scalarizers import Scalarizer
 from . import interventions as iv
 from .diagnostics import STUCK_WINDOW, window_verdict
-from .settings import SEED_MODES, ExperimentSettings, ScalarizerSpec
+from .settings import SEED_MODES, ExperimentSettings, PolicySpec, ScalarizerSpec
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,8 @@ class Experiment:
             self._needs_reset = True   # a new target: the old embedding is not a good start
         elif kind == "policy":
             self.policy: AcquisitionFunction = policy_from_dict(s.policy.to_dict())
+            if self.policy.to_dict() != s.policy.to_dict():   # record the defaults it filled in
+                s.policy = PolicySpec(**self.policy.to_dict())
         elif kind == "patch_size":
             iv.ChangePatchSize(s.patch_size).check(self)
             if s.patch_size != self._patch_size:

@@ -1,0 +1,165 @@
+"""Option helpers shared by the subcommands: data sources, target, policy and model options generated from the
+registries' parameter specs, and the settings they make. Defaults come from :class:`ExperimentSettings`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from ..core.errors import HAEInputError
+from ..core.model import MODELS
+from ..core.policy import POLICIES
+from ..core.registry import parse_name_params
+from ..core.run.settings import ExperimentSettings
+from ..core.targets.scalarizers import ENERGY_PARAMS, SCALARIZERS, Scalarizer
+
+DEFAULTS = ExperimentSettings()
+
+
+def add_source(p: argparse.ArgumentParser, required: bool = False, extra=()):
+    """--sample / --spectrum [--image]: the pre-acquired data a simulated microscope replays."""
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--sample", help="bundled sample dataset, e.g. 'nanoparticles'")
+    g.add_argument("--spectrum", help="spectrum image file read by HyperSpy (.dm3/.dm4/.emd/.hspy/.bcf/.npz)")
+    for args, kw in extra:
+        g.add_argument(*args, **kw)
+    p.add_argument("--image", help="structural (HAADF) image file on the same scan grid (with --spectrum)")
+    return g
+
+
+def source(args, noise: str = "none") -> dict:
+    """Where the data came from, recorded in the trace so that --resume and report can find it again."""
+    if args.sample:
+        return {"sample": args.sample, "noise": noise}
+    return {"spectrum": str(Path(args.spectrum).resolve()),
+            "image": str(Path(args.image).resolve()) if args.image else None, "noise": noise}
+
+
+def simulator(data, noise: str, seed: int):
+    from ..core.instrument.microscope import SimulatedMicroscope
+
+    return SimulatedMicroscope(data, noise=None if noise == "none" else "poisson", seed=seed)
+
+
+def token(args):
+    return getattr(args, "token", None) or os.environ.get("NAPARI_HAE_TOKEN") or None
+
+
+# -- target ---------------------------------------------------------------------------------------------------
+
+def add_target(p: argparse.ArgumentParser) -> None:
+    sc = DEFAULTS.scalarizer
+    p.add_argument("--scalarizer", default=sc.name, choices=SCALARIZERS.names(), metavar="NAME",
+                   help=f"registered scalarizer (default {sc.name}): {SCALARIZERS.help_text()}")
+    p.add_argument("--band", nargs=2, type=float, metavar=("A", "B"),
+                   help="energy band [A, B] in eV (default: the sample's dipole band, else the middle third)")
+    p.add_argument("--band2", nargs=2, type=float, metavar=("A2", "B2"), help="second band for band_ratio (eV)")
+    p.add_argument("--background", nargs=2, type=float, metavar=("C", "D"),
+                   help="power-law background fit window (eV) subtracted first (core-loss EELS)")
+    p.add_argument("--scalarizer-param", action="append", metavar="NAME=VALUE", default=[],
+                   help="a further scalarizer parameter (repeatable; values are JSON, e.g. center=[31.5,31.5])")
+    p.add_argument("--goal", choices=("max", "min"), default=DEFAULTS.goal,
+                   help=f"maximise or minimise the scalarizer (default {DEFAULTS.goal})")
+
+
+def scalarizer(args, name: str, energy) -> Scalarizer:
+    entry = SCALARIZERS.get(args.scalarizer)
+    takes = set(entry.param_names())
+    params = _json_params(args.scalarizer_param, "--scalarizer-param center=[31.5,31.5]")
+    if {"a", "b"} <= takes:
+        if args.band:
+            a, b = args.band
+        elif name == "nanoparticles":
+            from ..core.data.samples.nanoparticles import BANDS
+
+            a, b = BANDS["dipole"]
+        else:
+            lo, hi = energy.limits
+            a, b = lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3
+        params.update(a=a, b=b)
+    if {"a2", "b2"} <= takes:
+        if not args.band2:
+            raise HAEInputError(f"{args.scalarizer} needs a second band.", "add --band2 A2 B2 (eV).")
+        params.update(a2=args.band2[0], b2=args.band2[1])
+    SCALARIZERS.check_params(args.scalarizer, params)
+    return Scalarizer(args.scalarizer, params, tuple(args.background) if args.background else None)
+
+
+# -- policy: one option per parameter of any registered policy -------------------------------------------------
+
+def _policy_params() -> dict:
+    """parameter name -> (spec, [policies taking it]) over every registered policy (plug-ins included)."""
+    out: dict = {}
+    for e in POLICIES.entries():
+        for spec in e.params:
+            out.setdefault(spec.name, (spec, []))[1].append(e.name)
+    return out
+
+
+def add_policy(p: argparse.ArgumentParser, multiple: bool = False) -> None:
+    pol = DEFAULTS.policy
+    if multiple:   # sweeps: several policies, each as NAME[:PARAM=V,...]
+        p.add_argument("--policy", nargs="+", default=["ei:xi=0.01", "ei:xi=0.1", "ucb:beta=1", "ucb:beta=4", "mu"],
+                       help=f"policies as NAME[:PARAM=VALUE[,...]], e.g. ei:xi=0.05; registered: "
+                            f"{POLICIES.help_text()}")
+        return
+    p.add_argument("--policy", default=pol.name, choices=POLICIES.names(), metavar="NAME",
+                   help=f"acquisition policy (default {pol.name}): {POLICIES.help_text()}")
+    for name, (spec, owners) in _policy_params().items():
+        unit = f" ({spec.unit})" if spec.unit else ""
+        p.add_argument(f"--{name.replace('_', '-')}", dest=f"policy_{name}", type=float, default=None,
+                       metavar=name.upper(),
+                       help=f"{spec.help or name}{unit}; parameter of {', '.join(owners)}")
+
+
+def policy(args) -> dict:
+    params = {}
+    entry = POLICIES.get(args.policy)
+    for name in _policy_params():
+        v = getattr(args, f"policy_{name}", None)
+        if v is None:
+            continue
+        if name not in entry.param_names():
+            raise HAEInputError(f"--{name.replace('_', '-')} is not a parameter of the policy {args.policy!r}.",
+                                f"its parameters are {entry.param_names() or 'none'}.")
+        params[name] = int(v) if isinstance(entry.params[entry.param_names().index(name)].default, int) else v
+    return {"name": args.policy, "params": params}
+
+
+# -- model ------------------------------------------------------------------------------------------------------
+
+def add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULTS.model.name, choices=MODELS.names(), metavar="NAME",
+                   help=f"surrogate model (default {DEFAULTS.model.name}): {MODELS.help_text()}")
+    p.add_argument("--model-param", action="append", metavar="NAME=VALUE", default=[],
+                   help="a model parameter (repeatable; values are JSON, e.g. hidden=[32,16])")
+
+
+def model(args) -> dict:
+    params = _json_params(args.model_param, "--model-param hidden=[32,16]")
+    MODELS.check_params(args.model, params)
+    return {"name": args.model, "params": params}
+
+
+def _json_params(items, example: str) -> dict:
+    out = {}
+    for item in items or []:
+        k, eq, v = item.partition("=")
+        if not eq or not k.strip():
+            raise HAEInputError(f"{item!r} is not NAME=VALUE.", f"write e.g. {example}.")
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def objective_text(text: str) -> dict:
+    """``band_integral:a=3.45,b=4.05`` -> a scalarizer dict (values in eV)."""
+    return parse_name_params(text, "--also band_integral:a=3.45,b=4.05")
+
+
+__all__ = ["DEFAULTS", "ENERGY_PARAMS", "add_source", "source", "simulator", "token", "add_target", "scalarizer",
+           "add_policy", "policy", "add_model", "model", "objective_text"]

@@ -1,0 +1,255 @@
+"""``napari-hae run``: an automated experiment on pre-acquired data, a networked microscope, or resumed."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..core.data.io import load_source
+from ..core.errors import HAEInputError, HAERunError
+from ..core.record.trace import JOURNAL_NAME, TRACE_NAME
+from . import _options as opt
+
+
+def add_parser(sub) -> None:
+    d = opt.DEFAULTS
+    r = sub.add_parser("run", help="run an automated experiment (simulated on pre-acquired data, or remote)")
+    opt.add_source(r, extra=[
+        (("--microscope",), dict(metavar="tcp://HOST:PORT",
+                                 help="drive a microscope served by 'napari-hae serve' over the network")),
+        (("--resume",), dict(metavar="RUN", help="continue an interrupted run from its output folder, trace.journal "
+                                                 "or trace.h5, with its settings, model and interventions")),
+    ])
+    opt.add_target(r)
+    r.add_argument("--also", action="append", metavar="NAME:PARAM=V,...",
+                   help="a further objective for multi-objective mode, e.g. band_integral:a=3.45,b=4.05 "
+                        "(repeatable); the summary then lists the Pareto set")
+    opt.add_policy(r)
+    opt.add_model(r)
+    r.add_argument("--patch", type=int, default=d.patch_size, help=f"patch size in pixels (default {d.patch_size})")
+    r.add_argument("--n-seeds", type=int, default=d.n_seeds, help=f"number of seed points (default {d.n_seeds})")
+    r.add_argument("--seed-mode", choices=("random", "grid"), default=d.seed_mode)
+    r.add_argument("--seed-at", nargs=2, type=int, action="append", metavar=("Y", "X"),
+                   help="a seed position in pixels (repeat for several); overrides --n-seeds/--seed-mode")
+    r.add_argument("--steps", type=int, default=d.budget, help=f"policy steps after the seeds (default {d.budget})")
+    r.add_argument("--random-seed", type=int, default=d.random_seed, help="seed of the run's random generator")
+    r.add_argument("--noise", choices=("none", "poisson"), default="none",
+                   help="re-draw Poisson noise at each acquisition (default: replay stored spectra)")
+    r.add_argument("--fit-iterations", type=int, default=d.fit_iterations,
+                   help=f"training iterations per step, warm start (default {d.fit_iterations})")
+    r.add_argument("--out", default="runs/latest", help="output folder for trace.h5, summary.json, summary.png")
+    r.add_argument("--no-maps", action="store_true", help="do not store per-step maps in the trace")
+    r.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --out holds an unfinished run (its measurements are discarded)")
+    r.add_argument("--acquire-timeout", type=float, default=d.acquire_timeout,
+                   help=f"seconds per acquisition (default {d.acquire_timeout:g})")
+    r.add_argument("--acquire-retries", type=int, default=d.acquire_retries,
+                   help=f"retries of a failed acquisition (default {d.acquire_retries})")
+    r.add_argument("--feature-space", action="store_true",
+                   help="train AtomAI's rVAE on all patches and draw the trajectory in its latent plane")
+    r.add_argument("--complete-model", action="store_true",
+                   help="train the model on every position too, and compare the live model with it")
+    r.add_argument("--token", help="access token of the microscope server (default: $NAPARI_HAE_TOKEN)")
+    r.add_argument("--request-timeout", type=float, default=10.0,
+                   help="seconds to wait for each answer of a remote microscope (default 10)")
+    r.add_argument("-q", "--quiet", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+
+def settings(args, sc):
+    from ..core.run.settings import ExperimentSettings
+
+    return ExperimentSettings(
+        patch_size=args.patch, scalarizer=sc.to_dict(), policy=opt.policy(args), model=opt.model(args),
+        goal=args.goal, n_seeds=args.n_seeds, seed_mode="given" if args.seed_at else args.seed_mode,
+        seed_positions=args.seed_at, budget=args.steps, random_seed=args.random_seed,
+        fit_iterations=args.fit_iterations, record_maps=not args.no_maps, acquire_timeout=args.acquire_timeout,
+        acquire_retries=args.acquire_retries,
+        objectives=[opt.objective_text(t) for t in args.also] if args.also else None)
+
+
+def _check_out_folder(out: Path, overwrite: bool) -> None:
+    from ..core.record.trace import Trace
+
+    j = out / JOURNAL_NAME
+    if not j.exists():
+        return
+    if not overwrite:
+        try:
+            old = Trace.load(j)
+            unfinished = old.n_steps < int(old.settings.get("budget", 0))
+        except HAEInputError:
+            unfinished = False
+        if unfinished:
+            raise HAEInputError(
+                f"{str(out)!r} holds an unfinished run ({old.n_steps} of {old.settings['budget']} steps, "
+                f"{old.n_points} spectra).",
+                f"continue it with --resume {out}, or pass --overwrite (discarding it), or choose another --out.")
+    j.unlink()
+
+
+def cmd_run(args) -> int:
+    from ..core.run.experiment import Experiment
+
+    if args.resume:
+        return _resume(args)
+    if args.microscope:
+        from ..core.instrument.remote import RemoteMicroscope
+
+        mic = RemoteMicroscope(args.microscope, token=opt.token(args), timeout=args.request_timeout)
+        data, name, energy = None, mic.name, mic.energy
+        info = {"name": mic.name, "scan_shape": list(mic.scan_shape), "signal_shape": list(mic.signal_shape),
+                "energy": None if mic.energy is None else mic.energy.to_dict(),
+                "source": {"microscope": args.microscope}}
+    elif args.sample or args.spectrum:
+        data = load_source(opt.source(args))
+        mic = opt.simulator(data, args.noise, args.random_seed)
+        name, energy, info = data.name, data.energy, {**data.describe(), "source": opt.source(args, args.noise)}
+    else:
+        raise HAEInputError("No data given.", "use --sample nanoparticles, --spectrum FILE [--image FILE], "
+                                              "--microscope tcp://HOST:PORT, or --resume RUN_FOLDER.")
+    sc = opt.scalarizer(args, name, energy)
+    s = settings(args, sc)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_out_folder(out, args.overwrite)
+    exp = Experiment(mic, s, scalarizer=sc, dataset_info=info, journal=out / JOURNAL_NAME)
+    return drive(exp, data, out, args)
+
+
+def _resume(args) -> int:
+    from ..core.record.trace import Trace
+    from ..core.run.experiment import Experiment
+
+    path = Path(args.resume)
+    trace = Trace.load(path)
+    src = trace.dataset.get("source", {})
+    if src.get("microscope"):   # a networked instrument: reconnect to it
+        from ..core.instrument.remote import RemoteMicroscope
+
+        data = None
+        mic = RemoteMicroscope(src["microscope"], token=opt.token(args), timeout=args.request_timeout)
+    else:
+        data = load_source(src)
+        seed = int(trace.settings.get("random_seed", 0))
+        mic = opt.simulator(data, src.get("noise", "none"), seed + trace.n_points)
+    out = path if path.is_dir() else path.parent
+    journal = out / JOURNAL_NAME
+    same = path.is_dir() or path.name == JOURNAL_NAME
+    if not same and journal.exists():
+        journal.unlink()   # resuming from trace.h5: a fresh journal holds everything
+    exp = Experiment.resume(trace, mic, journal=journal, append_journal=same and journal.exists())
+    if not args.quiet:
+        print(f"Resuming {out}: {trace.n_points} spectra and {trace.n_steps} of {exp.settings.budget} steps on "
+              "disk.", file=sys.stderr)
+    return drive(exp, data, out, args)
+
+
+def drive(exp, data, out: Path, args) -> int:
+    """Run ``exp`` to its budget with the run driver and a progress bar; whatever happens, write the trace and
+    the summary."""
+    from tqdm import tqdm
+
+    from ..core.analysis.summary import summarize
+    from ..core.plots.report import summary_figure
+    from ..core.run.driver import RunDriver
+    from ..core.run.experiment import StepResult
+
+    t0 = time.perf_counter()
+    err = None
+    try:
+        with tqdm(total=exp.settings.budget, initial=exp.step_index, desc="hAE", unit="step",
+                  disable=args.quiet) as bar:
+            for item in RunDriver(exp).events():
+                if isinstance(item, StepResult):
+                    bar.set_postfix(value=f"{item.value:.4g}", best=f"{item.record['best_so_far']:.4g}")
+                    bar.update(1)
+    except KeyboardInterrupt as exc:
+        err = exc
+        print("Interrupted: saving the trace measured so far.", file=sys.stderr)
+    except HAERunError as exc:
+        err = exc
+        print(f"Run paused at step {exp.step_index}: {exc}", file=sys.stderr)
+    except Exception as exc:  # never lose what was measured
+        err = exc
+        print(f"Run failed at step {exp.step_index}: {exc}. Saving the trace measured so far.", file=sys.stderr)
+    wall = time.perf_counter() - t0
+    exp.close()
+    trace_path = exp.trace.save(out / TRACE_NAME)   # first, before anything else can fail
+    truth = exp.scalarizer(data.spectra, data.energies) if data is not None and exp.trace.n_points else None
+    name = data.name if data is not None else exp.trace.dataset.get("name", "remote")
+    if exp.trace.n_points:
+        monitors(exp.trace, truth, args, quiet=args.quiet)
+        trace_path = exp.trace.save(out / TRACE_NAME)
+    summary = summarize(exp.trace, truth, wall)
+    if exp.objectives and exp.trace.n_points:
+        pos, vals = exp.pareto_set()
+        summary["pareto_set"] = [{"position": [int(c) for c in p], "values": [float(x) for x in v]}
+                                 for p, v in zip(pos, vals)]
+        summary["objectives"] = exp.objective.labels()
+    summary.update(scalarizer=exp.scalarizer.label(), policy=exp.policy.label(), model=exp.settings.model.name,
+                   patch_size=exp.patch_size, dataset=name, trace=str(trace_path), complete=exp.done)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    if exp.trace.n_points:
+        summary_figure(exp.trace, out / "summary.png", truth,
+                       title=f"{name}: {exp.scalarizer.label()}, {exp.policy.label()}, patch {exp.patch_size}")
+    if not args.quiet:
+        print_summary(summary, out)
+    if err is not None:
+        if isinstance(err, KeyboardInterrupt):
+            return 130
+        if isinstance(err, HAERunError):
+            return 3
+        raise err
+    return 0
+
+
+def monitors(trace, truth, args, quiet=False) -> dict:
+    """Model error against truth / complete / final model and, if asked, the rVAE latent plane; kept in
+    ``trace.monitors``."""
+    from ..core.analysis.summary import compute_monitors
+    from ..core.run.interventions import settings_after
+
+    complete = fs = None
+    s = settings_after(trace)
+    if getattr(args, "complete_model", False) and truth is not None:
+        from ..core.analysis.monitors import complete_model
+
+        if not quiet:
+            print("Training the complete model on every position...", file=sys.stderr)
+        complete, _ = complete_model(trace.structural, truth, s.patch_size, s)
+    elif "complete_mean" in trace.monitors:
+        complete = trace.monitors["complete_mean"]
+    if getattr(args, "feature_space", False):
+        from ..core.analysis.feature_space import fit_feature_space
+
+        def progress(e, n, loss):
+            if not quiet:
+                print(f"\rrVAE epoch {e}/{n}, loss {loss:.4g}", end="", file=sys.stderr)
+
+        fs = fit_feature_space(trace.structural, s.patch_size, progress=progress)
+        if not quiet:
+            print(file=sys.stderr)
+    return compute_monitors(trace, truth, complete, fs)
+
+
+def print_summary(s: dict, out: Path | None) -> None:
+    best = "maximum" if s.get("goal", "max") == "max" else "minimum"
+    lines = [
+        f"steps: {s['policy_steps']} (+{s['seeds']} seeds), {s['points_measured']} spectra measured",
+        f"best {s.get('scalarizer', 'value')} ({best}): {s['best_value']:.4g} at (y, x) = {tuple(s['best_position'])}",
+    ]
+    if "truth_best" in s:
+        frac = s["best_fraction_of_truth_best"]
+        lines.append(f"ground-truth {best}: {s['truth_best']:.4g}"
+                     + (f" ({100 * frac:.1f}% reached)" if frac is not None else "")
+                     + f"; steps to top 1%: {s['steps_to_top1pct']}, to top 5%: {s['steps_to_top5pct']}")
+    lines.append(f"travel distance: {s['travel_distance_px']:.1f} px = {s['travel_distance_units']:.3g} "
+                 f"{s['pixel_units']}")
+    if s["median_step_time_s"] is not None and "wall_time_s" in s:
+        lines.append(f"wall time: {s['wall_time_s']:.1f} s, median {s['median_step_time_s']:.3f} s per step")
+    if out is not None:
+        lines.append(f"written: {out / 'trace.h5'}, {out / 'summary.json'}, {out / 'summary.png'}")
+    print("\n".join(lines))
