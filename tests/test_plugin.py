@@ -23,7 +23,7 @@ def viewer_widget(make_napari_viewer, small_sample, qtbot, tmp_path, monkeypatch
         viewer.add_image(data, **kw)
     w = HAEWidget(viewer)
     viewer.window.add_dock_widget(w, name="hAE")
-    w.fit_iterations, w.fit_iterations_first, w.hidden = 10, 60, (32, 16)
+    w.fit_iterations, w.fit_iterations_first, w.model_params = 10, 60, {"hidden": [32, 16]}
     w.patch_size.value = 8
     yield viewer, w
     w.stop()
@@ -341,7 +341,7 @@ def test_multi_objective_run_shows_the_pareto_set(viewer_widget, qtbot):
     assert not w.band_a2.native.isHidden()
     w.band_a2.value, w.band_b2.value = 3.45, 4.05
     w.policy_name.value = "ei_penalized"
-    assert w.policy_param.label == "xi"
+    assert w.policy_param.name == "xi" and w.policy_param.label == "xi (std. units)"
     w.budget.value = 3
     w.start()
     _run_to_end(w, qtbot)
@@ -378,7 +378,7 @@ def test_gui_soak_200_steps_leaks_no_layers_or_threads(viewer_widget, qtbot):
     import threading
 
     viewer, w = viewer_widget
-    w.fit_iterations, w.fit_iterations_first, w.hidden = 2, 20, (8, 4)
+    w.fit_iterations, w.fit_iterations_first, w.model_params = 2, 20, {"hidden": [8, 4]}
     w.patch_size.value = 5
     w.budget.value = 200
     before = {t.name for t in threading.enumerate()}

@@ -16,7 +16,12 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._layers import dataset_of
 from .core.errors import HAEInputError
-from .core.analysis.sweep import COLUMNS, SweepSpec, heatmaps, parse_policy, read_table, run_sweep
+from .core.analysis.sweep import COLUMNS, SweepSpec, parse_policy, read_table, run_sweep
+from .core.plots.heatmaps import heatmaps
+from .core.run.settings import ExperimentSettings
+from .core.targets.scalarizers import default_bands
+
+DEFAULTS = ExperimentSettings()
 
 SHOWN = ("patch_size", "policy_label", "seed", "steps_to_top1", "best_fraction", "mean_std_mean", "travel_px",
          "stuck_run", "time_s")
@@ -33,7 +38,7 @@ class SweepWidget(QWidget):
         self.patches = LineEdit(label="patch sizes (px)", value="8 16")
         self.policies = LineEdit(label="policies", value="ei:xi=0.01 ei_penalized:xi=0.01,radius=5 ucb:beta=4")
         self.band = LineEdit(label="band (eV)", value="")
-        self.seeds = SpinBox(label="seeds", value=3, min=1, max=1000)
+        self.seeds = SpinBox(label="random seeds", value=3, min=1, max=1000)
         self.steps = SpinBox(label="steps per run", value=20, min=1, max=100_000)
         self.workers = SpinBox(label="dask workers", value=2, min=1, max=max(1, os.cpu_count() or 1))
         self.run_btn = PushButton(text="Run sweep")
@@ -69,21 +74,14 @@ class SweepWidget(QWidget):
         policies = [parse_policy(p) for p in self.policies.value.split()]
         if not patches or not policies:
             raise HAEInputError("The grid is empty.", "give at least one patch size and one policy.")
-        if self.band.value.strip():
-            a, b = (float(v) for v in self.band.value.split())
-        elif data.name == "nanoparticles":
-            from .core.data.samples.nanoparticles import BANDS
-
-            a, b = BANDS["dipole"]
-        else:
-            lo, hi = data.energy.limits
-            a, b = lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3
+        a, b = ((float(v) for v in self.band.value.split()) if self.band.value.strip()
+                else default_bands(data.name, data.energy)[0])
         out.mkdir(parents=True, exist_ok=True)
         path = out / "data.npz"
         e = data.energy
         np.savez(path, spectra=data.spectra, structural=data.structural,
                  **({"energy_offset": e.offset, "energy_scale": e.scale} if e is not None else {}))
-        base = {"budget": int(self.steps.value), "n_seeds": 10, "record_maps": False,
+        base = {"budget": int(self.steps.value), "n_seeds": DEFAULTS.n_seeds, "record_maps": False,
                 "scalarizer": {"name": "band_integral", "params": {"a": a, "b": b}}}
         return SweepSpec({"spectrum": str(path), "image": None}, base,
                          {"patch_size": patches, "policy": policies}, list(range(int(self.seeds.value))))

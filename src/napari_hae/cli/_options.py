@@ -13,7 +13,7 @@ from ..core.model import MODELS
 from ..core.policy import POLICIES
 from ..core.registry import parse_name_params
 from ..core.run.settings import ExperimentSettings
-from ..core.targets.scalarizers import ENERGY_PARAMS, SCALARIZERS, Scalarizer
+from ..core.targets.scalarizers import ENERGY_PARAMS, SCALARIZERS, Scalarizer, default_bands
 
 DEFAULTS = ExperimentSettings()
 
@@ -69,15 +69,7 @@ def scalarizer(args, name: str, energy) -> Scalarizer:
     takes = set(entry.param_names())
     params = _json_params(args.scalarizer_param, "--scalarizer-param center=[31.5,31.5]")
     if {"a", "b"} <= takes:
-        if args.band:
-            a, b = args.band
-        elif name == "nanoparticles":
-            from ..core.data.samples.nanoparticles import BANDS
-
-            a, b = BANDS["dipole"]
-        else:
-            lo, hi = energy.limits
-            a, b = lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3
+        a, b = args.band if args.band else default_bands(name, energy)[0]
         params.update(a=a, b=b)
     if {"a2", "b2"} <= takes:
         if not args.band2:

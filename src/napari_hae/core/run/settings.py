@@ -125,7 +125,7 @@ class ExperimentSettings(Spec):
     n_seeds: int = 10
     seed_mode: Literal["random", "grid", "given"] = "random"
     seed_positions: list[tuple[int, int]] | None = None
-    budget: int = 100
+    budget: int = 60
     random_seed: int = 0
     fit_iterations_first: int = Field(150, ge=1)   # from fresh weights (first fit, new target or patch size)
     fit_iterations: int = Field(30, ge=1)          # warm-started fits of later steps

@@ -322,3 +322,15 @@ class Scalarizer:
 def _param_names(func) -> list[str]:
     sig = inspect.signature(func)
     return [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]
+
+
+def default_bands(dataset_name: str, energy) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The bands a new run starts with (eV): the sample's dipole and bulk-plasmon bands, else the middle third of
+    the energy axis and the part below it. ``energy`` is an :class:`~napari_hae.core.data.dataset.EnergyAxis`."""
+    if dataset_name == "nanoparticles":
+        from ..data.samples.nanoparticles import BANDS
+
+        return tuple(BANDS["dipole"]), tuple(BANDS["bulk"])
+    lo, hi = energy.limits
+    a, b = lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3
+    return (a, b), (lo, a)

@@ -1,0 +1,75 @@
+"""The run controller: the core's :class:`RunDriver` in a napari worker thread. The GUI thread queues
+interventions and presses pause / step / resume / stop; the worker trains, predicts and acquires, and yields
+what happened. The same driver runs the command line and sweeps."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from napari.qt.threading import create_worker
+
+from ..core.run.driver import RunDriver
+
+
+class RunController:
+    def __init__(self, on_item: Callable, on_error: Callable, on_finished: Callable):
+        self._on_item, self._on_error, self._on_finished = on_item, on_error, on_finished
+        self.driver: RunDriver | None = None
+        self.worker = None
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    @property
+    def paused(self) -> bool:
+        return self.driver is not None and self.driver.paused
+
+    def start(self, experiment) -> None:
+        self.driver = RunDriver(experiment, pause_on_fault=True)
+        self.worker = create_worker(self._loop)
+        self.worker.yielded.connect(self._on_item)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._finished)
+        self.worker.start()
+
+    def _finished(self):
+        self.worker = None
+        self._on_finished()
+
+    def _loop(self):
+        import torch
+
+        # leave one core to napari's GUI thread so drawing never waits for the CPU behind training
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+        try:
+            yield from self.driver.events()
+        finally:
+            torch.set_num_threads(threads)
+
+    def request(self, label: str, change) -> bool:
+        """Queue an intervention for the live run; False when no run is going."""
+        if not self.running:
+            return False
+        self.driver.request(label, change)
+        return True
+
+    def pause(self):
+        if self.driver is not None:
+            self.driver.pause()
+
+    def resume(self):
+        if self.driver is not None:
+            self.driver.resume()
+
+    def step_once(self):
+        if self.driver is not None:
+            self.driver.step_once()
+
+    def stop(self):
+        if self.driver is not None:
+            self.driver.stop()
+        if self.worker is not None:
+            self.worker.quit()

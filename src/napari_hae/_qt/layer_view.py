@@ -1,0 +1,128 @@
+"""What a run shows in napari's layers: predicted maps, trajectory coloured by step, measured values, seeds and
+objects drawn by the user, and the Pareto set. Pure drawing: it reads an experiment or a replay state."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SEEDS = "hAE seeds"
+TRAJECTORY = "hAE trajectory"
+VALUES = "hAE measured values"
+OBJECTS = "hAE objects"
+PARETO = "hAE Pareto set"
+MAPS = {"mean": ("hAE predicted mean", "viridis"), "std": ("hAE uncertainty", "magma"),
+        "acq": ("hAE acquisition", "cividis")}
+OBJECT_COLORS = {"visit": "lime", "avoid": "red"}
+
+
+class LayerView:
+    def __init__(self, viewer):
+        self.viewer = viewer
+
+    def _layer(self, name):
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def ensure_input_layers(self, ref, scan_shape, object_mode: str, on_objects) -> None:
+        """Seed points and objects layers, on the dataset layer ``ref``'s scale."""
+        if SEEDS not in self.viewer.layers:
+            self.viewer.add_points(np.zeros((0, 2)), name=SEEDS, scale=ref.scale, size=max(scan_shape) / 50,
+                                   face_color="cyan", border_color="white", symbol="square")
+        if OBJECTS not in self.viewer.layers:
+            shapes = self.viewer.add_shapes(name=OBJECTS, scale=ref.scale, face_color=[0, 0, 0, 0], edge_width=1,
+                                            edge_color=OBJECT_COLORS[object_mode])
+            shapes.events.data.connect(on_objects)
+
+    def set_object_mode(self, mode: str) -> None:
+        if (layer := self._layer(OBJECTS)) is not None:
+            layer.current_edge_color = OBJECT_COLORS[mode]
+
+    def seed_positions(self):
+        layer = self._layer(SEEDS)
+        if layer is None or len(layer.data) == 0:
+            return None
+        pts = np.round(np.asarray(layer.data)).astype(int)
+        return [tuple(p) for p in dict.fromkeys(map(tuple, pts))]
+
+    def prepare_output_layers(self, ref, scan_shape) -> None:
+        ny, nx = scan_shape
+        for key, (name, cmap) in MAPS.items():
+            if name not in self.viewer.layers:
+                self.viewer.add_image(np.zeros((ny, nx), np.float32), name=name, colormap=cmap, scale=ref.scale,
+                                      opacity=0.7, blending="translucent", visible=(key == "mean"))
+        if VALUES not in self.viewer.layers:
+            self.viewer.add_points(np.zeros((0, 2)), name=VALUES, scale=ref.scale, size=max(ny, nx) / 40,
+                                   symbol="square", border_width=0, visible=False, features={"value": np.zeros(0)})
+        if TRAJECTORY not in self.viewer.layers:
+            self.viewer.add_points(np.zeros((0, 2)), name=TRAJECTORY, scale=ref.scale, size=max(ny, nx) / 60,
+                                   border_color="white",
+                                   features={"step": np.zeros(0, int), "value": np.zeros(0), "kind": []})
+
+    def show_maps(self, maps: dict) -> None:
+        """Mean / std / acquisition maps into their layers (-inf acquisition: not available)."""
+        for key, (name, _) in MAPS.items():
+            m, layer = maps.get(key), self._layer(name)
+            if m is None or layer is None:
+                continue
+            m = np.asarray(m, dtype=np.float32)
+            finite = np.isfinite(m)
+            if key == "acq":
+                m = np.where(finite, m, m[finite].min() if finite.any() else 0.0)
+            layer.data = m
+            lo, hi = float(m.min()), float(m.max())
+            layer.contrast_limits = (lo, hi if hi > lo else lo + 1e-12)
+
+    def show_points(self, positions, point_steps, values, kinds, budget: int) -> None:
+        """The trajectory: seeds cyan, then coloured by step (plasma)."""
+        import matplotlib
+
+        layer = self._layer(TRAJECTORY)
+        if layer is None:
+            return
+        steps = np.asarray(point_steps)
+        layer.data = np.asarray(positions, dtype=float).reshape(-1, 2)
+        layer.features = {"step": steps, "value": np.asarray(values), "kind": list(kinds)}
+        if len(steps):
+            frac = (steps + 1) / max(1, budget)
+            colors = np.where((steps < 0)[:, None], np.array([[0, 1, 1, 1.0]]),
+                              matplotlib.colormaps["plasma"](np.clip(frac, 0, 1)))
+            layer.face_color = colors
+
+    def show_run(self, exp, ref) -> None:
+        """Trajectory, measured values under the current scalarizer, and the Pareto set of a live run."""
+        import matplotlib
+
+        tr = exp.trace
+        n = tr.n_points
+        self.show_points(tr.positions_array(), tr.point_steps, tr.values[:n], tr.kinds[:n], exp.settings.budget)
+        if exp.objectives and n:
+            pos_p, vals_p = exp.pareto_set()
+            if PARETO not in self.viewer.layers:
+                self.viewer.add_points(np.zeros((0, 2)), name=PARETO, scale=ref.scale, symbol="star",
+                                       size=max(exp.scan_shape) / 30, face_color="gold", border_color="black",
+                                       features={"objective_1": np.zeros(0), "objective_2": np.zeros(0)})
+            pl = self.viewer.layers[PARETO]
+            pl.data = pos_p.astype(float)
+            pl.features = {f"objective_{i + 1}": vals_p[:, i] for i in range(vals_p.shape[1])}
+        if (vl := self._layer(VALUES)) is not None and n:
+            # the scalarizer map of measured points, under the *current* scalarizer (re-computed after a change)
+            vals = exp.scalarizer(tr.spectra_array()[:n], exp.energies)
+            vl.data = tr.positions_array().astype(float)
+            vl.features = {"value": vals}
+            lo, hi = float(vals.min()), float(vals.max())
+            vl.face_color = matplotlib.colormaps["viridis"]((vals - lo) / (hi - lo if hi > lo else 1.0))
+
+    def add_trace(self, tr, name: str, scale) -> None:
+        """A loaded trace as its own points layer (and its last mean map)."""
+        self.viewer.add_points(tr.positions_array().astype(float), name=name, scale=scale,
+                               features={"step": np.asarray(tr.point_steps), "value": np.asarray(tr.values)},
+                               face_color="orange", size=max(tr.structural.shape) / 60)
+        if tr.map_steps:
+            self.viewer.add_image(tr.maps["mean"][-1], name=f"{name} mean", colormap="viridis", scale=scale,
+                                  opacity=0.7)
+
+    def show_manifold(self, manifold) -> None:
+        name = "hAE rVAE manifold"
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = manifold
+        else:
+            self.viewer.add_image(manifold, name=name, colormap="gray", visible=False)

@@ -1,0 +1,179 @@
+"""The dock's run control: build the experiment from the panels, start / pause / step / resume / stop through the
+run controller, and draw what the worker yields."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+
+from ..core.errors import HAEInputError
+from ..core.instrument.microscope import SimulatedMicroscope
+from ..core.record.trace import JOURNAL_NAME
+from ..core.run.diagnostics import window_verdict
+from ..core.run.driver import Event
+from ..core.run.experiment import Experiment, ExperimentSettings
+from .layer_view import MAPS
+
+
+class RunActions:
+    """Mixed into :class:`~napari_hae._widget.HAEWidget` (uses its panels, layer view and controller)."""
+
+    def build_experiment(self) -> Experiment:
+        data = self.dataset
+        if data is None:
+            raise HAEInputError("No dataset is selected.", "open one (File > Open / Open Sample) and pick it.")
+        seeds = self.view.seed_positions()
+        settings = ExperimentSettings(
+            patch_size=int(self.patch_size.value), scalarizer=self.target.scalarizer().to_dict(),
+            objectives=self.target.objectives(), policy=self.policy.policy(),
+            model=self.policy.model(self.model_params), n_seeds=int(self.n_seeds.value),
+            seed_mode="given" if seeds else "random", seed_positions=seeds, budget=int(self.budget.value),
+            random_seed=int(self.random_seed.value), fit_iterations=self.fit_iterations,
+            fit_iterations_first=self.fit_iterations_first)
+        mic = self._microscope(data, int(self.random_seed.value))
+        exp = Experiment(mic, settings, dataset_info=data.describe(), journal=self._new_run_dir() / JOURNAL_NAME)
+        for mask, mode, label in self._objects_at_start:
+            exp.add_object(mask, mode, label)
+        return exp
+
+    def _microscope(self, data, seed: int):
+        """The simulator on the selected dataset, or the networked microscope (its scan must match the layer)."""
+        if self.microscope_kind.value == "simulator":
+            return SimulatedMicroscope(data, noise="poisson" if self.noise.value else None, seed=seed)
+        from ..core.instrument.remote import MicroscopeUnavailable, RemoteMicroscope
+
+        try:
+            mic = RemoteMicroscope(self.microscope_address.value.strip(), token=self.microscope_token.value or None)
+        except MicroscopeUnavailable as exc:
+            raise HAEInputError(f"No microscope answers at {self.microscope_address.value} ({exc}).",
+                                "start the server (napari-hae serve ...) or check the address.") from exc
+        if tuple(mic.scan_shape) != tuple(data.scan_shape):
+            raise HAEInputError(f"The remote microscope scans {mic.scan_shape}, the selected layer is "
+                                f"{data.scan_shape}.", "select the layer of the region the microscope scans.")
+        return mic
+
+    def _new_run_dir(self) -> Path:
+        """A fresh folder for this run's crash-safe journal (under ``runs_dir``)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        d, i = Path(self.runs_dir) / stamp, 1
+        while d.exists():
+            d, i = Path(self.runs_dir) / f"{stamp}-{i}", i + 1
+        d.mkdir(parents=True)
+        return d
+
+    def start(self, *_):
+        if self.controller.running:
+            show_warning("A run is already going: stop it first.")
+            return
+        try:
+            self.experiment = self.build_experiment()
+        except HAEInputError as exc:
+            show_error(str(exc))
+            self.status.value = f"Cannot start: {exc}"
+            return
+        self._objects_at_start = []
+        self._launch()
+
+    def _launch(self):
+        self.monitor_plot.start_renderer()
+        self.view.prepare_output_layers(self.layer_combo.value, self.dataset.scan_shape)
+        self.view.show_run(self.experiment, self.layer_combo.value)
+        self._pbar = progress(total=self.experiment.settings.budget, desc="hAE run")
+        self._pbar.update(self.experiment.step_index)
+        self.controller.start(self.experiment)
+        self.status.value = "Running: measuring seeds and training the first model..."
+        self._update_buttons()
+
+    def pause(self, *_):
+        self.controller.pause()
+        self.status.value = "Pausing after the current step."
+        self._update_buttons()
+
+    def resume(self, *_):
+        self.controller.resume()
+        self._update_buttons()
+
+    def step_once(self, *_):
+        self.controller.step_once()
+        self._update_buttons()
+
+    def stop(self, *_):
+        self.controller.stop()
+
+    def _update_buttons(self):
+        self.run_panel.update_buttons(self.controller.running, self.controller.paused)
+
+    # -- what the worker yields (GUI thread) -------------------------------------------------------------------
+    def _on_item(self, item):
+        if isinstance(item, Event):
+            if item.kind == "seeds":
+                self.view.show_run(self.experiment, self.layer_combo.value)
+                self.status.value = f"{item.message} Training..."
+            elif item.kind in ("applied", "refused", "fault"):
+                (show_info if item.kind == "applied" else show_error)(item.message)
+                self.status.value = f"Paused: {item.message}" if item.kind == "fault" else item.message
+                self._update_buttons()
+            elif item.kind == "done":
+                self._finished_status()
+            return
+        # Each piece of drawing is its own event-loop task, so timers and input are served in between.
+        self.view.show_maps({key: getattr(item, key) for key in MAPS})
+        if self._pbar is not None:
+            self._pbar.update(1)
+        QTimer.singleShot(0, lambda: self.view.show_run(self.experiment, self.layer_combo.value))
+        QTimer.singleShot(0, lambda: self._draw_step_info(item))
+        QTimer.singleShot(0, lambda: self.monitor_plot.update_from(self.experiment.trace))
+        QTimer.singleShot(0, lambda: self._check_stuck(item))
+
+    def _draw_step_info(self, res):
+        exp = self.experiment
+        sc = exp.scalarizer
+        if not self.status.value.startswith("Run "):
+            self.status.value = (f"step {res.step + 1}/{exp.settings.budget} ({res.kind}) at (y, x) = "
+                                 f"{res.position}: {sc.name} = {res.value:.4g}; best {res.record['best_so_far']:.4g}; "
+                                 f"mean uncertainty {res.record['std_mean']:.3g}" + ("  [paused]" if self._paused else ""))
+        i = exp.trace.positions.index(tuple(res.position))
+        self.plot.show_spectrum(exp.energies, exp.trace.spectra[i], self.target.bands_of(sc),
+                                f"step {res.step + 1} at {res.position}: {res.value:.4g}", self._units())
+        self._update_buttons()
+
+    def _check_stuck(self, res):
+        """Warn (once per window) when the run is stuck; with a feature space, latent clustering counts too."""
+        exp = self.experiment
+        tr, K = exp.trace, exp.stuck_window
+        latent = None if self.feature_space is None else self.feature_space.latent
+        verdict = window_verdict(tr.steps["position"], tr.steps["std_mean"], exp.scan_shape, K, latent=latent)
+        stuck = bool(res.record.get("stuck")) or bool(verdict and verdict.stuck)
+        if stuck and verdict is not None and res.step - self._stuck_warned_at >= K:
+            self._stuck_warned_at = res.step
+            msg = (f"The run looks stuck at step {res.step + 1}: {verdict.reason}. Consider: "
+                   + "; ".join(verdict.suggestions) + ".")
+            show_warning(msg)
+            self.status.value = msg
+
+    def _on_error(self, exc):
+        self.experiment.close()   # the journal holds everything measured; close it cleanly
+        show_error(f"The run stopped with an error: {exc}. The trace measured so far is kept: Save trace.")
+        self.status.value = f"Stopped by an error at step {self.experiment.step_index}: {exc}"
+
+    def _on_finished(self):
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        if self.experiment is not None:
+            self.view.show_run(self.experiment, self.layer_combo.value)   # the final state, drawn now
+            self._enable_replay(self.experiment.trace)
+            if not self.status.value.startswith("Run "):
+                self._finished_status()
+        self._update_buttons()
+
+    def _finished_status(self):
+        exp = self.experiment
+        where = f" Journal: {exp.trace.journal.path}." if exp.trace.journal is not None else ""
+        exp.close()
+        self.status.value = (f"Run {'finished' if exp.done else 'stopped'}: {exp.trace.n_steps} steps, "
+                             f"{exp.trace.n_points} spectra.{where} Save the trace to keep it as HDF5.")

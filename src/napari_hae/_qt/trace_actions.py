@@ -1,0 +1,129 @@
+"""The dock's trace actions: save, load and show, resume, replay, feature space, export (and their dialogs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QFileDialog
+
+from ..core.analysis.replay import replay_state
+from ..core.errors import HAEInputError
+from ..core.record.trace import JOURNAL_NAME, Trace
+from ..core.run.experiment import Experiment
+from .monitor_panel import feature_space_worker
+
+
+class TraceActions:
+    """Mixed into :class:`~napari_hae._widget.HAEWidget` (uses its panels, layer view and controller)."""
+
+    def save_trace(self, path) -> Path:
+        if self.experiment is None:
+            raise HAEInputError("There is no run to save.", "start a run first.")
+        return self.experiment.trace.save(path)
+
+    def load_trace(self, path) -> Trace:
+        """Show a saved trace: its trajectory and its last stored maps."""
+        tr = Trace.load(path)
+        layer = self.layer_combo.value
+        self.view.add_trace(tr, f"trace {Path(path).stem}", layer.scale if layer is not None else (1, 1))
+        self.replay_trace = tr
+        self._enable_replay(tr)
+        self.status.value = (f"Loaded {path}: {tr.n_points} points, {tr.n_steps} steps, "
+                             f"{len(tr.interventions)} interventions.")
+        return tr
+
+    def resume_trace(self, path) -> Experiment:
+        """Continue a saved or crashed run (trace.h5, trace.journal or its folder) on the selected dataset."""
+        if self.controller.running:
+            raise HAEInputError("A run is already going.", "stop it before resuming another one.")
+        data = self.dataset
+        if data is None:
+            raise HAEInputError("No dataset is selected.", "open the dataset the run was started on, then resume.")
+        tr = Trace.load(path)
+        mic = self._microscope(data, int(tr.settings.get("random_seed", 0)) + tr.n_points)
+        self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME)
+        self._launch()
+        return self.experiment
+
+    def _shown_trace(self):
+        return self.replay_trace or (self.experiment.trace if self.experiment is not None else None)
+
+    def _enable_replay(self, trace: Trace):
+        self.monitors.enable_replay(trace.n_steps)
+        self.monitor_plot.update_from(trace, force=True)
+        self.tabs.setCurrentWidget(self.monitor_plot)
+
+    def show_replay(self, step=None):
+        """Show the run as it stood after ``step`` (slider): stored maps, trajectory so far, monitors."""
+        trace = self._shown_trace()
+        if self.controller.running or trace is None or trace.n_steps == 0:
+            return
+        step = int(self.replay.value if step is None else step)
+        st = replay_state(trace, step)
+        self.view.show_maps(st.maps)
+        self.view.show_points(st.positions, st.point_steps, st.values, trace.kinds[:len(st.values)],
+                              int(trace.settings.get("budget", trace.n_steps)))
+        self.monitor_plot.update_from(trace, upto=step, force=True)
+        rec = st.record
+        self.status.value = (f"Replay: step {step + 1}/{trace.n_steps} at {tuple(rec['position'])}, policy "
+                             f"{rec['policy']}, mean uncertainty {rec['std_mean']:.3g}")
+
+    def compute_feature_space(self, *_, epochs: int | None = None):
+        """Train AtomAI's rVAE on all patches in a worker (progress bar), then draw the latent trajectory."""
+        data = self.dataset
+        if data is None or self._feature_worker is not None:
+            return None
+        n = int(self.experiment.patch_size if self.experiment is not None else self.patch_size.value)
+        epochs = int(epochs or self.feature_epochs)
+
+        def on_epoch(e, loss):
+            self.status.value = f"rVAE epoch {e}/{epochs}: -ELBO {loss:.4g}"
+
+        def on_ready(fs):
+            self.feature_space = fs
+            self.monitor_plot.set_latent(fs.latent)
+            if (trace := self._shown_trace()) is not None:
+                self.monitor_plot.update_from(trace, force=True)
+            self.view.show_manifold(fs.manifold)
+            self.tabs.setCurrentWidget(self.monitor_plot)
+            self.status.value = f"Feature space ready (patch {n}, {len(fs.losses)} epochs)."
+
+        def on_done():
+            self._feature_worker = None
+
+        self._feature_worker = feature_space_worker(
+            data.structural, n, epochs, on_epoch, on_ready,
+            lambda exc: show_error(f"rVAE training failed: {exc}"), on_done)
+        return self._feature_worker
+
+    def export_monitors(self, path) -> Path:
+        path = Path(path)
+        self.monitor_plot.save(path)
+        return path
+
+    # -- dialogs -------------------------------------------------------------------------------------------
+    def _dialog(self, save: bool, title: str, start: str, filt: str, action, done: str | None = None):
+        ask = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
+        path, _ = ask(self, title, start, filt)
+        if not path:
+            return
+        try:
+            action(path)
+            if done:
+                show_info(done.format(path=path))
+        except HAEInputError as exc:
+            show_error(str(exc))
+
+    def _export_dialog(self, *_):
+        self._dialog(True, "Export monitors", "monitors.png", "Images (*.png *.svg)", self.export_monitors,
+                     "Monitors written to {path}")
+
+    def _save_dialog(self, *_):
+        self._dialog(True, "Save hAE trace", "trace.h5", "HDF5 (*.h5)", self.save_trace, "Trace saved to {path}")
+
+    def _resume_dialog(self, *_):
+        self._dialog(False, "Resume hAE run", str(self.runs_dir), "hAE traces (*.h5 *.journal)", self.resume_trace)
+
+    def _load_dialog(self, *_):
+        self._dialog(False, "Load hAE trace", "", "HDF5 (*.h5)", self.load_trace)
