@@ -26,6 +26,7 @@ from ..record.trace import Trace
 from ..targets.objective import Objective
 from ..targets.scalarizers import Scalarizer
 from . import interventions as iv
+from . import picking
 from .diagnostics import STUCK_WINDOW, window_verdict
 from .settings import SEED_MODES, ExperimentSettings, PolicySpec, ScalarizerSpec
 
@@ -201,29 +202,7 @@ class Experiment:
     # -- seeds --------------------------------------------------------------------------------------------
     def seed_indices(self) -> np.ndarray:
         """Flat indices of the seed positions for the configured seed mode."""
-        s = self.settings
-        ny, nx = self.scan_shape
-        if s.seed_mode == "given":
-            pos = np.asarray(s.seed_positions, dtype=float).reshape(-1, 2)
-            if not np.all(np.isfinite(pos)) or np.any(pos != np.round(pos)):
-                raise HAEInputError("Seed positions must be whole pixel coordinates (y, x).",
-                                    "round the seed coordinates to integers.")
-            pos = pos.astype(int)
-            bad = (pos[:, 0] < 0) | (pos[:, 0] >= ny) | (pos[:, 1] < 0) | (pos[:, 1] >= nx)
-            if bad.any():
-                raise HAEInputError(f"Seed position(s) {pos[bad].tolist()} lie outside the {ny} x {nx} scan field.",
-                                    f"use 0 <= y < {ny} and 0 <= x < {nx}.")
-            flat = flat_index(pos, self.scan_shape)
-            if len(np.unique(flat)) != len(flat):
-                raise HAEInputError("Seed positions contain duplicates.", "give each seed position once.")
-            return flat
-        if s.seed_mode == "grid":
-            k = int(np.ceil(np.sqrt(s.n_seeds)))
-            ys = np.linspace(0, ny - 1, k + 2)[1:-1].round().astype(int)
-            xs = np.linspace(0, nx - 1, k + 2)[1:-1].round().astype(int)
-            flat = np.unique(flat_index(np.array([(y, x) for y in ys for x in xs]), self.scan_shape))
-            return flat[: s.n_seeds]
-        return np.sort(self.rng.choice(self.n_positions, int(s.n_seeds), replace=False))
+        return picking.seed_indices(self.settings, self.scan_shape, self.rng)
 
     def start(self) -> None:
         """Measure the seed positions (once)."""
@@ -302,15 +281,6 @@ class Experiment:
             self.trace.add_event(self.step_index, ev)
         return y, rep.final_loss, time.perf_counter() - t0
 
-    def _pick_mask(self) -> tuple[np.ndarray, str]:
-        """Where the next pick may fall, and its kind: inside an unsatisfied "visit" object if any."""
-        available = ~self.measured & ~self.avoid
-        self.visit = [v for v in self.visit if not (v & self.measured).any()]
-        for v in self.visit:
-            if (v & available).any():
-                return v & available, "visit"
-        return available, "policy"
-
     def step(self) -> StepResult:
         """Run one policy step: train, predict everywhere, pick, measure. Returns what happened."""
         if not self.started:
@@ -327,7 +297,8 @@ class Experiment:
         sign = 1.0 if self.objective.multi else self.objective.sign
         mean, std = post.in_units()
         mean = sign * mean
-        pick_mask, kind = self._pick_mask()
+        self.visit = [v for v in self.visit if not (v & self.measured).any()]
+        pick_mask, kind = picking.pick_mask(self.measured, self.avoid, self.visit)
         ctx = AcquisitionContext(best=float(post.standardize(measured_y.max())), rng=self.rng,
                                  available=pick_mask, step=k, budget=self.settings.budget,
                                  current=self.trace.positions[-1] if self.trace.positions else None,

@@ -1,0 +1,40 @@
+"""Where a run may measure: the seed positions, and the candidates of the next pick (objects of interest)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.patches import flat_index
+from ..errors import HAEInputError
+
+
+def seed_indices(settings, scan_shape, rng: np.random.Generator) -> np.ndarray:
+    """Flat indices of the seed positions: given, on a centred grid, or random (drawn with ``rng``)."""
+    ny, nx = scan_shape
+    if settings.seed_mode == "given":
+        pos = np.asarray(settings.seed_positions, dtype=int).reshape(-1, 2)
+        bad = (pos[:, 0] < 0) | (pos[:, 0] >= ny) | (pos[:, 1] < 0) | (pos[:, 1] >= nx)
+        if bad.any():
+            raise HAEInputError(f"Seed position(s) {pos[bad].tolist()} lie outside the {ny} x {nx} scan field.",
+                                f"use 0 <= y < {ny} and 0 <= x < {nx}.")
+        flat = flat_index(pos, scan_shape)
+        if len(np.unique(flat)) != len(flat):
+            raise HAEInputError("Seed positions contain duplicates.", "give each seed position once.")
+        return flat
+    if settings.seed_mode == "grid":
+        k = int(np.ceil(np.sqrt(settings.n_seeds)))
+        ys = np.linspace(0, ny - 1, k + 2)[1:-1].round().astype(int)
+        xs = np.linspace(0, nx - 1, k + 2)[1:-1].round().astype(int)
+        flat = np.unique(flat_index(np.array([(y, x) for y in ys for x in xs]), scan_shape))
+        return flat[: settings.n_seeds]
+    return np.sort(rng.choice(ny * nx, int(settings.n_seeds), replace=False))
+
+
+def pick_mask(measured: np.ndarray, avoid: np.ndarray, visit: list[np.ndarray]) -> tuple[np.ndarray, str]:
+    """Where the next pick may fall, and its kind: inside the first unsatisfied "visit" object that still has
+    free positions, else anywhere not measured and not in an "avoid" object."""
+    available = ~measured & ~avoid
+    for v in visit:
+        if (v & available).any():
+            return v & available, "visit"
+    return available, "policy"

@@ -1,0 +1,382 @@
+"""The architecture's promises: one goal rule, typed settings, registered plug-ins from entry points, the model
+recorded and rebuilt, one intervention path; and the layout (layers, no cycles, no Qt in the core, sizes)."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import fast_settings
+from napari_hae.core.errors import HAEInputError
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
+from napari_hae.core.run.experiment import Experiment, ExperimentSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "src" / "napari_hae"
+
+
+# -- one goal rule ----------------------------------------------------------------------------------------------
+
+def test_goal_min_summary_reports_the_minimum_and_the_bottom_one_percent(tmp_path):
+    from napari_hae.cli import main
+    from napari_hae.core.data.samples import load_sample
+    from napari_hae.core.record.trace import Trace
+    from napari_hae.core.targets.scalarizers import Scalarizer
+
+    out = tmp_path / "min"
+    assert main(["run", "--sample", "nanoparticles", "--goal", "min", "--steps", "6", "--n-seeds", "5",
+                 "--patch", "8", "--fit-iterations", "5", "--out", str(out), "-q"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    tr = Trace.load(out / "trace.h5")
+    values = np.asarray(tr.values)
+    # best = the smallest value measured, where it was measured; the trace's own best-so-far agrees
+    assert s["goal"] == "min" and s["best_value"] == pytest.approx(values.min())
+    assert tuple(s["best_position"]) == tr.positions[int(np.argmin(values))]
+    assert tr.steps["best_so_far"][-1] == pytest.approx(values[:-1].min())
+    # the truth map is the scalarizer of every spectrum; "top 1%" under min is its lowest 1%
+    data = load_sample("nanoparticles")
+    truth = Scalarizer.from_dict(tr.settings["scalarizer"])(data.spectra, data.energies)
+    assert s["truth_best"] == pytest.approx(truth.min())
+    k = max(1, round(0.01 * truth.size))
+    lowest = set(map(tuple, np.argwhere(truth <= np.sort(truth.ravel())[k - 1])))
+    hits = [i for i, p in enumerate(tr.positions) if p in lowest]
+    seeds = sum(kind == "seed" for kind in tr.kinds)
+    expected = None if not hits else (0 if hits[0] < seeds else hits[0] - seeds + 1)
+    assert s["steps_to_top1pct"] == expected
+
+
+def test_goal_min_trains_on_the_negated_target_and_maps_stay_in_scalarizer_units(small_sample):
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(goal="min", budget=2))
+    exp.run()
+    np.testing.assert_allclose(exp._target(exp.trace.spectra_array()), -np.asarray(exp.trace.values))
+    assert exp.trace.steps["best_so_far"][0] == pytest.approx(min(exp.trace.values[:6]))
+    # the predicted mean map is in scalarizer units (positive band integrals), not the negated target
+    assert np.median(exp.trace.maps["mean"][-1]) > 0
+
+
+# -- typed settings ---------------------------------------------------------------------------------------------
+
+def test_unknown_settings_key_is_an_error_naming_the_valid_keys():
+    with pytest.raises(HAEInputError) as e:
+        ExperimentSettings.from_dict({"patchsize": 8})
+    msg = str(e.value)
+    assert "Unknown setting 'patchsize'" in msg and "patch_size" in msg and "budget" in msg and "Fix:" in msg
+    with pytest.raises(HAEInputError, match=r"Unknown setting 'parms' in PolicySpec.*name, params"):
+        ExperimentSettings(policy={"name": "ucb", "parms": {"beta": 2}})
+    s = ExperimentSettings()
+    with pytest.raises(HAEInputError, match="'budget' = 'ten' is not an integer"):
+        s.budget = "ten"
+
+
+def test_a_sweep_grid_with_a_typo_is_refused_before_any_run():
+    from napari_hae.core.analysis.sweep import SweepSpec
+
+    spec = SweepSpec({"sample": "nanoparticles"}, {"budget": 2}, {"patchsize": [8, 16]}, [0])
+    with pytest.raises(HAEInputError, match="Unknown setting 'patchsize'"):
+        spec.runs()
+
+
+def test_one_set_of_defaults_for_core_cli_and_dock():
+    from napari_hae.cli import build_parser
+
+    d = ExperimentSettings()
+    args = build_parser().parse_args(["run", "--sample", "nanoparticles"])
+    assert (args.policy, args.patch, args.n_seeds, args.steps, args.random_seed, args.fit_iterations) == \
+        (d.policy.name, d.patch_size, d.n_seeds, d.budget, d.random_seed, d.fit_iterations)
+    sweep = build_parser().parse_args(["sweep", "--sample", "nanoparticles"])
+    assert (sweep.n_seeds, sweep.steps) == (d.n_seeds, d.budget)
+
+
+# -- plug-ins through entry points ------------------------------------------------------------------------------
+
+PLUGIN = '''
+import numpy as np
+from napari_hae.core.policy import AcquisitionFunction
+
+
+class Greedy(AcquisitionFunction):
+    """Pure exploitation, with a greed factor."""
+
+    params = ("greed",)
+
+    def __init__(self, greed: float = 1.5):
+        self.greed = float(greed)
+
+    def __call__(self, post, ctx):
+        return self.greed * post.mean
+
+
+def band_spread(spectra, energy, *, a, b):
+    """Standard deviation in the band [a, b] eV."""
+    m = (energy >= a) & (energy <= b)
+    return np.asarray(spectra)[..., m].std(axis=-1)
+'''
+
+
+@pytest.fixture
+def entry_point_plugin(tmp_path, monkeypatch):
+    """A third-party package with a policy and a scalarizer, installed as a distribution on sys.path."""
+    (tmp_path / "hae_test_plugin.py").write_text(PLUGIN)
+    info = tmp_path / "hae_test_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hae-test-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[napari_hae.policies]\ntest_greedy = hae_test_plugin:Greedy\n\n"
+        "[napari_hae.scalarizers]\ntest_band_spread = hae_test_plugin:band_spread\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from napari_hae.core.policy import POLICIES
+    from napari_hae.core.targets.scalarizers import SCALARIZERS
+
+    for reg in (POLICIES, SCALARIZERS):
+        reg.load_entry_points(force=True)
+    yield tmp_path
+    POLICIES.pop("test_greedy", None)
+    SCALARIZERS.pop("test_band_spread", None)
+
+
+def test_entry_point_plugins_appear_in_run_help_with_their_parameters(entry_point_plugin):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(entry_point_plugin), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-m", "napari_hae.cli", "run", "--help"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "test_greedy(greed (1.5))" in text and "--greed GREED" in text and "parameter of test_greedy" in text
+    assert "test_band_spread(a (eV), b (eV))" in text
+
+
+def test_entry_point_plugins_run_from_the_cli(entry_point_plugin, tmp_path):
+    from napari_hae.cli import main
+    from napari_hae.core.record.trace import Trace
+
+    out = tmp_path / "plugin"
+    assert main(["run", "--sample", "nanoparticles", "--policy", "test_greedy", "--greed", "2",
+                 "--scalarizer", "test_band_spread", "--band", "1.2", "2.25", "--steps", "2", "--n-seeds", "4",
+                 "--patch", "8", "--fit-iterations", "3", "--out", str(out), "-q"]) == 0
+    tr = Trace.load(out / "trace.h5")
+    assert tr.steps["policy"] == ["test_greedy(greed=2)"] * 2
+    assert tr.settings["scalarizer"]["name"] == "test_band_spread"
+    from napari_hae.core.data.samples import load_sample
+
+    data = load_sample("nanoparticles")
+    band = (data.energies >= 1.2) & (data.energies <= 2.25)
+    expected = [data.spectra[y, x][band].std() for y, x in tr.positions]
+    np.testing.assert_allclose(tr.values, expected)
+
+
+@pytest.mark.gui
+def test_entry_point_plugins_appear_in_the_dock(entry_point_plugin, make_napari_viewer):
+    from napari_hae._widget import HAEWidget
+
+    w = HAEWidget(make_napari_viewer())
+    assert "test_greedy" in w.policy_name.choices and "test_band_spread" in w.scalarizer_name.choices
+    w.policy_name.value = "test_greedy"
+    assert w.policy_param.name == "greed" and w.policy_param.value == 1.5
+    assert w.policy.policy() == {"name": "test_greedy", "params": {"greed": 1.5}}
+
+
+# -- the model recorded and rebuilt -----------------------------------------------------------------------------
+
+def test_a_resumed_run_rebuilds_the_model_it_recorded(small_sample, tmp_path):
+    from napari_hae.core.model import MODELS, register_model
+    from napari_hae.core.model.dkl import DKLRegressor
+
+    @register_model("test_small_dkl")
+    class SmallDKL(DKLRegressor):
+        """A DKL with a narrow network."""
+
+        def __init__(self, input_dim, *, width: int = 8, seed: int = 0):
+            super().__init__(input_dim, hidden=(width,), seed=seed)
+
+    try:
+        s = fast_settings(budget=4, model={"name": "test_small_dkl", "params": {"width": 6}})
+        exp = Experiment(SimulatedMicroscope(small_sample), s, journal=tmp_path / "trace.journal")
+        exp.run(2)
+        assert type(exp.model) is SmallDKL and exp.model.hidden == (6,)
+        exp.close()
+        assert exp.trace.settings["model"] == {"name": "test_small_dkl", "params": {"width": 6}}
+        again = Experiment.resume(tmp_path / "trace.journal", SimulatedMicroscope(small_sample))
+        again.run()
+        assert type(again.model) is SmallDKL and again.model.hidden == (6,) and again.trace.n_steps == 4
+    finally:
+        MODELS.pop("test_small_dkl")
+
+
+def test_unknown_model_or_model_parameter_is_refused(small_sample):
+    with pytest.raises(HAEInputError, match="Unknown model 'gp_magic'"):
+        Experiment(SimulatedMicroscope(small_sample), fast_settings(model={"name": "gp_magic"})).run(1)
+    with pytest.raises(HAEInputError, match=r"model 'dkl' has no parameter\(s\) \['depth'\]"):
+        Experiment(SimulatedMicroscope(small_sample), fast_settings(model={"name": "dkl",
+                                                                           "params": {"depth": 3}})).run(1)
+
+
+# -- one intervention path --------------------------------------------------------------------------------------
+
+def _state(exp):
+    return {"settings": exp.settings.to_dict(), "policy": exp.policy.to_dict(), "patch": exp.patch_size,
+            "scalarizer": exp.scalarizer.to_dict(), "avoid": exp.avoid.copy(), "budget": exp.settings.budget,
+            "patches": exp.patches.copy()}
+
+
+def _assert_same_state(a, b):
+    for k in ("settings", "policy", "patch", "scalarizer", "budget"):
+        assert a[k] == b[k], k
+    np.testing.assert_array_equal(a["avoid"], b["avoid"])
+    np.testing.assert_array_equal(a["patches"], b["patches"])
+
+
+def test_interventions_give_the_same_state_live_on_resume_and_in_counterfactual(small_sample, tmp_path):
+    from napari_hae.core.analysis.replay import counterfactual
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=5), journal=tmp_path / "j")
+    exp.run(2)
+    mask = np.zeros(small_sample.scan_shape, bool)
+    mask[:10, :10] = True
+    exp.set_policy("ei", xi=0.2)
+    exp.set_scalarizer({"name": "peak_max", "params": {"a": 3.45, "b": 4.05}})
+    exp.set_patch_size(10)
+    exp.add_object(mask, "avoid", "corner")
+    exp.set_budget(6)
+    live = _state(exp)
+    exp.close()
+    resumed = Experiment.resume(tmp_path / "j", SimulatedMicroscope(small_sample))
+    _assert_same_state(live, _state(resumed))
+    resumed.run()
+    cf = counterfactual(resumed.trace)
+    assert [(d["step"], d["kind"]) for d in cf.interventions] == \
+        [(2, "policy"), (2, "scalarizer"), (2, "patch_size"), (2, "object")]
+    assert cf.steps["policy"] == resumed.trace.steps["policy"]
+    assert cf.steps["scalarizer"] == resumed.trace.steps["scalarizer"]
+    assert cf.steps["patch_size"] == resumed.trace.steps["patch_size"]
+    np.testing.assert_array_equal(cf.objects[0]["mask"], mask)
+
+
+def test_a_refused_intervention_changes_nothing(small_sample):
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=2))
+    exp.run(1)
+    before = _state(exp)
+    with pytest.raises(HAEInputError, match="outside the energy axis"):
+        exp.set_scalarizer({"name": "band_integral", "params": {"a": 90.0, "b": 95.0}})
+    with pytest.raises(HAEInputError, match="no parameter"):
+        exp.set_policy("ucb", xi=1.0)
+    _assert_same_state(before, _state(exp))
+    assert exp.trace.interventions == []
+
+
+def test_a_step_record_field_outside_the_schema_is_an_error():
+    from napari_hae.core.record.trace import Trace
+
+    t = Trace(structural=np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r"\['surprise'\] are not in the record schema"):
+        t.add_step({"position": (1, 1), "policy": "ucb", "scalarizer": "x", "surprise": 1.0})
+    assert t.n_steps == 0
+
+
+# -- layout -----------------------------------------------------------------------------------------------------
+
+LAYERS = {"errors": 0, "registry": 0, "data": 1, "targets": 2, "model": 3, "policy": 4, "instrument": 5,
+          "record": 6, "run": 7, "analysis": 8, "plots": 9}
+
+
+def _core_imports():
+    """{module: [(imported module, at module level?)]} for every module of napari_hae.core."""
+    core = PKG / "core"
+    graph = {}
+    for path in core.rglob("*.py"):
+        parts = path.relative_to(PKG.parent).with_suffix("").parts
+        mod = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+        tree = ast.parse(path.read_text())
+        top = set(map(id, tree.body))
+        out = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [f"{target}.{a.name}" for a in node.names] if not node.module else [target]
+                out += [(t, id(node) in top) for t in names]
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                out += [(n, id(node) in top) for n in names]
+        graph[mod] = out
+    return graph
+
+
+def _layer(mod):
+    parts = mod.split(".")
+    return LAYERS.get(parts[2]) if len(parts) > 2 and parts[:2] == ["napari_hae", "core"] else None
+
+
+def test_core_layers_never_import_upwards():
+    upward = [(m, t) for m, imps in _core_imports().items() for t, _ in imps
+              if _layer(t) is not None and _layer(m) is not None and _layer(t) > _layer(m)]
+    assert upward == []
+
+
+def test_core_has_no_import_cycles():
+    graph = {m: {t for t, top in imps if top and t in _core_imports()} for m, imps in _core_imports().items()}
+    # a package imports its own modules in __init__; a module importing its package is not a cycle here
+    seen, stack, cycles = set(), [], []
+
+    def visit(m):
+        if m in stack:
+            cycles.append(stack[stack.index(m):] + [m])
+            return
+        if m in seen:
+            return
+        seen.add(m)
+        stack.append(m)
+        for t in graph.get(m, ()):
+            if not m.startswith(t + "."):
+                visit(t)
+        stack.pop()
+
+    for m in graph:
+        visit(m)
+    assert cycles == []
+
+
+def test_core_imports_no_qt_and_no_napari():
+    code = textwrap.dedent("""
+        import importlib, pkgutil, sys
+        import napari_hae.core as core
+        for m in pkgutil.walk_packages(core.__path__, "napari_hae.core."):
+            if not m.name.endswith("feature_space"):   # AtomAI imports matplotlib only
+                importlib.import_module(m.name)
+        bad = sorted(k for k in sys.modules if k.split(".")[0] in ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6",
+                                                                   "napari", "magicgui", "vispy"))
+        print(bad)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_module_sizes():
+    sizes = {p.relative_to(PKG).as_posix(): len(p.read_text().splitlines()) for p in PKG.rglob("*.py")}
+    assert {k: v for k, v in sizes.items() if v > 410} == {}
+    dock = {k: v for k, v in sizes.items() if k == "_widget.py" or k.startswith("_qt/")}
+    assert len(dock) >= 6 and {k: v for k, v in dock.items() if v > 250} == {}
+
+
+def test_the_manifest_is_a_real_file_in_the_package_and_the_top_level_copy_is_identical():
+    packaged = PKG / "napari.yaml"
+    assert packaged.is_file() and not packaged.is_symlink()
+    assert packaged.read_bytes() == (ROOT / "napari.yaml").read_bytes()
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(packaged)
+    assert manifest.name == "napari-hae"
+
+
+def test_no_symlinks_in_the_repository():
+    out = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode:
+        pytest.skip("not a git checkout")
+    assert [line for line in out.stdout.splitlines() if line.startswith("120000")] == []
