@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from napari_hae.core.analysis.feature_space import density_maxima, fit_feature_space
-from napari_hae.core.targets.scalarizers import Scalarizer
 from napari_hae.core.data.samples import load_sample
 from napari_hae.core.data.samples.nanoparticles import BANDS
+from napari_hae.core.targets.scalarizers import Scalarizer
 
 
 def main(argv=None):

@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 
-from napari_hae.core.run.experiment import Experiment, ExperimentSettings
+from napari_hae.core.data.samples import load_sample
 from napari_hae.core.instrument.microscope import SimulatedMicroscope
 from napari_hae.core.instrument.remote import RemoteMicroscope
-from napari_hae.core.data.samples import load_sample
+from napari_hae.core.run.experiment import Experiment, ExperimentSettings
 
 
 def main(argv=None):

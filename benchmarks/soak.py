@@ -24,9 +24,9 @@ import numpy as np
 import psutil
 import torch
 
-from napari_hae.core.run.experiment import Experiment, ExperimentSettings
-from napari_hae.core.instrument.microscope import SimulatedMicroscope
 from napari_hae.core.data.samples import load_sample
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
+from napari_hae.core.run.experiment import Experiment, ExperimentSettings
 
 
 class WindowedModel:

@@ -23,12 +23,12 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 warnings.filterwarnings("ignore")
 
-from napari_hae.core.model.dkl import DKLRegressor  # noqa: E402
-from napari_hae.core.run.experiment import Experiment, ExperimentSettings  # noqa: E402
 from napari_hae.core.analysis.metrics import random_median_steps, top_mask  # noqa: E402
-from napari_hae.core.instrument.microscope import SimulatedMicroscope  # noqa: E402
 from napari_hae.core.data.samples import load_sample  # noqa: E402
 from napari_hae.core.data.samples.nanoparticles import make_nanoparticles  # noqa: E402
+from napari_hae.core.instrument.microscope import SimulatedMicroscope  # noqa: E402
+from napari_hae.core.model.dkl import DKLRegressor  # noqa: E402
+from napari_hae.core.run.experiment import Experiment, ExperimentSettings  # noqa: E402
 
 
 def step_times(data, n_steps, model_factory=None, skip_first=True, **kw):
@@ -42,8 +42,8 @@ def step_times(data, n_steps, model_factory=None, skip_first=True, **kw):
 
 def discovery(model_factory=None, runs=10, label=""):
     data = load_sample("nanoparticles")
-    from napari_hae.core.targets.scalarizers import Scalarizer
     from napari_hae.core.data.samples.nanoparticles import BANDS
+    from napari_hae.core.targets.scalarizers import Scalarizer
 
     mask = top_mask(Scalarizer("band_integral", dict(zip("ab", BANDS["dipole"])))(data.spectra, data.energies))
     cap = random_median_steps(data.n_positions - 10, int(mask.sum()))

@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+import napari
 import numpy as np
 
-import napari
 from napari_hae._sweep_widget import SweepWidget
 from napari_hae._widget import OBJECTS, HAEWidget
 

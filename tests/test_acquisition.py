@@ -2,10 +2,17 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from napari_hae.core.policy import (POLICIES, AcquisitionContext, AcquisitionFunction, Posterior, make_policy,
-                                    register_policy, select)
-from napari_hae.core.policy.acquisition import expected_improvement, probability_of_improvement, upper_confidence_bound
 from napari_hae.core.errors import HAEInputError
+from napari_hae.core.policy import (
+    POLICIES,
+    AcquisitionContext,
+    AcquisitionFunction,
+    Posterior,
+    make_policy,
+    register_policy,
+    select,
+)
+from napari_hae.core.policy.acquisition import expected_improvement, probability_of_improvement, upper_confidence_bound
 
 
 def test_ei_closed_form_values():

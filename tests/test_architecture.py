@@ -380,3 +380,11 @@ def test_no_symlinks_in_the_repository():
     if out.returncode:
         pytest.skip("not a git checkout")
     assert [line for line in out.stdout.splitlines() if line.startswith("120000")] == []
+
+
+def test_ruff_clean():
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks", "docs", "sample_data"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    if "No module named ruff" in out.stderr:
+        pytest.skip("ruff is not installed (pip install -e '.[testing]')")
+    assert out.returncode == 0, out.stdout[-3000:]

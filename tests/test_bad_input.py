@@ -2,15 +2,15 @@
 
 import numpy as np
 import pytest
-from conftest import fast_settings
 
+from conftest import fast_settings
 from napari_hae.core.data.dataset import EnergyAxis, SpectrumImage
-from napari_hae.core.errors import HAEInputError
-from napari_hae.core.run.experiment import Experiment
 from napari_hae.core.data.io import load_spectrum_image
+from napari_hae.core.errors import HAEInputError
 from napari_hae.core.instrument.microscope import AcquisitionGuard, SimulatedMicroscope
-from napari_hae.core.targets.scalarizers import Scalarizer
 from napari_hae.core.record.trace import Trace
+from napari_hae.core.run.experiment import Experiment
+from napari_hae.core.targets.scalarizers import Scalarizer
 
 OK_S, OK_A = np.ones((10, 10)), np.ones((10, 10, 5))
 DIPOLE = {"name": "band_integral", "params": {"a": 1.2, "b": 2.25}}

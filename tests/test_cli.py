@@ -46,10 +46,10 @@ def test_cli_given_seed_positions(tmp_path):
 
 
 def test_cli_refuses_to_overwrite_an_unfinished_run_and_resumes_it(tmp_path, capsys):
-    from napari_hae.core.run.experiment import Experiment, ExperimentSettings
+    from napari_hae.core.data.samples import load_sample
     from napari_hae.core.instrument.microscope import SimulatedMicroscope
     from napari_hae.core.record.trace import Trace
-    from napari_hae.core.data.samples import load_sample
+    from napari_hae.core.run.experiment import Experiment, ExperimentSettings
 
     out = tmp_path / "run"
     args = ["run", "--sample", "nanoparticles", "--steps", "4", "--n-seeds", "5", "--patch", "8", "--out", str(out),

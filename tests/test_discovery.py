@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from napari_hae.core.run.experiment import Experiment, ExperimentSettings
 from napari_hae.core.analysis.metrics import random_median_steps, top_mask
 from napari_hae.core.instrument.microscope import SimulatedMicroscope
+from napari_hae.core.run.experiment import Experiment, ExperimentSettings
 
 N_RUNS = 10
 N_SEEDS = 10
@@ -13,8 +13,8 @@ N_SEEDS = 10
 
 @pytest.mark.slow
 def test_ucb_reaches_top_1pct_in_a_third_of_random_steps(sample):
-    from napari_hae.core.targets.scalarizers import Scalarizer
     from napari_hae.core.data.samples.nanoparticles import BANDS
+    from napari_hae.core.targets.scalarizers import Scalarizer
 
     truth = Scalarizer("band_integral", dict(zip("ab", BANDS["dipole"])))(sample.spectra, sample.energies)
     mask = top_mask(truth, 0.01)

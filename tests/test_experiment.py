@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
-from conftest import assert_traces_equal, fast_settings
 
-from napari_hae.core.errors import HAEInputError
-from napari_hae.core.run.experiment import Experiment
-from napari_hae.core.instrument.microscope import SimulatedMicroscope
-from napari_hae.core.targets.scalarizers import Scalarizer
-from napari_hae.core.record.trace import Trace
+from conftest import assert_traces_equal, fast_settings
 from napari_hae.core.data.samples.nanoparticles import BANDS
+from napari_hae.core.errors import HAEInputError
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
+from napari_hae.core.record.trace import Trace
+from napari_hae.core.run.experiment import Experiment
+from napari_hae.core.targets.scalarizers import Scalarizer
 
 
 def _exp(data, **kw):

@@ -1,8 +1,6 @@
 import numpy as np
 import pytest
 
-from napari_hae.core.data.dataset import EnergyAxis, SpectrumImage
-from napari_hae.core.errors import HAEInputError
 from napari_hae.core.data.io import load_spectrum_image, save_spectrum_image_hspy
 
 

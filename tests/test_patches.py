@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from napari_hae.core.errors import HAEInputError
 from napari_hae.core.data.patches import extract_patches, flat_index, positions_of
+from napari_hae.core.errors import HAEInputError
 
 IMG = np.arange(7 * 9, dtype=float).reshape(7, 9)
 

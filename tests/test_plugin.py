@@ -47,7 +47,7 @@ def test_seeds_from_points_then_run_fills_trajectory_and_maps(viewer_widget, qtb
     assert list(traj.features["kind"][:4]) == ["seed"] * 4
     np.testing.assert_allclose(traj.features["value"], w.experiment.trace.values)
     tr = w.experiment.trace
-    for key, (name, _) in MAPS.items():
+    for name, _ in MAPS.values():
         assert np.all(np.isfinite(viewer.layers[name].data))
     np.testing.assert_array_equal(viewer.layers[MAPS["mean"][0]].data, tr.maps["mean"][-1])
     assert not np.array_equal(tr.maps["mean"][0], tr.maps["mean"][-1])      # the maps change between steps
@@ -243,12 +243,13 @@ def test_a_microscope_fault_pauses_the_run_and_resume_continues(viewer_widget, q
 
 
 def test_resume_a_crashed_run_from_its_journal(viewer_widget, qtbot, small_sample, tmp_path):
-    from napari_hae.core.run.experiment import Experiment, ExperimentSettings
     from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.run.experiment import Experiment, ExperimentSettings
 
     viewer, w = viewer_widget
     crashed = Experiment(SimulatedMicroscope(small_sample), ExperimentSettings(
-        patch_size=8, n_seeds=5, budget=5, fit_iterations_first=60, fit_iterations=10, model={"name": "dkl", "params": {"hidden": [32, 16]}}),
+        patch_size=8, n_seeds=5, budget=5, fit_iterations_first=60, fit_iterations=10,
+        model={"name": "dkl", "params": {"hidden": [32, 16]}}),
         journal=tmp_path / "old" / "trace.journal")
     crashed.run(2)
     crashed.close()

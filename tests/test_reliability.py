@@ -9,13 +9,13 @@ import time
 
 import numpy as np
 import pytest
-from conftest import assert_traces_equal, fast_settings
 
+from conftest import assert_traces_equal, fast_settings
 from napari_hae.core.errors import MicroscopeFault, ModelFitError
-from napari_hae.core.run.experiment import Experiment
-from napari_hae.core.record.journal import read_records
 from napari_hae.core.instrument.microscope import SimulatedMicroscope
+from napari_hae.core.record.journal import read_records
 from napari_hae.core.record.trace import Trace
+from napari_hae.core.run.experiment import Experiment
 
 
 def _run_with_interventions(data, journal, budget=6):
@@ -188,7 +188,8 @@ KILLED_RUN = textwrap.dedent("""
 
     data = load_sample("nanoparticles")
     settings = ExperimentSettings(patch_size=8, n_seeds=6, budget=40, fit_iterations_first=40, fit_iterations=5,
-                                  model={"name": "dkl", "params": {"hidden": [16, 8]}}, policy={"name": "ucb", "params": {"beta": 4.0}})
+                                  model={"name": "dkl", "params": {"hidden": [16, 8]}},
+                                  policy={"name": "ucb", "params": {"beta": 4.0}})
     info = {**data.describe(), "source": {"sample": "nanoparticles", "noise": "none"}}
     Experiment(Logged(data), settings, dataset_info=info, journal=out + "/trace.journal").run()
 """)

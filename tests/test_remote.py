@@ -7,13 +7,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import fast_settings
 
+from conftest import fast_settings
 from napari_hae.core.errors import HAEInputError, MicroscopeFault
-from napari_hae.core.run.experiment import Experiment
 from napari_hae.core.instrument.microscope import SimulatedMicroscope
 from napari_hae.core.instrument.remote import MicroscopeServer, RemoteMicroscope
 from napari_hae.core.record.trace import Trace
+from napari_hae.core.run.experiment import Experiment
 
 TOKEN = "s3cret-token"
 

@@ -1,10 +1,15 @@
 import numpy as np
 import pytest
-from conftest import gaussian
 
+from conftest import gaussian
 from napari_hae.core.errors import HAEInputError
-from napari_hae.core.targets.scalarizers import (SCALARIZERS, Scalarizer, band_weights, register_scalarizer,
-                                         subtract_power_law)
+from napari_hae.core.targets.scalarizers import (
+    SCALARIZERS,
+    Scalarizer,
+    band_weights,
+    register_scalarizer,
+    subtract_power_law,
+)
 
 E = np.arange(0.0, 6.0, 0.01)
 

@@ -5,12 +5,13 @@ import csv
 import numpy as np
 import pytest
 
+from napari_hae.core.analysis.sweep import SweepSpec, parse_policy, read_table, run_one, run_sweep, summary_grid
+from napari_hae.core.errors import HAEInputError
 from napari_hae.core.policy import AcquisitionContext, Posterior, make_policy
 from napari_hae.core.policy.acquisition import expected_improvement
-from napari_hae.core.errors import HAEInputError
-from napari_hae.core.analysis.sweep import SweepSpec, parse_policy, read_table, run_one, run_sweep, summary_grid
 
-BASE = dict(budget=3, n_seeds=5, fit_iterations_first=40, fit_iterations=5, model={"name": "dkl", "params": {"hidden": [16, 8]}}, record_maps=False,
+BASE = dict(budget=3, n_seeds=5, fit_iterations_first=40, fit_iterations=5,
+            model={"name": "dkl", "params": {"hidden": [16, 8]}}, record_maps=False,
             scalarizer={"name": "band_integral", "params": {"a": 1.2, "b": 2.25}})
 
 

@@ -2,10 +2,10 @@
 
 matplotlib needs 60-300 ms of pure Python per redraw of four axes; on a thread of napari's process that holds
 the GIL and stalls the event loop (measured: 300+ ms gaps). So the figure lives in a small child process
-(``_monitor_renderer``, a subprocess started on first use, lowered priority); the GUI thread only takes a snapshot of the
-numbers (~5 ms) and a helper thread waits for the image without holding the GIL. Requests are coalesced: while
-one image is being drawn, only the newest request waits. If the process cannot start, drawing falls back to the
-helper thread.
+(``_monitor_renderer``, a subprocess started on first use, lowered priority); the GUI thread only takes a
+snapshot of the numbers (~5 ms) and a helper thread waits for the image without holding the GIL. Requests are
+coalesced: while one image is being drawn, only the newest request waits. If the process cannot start, drawing
+falls back to the helper thread.
 """
 
 from __future__ import annotations

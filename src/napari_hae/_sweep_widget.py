@@ -15,8 +15,8 @@ from platformdirs import user_data_dir
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._layers import dataset_of
-from .core.errors import HAEInputError
 from .core.analysis.sweep import COLUMNS, SweepSpec, parse_policy, read_table, run_sweep
+from .core.errors import HAEInputError
 from .core.plots.heatmaps import heatmaps
 from .core.run.settings import ExperimentSettings
 from .core.targets.scalarizers import default_bands

@@ -92,7 +92,8 @@ class HAEWidget(RunActions, TraceActions, QWidget):
         for band in self.target.bands:
             band.changed.connect(lambda *_: self.plot.set_bands(self.target.current_bands()))
         connections = [
-            (self.layer_combo.changed, self._on_dataset_changed), (self.apply_scalarizer.clicked, self.request_scalarizer),
+            (self.layer_combo.changed, self._on_dataset_changed),
+            (self.apply_scalarizer.clicked, self.request_scalarizer),
             (self.apply_policy.clicked, self.request_policy), (self.patch_size.changed, self._on_patch_size),
             (self.start_btn.clicked, self.start), (self.pause_btn.clicked, self.pause),
             (self.step_btn.clicked, self.step_once), (self.resume_btn.clicked, self.resume),

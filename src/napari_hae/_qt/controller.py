@@ -5,7 +5,7 @@ what happened. The same driver runs the command line and sweeps."""
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from napari.qt.threading import create_worker
 

@@ -133,9 +133,10 @@ class RunActions:
         exp = self.experiment
         sc = exp.scalarizer
         if not self.status.value.startswith("Run "):
+            rec = res.record
             self.status.value = (f"step {res.step + 1}/{exp.settings.budget} ({res.kind}) at (y, x) = "
-                                 f"{res.position}: {sc.name} = {res.value:.4g}; best {res.record['best_so_far']:.4g}; "
-                                 f"mean uncertainty {res.record['std_mean']:.3g}" + ("  [paused]" if self._paused else ""))
+                                 f"{res.position}: {sc.name} = {res.value:.4g}; best {rec['best_so_far']:.4g}; "
+                                 f"mean uncertainty {rec['std_mean']:.3g}" + ("  [paused]" if self._paused else ""))
         i = exp.trace.positions.index(tuple(res.position))
         self.plot.show_spectrum(exp.energies, exp.trace.spectra[i], self.target.bands_of(sc),
                                 f"step {res.step + 1} at {res.position}: {res.value:.4g}", self._units())

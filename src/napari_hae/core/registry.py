@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .errors import HAEInputError
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from ..errors import HAEInputError
 from ..data.patches import extract_patches
+from ..errors import HAEInputError
 
 
 @contextlib.contextmanager

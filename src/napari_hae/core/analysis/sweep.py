@@ -25,7 +25,6 @@ from ..registry import parse_name_params
 from ..run.settings import ExperimentSettings
 
 
-
 @dataclass
 class SweepRow:
     """One run of a sweep: the table's columns (results.csv) are this schema's fields, in order."""

@@ -53,7 +53,7 @@ class EnergyAxis:
                 "scale": float(self.scale), "units": str(self.units)}
 
     @classmethod
-    def uncalibrated(cls, size: int) -> "EnergyAxis":
+    def uncalibrated(cls, size: int) -> EnergyAxis:
         return cls(size=size, offset=0.0, scale=1.0, units="channel")
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import EnergyAxis, SpectrumImage
 from ..errors import HAEInputError
+from .dataset import EnergyAxis, SpectrumImage
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from typing import Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 

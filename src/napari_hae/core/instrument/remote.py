@@ -166,7 +166,7 @@ class MicroscopeServer:
 
 # -- client ------------------------------------------------------------------------------------------------------
 class RemoteMicroscope:
-    """A :class:`~napari_hae.core.instrument.microscope.Microscope` whose instrument is behind a :class:`MicroscopeServer`.
+    """A :class:`~napari_hae.core.instrument.microscope.Microscope` behind a :class:`MicroscopeServer`.
 
     ``timeout`` (seconds) bounds every request; on a timeout the socket is rebuilt (ZeroMQ's "lazy pirate"
     pattern), so the next request reconnects to a restarted server.

@@ -12,8 +12,9 @@ A surrogate model maps flattened patches to a predictive distribution of the (si
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 

@@ -5,8 +5,16 @@
 """
 
 from . import acquisition, wrappers  # noqa: F401  (register the built-in policies)
-from .base import (POLICIES, AcquisitionContext, AcquisitionFunction, Posterior, make_policy, policy_from_dict,
-                   register_policy, select)
+from .base import (
+                   POLICIES,
+                   AcquisitionContext,
+                   AcquisitionFunction,
+                   Posterior,
+                   make_policy,
+                   policy_from_dict,
+                   register_policy,
+                   select,
+)
 
 __all__ = ["POLICIES", "AcquisitionContext", "AcquisitionFunction", "Posterior", "make_policy", "policy_from_dict",
            "register_policy", "select"]

@@ -23,6 +23,7 @@ from ..errors import HAEInputError
 from ..model.base import Posterior
 from ..registry import Entry, ParamSpec, Registry, specs_from_signature
 
+
 @dataclass
 class AcquisitionContext:
     """What a policy may use besides the posterior."""

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import HAEInputError
 from .acquisition import ExpectedImprovement, UpperConfidenceBound
 from .base import AcquisitionContext, AcquisitionFunction, _nonneg, register_policy
-from ..errors import HAEInputError
 
 
 def nearest_measured_distance(ctx: AcquisitionContext) -> np.ndarray:

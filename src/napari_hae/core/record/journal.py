@@ -68,7 +68,7 @@ class Journal:
         self.n_records = 0
 
     @classmethod
-    def append_to(cls, path) -> "Journal":
+    def append_to(cls, path) -> Journal:
         path = Path(path)
         _, good_bytes, _ = read_records(path)
         with open(path, "r+b") as f:   # drop a torn last record before appending after it

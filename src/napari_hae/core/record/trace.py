@@ -161,7 +161,7 @@ class Trace:
             self.journal = None
 
     @classmethod
-    def from_journal(cls, path) -> "Trace":
+    def from_journal(cls, path) -> Trace:
         """Rebuild a trace from its journal; a record torn by a crash is dropped (and reported in ``events``)."""
         records, _, dropped = read_records(path)
         if not records or records[0][0]["kind"] != "header":
@@ -247,7 +247,7 @@ class Trace:
         return path
 
     @classmethod
-    def load(cls, path) -> "Trace":
+    def load(cls, path) -> Trace:
         """Load a trace: an HDF5 trace, a journal, or a run folder (its journal, which is never older)."""
         import h5py
 

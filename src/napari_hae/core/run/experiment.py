@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -355,7 +355,7 @@ class Experiment:
     # -- resuming -----------------------------------------------------------------------------------------
     @classmethod
     def resume(cls, trace: Trace | str, microscope: Microscope, journal=None, append_journal: bool = False,
-               model_factory=None, budget: int | None = None) -> "Experiment":
+               model_factory=None, budget: int | None = None) -> Experiment:
         """Continue a run from its trace, with the settings, model and interventions it had.
 
         ``trace`` is a :class:`Trace` or a path (HDF5 trace, journal, or run folder). Measured points are kept and

@@ -27,22 +27,22 @@ if TYPE_CHECKING:  # pragma: no cover
 class Intervention:
     kind: ClassVar[str] = ""
 
-    def check(self, exp: "Experiment") -> None:
+    def check(self, exp: Experiment) -> None:
         """Raise HAEInputError if this cannot be applied to ``exp`` (before anything changes)."""
 
-    def current(self, exp: "Experiment"):
+    def current(self, exp: Experiment):
         """The value this replaces (recorded as ``old``)."""
         return None
 
     def update_settings(self, settings: ExperimentSettings) -> None:
         """What this changes in the settings (nothing for objects)."""
 
-    def apply(self, exp: "Experiment") -> None:
+    def apply(self, exp: Experiment) -> None:
         """Change the run: its settings, then what is derived from them."""
         self.update_settings(exp.settings)
         exp._derive(self.kind)
 
-    def recorded(self, exp: "Experiment"):
+    def recorded(self, exp: Experiment):
         """The ``new`` value stored in the trace."""
         raise NotImplementedError
 
@@ -173,7 +173,7 @@ class ChangeBudget(Intervention):
 KINDS = {c.kind: c for c in (ChangeScalarizer, ChangePolicy, ChangePatchSize, AddObject, ChangeBudget)}
 
 
-def from_record(d: dict, trace: "Trace") -> Intervention:
+def from_record(d: dict, trace: Trace) -> Intervention:
     """The intervention a trace recorded (``trace`` holds the masks of objects)."""
     kind, new = d["kind"], d["new"]
     if kind == "object":
@@ -189,7 +189,7 @@ def from_record(d: dict, trace: "Trace") -> Intervention:
                         "read it with the napari-hae version that wrote it.")
 
 
-def settings_after(trace: "Trace", upto_step: int | None = None) -> ExperimentSettings:
+def settings_after(trace: Trace, upto_step: int | None = None) -> ExperimentSettings:
     """The settings in force at the end of ``trace`` (or before policy step ``upto_step``)."""
     s = ExperimentSettings.from_dict(trace.settings)
     for d in trace.interventions:

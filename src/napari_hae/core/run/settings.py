@@ -148,7 +148,7 @@ class ExperimentSettings(Spec):
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ExperimentSettings":
+    def from_dict(cls, d: dict) -> ExperimentSettings:
         """Settings from a dict (a trace's record, a sweep grid, JSON). Unknown keys are refused; traces written
         before the model spec existed are read with their DKL parameters moved into it."""
         return cls(**_migrate(dict(d)))

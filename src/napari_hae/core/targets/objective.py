@@ -41,11 +41,11 @@ class Objective:
         self.goal = goal
 
     @classmethod
-    def from_dicts(cls, primary: dict, others: list[dict] | None = None, goal: str = "max") -> "Objective":
+    def from_dicts(cls, primary: dict, others: list[dict] | None = None, goal: str = "max") -> Objective:
         return cls([Scalarizer.from_dict(d) for d in [primary, *(others or [])]], goal)
 
     @classmethod
-    def from_settings(cls, settings: dict) -> "Objective":
+    def from_settings(cls, settings: dict) -> Objective:
         """From recorded settings (a trace's ``settings``): scalarizer, objectives and goal."""
         return cls.from_dicts(settings["scalarizer"], settings.get("objectives"), settings.get("goal", "max"))
 

@@ -15,8 +15,8 @@ passed to :meth:`Scalarizer.from_callable`.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -264,7 +264,7 @@ class Scalarizer:
         self.params = dict(self.params)
 
     @classmethod
-    def from_callable(cls, func: Callable, name: str | None = None) -> "Scalarizer":
+    def from_callable(cls, func: Callable, name: str | None = None) -> Scalarizer:
         """Wrap any ``func(spectrum_1d) -> float`` (no registration needed; not restorable from a saved trace)."""
         return cls(name=name or getattr(func, "__name__", "custom"), _callable=func)
 
@@ -310,7 +310,7 @@ class Scalarizer:
                 "background": None if self.background is None else list(self.background)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Scalarizer":
+    def from_dict(cls, d: dict) -> Scalarizer:
         bg = d.get("background")
         return cls(d["name"], dict(d.get("params", {})), None if bg is None else tuple(bg))
 
