@@ -33,7 +33,8 @@ class AtomaiDKL:
         self.model = None
         self.y_mean, self.y_std = 0.0, 1.0
 
-    def fit(self, X, y, iterations=None, reset=True):
+    def fit(self, X, y, *, iterations=None, warm=False):
+        """dklGPR refits from scratch every step (its workflow): ``iterations`` and ``warm`` are ignored."""
         import torch
 
         prev = torch.get_default_dtype()   # dklGPR sets the process-wide default tensor type: restore it
@@ -74,6 +75,14 @@ class AtomaiDKL:
         if standardized:
             return mean, std
         return mean * self.y_std + self.y_mean, std * self.y_std
+
+    def posterior(self, X):
+        """The SurrogateModel interface of napari-hae's run loop."""
+        from napari_hae.core.model import Posterior
+
+        mean, std = self.predict(X, standardized=True)
+        return Posterior(mean, std, sample=lambda idx, rng: self.sample(np.asarray(X)[idx], rng)[0],
+                         offset=self.y_mean, scale=self.y_std)
 
     def sample(self, X, rng, n_samples=1):
         mean, std = self.predict(X, standardized=True)

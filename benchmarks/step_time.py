@@ -72,14 +72,14 @@ def main():
     r = exp.trace.steps
     print(f"napari-hae step: median {np.median(ours):.3f} s (min {ours.min():.3f}, max {ours.max():.3f}) over "
           f"{len(ours)} steps; fit {np.median(r['fit_time'][1:]):.3f} s ({exp.settings.fit_iterations} warm "
-          f"iterations), predict {np.median(r['predict_time'][1:]):.3f} s; MLP {exp.settings.hidden}", flush=True)
+          f"iterations), predict {np.median(r['predict_time'][1:]):.3f} s; MLP {_hidden(exp.settings)}", flush=True)
 
     from atomai_workflow import AtomaiDKL
 
     same, _ = step_times(data, args.atomai_repeats + 1, skip_first=False,
                          model_factory=lambda d, s: AtomaiDKL(d, training_cycles=s.fit_iterations,
-                                                              hidden=s.hidden, precision="single"))
-    print(f"atomai dklGPR refit, equal network {exp.settings.hidden} and iterations {exp.settings.fit_iterations}, "
+                                                              hidden=_hidden(s), precision="single"))
+    print(f"atomai dklGPR refit, equal network {_hidden(exp.settings)} and iterations {exp.settings.fit_iterations}, "
           f"float32: median {np.median(same):.3f} s -> ratio {np.median(same) / np.median(ours):.1f}x", flush=True)
     full, _ = step_times(data, args.atomai_repeats, skip_first=False,
                          model_factory=lambda d, s: AtomaiDKL(d, training_cycles=200))
@@ -95,10 +95,15 @@ class _ColdRefit(DKLRegressor):
     """The atomai schedule on napari-hae's model: a fresh network fitted for 200 iterations at every step."""
 
     def __init__(self, d, s):
-        super().__init__(d, embed_dim=s.embed_dim, hidden=s.hidden, seed=s.random_seed)
+        super().__init__(d, seed=s.random_seed, **s.model.params)
 
-    def fit(self, X, y, iterations=100, reset=False):
-        return super().fit(X, y, iterations=200, reset=True)
+    def fit(self, X, y, *, iterations=100, warm=True):
+        return super().fit(X, y, iterations=200, warm=False)
+
+
+def _hidden(s):
+    """The MLP widths of the settings' DKL model."""
+    return tuple(s.model.params.get("hidden", (64, 32)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Sweep throughput: the same grid on a LocalCluster with 1 worker and with 2 workers (1 torch thread each).
 
-    python benchmarks/sweep_throughput.py --seeds 2 --steps 20
+    python benchmarks/sweep_throughput.py --random-seeds 2 --steps 20
 
 Target: 2 workers finish in <= 0.6x the time of 1 worker.
 """
@@ -16,14 +16,14 @@ from napari_hae.core.analysis.sweep import SweepSpec, parse_policy, read_table, 
 
 def main(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--random-seeds", type=int, default=2)
     p.add_argument("--steps", type=int, default=20)
     a = p.parse_args(argv)
     spec = SweepSpec({"sample": "nanoparticles"},
                      {"budget": a.steps, "n_seeds": 10, "record_maps": False,
                       "scalarizer": {"name": "band_integral", "params": {"a": 1.2, "b": 2.25}}},
                      {"patch_size": [8, 16], "policy": [parse_policy("ei:xi=0.01"), parse_policy("ucb:beta=4")]},
-                     list(range(a.seeds)))
+                     list(range(a.random_seeds)))
     times = {}
     for n in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:

@@ -140,6 +140,7 @@ def entry_point_plugin(tmp_path, monkeypatch):
     SCALARIZERS.pop("test_band_spread", None)
 
 
+@pytest.mark.slow
 def test_entry_point_plugins_appear_in_run_help_with_their_parameters(entry_point_plugin):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(entry_point_plugin), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-m", "napari_hae.cli", "run", "--help"], capture_output=True, text=True,
@@ -150,6 +151,7 @@ def test_entry_point_plugins_appear_in_run_help_with_their_parameters(entry_poin
     assert "test_band_spread(a (eV), b (eV))" in text
 
 
+@pytest.mark.slow
 def test_entry_point_plugins_run_from_the_cli(entry_point_plugin, tmp_path):
     from napari_hae.cli import main
     from napari_hae.core.record.trace import Trace
@@ -320,7 +322,8 @@ def test_core_layers_never_import_upwards():
 
 
 def test_core_has_no_import_cycles():
-    graph = {m: {t for t, top in imps if top and t in _core_imports()} for m, imps in _core_imports().items()}
+    imports = _core_imports()
+    graph = {m: {t for t, top in imps if top and t in imports} for m, imps in imports.items()}
     # a package imports its own modules in __init__; a module importing its package is not a cycle here
     seen, stack, cycles = set(), [], []
 
@@ -342,6 +345,7 @@ def test_core_has_no_import_cycles():
     assert cycles == []
 
 
+@pytest.mark.slow
 def test_core_imports_no_qt_and_no_napari():
     code = textwrap.dedent("""
         import importlib, pkgutil, sys

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from napari_hae.cli import main
 
 
@@ -24,6 +26,7 @@ def test_cli_bad_band_exits_2_with_fix(tmp_path, capsys):
     assert rc == 2 and "outside the energy axis" in err and "Fix:" in err
 
 
+@pytest.mark.slow
 def test_cli_on_real_eels_data(shared_data, tmp_path):
     out = tmp_path / "cuzn"
     rc = main(["run", "--spectrum", str(shared_data / "cuzn_eels/CuZn_EELS_mapping_tutorial.hspy"),
@@ -34,6 +37,7 @@ def test_cli_on_real_eels_data(shared_data, tmp_path):
     assert s["points_measured"] == 8 and s["pixel_units"] == "nm"
 
 
+@pytest.mark.slow
 def test_cli_given_seed_positions(tmp_path):
     out = tmp_path / "given"
     rc = main(["run", "--sample", "nanoparticles", "--steps", "1", "--seed-at", "3", "4", "--seed-at", "50", "60",
@@ -45,6 +49,7 @@ def test_cli_given_seed_positions(tmp_path):
     assert tr.positions[:2] == [(3, 4), (50, 60)] and tr.kinds[:2] == ["seed", "seed"]
 
 
+@pytest.mark.slow
 def test_cli_refuses_to_overwrite_an_unfinished_run_and_resumes_it(tmp_path, capsys):
     from napari_hae.core.data.samples import load_sample
     from napari_hae.core.instrument.microscope import SimulatedMicroscope
@@ -72,6 +77,7 @@ def test_cli_refuses_to_overwrite_an_unfinished_run_and_resumes_it(tmp_path, cap
     assert final.n_steps == 4 and final.positions[:7] == exp.trace.positions and len(set(final.positions)) == 9
 
 
+@pytest.mark.slow
 def test_cli_report_redraws_monitors_from_a_saved_trace(tmp_path, capsys):
     import numpy as np
 
@@ -90,6 +96,7 @@ def test_cli_report_redraws_monitors_from_a_saved_trace(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere"), "-q"]) == 2
 
 
+@pytest.mark.slow
 def test_cli_multi_objective_summary_lists_the_pareto_set(tmp_path):
     out = tmp_path / "mo"
     assert main(["run", "--sample", "nanoparticles", "--steps", "3", "--n-seeds", "5", "--patch", "8",

@@ -84,6 +84,7 @@ def _shape(kind, angle, n=12):
     return ((np.hypot(u, v) < 4.5) & (np.hypot(u, v) > 2.5)).astype(np.float32)   # ring
 
 
+@pytest.mark.slow
 def test_rvae_latent_separates_two_shapes_whatever_their_rotation():
     rng = np.random.default_rng(0)
     kinds = np.array(["bar", "ring"] * 150)

@@ -82,6 +82,7 @@ def test_interventions_while_paused_apply_to_the_next_picks(viewer_widget, qtbot
     assert tr.objects[0]["mode"] == "avoid" and tr.objects[0]["mask"][:, :24].all()
 
 
+@pytest.mark.slow
 def test_step_once_and_prompt_stop(viewer_widget, qtbot):
     viewer, w = viewer_widget
     w.budget.value = 200
@@ -105,6 +106,7 @@ def test_step_once_and_prompt_stop(viewer_widget, qtbot):
     assert len(viewer.layers[TRAJECTORY].data) == tr.n_points
 
 
+@pytest.mark.slow
 def test_event_loop_stays_responsive_during_a_run(viewer_widget, qtbot):
     from qtpy.QtCore import QTimer
 
@@ -201,6 +203,7 @@ def test_measured_values_layer_follows_the_current_scalarizer(viewer_widget, qtb
     assert w.plot.bands[0].get_x() == 3.45
 
 
+@pytest.mark.slow
 def test_objects_drawn_before_start_apply_from_the_first_step(viewer_widget, qtbot):
     viewer, w = viewer_widget
     w.object_mode.value = "avoid"
@@ -214,6 +217,7 @@ def test_objects_drawn_before_start_apply_from_the_first_step(viewer_widget, qtb
     assert w._objects_at_start == []
 
 
+@pytest.mark.slow
 def test_a_microscope_fault_pauses_the_run_and_resume_continues(viewer_widget, qtbot, tmp_path):
     viewer, w = viewer_widget
     w.budget.value = 4
@@ -242,6 +246,7 @@ def test_a_microscope_fault_pauses_the_run_and_resume_continues(viewer_widget, q
     assert exp.done and exp.trace.n_points == 10 + 4
 
 
+@pytest.mark.slow
 def test_resume_a_crashed_run_from_its_journal(viewer_widget, qtbot, small_sample, tmp_path):
     from napari_hae.core.instrument.microscope import SimulatedMicroscope
     from napari_hae.core.run.experiment import Experiment, ExperimentSettings
@@ -259,6 +264,7 @@ def test_resume_a_crashed_run_from_its_journal(viewer_widget, qtbot, small_sampl
     assert len(viewer.layers[TRAJECTORY].data) == 10
 
 
+@pytest.mark.slow
 def test_monitors_replay_export_and_stuck_warning(viewer_widget, qtbot, tmp_path):
     viewer, w = viewer_widget
     w.budget.value = 4
@@ -287,6 +293,7 @@ def test_monitors_replay_export_and_stuck_warning(viewer_widget, qtbot, tmp_path
     assert "looks stuck at step 4" in w.status.value and "mu" in w.status.value
 
 
+@pytest.mark.slow
 def test_feature_space_in_a_worker_draws_the_latent_trajectory(viewer_widget, qtbot):
     viewer, w = viewer_widget
     w.budget.value = 3
@@ -308,6 +315,7 @@ def test_feature_space_in_a_worker_draws_the_latent_trajectory(viewer_widget, qt
     assert "hAE rVAE manifold" in viewer.layers
 
 
+@pytest.mark.slow
 def test_run_on_a_remote_microscope_from_the_dock(viewer_widget, qtbot, small_sample):
     import threading
 
@@ -353,6 +361,7 @@ def test_multi_objective_run_shows_the_pareto_set(viewer_widget, qtbot):
     np.testing.assert_allclose(viewer.layers["hAE Pareto set"].features["objective_2"], vals[:, 1])
 
 
+@pytest.mark.slow
 def test_sweep_dock_runs_a_small_sweep_and_shows_the_table(make_napari_viewer, small_sample, qtbot, tmp_path,
                                                            monkeypatch):
     from napari_hae._sweep_widget import SHOWN, SweepWidget
@@ -375,6 +384,7 @@ def test_sweep_dock_runs_a_small_sweep_and_shows_the_table(make_napari_viewer, s
     assert {r[1] for r in rows} == {"ei(xi=0.01)", "ucb_scheduled(beta_start=16, beta_end=0.5)"}
 
 
+@pytest.mark.slow
 def test_gui_soak_200_steps_leaks_no_layers_or_threads(viewer_widget, qtbot):
     import threading
 

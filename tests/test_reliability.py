@@ -195,6 +195,7 @@ KILLED_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_loses_no_measured_point_and_resume_completes(tmp_path, sample):
     script, log, out = tmp_path / "run.py", tmp_path / "acquired.log", tmp_path / "run"
     script.write_text(KILLED_RUN)

@@ -37,6 +37,7 @@ def server():
     proc.wait()
 
 
+@pytest.mark.slow
 def test_a_run_through_the_server_equals_the_in_process_simulator(server, sample):
     _, address = server
     remote = RemoteMicroscope(address, token=TOKEN, timeout=20)
@@ -54,6 +55,7 @@ def test_a_run_through_the_server_equals_the_in_process_simulator(server, sample
     remote.close()
 
 
+@pytest.mark.slow
 def test_wrong_token_and_out_of_field_requests_are_refused(server):
     _, address = server
     with pytest.raises(HAEInputError, match="refused the request: wrong or missing access token"):
@@ -72,6 +74,7 @@ def test_serving_beyond_loopback_needs_a_token(small_sample):
         MicroscopeServer(SimulatedMicroscope(small_sample), host="0.0.0.0")
 
 
+@pytest.mark.slow
 def test_server_killed_mid_run_pauses_the_run_and_a_restart_resumes_it(server, tmp_path):
     proc, address = server
     port = int(address.rsplit(":", 1)[1])

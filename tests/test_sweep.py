@@ -48,6 +48,7 @@ def test_run_ids_are_stable_and_unique(small_source):
     assert len({r["run_id"] for r in a}) == 8
 
 
+@pytest.mark.slow
 def test_2x2x2_sweep_on_a_local_cluster_with_two_workers(small_source, tmp_path):
     spec = _spec(small_source)
     table = run_sweep(spec, tmp_path, n_workers=2, progress=False)
