@@ -403,3 +403,21 @@ def test_gui_soak_200_steps_leaks_no_layers_or_threads(viewer_widget, qtbot):
     qtbot.wait(200)
     extra = {t.name for t in threading.enumerate() if t.is_alive()} - before
     assert not any(n.startswith(("hae-", "Thread-")) for n in extra), extra  # acquisition / render threads gone
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (1366, 768)])
+def test_the_dock_fits_the_screen_with_nothing_cut_off(make_napari_viewer, small_sample, qtbot, size):
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    for data, kw, _ in dataset_layer_data(small_sample):
+        viewer.add_image(data, **kw)
+    w = HAEWidget(viewer)
+    viewer.window.add_dock_widget(w, name="hAE", area="right")
+    win = viewer.window._qt_window
+    win.resize(*size)
+    qtbot.wait(200)
+    assert win.height() <= size[1] and win.width() <= size[0]       # the dock does not stretch the window
+    scroll = w.findChild(QScrollArea)
+    assert scroll.widget().minimumSizeHint().width() <= scroll.viewport().width()   # no panel clipped sideways
+    assert w.geometry().bottom() <= win.height()

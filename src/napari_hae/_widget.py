@@ -13,7 +13,8 @@ from pathlib import Path
 from magicgui.widgets import Label
 from napari.utils.notifications import show_error
 from platformdirs import user_data_dir
-from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from ._monitor_plot import MonitorPlot
 from ._qt.controller import RunController
@@ -61,6 +62,7 @@ class HAEWidget(RunActions, TraceActions, QWidget):
             for name in names:
                 setattr(self, name, getattr(getattr(self, panel), name))
         self.status = Label(value="Open a dataset (File > Open Sample > napari hAE), then Start.")
+        self.status.native.setWordWrap(True)
         self.plot, self.monitor_plot = SpectrumPlot(self), MonitorPlot(self)
         self.tabs = QTabWidget(self)
         self.tabs.addTab(self.plot, "Spectrum")
@@ -81,13 +83,22 @@ class HAEWidget(RunActions, TraceActions, QWidget):
         env = os.environ.get("NAPARI_HAE_RUNS_DIR")
         self.runs_dir = Path(env) if env else Path(user_data_dir("napari-hae")) / "runs"
 
-        self.setMaximumWidth(460)
-        layout = QVBoxLayout(self)
+        # the panels scroll inside the dock, so it fits 1366 x 768 screens as well as 1080p ones
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
         for box in (self.data, self.target, self.policy, self.run_panel):
             layout.addWidget(box.native)
         for w in (self.status.native, self.tabs, self.monitors.native):
             layout.addWidget(w)
         layout.addStretch(1)
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self._scroll = scroll
 
         for band in self.target.bands:
             band.changed.connect(lambda *_: self.plot.set_bands(self.target.current_bands()))
@@ -106,6 +117,13 @@ class HAEWidget(RunActions, TraceActions, QWidget):
             signal.connect(slot)
         self._on_dataset_changed()
         self._update_buttons()
+
+    def showEvent(self, event):
+        """Width from the panels as napari's style draws them (their hints grow once styled), plus the scroll bar."""
+        super().showEvent(event)
+        need = self._scroll.widget().minimumSizeHint().width() + self._scroll.verticalScrollBar().sizeHint().width()
+        self.setMinimumWidth(need + 4)
+        self.setMaximumWidth(max(460, need + 24))
 
     # -- state ---------------------------------------------------------------------------------------------
     @property
