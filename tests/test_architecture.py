@@ -4,6 +4,7 @@ recorded and rebuilt, one intervention path; and the layout (layers, no cycles, 
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -116,6 +117,20 @@ def band_spread(spectra, energy, *, a, b):
     """Standard deviation in the band [a, b] eV."""
     m = (energy >= a) & (energy <= b)
     return np.asarray(spectra)[..., m].std(axis=-1)
+
+
+def gain_scope(data, *, seed=0, gain: float = 1.0):
+    """The simulator behind a detector with a gain."""
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+
+    class Gain(SimulatedMicroscope):
+        def acquire(self, y, x):
+            return gain * super().acquire(y, x)
+
+    return Gain(data, seed=seed)
+
+
+gain_scope.needs_data = True
 '''
 
 
@@ -128,16 +143,19 @@ def entry_point_plugin(tmp_path, monkeypatch):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hae-test-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
         "[napari_hae.policies]\ntest_greedy = hae_test_plugin:Greedy\n\n"
-        "[napari_hae.scalarizers]\ntest_band_spread = hae_test_plugin:band_spread\n")
+        "[napari_hae.scalarizers]\ntest_band_spread = hae_test_plugin:band_spread\n\n"
+        "[napari_hae.microscopes]\ntest_gain_scope = hae_test_plugin:gain_scope\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    from napari_hae.core.instrument.adapters import MICROSCOPES
     from napari_hae.core.policy import POLICIES
     from napari_hae.core.targets.scalarizers import SCALARIZERS
 
-    for reg in (POLICIES, SCALARIZERS):
+    for reg in (POLICIES, SCALARIZERS, MICROSCOPES):
         reg.load_entry_points(force=True)
     yield tmp_path
     POLICIES.pop("test_greedy", None)
     SCALARIZERS.pop("test_band_spread", None)
+    MICROSCOPES.pop("test_gain_scope", None)
 
 
 @pytest.mark.slow
@@ -149,6 +167,7 @@ def test_entry_point_plugins_appear_in_run_help_with_their_parameters(entry_poin
     text = " ".join(out.stdout.split())
     assert "test_greedy(greed (1.5))" in text and "--greed GREED" in text and "parameter of test_greedy" in text
     assert "test_band_spread(a (eV), b (eV))" in text
+    assert "test_gain_scope(gain (1))" in text
 
 
 @pytest.mark.slow
@@ -177,9 +196,49 @@ def test_entry_point_plugins_appear_in_the_dock(entry_point_plugin, make_napari_
 
     w = HAEWidget(make_napari_viewer())
     assert "test_greedy" in w.policy_name.choices and "test_band_spread" in w.scalarizer_name.choices
+    assert "test_gain_scope" in w.microscope_kind.choices
+    w.microscope_kind.value = "test_gain_scope"
+    assert [p.name for p in w.microscope_params] == ["gain"] and w.run_panel.microscope() == ("test_gain_scope",
+                                                                                             {"gain": 1.0})
     w.policy_name.value = "test_greedy"
     assert w.policy_param.name == "greed" and w.policy_param.value == 1.5
     assert w.policy.policy() == {"name": "test_greedy", "params": {"greed": 1.5}}
+
+
+def test_an_entry_point_microscope_adapter_drives_a_run_and_is_rebuilt_on_resume(entry_point_plugin, tmp_path):
+    from napari_hae.cli import main
+    from napari_hae.cli.run import recorded_microscope
+    from napari_hae.core.data.samples import load_sample
+    from napari_hae.core.record.trace import Trace
+
+    out = tmp_path / "gain"
+    assert main(["run", "--sample", "nanoparticles", "--microscope", "test_gain_scope:gain=2.5", "--steps", "2",
+                 "--n-seeds", "4", "--patch", "8", "--fit-iterations", "3", "--out", str(out), "-q"]) == 0
+    tr = Trace.load(out / "trace.h5")
+    assert tr.dataset["source"]["microscope"] == "test_gain_scope"
+    assert tr.dataset["source"]["microscope_params"] == {"gain": 2.5}
+    data = load_sample("nanoparticles")
+    for (y, x), s in zip(tr.positions, tr.spectra):
+        np.testing.assert_allclose(s, 2.5 * data.spectra[y, x])
+    # what --resume rebuilds: the recorded adapter with its recorded parameters, on the recorded data
+    rebuilt_data, mic = recorded_microscope(tr)
+    assert rebuilt_data.name == "nanoparticles" and type(mic).__name__ == "Gain"
+    np.testing.assert_allclose(mic.acquire(5, 7), 2.5 * data.spectra[5, 7])
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--sample", "nanoparticles", "--microscope", "electron_gun"], "Unknown microscope 'electron_gun'"),
+    (["--sample", "nanoparticles", "--microscope", "simulator:gain=2"], r"has no parameter\(s\) \['gain'\]"),
+    (["--sample", "nanoparticles", "--microscope", "simulator:noise=gaussian"], r"noise='gaussian'.*none.*poisson"),
+    (["--sample", "nanoparticles", "--microscope", "tcp://127.0.0.1:5999"], "brings its own"),
+    (["--microscope", "simulator"], "No data given"),
+])
+def test_bad_microscope_choices_are_refused_with_a_fix(argv, match, tmp_path, capsys):
+    from napari_hae.cli import main
+
+    assert main(["run", *argv, "--out", str(tmp_path / "x"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "Fix:" in err
 
 
 # -- the model recorded and rebuilt -----------------------------------------------------------------------------

@@ -328,13 +328,15 @@ def test_run_on_a_remote_microscope_from_the_dock(viewer_widget, qtbot, small_sa
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        w.microscope_kind.value = "remote"
-        assert not w.microscope_address.native.isHidden() and w.noise.native.isHidden()
-        w.microscope_address.value = server.address
-        w.microscope_token.value = "wrong"
+        w.microscope_kind.value = "remote"     # the form shows the remote adapter's parameters, not the simulator's
+        form = w.microscope_params
+        assert [p.name for p in form] == ["address", "token", "timeout"]
+        assert form["token"].native.echoMode() == form["token"].native.EchoMode.Password
+        form["address"].value = server.address
+        form["token"].value = "wrong"
         with pytest.raises(HAEInputError, match="access token"):
             w.build_experiment()
-        w.microscope_token.value = "t0k"
+        form["token"].value = "t0k"
         w.budget.value = 3
         w.start()
         _run_to_end(w, qtbot)

@@ -40,8 +40,8 @@ _PANEL_WIDGETS = {
     "data": ("layer_combo", "patch_size"),
     "target": ("scalarizer_name", "band_a", "band_b", "band_a2", "band_b2", "multi_objective", "apply_scalarizer"),
     "policy": ("policy_name", "apply_policy", "model_name"),
-    "run_panel": ("n_seeds", "budget", "random_seed", "microscope_kind", "microscope_address", "microscope_token",
-                  "noise", "object_mode", "start_btn", "pause_btn", "step_btn", "resume_btn", "stop_btn",
+    "run_panel": ("n_seeds", "budget", "random_seed", "microscope_kind", "microscope_params", "object_mode",
+                  "start_btn", "pause_btn", "step_btn", "resume_btn", "stop_btn",
                   "save_btn", "load_btn", "resume_trace_btn"),
     "monitors": ("replay", "feature_btn", "export_btn"),
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from magicgui.widgets import CheckBox, Container, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox
 
 from ..core.registry import ParamSpec
 
@@ -15,7 +15,9 @@ def param_widget(spec: ParamSpec):
     """One widget for ``spec``: a spin box for numbers (its range and unit in the label), else a text field."""
     label = f"{spec.name} ({spec.unit})" if spec.unit else spec.name
     tip = spec.help or spec.describe()
-    if spec.kind is bool:
+    if spec.choices:
+        w = ComboBox(name=spec.name, label=label, choices=list(spec.choices), value=spec.default)
+    elif spec.kind is bool:
         w = CheckBox(name=spec.name, text=label, value=bool(spec.default))
     elif spec.kind in (int, float):
         lo = -1e9 if spec.low is None else spec.low
@@ -25,8 +27,13 @@ def param_widget(spec: ParamSpec):
         else:
             w = FloatSpinBox(name=spec.name, label=label, value=spec.default, min=lo, max=hi,
                              step=_step(spec.default))
-    else:
+    elif isinstance(spec.default, str) or spec.secret:
+        w = LineEdit(name=spec.name, label=label, value=spec.default or "")
+        if spec.secret:
+            w.native.setEchoMode(w.native.EchoMode.Password)
+    else:   # lists and other structured values, edited as JSON
         w = LineEdit(name=spec.name, label=label, value="" if spec.default is None else json.dumps(spec.default))
+        w.native.setProperty("hae_json", True)
     w.tooltip = tip
     return w
 
@@ -38,7 +45,7 @@ def _step(default) -> float:
 
 
 def read_value(w):
-    if isinstance(w, LineEdit):
+    if isinstance(w, LineEdit) and w.native.property("hae_json"):
         try:
             return json.loads(w.value)
         except json.JSONDecodeError:

@@ -11,7 +11,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from ..core.errors import HAEInputError
-from ..core.instrument.microscope import SimulatedMicroscope
+from ..core.instrument.adapters import make_microscope
 from ..core.record.trace import JOURNAL_NAME
 from ..core.run.diagnostics import window_verdict
 from ..core.run.driver import Event
@@ -41,18 +41,12 @@ class RunActions:
         return exp
 
     def _microscope(self, data, seed: int):
-        """The simulator on the selected dataset, or the networked microscope (its scan must match the layer)."""
-        if self.microscope_kind.value == "simulator":
-            return SimulatedMicroscope(data, noise="poisson" if self.noise.value else None, seed=seed)
-        from ..core.instrument.remote import MicroscopeUnavailable, RemoteMicroscope
-
-        try:
-            mic = RemoteMicroscope(self.microscope_address.value.strip(), token=self.microscope_token.value or None)
-        except MicroscopeUnavailable as exc:
-            raise HAEInputError(f"No microscope answers at {self.microscope_address.value} ({exc}).",
-                                "start the server (napari-hae serve ...) or check the address.") from exc
-        if tuple(mic.scan_shape) != tuple(data.scan_shape):
-            raise HAEInputError(f"The remote microscope scans {mic.scan_shape}, the selected layer is "
+        """The microscope adapter chosen in the run panel, on the selected dataset (a live instrument must scan
+        the grid of the selected layer)."""
+        name, params = self.run_panel.microscope()
+        mic = make_microscope(name, data, seed=seed, **params)
+        if data is not None and tuple(mic.scan_shape) != tuple(data.scan_shape):
+            raise HAEInputError(f"The {name} microscope scans {tuple(mic.scan_shape)}, the selected layer is "
                                 f"{data.scan_shape}.", "select the layer of the region the microscope scans.")
         return mic
 

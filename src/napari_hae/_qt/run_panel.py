@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
+from magicgui.widgets import ComboBox, Container, PushButton, SpinBox
 
-from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, PushButton, SpinBox
-
+from ..core.instrument.adapters import MICROSCOPES
 from ..core.run.settings import ExperimentSettings
+from .forms import ParamForm
 
 DEFAULTS = ExperimentSettings()
 
@@ -16,11 +16,9 @@ class RunPanel(Container):
         self.n_seeds = SpinBox(label="random seeds (if no points)", value=DEFAULTS.n_seeds, min=1, max=10000)
         self.budget = SpinBox(label="budget (steps)", value=DEFAULTS.budget, min=1, max=1_000_000)
         self.random_seed = SpinBox(label="random seed", value=DEFAULTS.random_seed, min=0, max=2**31 - 1)
-        self.microscope_kind = ComboBox(label="microscope", choices=["simulator", "remote"], value="simulator")
-        self.microscope_address = LineEdit(label="address", value="tcp://127.0.0.1:5555", visible=False)
-        self.microscope_token = LineEdit(label="token", value=os.environ.get("NAPARI_HAE_TOKEN", ""), visible=False)
-        self.microscope_token.native.setEchoMode(self.microscope_token.native.EchoMode.Password)
-        self.noise = CheckBox(text="re-draw Poisson noise per acquisition", value=False)
+        self.microscope_kind = ComboBox(label="microscope", choices=MICROSCOPES.names(), value="simulator",
+                                        tooltip="the instrument: an installed microscope adapter")
+        self.microscope_params = ParamForm()   # the adapter's parameters, from its specs
         self.object_mode = ComboBox(label="new objects", choices=["avoid", "visit"], value="avoid")
         self.start_btn = PushButton(text="Start")
         self.pause_btn = PushButton(text="Pause")
@@ -32,17 +30,20 @@ class RunPanel(Container):
         self.resume_trace_btn = PushButton(text="Resume trace...")
         row = dict(layout="horizontal", labels=False)
         super().__init__(widgets=[
-            self.n_seeds, self.budget, self.random_seed, self.microscope_kind, self.microscope_address,
-            self.microscope_token, self.noise, self.object_mode,
+            self.n_seeds, self.budget, self.random_seed, self.microscope_kind, self.microscope_params,
+            self.object_mode,
             Container(widgets=[self.start_btn, self.pause_btn, self.step_btn], **row),
             Container(widgets=[self.resume_btn, self.stop_btn], **row),
             Container(widgets=[self.save_btn, self.load_btn, self.resume_trace_btn], **row)], label="Run")
         self.microscope_kind.changed.connect(self._on_kind)
+        self._on_kind()
 
     def _on_kind(self, *_):
-        remote = self.microscope_kind.value == "remote"
-        self.microscope_address.visible = self.microscope_token.visible = remote
-        self.noise.visible = not remote
+        self.microscope_params.show(MICROSCOPES.get(self.microscope_kind.value).params)
+
+    def microscope(self) -> tuple[str, dict]:
+        """(adapter name, parameters) as the form shows them."""
+        return self.microscope_kind.value, self.microscope_params.values()
 
     def update_buttons(self, running: bool, paused: bool) -> None:
         self.start_btn.enabled = not running

@@ -38,9 +38,36 @@ def source(args, noise: str = "none") -> dict:
 
 
 def simulator(data, noise: str, seed: int):
-    from ..core.instrument.microscope import SimulatedMicroscope
+    from ..core.instrument.adapters import make_microscope
 
-    return SimulatedMicroscope(data, noise=None if noise == "none" else "poisson", seed=seed)
+    return make_microscope("simulator", data, seed=seed, noise=noise)
+
+
+def add_microscope(p: argparse.ArgumentParser) -> None:
+    from ..core.instrument.adapters import MICROSCOPES
+
+    p.add_argument("--microscope", metavar="NAME[:PARAM=V,...]",
+                   help="the instrument, a registered adapter with its parameters, e.g. simulator:noise=poisson or "
+                        "remote:address=tcp://host:5555 (a bare tcp://HOST:PORT means remote); default: the simulator "
+                        f"on --sample/--spectrum. Installed: {MICROSCOPES.help_text()}")
+    p.add_argument("--token", help="access token of a remote microscope (default: $NAPARI_HAE_TOKEN)")
+
+
+def microscope(args) -> tuple[str, dict]:
+    """(adapter name, parameters) from --microscope (and --token, --request-timeout, --noise)."""
+    text = args.microscope or "simulator"
+    if text.startswith("tcp://"):
+        name, params = "remote", {"address": text}
+    else:
+        name, _, rest = text.partition(":")
+        params = _json_params([item for item in rest.split(",") if item], "--microscope simulator:noise=poisson")
+    if name == "remote":
+        params.setdefault("timeout", getattr(args, "request_timeout", 10.0))
+        if token(args):
+            params["token"] = token(args)
+    if name == "simulator" and getattr(args, "noise", "none") != "none":
+        params.setdefault("noise", args.noise)
+    return name.strip(), params
 
 
 def token(args):
@@ -136,6 +163,7 @@ def model(args) -> dict:
 
 
 def _json_params(items, example: str) -> dict:
+    """``["hidden=[32,16]", "noise=poisson"]`` -> ``{"hidden": [32, 16], "noise": "poisson"}`` (JSON, else text)."""
     out = {}
     for item in items or []:
         k, eq, v = item.partition("=")
@@ -144,7 +172,7 @@ def _json_params(items, example: str) -> dict:
         try:
             out[k.strip()] = json.loads(v)
         except json.JSONDecodeError:
-            out[k.strip()] = v
+            out[k.strip()] = v.strip()
     return out
 
 
@@ -153,5 +181,5 @@ def objective_text(text: str) -> dict:
     return parse_name_params(text, "--also band_integral:a=3.45,b=4.05")
 
 
-__all__ = ["DEFAULTS", "ENERGY_PARAMS", "add_source", "source", "simulator", "token", "add_target", "scalarizer",
-           "add_policy", "policy", "add_model", "model", "objective_text"]
+__all__ = ["DEFAULTS", "ENERGY_PARAMS", "add_source", "source", "simulator", "token", "add_microscope", "microscope",
+           "add_target", "scalarizer", "add_policy", "policy", "add_model", "model", "objective_text"]

@@ -17,11 +17,10 @@ def add_parser(sub) -> None:
     d = opt.DEFAULTS
     r = sub.add_parser("run", help="run an automated experiment (simulated on pre-acquired data, or remote)")
     opt.add_source(r, extra=[
-        (("--microscope",), dict(metavar="tcp://HOST:PORT",
-                                 help="drive a microscope served by 'napari-hae serve' over the network")),
         (("--resume",), dict(metavar="RUN", help="continue an interrupted run from its output folder, trace.journal "
                                                  "or trace.h5, with its settings, model and interventions")),
     ])
+    opt.add_microscope(r)
     opt.add_target(r)
     r.add_argument("--also", action="append", metavar="NAME:PARAM=V,...",
                    help="a further objective for multi-objective mode, e.g. band_integral:a=3.45,b=4.05 "
@@ -51,7 +50,6 @@ def add_parser(sub) -> None:
                    help="train AtomAI's rVAE on all patches and draw the trajectory in its latent plane")
     r.add_argument("--complete-model", action="store_true",
                    help="train the model on every position too, and compare the live model with it")
-    r.add_argument("--token", help="access token of the microscope server (default: $NAPARI_HAE_TOKEN)")
     r.add_argument("--request-timeout", type=float, default=10.0,
                    help="seconds to wait for each answer of a remote microscope (default 10)")
     r.add_argument("-q", "--quiet", action="store_true")
@@ -91,25 +89,30 @@ def _check_out_folder(out: Path, overwrite: bool) -> None:
 
 
 def cmd_run(args) -> int:
+    from ..core.instrument.adapters import MICROSCOPES, make_microscope, recorded_params
     from ..core.run.experiment import Experiment
 
     if args.resume:
         return _resume(args)
-    if args.microscope:
-        from ..core.instrument.remote import RemoteMicroscope
-
-        mic = RemoteMicroscope(args.microscope, token=opt.token(args), timeout=args.request_timeout)
-        data, name, energy = None, mic.name, mic.energy
-        info = {"name": mic.name, "scan_shape": list(mic.scan_shape), "signal_shape": list(mic.signal_shape),
-                "energy": None if mic.energy is None else mic.energy.to_dict(),
-                "source": {"microscope": args.microscope}}
-    elif args.sample or args.spectrum:
-        data = load_source(opt.source(args))
-        mic = opt.simulator(data, args.noise, args.random_seed)
-        name, energy, info = data.name, data.energy, {**data.describe(), "source": opt.source(args, args.noise)}
-    else:
+    adapter, params = opt.microscope(args)
+    needs_data = MICROSCOPES.get(adapter).extra.get("needs_data")
+    if (args.sample or args.spectrum) and not needs_data:
+        raise HAEInputError(f"--sample/--spectrum give data to replay, but the {adapter!r} microscope brings its own "
+                            "(its spectra would be compared with a file they did not come from).",
+                            f"drop --sample/--spectrum for --microscope {adapter}, or use --microscope simulator.")
+    data = load_source(opt.source(args)) if (args.sample or args.spectrum) else None
+    if data is None and needs_data:
         raise HAEInputError("No data given.", "use --sample nanoparticles, --spectrum FILE [--image FILE], "
-                                              "--microscope tcp://HOST:PORT, or --resume RUN_FOLDER.")
+                                              "--microscope NAME for a live instrument, or --resume RUN_FOLDER.")
+    mic = make_microscope(adapter, data, seed=args.random_seed, **params)
+    source = {**(opt.source(args, params.get("noise", "none")) if data is not None else {}),
+              "microscope": adapter, "microscope_params": recorded_params(adapter, params)}
+    if data is not None:
+        name, energy, info = data.name, data.energy, {**data.describe(), "source": source}
+    else:
+        name, energy = getattr(mic, "name", adapter), mic.energy
+        info = {"name": name, "scan_shape": list(mic.scan_shape), "signal_shape": list(mic.signal_shape),
+                "energy": None if mic.energy is None else mic.energy.to_dict(), "source": source}
     sc = opt.scalarizer(args, name, energy)
     s = settings(args, sc)
     out = Path(args.out)
@@ -125,16 +128,7 @@ def _resume(args) -> int:
 
     path = Path(args.resume)
     trace = Trace.load(path)
-    src = trace.dataset.get("source", {})
-    if src.get("microscope"):   # a networked instrument: reconnect to it
-        from ..core.instrument.remote import RemoteMicroscope
-
-        data = None
-        mic = RemoteMicroscope(src["microscope"], token=opt.token(args), timeout=args.request_timeout)
-    else:
-        data = load_source(src)
-        seed = int(trace.settings.get("random_seed", 0))
-        mic = opt.simulator(data, src.get("noise", "none"), seed + trace.n_points)
+    data, mic = recorded_microscope(trace, opt.token(args), args.request_timeout)
     out = path if path.is_dir() else path.parent
     journal = out / JOURNAL_NAME
     same = path.is_dir() or path.name == JOURNAL_NAME
@@ -145,6 +139,26 @@ def _resume(args) -> int:
         print(f"Resuming {out}: {trace.n_points} spectra and {trace.n_steps} of {exp.settings.budget} steps on "
               "disk.", file=sys.stderr)
     return drive(exp, data, out, args)
+
+
+def recorded_microscope(trace, token: str | None = None, request_timeout: float = 10.0):
+    """(data, microscope) of the run ``trace`` recorded: the same adapter with the same parameters (a token is
+    never recorded: it is given again), on the same data source."""
+    from ..core.instrument.adapters import make_microscope
+
+    src = trace.dataset.get("source", {})
+    adapter, params = src.get("microscope", "simulator"), dict(src.get("microscope_params") or {})
+    if adapter.startswith("tcp://"):   # written before adapters were named
+        adapter, params = "remote", {"address": adapter}
+    if adapter == "simulator":
+        params.setdefault("noise", src.get("noise", "none"))
+    if adapter == "remote":
+        params["timeout"] = request_timeout
+        if token:
+            params["token"] = token
+    data = load_source(src) if (src.get("sample") or src.get("spectrum")) else None
+    seed = int(trace.settings.get("random_seed", 0)) + trace.n_points
+    return data, make_microscope(adapter, data, seed=seed, **params)
 
 
 def drive(exp, data, out: Path, args) -> int:

@@ -45,6 +45,8 @@ class ParamSpec:
     low: float | None = None
     high: float | None = None
     help: str = ""
+    choices: tuple | None = None   # the allowed values of an enumerated parameter
+    secret: bool = False           # a password or token: never echoed or recorded
 
     @property
     def kind(self) -> type:
@@ -60,7 +62,9 @@ class ParamSpec:
         """``xi (0.01 std. units, 0-10)``: for --help and tooltips."""
         unit = f" {self.unit}" if self.unit else ""
         parts = []
-        if self.default is not None:
+        if self.choices:
+            parts.append("|".join(map(str, self.choices)))
+        if self.default is not None and not self.secret:
             parts.append(f"{_num(self.default)}{unit}")
         elif unit:
             parts.append(unit.strip())
@@ -155,12 +159,16 @@ class Registry:
         return self._entries[name]
 
     def check_params(self, name: str, params: dict) -> None:
-        """Raise when ``params`` names a parameter that ``name`` does not take."""
+        """Raise when ``params`` names a parameter that ``name`` does not take, or a value outside its choices."""
         entry = self.get(name)
         unknown = set(params) - set(entry.param_names())
         if unknown:
             raise HAEInputError(f"The {self.kind} {name!r} has no parameter(s) {sorted(unknown)}.",
                                 f"its parameters are {entry.param_names() or 'none'}.")
+        for spec in entry.params:
+            if spec.choices and spec.name in params and params[spec.name] not in spec.choices:
+                raise HAEInputError(f"The {self.kind} {name!r} got {spec.name}={params[spec.name]!r}.",
+                                    f"use one of {list(spec.choices)}.")
 
     def __contains__(self, name) -> bool:
         self.load_entry_points()
