@@ -451,3 +451,12 @@ def test_ruff_clean():
     if "No module named ruff" in out.stderr:
         pytest.skip("ruff is not installed (pip install -e '.[testing]')")
     assert out.returncode == 0, out.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_serve_runs_with_numpy_scipy_and_pyzmq_only():
+    """A microscope PC can install napari-hae --no-deps plus numpy, scipy and pyzmq, and serve."""
+    script = Path(__file__).parent / "scripts" / "serve_without_heavy_packages.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "served without any heavy package True"

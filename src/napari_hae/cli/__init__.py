@@ -10,16 +10,20 @@ import warnings
 
 warnings.filterwarnings("ignore", category=FutureWarning)   # torch's own deprecations are not the user's business
 
-from . import report, run, serve, sweep  # noqa: E402
+import importlib  # noqa: E402
 
-SUBCOMMANDS = (run, serve, sweep, report)
+# subcommand -> module; a command imports only its own module, so 'serve' on a microscope PC needs no torch
+SUBCOMMANDS = {"run": "run", "serve": "serve", "sweep": "sweep", "sweep-report": "sweep", "report": "report"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the named subcommand's module is imported (all of them for bare --help)."""
     p = argparse.ArgumentParser(prog="napari-hae", description="Human-in-the-loop automated STEM experiments.")
     sub = p.add_subparsers(dest="command", required=True)
-    for module in SUBCOMMANDS:
-        module.add_parser(sub)
+    wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
+    modules = dict.fromkeys(SUBCOMMANDS.values()) if wanted not in SUBCOMMANDS else {SUBCOMMANDS[wanted]: None}
+    for name in modules:
+        importlib.import_module(f".{name}", __name__).add_parser(sub)
     return p
 
 
@@ -28,7 +32,8 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(argv).parse_args(argv)
         return args.func(args)
     except HAEInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

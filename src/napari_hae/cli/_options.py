@@ -9,13 +9,16 @@ import os
 from pathlib import Path
 
 from ..core.errors import HAEInputError
-from ..core.model import MODELS
-from ..core.policy import POLICIES
-from ..core.registry import parse_name_params
-from ..core.run.settings import ExperimentSettings
-from ..core.targets.scalarizers import ENERGY_PARAMS, SCALARIZERS, Scalarizer, default_bands
 
-DEFAULTS = ExperimentSettings()
+# The registries (and torch behind the model registry) are imported by the helpers that need them, so that
+# 'napari-hae serve' on a microscope PC imports numpy and pyzmq only (tests/test_architecture.py checks it).
+
+
+def defaults():
+    """The one set of run defaults (:class:`ExperimentSettings`)."""
+    from ..core.run.settings import ExperimentSettings
+
+    return ExperimentSettings()
 
 
 def add_source(p: argparse.ArgumentParser, required: bool = False, extra=()):
@@ -77,7 +80,10 @@ def token(args):
 # -- target ---------------------------------------------------------------------------------------------------
 
 def add_target(p: argparse.ArgumentParser) -> None:
-    sc = DEFAULTS.scalarizer
+    from ..core.targets.scalarizers import SCALARIZERS
+
+    d = defaults()
+    sc = d.scalarizer
     p.add_argument("--scalarizer", default=sc.name, choices=SCALARIZERS.names(), metavar="NAME",
                    help=f"registered scalarizer (default {sc.name}): {SCALARIZERS.help_text()}")
     p.add_argument("--band", nargs=2, type=float, metavar=("A", "B"),
@@ -87,11 +93,13 @@ def add_target(p: argparse.ArgumentParser) -> None:
                    help="power-law background fit window (eV) subtracted first (core-loss EELS)")
     p.add_argument("--scalarizer-param", action="append", metavar="NAME=VALUE", default=[],
                    help="a further scalarizer parameter (repeatable; values are JSON, e.g. center=[31.5,31.5])")
-    p.add_argument("--goal", choices=("max", "min"), default=DEFAULTS.goal,
-                   help=f"maximise or minimise the scalarizer (default {DEFAULTS.goal})")
+    p.add_argument("--goal", choices=("max", "min"), default=d.goal,
+                   help=f"maximise or minimise the scalarizer (default {d.goal})")
 
 
-def scalarizer(args, name: str, energy) -> Scalarizer:
+def scalarizer(args, name: str, energy):
+    from ..core.targets.scalarizers import SCALARIZERS, Scalarizer, default_bands
+
     entry = SCALARIZERS.get(args.scalarizer)
     takes = set(entry.param_names())
     params = _json_params(args.scalarizer_param, "--scalarizer-param center=[31.5,31.5]")
@@ -110,6 +118,8 @@ def scalarizer(args, name: str, energy) -> Scalarizer:
 
 def _policy_params() -> dict:
     """parameter name -> (spec, [policies taking it]) over every registered policy (plug-ins included)."""
+    from ..core.policy import POLICIES
+
     out: dict = {}
     for e in POLICIES.entries():
         for spec in e.params:
@@ -118,7 +128,9 @@ def _policy_params() -> dict:
 
 
 def add_policy(p: argparse.ArgumentParser, multiple: bool = False) -> None:
-    pol = DEFAULTS.policy
+    from ..core.policy import POLICIES
+
+    pol = defaults().policy
     if multiple:   # sweeps: several policies, each as NAME[:PARAM=V,...]
         p.add_argument("--policy", nargs="+", default=["ei:xi=0.01", "ei:xi=0.1", "ucb:beta=1", "ucb:beta=4", "mu"],
                        help=f"policies as NAME[:PARAM=VALUE[,...]], e.g. ei:xi=0.05; registered: "
@@ -134,6 +146,8 @@ def add_policy(p: argparse.ArgumentParser, multiple: bool = False) -> None:
 
 
 def policy(args) -> dict:
+    from ..core.policy import POLICIES
+
     params = {}
     entry = POLICIES.get(args.policy)
     for name in _policy_params():
@@ -150,13 +164,18 @@ def policy(args) -> dict:
 # -- model ------------------------------------------------------------------------------------------------------
 
 def add_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULTS.model.name, choices=MODELS.names(), metavar="NAME",
-                   help=f"surrogate model (default {DEFAULTS.model.name}): {MODELS.help_text()}")
+    from ..core.model import MODELS
+
+    name = defaults().model.name
+    p.add_argument("--model", default=name, choices=MODELS.names(), metavar="NAME",
+                   help=f"surrogate model (default {name}): {MODELS.help_text()}")
     p.add_argument("--model-param", action="append", metavar="NAME=VALUE", default=[],
                    help="a model parameter (repeatable; values are JSON, e.g. hidden=[32,16])")
 
 
 def model(args) -> dict:
+    from ..core.model import MODELS
+
     params = _json_params(args.model_param, "--model-param hidden=[32,16]")
     MODELS.check_params(args.model, params)
     return {"name": args.model, "params": params}
@@ -178,8 +197,10 @@ def _json_params(items, example: str) -> dict:
 
 def objective_text(text: str) -> dict:
     """``band_integral:a=3.45,b=4.05`` -> a scalarizer dict (values in eV)."""
+    from ..core.registry import parse_name_params
+
     return parse_name_params(text, "--also band_integral:a=3.45,b=4.05")
 
 
-__all__ = ["DEFAULTS", "ENERGY_PARAMS", "add_source", "source", "simulator", "token", "add_microscope", "microscope",
+__all__ = ["defaults", "add_source", "source", "simulator", "token", "add_microscope", "microscope",
            "add_target", "scalarizer", "add_policy", "policy", "add_model", "model", "objective_text"]

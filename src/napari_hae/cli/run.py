@@ -14,7 +14,7 @@ from . import _options as opt
 
 
 def add_parser(sub) -> None:
-    d = opt.DEFAULTS
+    d = opt.defaults()
     r = sub.add_parser("run", help="run an automated experiment (simulated on pre-acquired data, or remote)")
     opt.add_source(r, extra=[
         (("--resume",), dict(metavar="RUN", help="continue an interrupted run from its output folder, trace.journal "

@@ -10,7 +10,7 @@ from . import _options as opt
 
 
 def add_parser(sub) -> None:
-    d = opt.DEFAULTS
+    d = opt.defaults()
     sw = sub.add_parser("sweep", help="run a grid of settings x random seeds as simulated experiments on dask")
     opt.add_source(sw, required=True)
     opt.add_target(sw)
