@@ -460,3 +460,21 @@ def test_serve_runs_with_numpy_scipy_and_pyzmq_only():
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "served without any heavy package True"
+
+
+def test_settings_of_a_format_1_trace_load_with_their_model_parameters(small_sample, tmp_path):
+    """Traces written before the model spec kept the DKL's parameters at the top level of the settings."""
+    from napari_hae.core.record.trace import Trace
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=2))
+    exp.run(1)
+    old = dict(exp.trace.settings)
+    old.pop("model")
+    old.update(embed_dim=2, hidden=[24, 12], kernel="rbf", lr=0.02)      # the format-1 layout
+    exp.trace.settings = old
+    exp.trace.save(tmp_path / "old.h5")
+    again = Experiment.resume(Trace.load(tmp_path / "old.h5"), SimulatedMicroscope(small_sample))
+    assert again.settings.model.to_dict() == {"name": "dkl", "params": {"embed_dim": 2, "hidden": [24, 12],
+                                                                        "kernel": "rbf", "lr": 0.02}}
+    again.run()
+    assert again.model.hidden == (24, 12) and again.model.lr == 0.02 and again.trace.n_steps == 2

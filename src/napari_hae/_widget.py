@@ -63,6 +63,8 @@ class HAEWidget(RunActions, TraceActions, QWidget):
                 setattr(self, name, getattr(getattr(self, panel), name))
         self.status = Label(value="Open a dataset (File > Open Sample > napari hAE), then Start.")
         self.status.native.setWordWrap(True)
+        # three lines, fixed: a status update must not re-layout the scrolled panels (event-loop gaps)
+        self.status.native.setFixedHeight(3 * self.status.native.fontMetrics().lineSpacing() + 6)
         self.plot, self.monitor_plot = SpectrumPlot(self), MonitorPlot(self)
         self.tabs = QTabWidget(self)
         self.tabs.addTab(self.plot, "Spectrum")
