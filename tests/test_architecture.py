@@ -194,7 +194,9 @@ def test_entry_point_plugins_run_from_the_cli(entry_point_plugin, tmp_path):
 def test_entry_point_plugins_appear_in_the_dock(entry_point_plugin, make_napari_viewer):
     from napari_hae._widget import HAEWidget
 
-    w = HAEWidget(make_napari_viewer())
+    viewer = make_napari_viewer()
+    w = HAEWidget(viewer)
+    viewer.window.add_dock_widget(w, name="hAE")      # owned by the viewer: closed with it
     assert "test_greedy" in w.policy_name.choices and "test_band_spread" in w.scalarizer_name.choices
     assert "test_gain_scope" in w.microscope_kind.choices
     w.microscope_kind.value = "test_gain_scope"

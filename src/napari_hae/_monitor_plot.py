@@ -84,6 +84,9 @@ class MonitorPlot(QLabel):
         self.n_renders = 0
         self.errors: list[str] = []
         self.rendered.connect(self._show)
+        # set when Qt deletes the widget (dock closed): the helper thread then stops instead of emitting into it
+        self._alive = alive = [True]
+        self.destroyed.connect(lambda *_: alive.__setitem__(0, False))
 
     def start_renderer(self) -> None:
         """Start the renderer process now (it takes ~1 s of low-priority CPU), e.g. when a run starts."""
@@ -121,7 +124,8 @@ class MonitorPlot(QLabel):
     # -- helper thread ------------------------------------------------------------------------------------------
     def _render_loop(self):
         renderer = self._ensure_renderer()
-        while True:
+        alive = self._alive
+        while alive[0]:
             with self._lock:
                 snap, self._pending = self._pending, None
                 latent, self._latent = self._latent, None
@@ -140,7 +144,14 @@ class MonitorPlot(QLabel):
             img = QImage(rgba.tobytes(), w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
             self.last_snapshot = snap
             self.n_renders += 1
-            self.rendered.emit((img, snap["n"] if snap["upto"] is None else snap["upto"] + 1))
+            if not alive[0]:
+                break
+            try:
+                self.rendered.emit((img, snap["n"] if snap["upto"] is None else snap["upto"] + 1))
+            except RuntimeError:   # deleted between the check and the emit: the dock is gone
+                break
+        with self._lock:
+            self._busy = False
 
     def _show(self, item):
         img, n = item
