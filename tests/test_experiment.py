@@ -168,3 +168,29 @@ def test_pareto_mask_on_a_known_set():
 
     Y = np.array([[1, 5], [2, 4], [2, 2], [3, 1], [0, 0], [3, 1]])
     assert pareto_mask(Y).tolist() == [True, True, False, True, False, True]
+
+
+def test_driver_applies_everything_queued_before_resume_before_the_next_step(small_sample):
+    """The GUI queues interventions and then resumes; a step must never start with one of them still queued,
+    even when one is queued while the driver is applying the previous ones (a race seen in the dock test)."""
+    from napari_hae.core.run.driver import RunDriver
+    from napari_hae.core.run.experiment import StepResult
+
+    exp = _exp(small_sample, budget=3)
+    driver = RunDriver(exp, idle_wait=0.001)
+    events = driver.events()
+    next(events)                       # seeds
+    driver.pause()
+
+    def policy_then_gui_acts(e):
+        e.set_policy("mu")
+        # while the driver is busy applying this, the GUI thread queues another change and resumes
+        driver.request("scalarizer", lambda e2: e2.set_scalarizer({"name": "peak_max", "params": {"a": 3.45,
+                                                                                                  "b": 4.05}}))
+        driver.resume()
+
+    driver.request("policy", policy_then_gui_acts)
+    while not isinstance(item := next(events), StepResult):
+        pass
+    assert [(d["kind"], d["step"]) for d in exp.trace.interventions] == [("policy", 0), ("scalarizer", 0)]
+    assert item.record["scalarizer"].startswith("peak_max")

@@ -60,6 +60,10 @@ class RunDriver:
         self.stopped = True
 
     # -- the loop (the driver's thread) -------------------------------------------------------------------
+    def _has_pending(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
+
     def _apply_pending(self) -> Iterator[Event]:
         with self._lock:
             pending, self._pending = self._pending, []
@@ -78,10 +82,16 @@ class RunDriver:
             exp.start()
             yield Event("seeds", f"Seeds measured ({exp.trace.n_points}).")
         while not exp.done and not self.stopped:
-            yield from self._apply_pending()
+            # The pause state is read first, then the queue: the GUI queues a change and then resumes, so once
+            # "not paused" is seen here everything queued before Resume is in the queue, and a step starts only
+            # when the queue is empty (a change queued while others were being applied waits for no step).
             if self.paused and not self._step_once:
+                yield from self._apply_pending()
                 time.sleep(self.idle_wait)
                 yield Event("paused")
+                continue
+            if self._has_pending():
+                yield from self._apply_pending()
                 continue
             self._step_once = False
             try:

@@ -28,11 +28,11 @@ from ..targets.scalarizers import Scalarizer
 from . import interventions as iv
 from . import picking
 from .diagnostics import STUCK_WINDOW, window_verdict
-from .settings import SEED_MODES, ExperimentSettings, PolicySpec, ScalarizerSpec
+from .settings import ExperimentSettings, PolicySpec, ScalarizerSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Experiment", "ExperimentSettings", "StepResult", "SEED_MODES"]
+__all__ = ["Experiment", "ExperimentSettings", "StepResult"]
 
 
 @dataclass

@@ -17,7 +17,6 @@ from ..errors import HAEInputError
 DEFAULT_SCALARIZER = {"name": "band_integral", "params": {"a": 1.2, "b": 2.25}, "background": None}
 DEFAULT_POLICY = {"name": "ucb", "params": {"beta": 4.0}}
 DEFAULT_MODEL = {"name": "dkl", "params": {}}
-SEED_MODES = ("random", "grid", "given")
 
 
 def _input_error(exc: ValidationError, cls: type) -> HAEInputError:
