@@ -57,7 +57,7 @@ def main():  # guarded: the sweep's dask workers re-import this file
     viewer.layers["hAE uncertainty"].visible = False
     viewer.layers["hAE acquisition"].visible = False
     viewer.screenshot(str(out / "napari_viewer.png"), canvas_only=False)
-    w.grab().save(str(out / "napari_dock.png"))
+    w.panels().grab().save(str(out / "napari_dock.png"))      # the whole scrolled content
     viewer.layers["hAE predicted mean"].visible = False
     viewer.layers["hAE uncertainty"].visible = True
     viewer.screenshot(str(out / "napari_uncertainty.png"), canvas_only=True)
@@ -72,7 +72,7 @@ def main():  # guarded: the sweep's dask workers re-import this file
     for _ in range(20):
         app.processEvents()
         time.sleep(0.02)
-    w.grab().save(str(out / "napari_monitors.png"))
+    w.panels().grab().save(str(out / "napari_monitors.png"))
     viewer.screenshot(str(out / "napari_replay.png"), canvas_only=False)
 
     # the sweep dock

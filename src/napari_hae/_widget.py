@@ -120,6 +120,10 @@ class HAEWidget(RunActions, TraceActions, QWidget):
         self._on_dataset_changed()
         self._update_buttons()
 
+    def panels(self) -> QWidget:
+        """The scrolled content of the dock (all panels, also those scrolled out of view)."""
+        return self._scroll.widget()
+
     def showEvent(self, event):
         """Width from the panels as napari's style draws them (their hints grow once styled), plus the scroll bar."""
         super().showEvent(event)
