@@ -149,7 +149,7 @@ def test_loading_a_non_trace_is_a_clear_error(tmp_path):
 
 
 def test_multi_objective_mode_returns_the_pareto_set(small_sample):
-    from napari_hae.core.analysis.metrics import pareto_mask
+    from napari_hae.core.targets.objective import pareto_mask
 
     second = {"name": "band_integral", "params": {"a": 3.45, "b": 4.05}}
     exp = _exp(small_sample, budget=8, objectives=[second])
@@ -164,7 +164,7 @@ def test_multi_objective_mode_returns_the_pareto_set(small_sample):
 
 
 def test_pareto_mask_on_a_known_set():
-    from napari_hae.core.analysis.metrics import pareto_mask
+    from napari_hae.core.targets.objective import pareto_mask
 
     Y = np.array([[1, 5], [2, 4], [2, 2], [3, 1], [0, 0], [3, 1]])
     assert pareto_mask(Y).tolist() == [True, True, False, True, False, True]

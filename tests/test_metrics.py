@@ -1,14 +1,8 @@
 import numpy as np
 import pytest
 
-from napari_hae.core.analysis.metrics import (
-    random_first_hit_cdf,
-    random_median_steps,
-    step_lengths,
-    steps_to_top,
-    top_mask,
-    travel_distance,
-)
+from napari_hae.core.analysis.metrics import random_first_hit_cdf, random_median_steps, steps_to_top, top_mask
+from napari_hae.core.data.patches import step_lengths, travel_distance
 
 
 def test_travel_distance_by_hand():

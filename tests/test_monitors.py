@@ -6,10 +6,11 @@ import pytest
 
 from conftest import fast_settings
 from napari_hae.core.analysis.feature_space import density_maxima, train_rvae
-from napari_hae.core.analysis.monitors import detect_stuck, learning_curves, model_errors, policy_travel, stuck_verdict
+from napari_hae.core.analysis.monitors import detect_stuck, learning_curves, model_errors, policy_travel
 from napari_hae.core.analysis.replay import counterfactual, replay_state
 from napari_hae.core.instrument.microscope import SimulatedMicroscope
 from napari_hae.core.record.trace import Trace
+from napari_hae.core.run.diagnostics import stuck_verdict
 from napari_hae.core.run.experiment import Experiment
 
 

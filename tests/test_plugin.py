@@ -407,6 +407,7 @@ def test_gui_soak_200_steps_leaks_no_layers_or_threads(viewer_widget, qtbot):
     assert not any(n.startswith(("hae-", "Thread-")) for n in extra), extra  # acquisition / render threads gone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(1920, 1080), (1366, 768)])
 def test_the_dock_fits_the_screen_with_nothing_cut_off(make_napari_viewer, small_sample, qtbot, size):
     from qtpy.QtWidgets import QScrollArea

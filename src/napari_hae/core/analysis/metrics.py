@@ -1,12 +1,10 @@
-"""Run metrics: travel distance, discovery (steps to reach a top-q location), and the random-sampling baseline."""
+"""Run metrics: discovery (steps to reach a top-q location) and the random-sampling baseline. Travel is scan
+geometry (:mod:`napari_hae.core.data.patches`), the Pareto set the objective's (:mod:`..targets.objective`)."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.special import gammaln
-
-from ..data.patches import step_lengths, travel_distance  # noqa: F401  (scan geometry, re-exported)
-from ..targets.objective import pareto_mask  # noqa: F401
 
 
 def top_mask(truth: np.ndarray, q: float = 0.01) -> np.ndarray:

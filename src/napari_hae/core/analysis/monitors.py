@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.patches import step_lengths
 from ..record.trace import Trace
-from ..run.diagnostics import STUCK_WINDOW, StuckReport, stuck_verdict, window_verdict  # noqa: F401
-from .metrics import step_lengths
+from ..run.diagnostics import STUCK_WINDOW, StuckReport, window_verdict
 
 
 def policy_travel(trace: Trace) -> np.ndarray:

@@ -111,7 +111,8 @@ class Experiment:
 
     # -- what is derived from the settings ----------------------------------------------------------------
     def _derive(self, kind: str) -> None:
-        """Rebuild what depends on the settings of ``kind`` ("scalarizer", "policy", "patch_size", "budget")."""
+        """Rebuild what depends on the settings of ``kind`` ("scalarizer", "policy" or "patch_size"; nothing is
+        derived from the others, e.g. "budget" or "object")."""
         s = self.settings
         if kind == "scalarizer":
             primary = self._custom_scalarizer

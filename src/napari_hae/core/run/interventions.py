@@ -83,7 +83,7 @@ class ChangePolicy(Intervention):
         self.spec = PolicySpec(**self.spec).to_dict()
 
     def check(self, exp):
-        self.spec = make_policy(self.spec["name"], **self.spec["params"]).to_dict()   # complete the defaults
+        make_policy(self.spec["name"], **self.spec["params"])   # raises for an unknown policy or parameter
 
     def current(self, exp):
         return exp.policy.to_dict()

@@ -23,15 +23,6 @@ import numpy as np
 from ..errors import HAEInputError
 from ..registry import Entry, ParamSpec, Registry, specs_from_signature
 
-
-@dataclass(frozen=True)
-class _Entry:
-    func: Callable
-    vectorized: bool
-    signal_ndim: int
-    doc: str
-
-
 # band limits are energies: a parameter of these names is in the energy axis' units
 ENERGY_PARAMS = ("a", "b", "a2", "b2")
 
@@ -60,11 +51,6 @@ def register_scalarizer(name: str, *, vectorized: bool = True, signal_ndim: int 
 def available_scalarizers() -> dict[str, str]:
     """Registered names with their one-line descriptions."""
     return {e.name: e.doc for e in SCALARIZERS.entries()}
-
-
-def _lookup(name: str) -> _Entry:
-    e = SCALARIZERS.get(name)
-    return _Entry(e.obj, e.extra.get("vectorized", True), e.extra.get("signal_ndim", 1), e.doc)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,16 +255,18 @@ class Scalarizer:
         return cls(name=name or getattr(func, "__name__", "custom"), _callable=func)
 
     @property
-    def _entry(self) -> _Entry:
+    def _entry(self) -> Entry:
         if self._callable is not None:
-            return _Entry(lambda s, e, **kw: self._callable(s), False, 1, "user callable")
-        return _lookup(self.name)
+            return Entry(self.name, lambda s, e, **kw: self._callable(s), (), "user callable",
+                         {"vectorized": False, "signal_ndim": 1})
+        return SCALARIZERS.get(self.name)
 
     def validate(self, energy: np.ndarray | None, signal_shape: tuple[int, ...]) -> None:
         """Raise HAEInputError if this scalarizer cannot run on data of this energy axis and signal shape."""
-        if len(signal_shape) != self._entry.signal_ndim:
+        ndim = self._entry.extra["signal_ndim"]
+        if len(signal_shape) != ndim:
             raise HAEInputError(
-                f"Scalarizer {self.name!r} expects {self._entry.signal_ndim}-D signals but the data's signals "
+                f"Scalarizer {self.name!r} expects {ndim}-D signals but the data's signals "
                 f"are {len(signal_shape)}-D {signal_shape}.",
                 "pick a scalarizer for this kind of data (com_magnitude for 4D-STEM, band scalarizers for spectra).",
             )
@@ -291,18 +279,18 @@ class Scalarizer:
         s = np.asarray(spectra, dtype=np.float64)
         if self.background is not None:
             s = subtract_power_law(s, energy, self.background)
-        if entry.vectorized:
+        if entry.extra["vectorized"]:
             try:
-                out = entry.func(s, energy, **self.params)
+                out = entry.obj(s, energy, **self.params)
             except TypeError as exc:
                 raise HAEInputError(f"Scalarizer {self.name!r} got wrong parameters {self.params}: {exc}.",
                                     f"give exactly the parameters of {self.name}: "
-                                    f"{_param_names(entry.func)}.") from exc
+                                    f"{entry.param_names()}.") from exc
         else:
-            sig_nd = entry.signal_ndim
+            sig_nd = entry.extra["signal_ndim"]
             lead = s.shape[: s.ndim - sig_nd]
             flat = s.reshape(-1, *s.shape[s.ndim - sig_nd:])
-            out = np.array([float(entry.func(row, energy, **self.params)) for row in flat]).reshape(lead)
+            out = np.array([float(entry.obj(row, energy, **self.params)) for row in flat]).reshape(lead)
         return np.asarray(out, dtype=np.float64)
 
     def to_dict(self) -> dict:
@@ -317,11 +305,6 @@ class Scalarizer:
     def label(self) -> str:
         ps = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in self.params.items())
         return f"{self.name}({ps})"
-
-
-def _param_names(func) -> list[str]:
-    sig = inspect.signature(func)
-    return [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]
 
 
 def default_bands(dataset_name: str, energy) -> tuple[tuple[float, float], tuple[float, float]]:
