@@ -32,6 +32,9 @@ def cmd_report(args) -> int:
 
     path = Path(args.trace)
     trace = Trace.load(path)
+    if trace.damaged:
+        print(f"warning: the trace is damaged: {trace.recovery.describe()}. The report shows what was recovered "
+              "(see docs/reliability.md).", file=sys.stderr)
     truth = None
     if not args.no_truth and trace.dataset.get("source"):
         try:
@@ -45,6 +48,8 @@ def cmd_report(args) -> int:
     summary_figure(trace, out, truth, step=args.step,
                    title=f"{trace.dataset.get('name', '')}: {trace.steps['policy'][-1] if trace.n_steps else ''}")
     s = summarize(trace, truth)
+    if trace.damaged:
+        s["damaged"] = trace.recovery.describe()
     if not args.quiet:
         print(json.dumps(s, indent=2, default=float))
         print(f"written: {out}")

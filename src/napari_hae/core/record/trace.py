@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import platform
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import HAEInputError
-from .journal import MAGIC, Journal, read_records
+from .journal import MAGIC, Journal, JournalContents, read_records, set_aside
 from .schema import MAP_NAMES, POINT_KINDS, STEP_SCALARS, StepRecord
 
 FORMAT_VERSION = 2     # 2: settings hold typed specs (model spec added); version 1 traces still load
@@ -57,13 +58,17 @@ class Trace:
     versions: dict = field(default_factory=software_versions)
     rng_state: dict | None = None                        # the run's random generator after the latest step
     monitors: dict = field(default_factory=dict)         # name -> array: monitors computed after a run
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)   # binds a run's journal and trace.h5
     journal: Journal | None = field(default=None, repr=False, compare=False)
+    recovery: JournalContents | None = field(default=None, repr=False, compare=False)   # set if read from a journal
 
     # -- growing: every addition is a record, journaled first, then applied (as when read back) -------------
     def _add(self, kind: str, fields: dict, arrays: dict | None = None) -> None:
-        if self.journal is not None:
-            self.journal.write(kind, fields, arrays)
-        self._apply(kind, fields, arrays or {})
+        try:
+            if self.journal is not None:
+                self.journal.write(kind, fields, arrays)
+        finally:   # a record the disk refused is still kept in memory (and in trace.h5 when it is saved)
+            self._apply(kind, fields, arrays or {})
 
     def _apply(self, kind: str, f: dict, a: dict) -> None:
         """Apply one record to the in-memory trace: the one rule for live additions and journal replay."""
@@ -74,6 +79,9 @@ class Trace:
             self.kinds.append(f["point_kind"])
             self.point_steps.append(int(f["step"]))
         elif kind == "step":
+            if "point" in f:   # a policy step is one record: its measured point, the decision and the rng after
+                self._apply("point", f["point"], {"spectrum": a["spectrum"]})
+                a = {k: v for k, v in a.items() if k != "spectrum"}
             row = StepRecord.row(f["record"])
             for k, v in row.items():
                 self.steps[k].append(v)
@@ -81,6 +89,8 @@ class Trace:
                 self.map_steps.append(self.n_steps - 1)
                 for k in MAP_NAMES:
                     self.maps[k].append(a[k])
+            if f.get("rng") is not None:
+                self.rng_state = f["rng"]
         elif kind == "intervention":
             self.interventions.append(f["intervention"])
         elif kind == "object":
@@ -112,16 +122,29 @@ class Trace:
         if self.rng_state is not None:
             yield "rng", {"state": self.rng_state}, None
 
-    def add_point(self, position, spectrum, value, kind, step):
+    @staticmethod
+    def _point_fields(position, value, kind, step) -> dict:
         if kind not in POINT_KINDS:
             raise ValueError(f"kind must be one of {POINT_KINDS}")
-        self._add("point", {"position": (int(position[0]), int(position[1])), "value": float(value),
-                            "point_kind": kind, "step": int(step)}, {"spectrum": np.asarray(spectrum)})
+        return {"position": (int(position[0]), int(position[1])), "value": float(value), "point_kind": kind,
+                "step": int(step)}
 
-    def add_step(self, record: dict, maps: dict | None = None):
+    def add_point(self, position, spectrum, value, kind, step):
+        self._add("point", self._point_fields(position, value, kind, step), {"spectrum": np.asarray(spectrum)})
+
+    def add_step(self, record: dict, maps: dict | None = None, point: dict | None = None, rng: dict | None = None):
+        """Record a policy step; with ``point`` (``add_point``'s arguments as a dict) and ``rng`` (the generator's
+        state after the step), the measurement, the decision and the state are one record: a crash leaves either
+        all of them on disk or none."""
         row = StepRecord.row(record)   # checked before anything is written
-        maps = None if maps is None else {k: np.asarray(maps[k], dtype=np.float32) for k in MAP_NAMES}
-        self._add("step", {"record": row}, maps)
+        arrays = {} if maps is None else {k: np.asarray(maps[k], dtype=np.float32) for k in MAP_NAMES}
+        fields = {"record": row}
+        if point is not None:
+            fields["point"] = self._point_fields(**{k: v for k, v in point.items() if k != "spectrum"})
+            arrays["spectrum"] = np.asarray(point["spectrum"])
+        if rng is not None:
+            fields["rng"] = json.loads(json.dumps(rng))
+        self._add("step", fields, arrays or None)
 
     def add_intervention(self, step: int, kind: str, old, new) -> dict:
         d = json.loads(json.dumps({"step": int(step), "kind": kind, "old": old, "new": new}))
@@ -145,15 +168,32 @@ class Trace:
         A new journal starts with the header and everything already in the trace, so it alone can rebuild the
         trace; ``append=True`` continues a journal this trace was read from.
         """
-        if append:
-            self.journal = Journal.append_to(path)
-            return self.journal.path
+        if append and Path(path).exists():
+            contents = read_records(path)
+            if contents.intact and self._holds_all_of(contents):
+                self.journal = Journal.append_to(path, contents)
+                return self.journal.path
+            # never truncated nor rewritten in place: the old file is kept aside, a fresh one holds everything
+            why = "damaged" if not contents.intact else "superseded"
+            kept = set_aside(path, why)
+            self.events.append({"step": self.n_steps, "message": f"journal: {contents.describe()}; the original is "
+                                                                 f"kept as {kept.name}"})
         self.journal = Journal(path)
-        self.journal.write("header", {"settings": self.settings, "dataset": self.dataset, "versions": self.versions},
-                           {"structural": self.structural})
+        if self.journal.lock.note:
+            self.events.append({"step": self.n_steps, "message": f"run folder: {self.journal.lock.note}"})
+        self.journal.write("header", {"settings": self.settings, "dataset": self.dataset, "versions": self.versions,
+                                      "run_id": self.run_id}, {"structural": self.structural})
         for kind, fields, arrays in self.records():
             self.journal.write(kind, fields, arrays)
         return self.journal.path
+
+    def _holds_all_of(self, contents: JournalContents) -> bool:
+        """Whether this trace is the journal's own (same run, nothing the journal has is missing here)."""
+        head = contents.records[0][0] if contents.records else {}
+        n_points = sum(1 for m, a in contents.records if m.get("kind") == "point" or "point" in m)
+        n_steps = sum(1 for m, _ in contents.records if m.get("kind") == "step")
+        return (head.get("kind") == "header" and head.get("run_id", self.run_id) == self.run_id
+                and n_points == self.n_points and n_steps == self.n_steps)
 
     def close_journal(self) -> None:
         if self.journal is not None:
@@ -162,19 +202,30 @@ class Trace:
 
     @classmethod
     def from_journal(cls, path) -> Trace:
-        """Rebuild a trace from its journal; a record torn by a crash is dropped (and reported in ``events``)."""
-        records, _, dropped = read_records(path)
+        """Rebuild a trace from its journal, salvaging every intact record past damaged ones; what was lost is
+        reported in ``events`` and in ``recovery`` (see :func:`~napari_hae.core.record.journal.read_records`)."""
+        contents = read_records(path)
+        records = contents.records
         if not records or records[0][0]["kind"] != "header":
-            raise HAEInputError(f"Journal {str(path)!r} has no header record.",
-                                "pass the trace.journal written by a napari-hae run.")
+            raise HAEInputError(f"Journal {str(path)!r} has no intact header record ({contents.describe()}): the "
+                                "run's settings and structural image are lost from it.",
+                                "load the run's trace.h5 instead if it exists; the spectra are still in the journal "
+                                "(see docs/reliability.md, 'Recovering a run by hand').")
         meta, arrays = records[0]
         t = cls(structural=arrays["structural"], settings=meta["settings"], dataset=meta["dataset"],
-                versions=meta["versions"])
+                versions=meta["versions"], run_id=meta.get("run_id", ""))
         for meta, arrays in records[1:]:
+            meta = {k: v for k, v in meta.items() if k != "seq"}
             t._apply(meta.pop("kind"), meta, arrays)
-        if dropped:
-            t.events.append({"step": t.n_steps, "message": f"journal: dropped a torn last record ({dropped} bytes)"})
+        t.recovery = contents
+        if not contents.intact:
+            t.events.append({"step": t.n_steps, "message": f"journal: {contents.describe()}"})
         return t
+
+    @property
+    def damaged(self) -> bool:
+        """Read from a journal that was not intact (some records may be lost: see ``recovery``)."""
+        return self.recovery is not None and not self.recovery.intact
 
     # -- views ---------------------------------------------------------------------------------------------
     @property
@@ -213,6 +264,7 @@ class Trace:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = "napari-hae trace"
             f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["run_id"] = self.run_id
             for key in ("settings", "dataset", "interventions", "events", "versions", "rng_state"):
                 f.attrs[key] = json.dumps(getattr(self, key))
             f.create_dataset("structural", data=self.structural)
@@ -247,17 +299,38 @@ class Trace:
         return path
 
     @classmethod
+    def _load_folder(cls, folder: Path) -> Trace:
+        """The most complete record of the run in ``folder``: its journal or its trace.h5, whichever holds more
+        (the journal on a tie: it is written first)."""
+        found, errors = [], []
+        for name in (JOURNAL_NAME, TRACE_NAME):
+            if (folder / name).exists():
+                try:
+                    found.append(cls.load(folder / name))
+                except HAEInputError as exc:
+                    errors.append(exc)
+        if not found:
+            if errors:
+                raise errors[0]
+            raise HAEInputError(f"Folder {str(folder)!r} holds no {JOURNAL_NAME} or {TRACE_NAME}.",
+                                "pass a run's output folder or its trace file.")
+        best = max(found, key=lambda t: (t.n_points, t.n_steps, t.recovery is not None))
+        others = [t for t in found if t is not best]
+        if others and others[0].run_id and best.run_id and others[0].run_id != best.run_id:
+            best.events.append({"step": best.n_steps, "message": f"run folder: {JOURNAL_NAME} and {TRACE_NAME} "
+                                "belong to different runs; the more complete one was read"})
+        for exc in errors:
+            best.events.append({"step": best.n_steps, "message": f"run folder: could not read a record ({exc})"})
+        return best
+
+    @classmethod
     def load(cls, path) -> Trace:
         """Load a trace: an HDF5 trace, a journal, or a run folder (its journal, which is never older)."""
         import h5py
 
         path = Path(path)
         if path.is_dir():
-            for name in (JOURNAL_NAME, TRACE_NAME):
-                if (path / name).exists():
-                    return cls.load(path / name)
-            raise HAEInputError(f"Folder {str(path)!r} holds no {JOURNAL_NAME} or {TRACE_NAME}.",
-                                "pass a run's output folder or its trace file.")
+            return cls._load_folder(path)
         if not path.exists():
             raise HAEInputError(f"Trace file {str(path)!r} does not exist.", "check the path.")
         with open(path, "rb") as fh:
@@ -272,7 +345,7 @@ class Trace:
             if f.attrs.get("format") != "napari-hae trace":
                 raise HAEInputError(f"{str(path)!r} is an HDF5 file but not a napari-hae trace.",
                                     "pass a trace written by napari-hae (trace.h5).")
-            t = cls(structural=f["structural"][()])
+            t = cls(structural=f["structural"][()], run_id=str(f.attrs.get("run_id", "")))
             for key in ("settings", "dataset", "interventions", "events", "versions", "rng_state"):
                 if key in f.attrs:
                     setattr(t, key, json.loads(f.attrs[key]))

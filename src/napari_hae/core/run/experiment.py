@@ -174,11 +174,13 @@ class Experiment:
     def _target(self, spectra: np.ndarray) -> np.ndarray:
         """The model's training target, larger is better."""
         if self.objective.multi:   # a random convex combination of the standardized objectives, new every step
-            Y = self.objective_values(spectra)
-            Z = (Y - Y.mean(0)) / np.where(Y.std(0) > 0, Y.std(0), 1.0)
+            Y = self.objective.signed(self.objective.values(spectra, self.energies, errors="nan"))
+            with np.errstate(invalid="ignore"):
+                sd = np.nanstd(Y, 0)
+                Z = (Y - np.nanmean(Y, 0)) / np.where(sd > 0, sd, 1.0)
             self._weights = self.rng.dirichlet(np.ones(Z.shape[1]))
             return Z @ self._weights
-        return self.objective.signed(self.objective.value(spectra, self.energies))
+        return self.objective.signed(self.objective.value(spectra, self.energies, errors="nan"))
 
     def objective_values(self, spectra: np.ndarray | None = None) -> np.ndarray:
         """(n, k) values of every objective (the scalarizer first) for ``spectra`` (default: all measured), signed
@@ -192,13 +194,31 @@ class Experiment:
         keep = self.objective.pareto(Y)
         return self.trace.positions_array()[keep], Y[keep]
 
-    def _measure(self, flat: int, kind: str, step: int) -> float:
+    def _acquire(self, flat: int, kind: str, step: int) -> dict:
+        """Acquire at ``flat`` and scalarize; the point as ``Trace.add_point``'s arguments (not yet recorded).
+        A scalarizer that fails or gives a non-finite value for this spectrum does not lose it: the value is NaN,
+        the point is kept (and left out of training), and the trace says why."""
         y, x = (int(c) for c in self.grid_positions[flat])
         spectrum = self.guard(y, x, self.signal_shape)
-        value = float(self.scalarizer(spectrum[None], self.energies)[0])
         self.measured[flat] = True
-        self.trace.add_point((y, x), spectrum, value, kind, step)
-        return value
+        why = None
+        try:
+            value = float(np.asarray(self.scalarizer(spectrum[None], self.energies), dtype=np.float64)[0])
+            if not np.isfinite(value):
+                why = f"the scalarizer gave {value}"
+        except Exception as exc:   # a user function may raise anything; the spectrum must survive it
+            value, why = float("nan"), f"the scalarizer raised {type(exc).__name__}: {exc}"
+        if why is not None:
+            value = float("nan")
+            self.trace.add_event(step if step >= 0 else self.step_index,
+                                 f"point ({y}, {x}): {why}; the spectrum is kept, its value is NaN and it is left "
+                                 "out of training")
+        return {"position": (y, x), "spectrum": spectrum, "value": value, "kind": kind, "step": step}
+
+    def _measure(self, flat: int, kind: str, step: int) -> float:
+        point = self._acquire(flat, kind, step)
+        self.trace.add_point(**point)
+        return point["value"]
 
     # -- seeds --------------------------------------------------------------------------------------------
     def seed_indices(self) -> np.ndarray:
@@ -262,6 +282,13 @@ class Experiment:
         s = self.settings
         order = flat_index(self.trace.positions_array(), self.scan_shape)
         y = self._target(self.trace.spectra_array())
+        usable = np.isfinite(y)   # a spectrum the scalarizer could not value is kept, but not trained on
+        if not usable.any():
+            raise ModelFitError(f"None of the {len(y)} measured spectra has a finite value under "
+                                f"{self.scalarizer.label()}; nothing was lost.",
+                                "check the scalarizer (its band and background) against a measured spectrum, "
+                                "then change it (an intervention) and resume.")
+        y, order = y[usable], order[usable]
         X = self.patches[order]
         t0 = time.perf_counter()
         if self.model is None:
@@ -336,13 +363,14 @@ class Experiment:
                                  self.trace.steps["std_mean"] + [record["std_mean"]], self.scan_shape,
                                  self.stuck_window)
         record["stuck"] = float(bool(verdict and verdict.stuck))
-        value = self._measure(choice, kind, k)
+        point = self._acquire(choice, kind, k)
         record["step_time"] = time.perf_counter() - t_step
         maps = {"mean": mean.reshape(self.scan_shape), "std": std.reshape(self.scan_shape),
                 "acq": acq.reshape(self.scan_shape)}
-        self.trace.add_step(record, maps if self.settings.record_maps else None)
-        self.trace.set_rng_state(self.rng.bit_generator.state)
-        return StepResult(k, position, kind, value, record, **maps)
+        # one record: the spectrum, the decision and the random state are on disk together or not at all
+        self.trace.add_step(record, maps if self.settings.record_maps else None, point=point,
+                            rng=self.rng.bit_generator.state)
+        return StepResult(k, position, kind, point["value"], record, **maps)
 
     def iter_steps(self, n: int | None = None) -> Iterator[StepResult]:
         """Generator over up to ``n`` steps (default: until the budget); interventions may happen between yields."""

@@ -70,13 +70,13 @@ class Objective:
             s.validate(energy, signal_shape)
 
     # -- values ---------------------------------------------------------------------------------------------
-    def value(self, spectra, energy) -> np.ndarray:
-        """The primary scalarizer, in its own units."""
-        return self.primary(spectra, energy)
+    def value(self, spectra, energy, errors: str = "raise") -> np.ndarray:
+        """The primary scalarizer, in its own units (``errors``: see :meth:`Scalarizer.__call__`)."""
+        return self.primary(spectra, energy, errors=errors)
 
-    def values(self, spectra, energy) -> np.ndarray:
+    def values(self, spectra, energy, errors: str = "raise") -> np.ndarray:
         """(n, k) every scalarizer, in their own units."""
-        return np.stack([s(spectra, energy) for s in self.scalarizers], axis=-1)
+        return np.stack([s(spectra, energy, errors=errors) for s in self.scalarizers], axis=-1)
 
     def signed(self, values) -> np.ndarray:
         """Values turned so that larger is better."""

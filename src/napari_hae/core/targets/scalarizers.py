@@ -273,12 +273,14 @@ class Scalarizer:
         probe = np.ones((1, *signal_shape))
         self(probe, energy)
 
-    def __call__(self, spectra: np.ndarray, energy: np.ndarray | None) -> np.ndarray:
-        """Scalar value(s) for ``spectra`` (..., *signal) -> (...), float64."""
+    def __call__(self, spectra: np.ndarray, energy: np.ndarray | None, errors: str = "raise") -> np.ndarray:
+        """Scalar value(s) for ``spectra`` (..., *signal) -> (...), float64. ``errors="nan"``: a spectrum for which
+        the scalarizer raises or overflows gets NaN instead of failing the others (the loop's training targets)."""
         entry = self._entry
         s = np.asarray(spectra, dtype=np.float64)
         if self.background is not None:
             s = subtract_power_law(s, energy, self.background)
+        sig_nd = entry.extra["signal_ndim"]
         if entry.extra["vectorized"]:
             try:
                 out = entry.obj(s, energy, **self.params)
@@ -286,12 +288,18 @@ class Scalarizer:
                 raise HAEInputError(f"Scalarizer {self.name!r} got wrong parameters {self.params}: {exc}.",
                                     f"give exactly the parameters of {self.name}: "
                                     f"{entry.param_names()}.") from exc
-        else:
-            sig_nd = entry.extra["signal_ndim"]
-            lead = s.shape[: s.ndim - sig_nd]
-            flat = s.reshape(-1, *s.shape[s.ndim - sig_nd:])
-            out = np.array([float(entry.obj(row, energy, **self.params)) for row in flat]).reshape(lead)
-        return np.asarray(out, dtype=np.float64)
+            return np.asarray(out, dtype=np.float64)
+        lead = s.shape[: s.ndim - sig_nd]
+        flat = s.reshape(-1, *s.shape[s.ndim - sig_nd:])
+        out = np.empty(len(flat))
+        for i, row in enumerate(flat):
+            try:
+                out[i] = float(entry.obj(row, energy, **self.params))
+            except Exception:
+                if errors != "nan":
+                    raise
+                out[i] = np.nan
+        return out.reshape(lead)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "params": self.params,
