@@ -60,10 +60,17 @@ def test_cli_refuses_to_overwrite_an_unfinished_run_and_resumes_it(tmp_path, cap
     args = ["run", "--sample", "nanoparticles", "--steps", "4", "--n-seeds", "5", "--patch", "8", "--out", str(out),
             "-q"]
     assert main(args) == 0
-    assert main(args) == 0                      # a finished run may be redone in the same folder
-    # a run that died after 2 of its 4 steps, journaled in the same folder
+    first = (out / "trace.h5").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2                      # a finished run is not replaced without being asked
+    assert "holds a finished run (4 of 4 steps, 9 spectra)" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0    # asked: the old run is moved aside, not deleted
+    (previous,) = out.glob("previous-*")
+    assert (previous / "trace.h5").read_bytes() == first and (previous / "trace.journal").exists()
+    # a run that died after 2 of its 4 steps, journaled in another folder
+    out = tmp_path / "died"
+    args[args.index("--out") + 1] = str(out)
     data = load_sample("nanoparticles")
-    (out / "trace.journal").unlink()
     exp = Experiment(SimulatedMicroscope(data), ExperimentSettings(patch_size=8, n_seeds=5, budget=4),
                      dataset_info={**data.describe(), "source": {"sample": "nanoparticles", "noise": "none"}},
                      journal=out / "trace.journal")

@@ -27,6 +27,17 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     return p
 
 
+def explicit_options(argv) -> set[str]:
+    """The destinations of the options the user actually gave in ``argv`` (whatever their values), e.g. to tell
+    ``--resume RUN --policy ucb`` from a bare ``--resume RUN`` when ucb is the default."""
+    p = build_parser(argv)
+    for group in p._subparsers._group_actions:   # every subcommand's options without defaults
+        for sp in group.choices.values():
+            for a in sp._actions:
+                a.default = argparse.SUPPRESS
+    return set(vars(p.parse_args(argv))) - {"command"}
+
+
 def main(argv=None) -> int:
     from ..core.errors import HAEInputError
 
@@ -34,6 +45,7 @@ def main(argv=None) -> int:
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser(argv).parse_args(argv)
+        args.explicit = explicit_options(argv)
         return args.func(args)
     except HAEInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from ..core.data.io import load_source
 from ..core.errors import HAEInputError, HAERunError
+from ..core.record.folder import SUMMARY_NAME, make_folder, prepare_new_run
+from ..core.record.lock import RunLock
 from ..core.record.trace import JOURNAL_NAME, TRACE_NAME
 from . import _options as opt
 
@@ -68,26 +71,6 @@ def settings(args, sc):
         objectives=[opt.objective_text(t) for t in args.also] if args.also else None)
 
 
-def _check_out_folder(out: Path, overwrite: bool) -> None:
-    from ..core.record.trace import Trace
-
-    j = out / JOURNAL_NAME
-    if not j.exists():
-        return
-    if not overwrite:
-        try:
-            old = Trace.load(j)
-            unfinished = old.n_steps < int(old.settings.get("budget", 0))
-        except HAEInputError:
-            unfinished = False
-        if unfinished:
-            raise HAEInputError(
-                f"{str(out)!r} holds an unfinished run ({old.n_steps} of {old.settings['budget']} steps, "
-                f"{old.n_points} spectra).",
-                f"continue it with --resume {out}, or pass --overwrite (discarding it), or choose another --out.")
-    j.unlink()
-
-
 def cmd_run(args) -> int:
     from ..core.instrument.adapters import MICROSCOPES, make_microscope, recorded_params
     from ..core.run.experiment import Experiment
@@ -116,10 +99,28 @@ def cmd_run(args) -> int:
     sc = opt.scalarizer(args, name, energy)
     s = settings(args, sc)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_out_folder(out, args.overwrite)
-    exp = Experiment(mic, s, scalarizer=sc, dataset_info=info, journal=out / JOURNAL_NAME)
-    return drive(exp, data, out, args)
+    with RunLock(make_folder(out)) as lock:   # no other process writes (or moves) this run while it is held
+        moved = prepare_new_run(out, args.overwrite)
+        if moved is not None and not args.quiet:
+            print(f"The previous run in {out} was moved to {moved}.", file=sys.stderr)
+        exp = Experiment(mic, s, scalarizer=sc, dataset_info=info, journal=out / JOURNAL_NAME)
+        _note_lock(exp, lock)
+        return drive(exp, data, out, args)
+
+
+def _note_lock(exp, lock) -> None:
+    if lock.note:
+        exp.trace.add_event(exp.step_index, f"run folder: {lock.note}")
+
+
+# options that define a run (its data, instrument, seeds, model): they cannot change when it is resumed
+_FIXED_ON_RESUME = {"sample": "--sample", "spectrum": "--spectrum", "image": "--image", "microscope": "--microscope",
+                    "n_seeds": "--n-seeds", "seed_mode": "--seed-mode", "seed_at": "--seed-at", "goal": "--goal",
+                    "random_seed": "--random-seed", "model": "--model", "model_param": "--model-param",
+                    "also": "--also", "noise": "--noise", "no_maps": "--no-maps", "overwrite": "--overwrite",
+                    "fit_iterations": "--fit-iterations", "acquire_timeout": "--acquire-timeout",
+                    "acquire_retries": "--acquire-retries", "out": "--out"}
+_SCALARIZER_OPTIONS = {"scalarizer", "band", "band2", "background", "scalarizer_param"}
 
 
 def _resume(args) -> int:
@@ -127,18 +128,70 @@ def _resume(args) -> int:
     from ..core.run.experiment import Experiment
 
     path = Path(args.resume)
-    trace = Trace.load(path)
-    data, mic = recorded_microscope(trace, opt.token(args), args.request_timeout)
+    if not path.exists():
+        raise HAEInputError(f"--resume {str(path)!r} does not exist.",
+                            "give the run's output folder (or its trace.journal / trace.h5).")
     out = path if path.is_dir() else path.parent
-    journal = out / JOURNAL_NAME
-    same = path.is_dir() or path.name == JOURNAL_NAME
-    if not same and journal.exists():
-        journal.unlink()   # resuming from trace.h5: a fresh journal holds everything
-    exp = Experiment.resume(trace, mic, journal=journal, append_journal=same and journal.exists())
-    if not args.quiet:
-        print(f"Resuming {out}: {trace.n_points} spectra and {trace.n_steps} of {exp.settings.budget} steps on "
-              "disk.", file=sys.stderr)
-    return drive(exp, data, out, args)
+    given = getattr(args, "explicit", set())
+    fixed = sorted(flag for dest, flag in _FIXED_ON_RESUME.items() if dest in given)
+    if "out" in given and Path(args.out).resolve() == out.resolve():
+        fixed.remove("--out")
+    if fixed:
+        raise HAEInputError(f"{', '.join(fixed)} cannot change when a run is resumed: they define the run "
+                            f"(its data, instrument, seeds, model and output).",
+                            "drop them; --steps, --policy (and its parameters), the scalarizer options and --patch "
+                            "may be given with --resume: they are recorded as interventions.")
+    with RunLock(out) as lock:
+        trace = Trace.load(out)   # the most complete record in the folder
+        data, mic = recorded_microscope(trace, opt.token(args), args.request_timeout)
+        exp = Experiment.resume(trace, mic, journal=out / JOURNAL_NAME, append_journal=True)
+        _note_lock(exp, lock)
+        changes = _resume_changes(args, given, exp)
+        for change in changes:
+            exp.intervene(change)
+        if not args.quiet:
+            print(f"Resuming {out}: {trace.n_points} spectra and {trace.n_steps} of {exp.settings.budget} steps on "
+                  "disk." + (f" Changes: {', '.join(c.kind for c in changes)}." if changes else ""), file=sys.stderr)
+        if exp.done and not changes:
+            print(f"The run in {out} is complete ({exp.settings.budget} steps); nothing to do. Give --steps N to "
+                  "extend it.", file=sys.stderr)
+        return drive(exp, data, out, args)
+
+
+def _resume_changes(args, given: set, exp) -> list:
+    """The interventions that the options given with --resume ask for (checked by ``Experiment.intervene``)."""
+    from ..core.run import interventions as iv
+    from ..core.targets.scalarizers import Scalarizer
+
+    s = exp.settings
+    changes = []
+    if given & _SCALARIZER_OPTIONS:
+        rec = s.scalarizer.to_dict()
+        name = args.scalarizer if "scalarizer" in given else rec["name"]
+        params = dict(rec["params"]) if name == rec["name"] else {}
+        if "band" in given:
+            params.update(a=args.band[0], b=args.band[1])
+        if "band2" in given:
+            params.update(a2=args.band2[0], b2=args.band2[1])
+        params.update(opt._json_params(args.scalarizer_param, "--scalarizer-param center=[31.5,31.5]"))
+        bg = tuple(args.background) if "background" in given else rec.get("background")
+        new = Scalarizer(name, params, None if bg is None else tuple(bg))
+        if new.to_dict() != Scalarizer.from_dict(rec).to_dict():
+            changes.append(iv.ChangeScalarizer(new))
+    pol_opts = {d for d in given if d == "policy" or d.startswith("policy_")}
+    if pol_opts:
+        rec = s.policy.to_dict()
+        name = args.policy if "policy" in given else rec["name"]
+        ns = argparse.Namespace(**{**vars(args), "policy": name})
+        spec = opt.policy(ns)
+        params = {**(rec["params"] if name == rec["name"] else {}), **spec["params"]}
+        if {"name": name, "params": params} != {"name": rec["name"], "params": rec["params"]}:
+            changes.append(iv.ChangePolicy({"name": name, "params": params}))
+    if "patch" in given and args.patch != exp.patch_size:
+        changes.append(iv.ChangePatchSize(args.patch))
+    if "steps" in given and args.steps != s.budget:
+        changes.append(iv.ChangeBudget(args.steps))
+    return changes
 
 
 def recorded_microscope(trace, token: str | None = None, request_timeout: float = 10.0):
@@ -205,7 +258,7 @@ def drive(exp, data, out: Path, args) -> int:
         summary["objectives"] = exp.objective.labels()
     summary.update(scalarizer=exp.scalarizer.label(), policy=exp.policy.label(), model=exp.settings.model.name,
                    patch_size=exp.patch_size, dataset=name, trace=str(trace_path), complete=exp.done)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, default=float))
     if exp.trace.n_points:
         summary_figure(exp.trace, out / "summary.png", truth,
                        title=f"{name}: {exp.scalarizer.label()}, {exp.policy.label()}, patch {exp.patch_size}")
