@@ -34,16 +34,6 @@ def make_journal(path, n_seeds=4, n_steps=6, maps=False):
     return t
 
 
-def offsets(path):
-    """Byte offset of every record (from a clean read)."""
-    raw = path.read_bytes()
-    out, pos = [], 0
-    for meta, _ in read_records(path).records:
-        out.append(pos)
-        pos = raw.index(MAGIC, pos + 1) if raw.find(MAGIC, pos + 1) >= 0 else len(raw)
-    return out
-
-
 def positions(t):
     return [tuple(p) for p in t.positions]
 
@@ -63,8 +53,8 @@ def test_one_flipped_byte_mid_file_loses_only_that_record(tmp_path):
     j = tmp_path / "trace.journal"
     t = make_journal(j)
     raw = bytearray(j.read_bytes())
-    offs = read_offsets = [i for i in range(len(raw)) if raw[i:i + 4] == MAGIC]
-    third_step = read_offsets[1 + 4 + 1 + 2]          # header, 4 seeds, rng, then steps 0, 1, [2]
+    offs = [i for i in range(len(raw)) if raw[i:i + 4] == MAGIC]
+    third_step = offs[1 + 4 + 1 + 2]          # header, 4 seeds, rng, then steps 0, 1, [2]
     raw[third_step + 40] ^= 0x01                       # inside its JSON meta
     j.write_bytes(bytes(raw))
     c = read_records(j)
@@ -165,7 +155,6 @@ def test_journals_without_sequence_numbers_still_read(tmp_path):
 
 def test_resume_from_a_damaged_journal_keeps_the_original_aside(small_sample, tmp_path):
     from conftest import fast_settings
-
     from napari_hae.core.instrument.microscope import SimulatedMicroscope
     from napari_hae.core.run.experiment import Experiment
 
