@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     except HAEInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # before a run started (a running one stops cleanly on Ctrl-C)
+        print("Interrupted.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

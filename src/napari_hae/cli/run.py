@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -226,10 +229,12 @@ def drive(exp, data, out: Path, args) -> int:
 
     t0 = time.perf_counter()
     err = None
+    driver = RunDriver(exp)
     try:
-        with tqdm(total=exp.settings.budget, initial=exp.step_index, desc="hAE", unit="step",
-                  disable=args.quiet) as bar:
-            for item in RunDriver(exp).events():
+        with _ctrl_c_stops(driver, out, quiet=args.quiet), \
+                tqdm(total=exp.settings.budget, initial=exp.step_index, desc="hAE", unit="step",
+                     disable=args.quiet) as bar:
+            for item in driver.events():
                 if isinstance(item, StepResult):
                     bar.set_postfix(value=f"{item.value:.4g}", best=f"{item.record['best_so_far']:.4g}")
                     bar.update(1)
@@ -242,9 +247,17 @@ def drive(exp, data, out: Path, args) -> int:
     except Exception as exc:  # never lose what was measured
         err = exc
         print(f"Run failed at step {exp.step_index}: {exc}. Saving the trace measured so far.", file=sys.stderr)
+    if driver.stopped and err is None and not exp.done:
+        err = KeyboardInterrupt()
     wall = time.perf_counter() - t0
     exp.close()
-    trace_path = exp.trace.save(out / TRACE_NAME)   # first, before anything else can fail
+    try:
+        trace_path = exp.trace.save(out / TRACE_NAME)   # first, before anything else can fail
+    except OSError as exc:
+        print(f"error: could not write {out / TRACE_NAME} ({exc.strerror or exc}). Everything journaled "
+              f"before is in {out / JOURNAL_NAME}. Fix: free disk space or fix the folder's permissions, then "
+              f"napari-hae run --resume {out}.", file=sys.stderr)
+        return 3
     truth = exp.scalarizer(data.spectra, data.energies) if data is not None and exp.trace.n_points else None
     name = data.name if data is not None else exp.trace.dataset.get("name", "remote")
     if exp.trace.n_points:
@@ -271,6 +284,28 @@ def drive(exp, data, out: Path, args) -> int:
             return 3
         raise err
     return 0
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops(driver, out: Path, quiet: bool = False):
+    """The first Ctrl-C stops the run cleanly after the step in progress (its spectrum is kept); a second one
+    interrupts at once. Only in the main thread (signals are delivered there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if driver.stopped:
+            raise KeyboardInterrupt
+        driver.stop()
+        print(f"\nCtrl-C: stopping after the step in progress (its spectrum is kept); resume with "
+              f"napari-hae run --resume {out}. Press Ctrl-C again to stop at once.", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def monitors(trace, truth, args, quiet=False) -> dict:

@@ -268,6 +268,25 @@ def read_records(path) -> JournalContents:
     return out
 
 
+def check_free_space(folder, need: int, hint: str = "") -> None:
+    """Refuse (before anything is measured) a run whose records will not fit on the disk of ``folder``."""
+    import shutil
+
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    if free < need:
+        mib = 1 << 20
+        raise HAEInputError(f"The run needs about {need / mib:.0f} MiB on disk for its records, and {str(folder)!r} "
+                            f"has {free / mib:.0f} MiB free; spectra measured later could not be saved.",
+                            f"free disk space or choose an output folder on another disk{hint}.")
+
+
 def set_aside(path, why: str) -> Path:
     """Rename ``path`` to ``NAME.WHY-YYYYmmdd-HHMMSS[-k]`` beside it and return the new path; nothing is deleted."""
     path = Path(path)

@@ -334,8 +334,13 @@ class Trace:
         if not path.exists():
             raise HAEInputError(f"Trace file {str(path)!r} does not exist.", "check the path.")
         with open(path, "rb") as fh:
-            if fh.read(4) == MAGIC:
-                return cls.from_journal(path)
+            head = fh.read(4)
+        if head == MAGIC or (path.suffix == ".journal" and head[:1] != b"\x89"):
+            if not head:
+                raise HAEInputError(f"Journal {str(path)!r} is empty: the run stopped before anything was "
+                                    "recorded (nothing was measured).",
+                                    "start the run again (in this folder with --overwrite; nothing is deleted).")
+            return cls.from_journal(path)
         try:
             f = h5py.File(path, "r")
         except OSError as exc:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from ..errors import HAEInputError, ModelFitError
 from ..instrument.microscope import AcquisitionGuard, Microscope
 from ..model.base import make_model
 from ..policy import AcquisitionContext, AcquisitionFunction, policy_from_dict, select
+from ..record.journal import check_free_space
 from ..record.trace import Trace
 from ..targets.objective import Objective
 from ..targets.scalarizers import Scalarizer
@@ -104,10 +106,21 @@ class Experiment:
         info.setdefault("energy", None if energy is None else energy.to_dict())   # replays need the axis
         self.trace = Trace(structural=self.structural.copy(), settings=s.to_dict(), dataset=info)
         if journal is not None:
+            check_free_space(Path(journal).parent, self.bytes_needed(),
+                             "" if not s.record_maps else ", or do not store per-step maps (--no-maps)")
             self.trace.attach_journal(journal)
         self.guard = AcquisitionGuard(microscope, s.acquire_retries, s.acquire_timeout, s.acquire_retry_wait,
                                       on_event=lambda msg: self.trace.add_event(self.step_index, msg))
         self.started = False
+
+    def bytes_needed(self) -> int:
+        """About how many bytes the run's records take on disk (seeds + budget points, maps if stored), with a
+        margin for the header and trace.h5 (written beside the journal)."""
+        s = self.settings
+        n_seed = len(s.seed_positions or []) if s.seed_mode == "given" else int(s.n_seeds)
+        per_point = int(np.prod(self.signal_shape)) * 8 + 2048
+        per_step = per_point + (3 * 4 * self.n_positions if s.record_maps else 0)
+        return 2 * ((n_seed * per_point + s.budget * per_step) + 8 * self.n_positions)
 
     # -- what is derived from the settings ----------------------------------------------------------------
     def _derive(self, kind: str) -> None:
