@@ -35,7 +35,8 @@ class RunActions:
             random_seed=int(self.random_seed.value), fit_iterations=self.fit_iterations,
             fit_iterations_first=self.fit_iterations_first)
         mic = self._microscope(data, int(self.random_seed.value))
-        exp = Experiment(mic, settings, dataset_info=data.describe(), journal=self._new_run_dir() / JOURNAL_NAME)
+        exp = Experiment(mic, settings, dataset_info={**data.describe(), "fingerprint": data.fingerprint()},
+                         journal=self._new_run_dir() / JOURNAL_NAME)
         for mask, mode, label in self._objects_at_start:
             exp.add_object(mask, mode, label)
         return exp

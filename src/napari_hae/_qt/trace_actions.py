@@ -41,6 +41,7 @@ class TraceActions:
         if data is None:
             raise HAEInputError("No dataset is selected.", "open the dataset the run was started on, then resume.")
         tr = Trace.load(path)
+        data.check_same_source(tr.dataset.get("fingerprint"), "The run being resumed")
         mic = self._microscope(data, int(tr.settings.get("random_seed", 0)) + tr.n_points)
         self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME)
         self._launch()

@@ -39,6 +39,7 @@ def cmd_report(args) -> int:
     if not args.no_truth and trace.dataset.get("source"):
         try:
             data = load_source(trace.dataset["source"])
+            data.check_same_source(trace.dataset.get("fingerprint"), "The run")
             sc = Scalarizer.from_dict(settings_after(trace).scalarizer.to_dict())   # the one in force at the end
             truth = sc(data.spectra, data.energies)
         except HAEInputError as exc:

@@ -94,7 +94,8 @@ def cmd_run(args) -> int:
     source = {**(opt.source(args, params.get("noise", "none")) if data is not None else {}),
               "microscope": adapter, "microscope_params": recorded_params(adapter, params)}
     if data is not None:
-        name, energy, info = data.name, data.energy, {**data.describe(), "source": source}
+        name, energy = data.name, data.energy
+        info = {**data.describe(), "source": source, "fingerprint": data.fingerprint()}
     else:
         name, energy = getattr(mic, "name", adapter), mic.energy
         info = {"name": name, "scan_shape": list(mic.scan_shape), "signal_shape": list(mic.signal_shape),
@@ -213,6 +214,8 @@ def recorded_microscope(trace, token: str | None = None, request_timeout: float 
         if token:
             params["token"] = token
     data = load_source(src) if (src.get("sample") or src.get("spectrum")) else None
+    if data is not None:
+        data.check_same_source(trace.dataset.get("fingerprint"), "The run being resumed")
     seed = int(trace.settings.get("random_seed", 0)) + trace.n_points
     return data, make_microscope(adapter, data, seed=seed, **params)
 

@@ -114,7 +114,8 @@ def run_one(run: dict, out_dir: str | None = None, torch_threads: int = 1) -> di
     data = _load(json.dumps(run["source"], sort_keys=True))
     settings = ExperimentSettings.from_dict(run["settings"])
     exp = Experiment(SimulatedMicroscope(data, seed=settings.random_seed), settings,
-                     dataset_info={**data.describe(), "source": run["source"]})
+                     dataset_info={**data.describe(), "source": run["source"],
+                                   "fingerprint": data.fingerprint()})
     RunDriver(exp).run()
     tr = exp.trace
     summary = summarize(tr, exp.scalarizer(data.spectra, data.energies))

@@ -77,6 +77,7 @@ class SpectrumImage:
     pixel_units: str = "px"
     name: str = "dataset"
     ground_truth: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)     # what was done to the data on loading (recorded in runs)
 
     def __post_init__(self):
         self.structural = _as_float_array(self.structural, "structural image")
@@ -129,6 +130,13 @@ class SpectrumImage:
         if self.spectra.ndim == 3:
             if self.energy is None:
                 self.energy = EnergyAxis.uncalibrated(self.spectra.shape[2])
+            if self.energy.scale < 0:   # a descending axis: reverse the channels (a view), say so
+                e = self.energy
+                self.energy = EnergyAxis(e.size, e.offset + e.scale * (e.size - 1), -e.scale, e.units)
+                self.spectra = self.spectra[..., ::-1]
+                self.notes.append(f"the energy axis descended (dispersion {e.scale:g} {e.units}/channel); its "
+                                  "channels were reversed so that energies increase")
+                warnings.warn(f"{self.name}: {self.notes[-1]}.", UserWarning, stacklevel=2)
             if self.energy.size != self.spectra.shape[2]:
                 raise HAEInputError(
                     f"The energy axis has {self.energy.size} channels but the spectra have "
@@ -165,6 +173,40 @@ class SpectrumImage:
     def energies(self) -> np.ndarray | None:
         return None if self.energy is None else self.energy.values
 
+    def fingerprint(self) -> dict:
+        """Digests of the whole data source (spectra, structural image) and its energy calibration, so that a resume
+        or a report can tell whether it replays the data the run measured (read in row blocks: bounded memory)."""
+        import hashlib
+
+        def digest(a) -> str:
+            h = hashlib.blake2b(digest_size=16)
+            h.update(str((tuple(a.shape), np.dtype(a.dtype).str)).encode())
+            rows = max(1, int(2**26 // max(1, a[0].nbytes)))
+            for i in range(0, a.shape[0], rows):
+                h.update(np.ascontiguousarray(np.asarray(a[i:i + rows])).tobytes())
+            return h.hexdigest()
+
+        return {"spectra": digest(self.spectra), "structural": digest(self.structural),
+                "energy": None if self.energy is None else self.energy.to_dict()}
+
+    def check_same_source(self, recorded: dict | None, what: str = "The run") -> None:
+        """Raise if this data is not the source ``recorded`` (a :meth:`fingerprint`) describes: a resume or report
+        on changed data would mix values or report wrong ones."""
+        if not recorded:
+            return
+        now = self.fingerprint()
+        diffs = []
+        if recorded.get("energy") != now["energy"]:
+            diffs.append(f"energy calibration {recorded.get('energy')} -> {now['energy']}")
+        for key, label in (("spectra", "spectra"), ("structural", "structural image")):
+            if recorded.get(key) and recorded[key] != now[key]:
+                diffs.append(f"{label} (content differs)")
+        if diffs:
+            raise HAEInputError(f"{what} was measured on data that differs from {self.name!r} as it is now: "
+                                f"{'; '.join(diffs)}.",
+                                "point it at the data the run was started on (the same files, unchanged); for a new "
+                                "analysis of changed data start a new run.")
+
     def describe(self) -> dict:
         return {
             "name": self.name,
@@ -173,6 +215,7 @@ class SpectrumImage:
             "energy": None if self.energy is None else self.energy.to_dict(),
             "pixel_size": float(self.pixel_size),
             "pixel_units": self.pixel_units,
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
 

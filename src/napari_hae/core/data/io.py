@@ -88,6 +88,9 @@ def load_spectrum_image(spectrum_path, image_path=None, name: str | None = None)
             "pass a spectrum image (e.g. an EELS/EDS map); a single image goes in as the structural image.",
         )
     if image_path is not None:
+        if image is not None:
+            warnings.warn(f"Using the structural image {str(image_path)!r} instead of the one inside "
+                          f"{spectrum_path.name!r}.", UserWarning, stacklevel=2)
         img_obj = _hs_load(Path(image_path))
         if isinstance(img_obj, np.ndarray):
             structural = img_obj
@@ -138,6 +141,15 @@ def _from_numpy(obj, image_path, name) -> SpectrumImage:
                                 "save with np.savez(path, spectra=A, structural=S, energy_offset=..., "
                                 "energy_scale=...).")
         spectra, structural = obj["spectra"], obj["structural"]
+        if image_path is not None:   # the image given explicitly wins over the one in the file, and it is said
+            img = _hs_load(Path(image_path))
+            if not isinstance(img, np.ndarray):
+                raise HAEInputError(f"{str(image_path)!r} is not a single .npy array.",
+                                    "save the structural image with numpy.save(path, image), or drop --image to "
+                                    "use the 'structural' array inside the .npz.")
+            warnings.warn(f"Using the structural image {str(image_path)!r} instead of the 'structural' array inside "
+                          f"the .npz.", UserWarning, stacklevel=3)
+            structural = img
         energy = None
         if "energy_offset" in keys and "energy_scale" in keys and np.ndim(spectra) == 3:
             energy = EnergyAxis(size=spectra.shape[-1], offset=float(obj["energy_offset"]),

@@ -65,7 +65,13 @@ def _check_band(energy: np.ndarray, a: float, b: float, what: str = "band") -> t
     except (TypeError, ValueError):
         raise HAEInputError(f"The {what} [{a}, {b}] is not finite: its limits must be numbers.",
                             "give finite band limits in eV.") from None
-    lo, hi = float(np.min(energy)), float(np.max(energy))
+    e = np.asarray(energy, dtype=np.float64)
+    if e.size > 1 and not np.all(np.diff(e) > 0):
+        raise HAEInputError(f"The energy axis does not increase channel by channel ({e[0]:g} to {e[-1]:g} eV); "
+                            f"a {what} on it would be wrong (integrals 0, negative widths).",
+                            "reverse the channels so that energies increase (napari-hae does this when it reads "
+                            "a file with a negative dispersion), or fix the calibration.")
+    lo, hi = float(np.min(e)), float(np.max(e))
     if not (np.isfinite(a) and np.isfinite(b)):
         raise HAEInputError(f"The {what} [{a}, {b}] is not finite.", "give finite band limits in eV.")
     if a >= b:
