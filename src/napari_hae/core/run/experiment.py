@@ -23,7 +23,7 @@ from ..errors import HAEInputError, ModelFitError
 from ..instrument.microscope import AcquisitionGuard, Microscope
 from ..model.base import make_model
 from ..policy import AcquisitionContext, AcquisitionFunction, policy_from_dict, select
-from ..record.journal import check_free_space
+from ..record.journal import bytes_needed, check_free_space
 from ..record.trace import Trace
 from ..targets.objective import Objective
 from ..targets.scalarizers import Scalarizer
@@ -106,21 +106,12 @@ class Experiment:
         info.setdefault("energy", None if energy is None else energy.to_dict())   # replays need the axis
         self.trace = Trace(structural=self.structural.copy(), settings=s.to_dict(), dataset=info)
         if journal is not None:
-            check_free_space(Path(journal).parent, self.bytes_needed(),
+            check_free_space(Path(journal).parent, bytes_needed(s, self.signal_shape, self.n_positions),
                              "" if not s.record_maps else ", or do not store per-step maps (--no-maps)")
             self.trace.attach_journal(journal)
         self.guard = AcquisitionGuard(microscope, s.acquire_retries, s.acquire_timeout, s.acquire_retry_wait,
                                       on_event=lambda msg: self.trace.add_event(self.step_index, msg))
         self.started = False
-
-    def bytes_needed(self) -> int:
-        """About how many bytes the run's records take on disk (seeds + budget points, maps if stored), with a
-        margin for the header and trace.h5 (written beside the journal)."""
-        s = self.settings
-        n_seed = len(s.seed_positions or []) if s.seed_mode == "given" else int(s.n_seeds)
-        per_point = int(np.prod(self.signal_shape)) * 8 + 2048
-        per_step = per_point + (3 * 4 * self.n_positions if s.record_maps else 0)
-        return 2 * ((n_seed * per_point + s.budget * per_step) + 8 * self.n_positions)
 
     # -- what is derived from the settings ----------------------------------------------------------------
     def _derive(self, kind: str) -> None:
@@ -150,18 +141,7 @@ class Experiment:
                 self._needs_reset = True
 
     def _check_budget(self) -> None:
-        s = self.settings
-        if s.budget < 0:
-            raise HAEInputError(f"Budget {s.budget!r} must be a whole number >= 0.", "give the number of steps.")
-        n_seed = len(s.seed_positions or []) if s.seed_mode == "given" else int(s.n_seeds)
-        if n_seed < 1:
-            raise HAEInputError("At least one seed point is needed to train the first model.",
-                                "use n_seeds >= 1 (typical 5-20), or give seed positions.")
-        if n_seed + s.budget > self.n_positions:
-            raise HAEInputError(
-                f"Seeds ({n_seed}) plus budget ({s.budget}) exceed the {self.n_positions} scan positions.",
-                f"use a budget of at most {self.n_positions - n_seed} steps.",
-            )
+        picking.check_budget(self.settings, self.n_positions)
 
     @property
     def scalarizer(self) -> Scalarizer:
@@ -404,32 +384,13 @@ class Experiment:
         not measured again; the recorded interventions are re-applied (the same ``apply`` as live); the model
         named in the settings is rebuilt; the random generator continues from its recorded state. The model is
         retrained from scratch on all points, so picks after a resume are not bit-identical to an uninterrupted
-        run. ``journal``: where to continue journaling (``append_journal=True`` appends to the journal the trace
-        was read from). ``budget`` may extend the run (recorded as an intervention).
+        run. ``journal``: where to continue journaling (``append_journal=True`` continues the journal there if it
+        is this run's and intact; otherwise it is kept aside and a fresh one written). ``budget`` may extend the
+        run (recorded as an intervention). See :mod:`napari_hae.core.run.resuming`.
         """
-        if not isinstance(trace, Trace):
-            trace = Trace.load(trace)
-        exp = cls(microscope, ExperimentSettings.from_dict(trace.settings), dataset_info=trace.dataset,
-                  model_factory=model_factory)
-        if exp.structural.shape != trace.structural.shape or not np.allclose(exp.structural, trace.structural):
-            raise HAEInputError(
-                "The microscope's structural image differs from the one recorded in the trace.",
-                "resume on the same dataset / the same scan region the run started on.")
-        exp.trace = trace
-        if trace.n_points:
-            exp.measured[flat_index(trace.positions_array(), exp.scan_shape)] = True
-        for d in trace.interventions:   # the state the interventions built, without recording them again
-            iv.from_record(d, trace).apply(exp)
-        # the random state is recorded once all seeds are measured (older traces lack it but have steps)
-        exp.started = trace.n_steps > 0 or trace.rng_state is not None
-        if trace.rng_state is not None:
-            exp.rng.bit_generator.state = trace.rng_state
-        if journal is not None:
-            trace.attach_journal(journal, append=append_journal)
-        trace.add_event(trace.n_steps, f"resumed with {trace.n_points} points and {trace.n_steps} steps measured")
-        if budget is not None and int(budget) != exp.settings.budget:
-            exp.set_budget(int(budget))
-        return exp
+        from .resuming import resume
+
+        return resume(cls, trace, microscope, journal, append_journal, model_factory, budget)
 
     def close(self) -> None:
         """Release the acquisition thread and close the journal (the trace stays usable in memory)."""

@@ -38,3 +38,18 @@ def pick_mask(measured: np.ndarray, avoid: np.ndarray, visit: list[np.ndarray]) 
         if (v & available).any():
             return v & available, "visit"
     return available, "policy"
+
+
+def check_budget(s, n_positions: int) -> None:
+    """Refuse a budget that is negative, seeds that are none, or more points than the scan has."""
+    if s.budget < 0:
+        raise HAEInputError(f"Budget {s.budget!r} must be a whole number >= 0.", "give the number of steps.")
+    n_seed = len(s.seed_positions or []) if s.seed_mode == "given" else int(s.n_seeds)
+    if n_seed < 1:
+        raise HAEInputError("At least one seed point is needed to train the first model.",
+                            "use n_seeds >= 1 (typical 5-20), or give seed positions.")
+    if n_seed + s.budget > n_positions:
+        raise HAEInputError(
+            f"Seeds ({n_seed}) plus budget ({s.budget}) exceed the {n_positions} scan positions.",
+            f"use a budget of at most {n_positions - n_seed} steps.",
+        )
