@@ -153,7 +153,7 @@ class HAEWidget(RunActions, TraceActions, QWidget):
         if data is None:
             return
         self.target.set_axis(data.name, data.energy)
-        self._mean_spectrum = data.spectra.reshape(-1, *data.signal_shape).mean(0)
+        self._mean_spectrum = data.mean_spectrum()
         self.data.fit_to(data)
         layer = self.layer_combo.value
         self.view.ensure_input_layers(layer, data.scan_shape, self.object_mode.value, self._on_objects_changed)
@@ -216,7 +216,7 @@ class HAEWidget(RunActions, TraceActions, QWidget):
             i = tr.positions.index((y, x))
             return tr.spectra[i], tr.values[i], "measured"
         data = self.dataset
-        spectrum = data.spectra[y, x]
+        spectrum = data.spectrum(y, x)
         return spectrum, float(self.target.scalarizer()(spectrum[None], data.energies)[0]), "pre-acquired"
 
     def _on_click(self, layer, event):

@@ -41,7 +41,7 @@ def cmd_report(args) -> int:
             data = load_source(trace.dataset["source"])
             data.check_same_source(trace.dataset.get("fingerprint"), "The run")
             sc = Scalarizer.from_dict(settings_after(trace).scalarizer.to_dict())   # the one in force at the end
-            truth = sc(data.spectra, data.energies)
+            truth = data.scalarize(sc)
         except HAEInputError as exc:
             print(f"warning: no ground truth ({exc})", file=sys.stderr)
     monitors(trace, truth, args, quiet=args.quiet)

@@ -261,7 +261,7 @@ def drive(exp, data, out: Path, args) -> int:
               f"before is in {out / JOURNAL_NAME}. Fix: free disk space or fix the folder's permissions, then "
               f"napari-hae run --resume {out}.", file=sys.stderr)
         return 3
-    truth = exp.scalarizer(data.spectra, data.energies) if data is not None and exp.trace.n_points else None
+    truth = data.scalarize(exp.scalarizer) if data is not None and exp.trace.n_points else None
     name = data.name if data is not None else exp.trace.dataset.get("name", "remote")
     if exp.trace.n_points:
         monitors(exp.trace, truth, args, quiet=args.quiet)

@@ -118,7 +118,7 @@ def run_one(run: dict, out_dir: str | None = None, torch_threads: int = 1) -> di
                                    "fingerprint": data.fingerprint()})
     RunDriver(exp).run()
     tr = exp.trace
-    summary = summarize(tr, exp.scalarizer(data.spectra, data.energies))
+    summary = summarize(tr, data.scalarize(exp.scalarizer))
     pol = exp.policy.to_dict()
     params = pol.get("params", {})
     stuck = np.nan_to_num(tr.step_array("stuck"))

@@ -81,7 +81,8 @@ class SpectrumImage:
 
     def __post_init__(self):
         self.structural = _as_float_array(self.structural, "structural image")
-        self.spectra = np.asarray(self.spectra)
+        if not is_lazy(self.spectra):   # memory-mapped and dask arrays stay on disk; they are read in row blocks
+            self.spectra = np.asarray(self.spectra)
         if self.structural.ndim != 2:
             raise HAEInputError(
                 f"The structural image must be 2-D (y, x); got {self.structural.ndim}-D with shape "
@@ -121,8 +122,8 @@ class SpectrumImage:
                 f"The structural image has {n} non-finite (NaN or inf) pixels; they would corrupt every patch.",
                 "replace them (e.g. np.nan_to_num or inpainting) before loading.",
             )
-        if not np.all(np.isfinite(self.spectra)):
-            n = int(np.size(self.spectra) - np.isfinite(self.spectra).sum())
+        n = sum(int(b.size - np.count_nonzero(np.isfinite(b))) for _, _, b in row_blocks(self.spectra))
+        if n:
             raise HAEInputError(
                 f"The spectrum image has {n} non-finite (NaN or inf) values; scalarizers would return NaN.",
                 "replace them (e.g. np.nan_to_num) or crop the affected channels before loading.",
@@ -181,9 +182,8 @@ class SpectrumImage:
         def digest(a) -> str:
             h = hashlib.blake2b(digest_size=16)
             h.update(str((tuple(a.shape), np.dtype(a.dtype).str)).encode())
-            rows = max(1, int(2**26 // max(1, a[0].nbytes)))
-            for i in range(0, a.shape[0], rows):
-                h.update(np.ascontiguousarray(np.asarray(a[i:i + rows])).tobytes())
+            for _, _, block in row_blocks(a):
+                h.update(np.ascontiguousarray(block).tobytes())
             return h.hexdigest()
 
         return {"spectra": digest(self.spectra), "structural": digest(self.structural),
@@ -207,6 +207,31 @@ class SpectrumImage:
                                 "point it at the data the run was started on (the same files, unchanged); for a new "
                                 "analysis of changed data start a new run.")
 
+    def spectrum(self, y: int, x: int) -> np.ndarray:
+        """The spectrum at scan position (y, x), in memory (read from disk for a lazy spectrum image)."""
+        return np.asarray(self.spectra[y, x])
+
+    def scalarize(self, scalarizer) -> np.ndarray:
+        """``scalarizer`` at every scan position, (ny, nx), computed in row blocks (bounded memory)."""
+        out = np.empty(self.scan_shape)
+        for i0, i1, block in row_blocks(self.spectra):
+            out[i0:i1] = scalarizer(block, self.energies)
+        return out
+
+    def total_intensity(self) -> np.ndarray:
+        """Sum over the signal axes at every position, (ny, nx) float64 (row blocks)."""
+        out = np.empty(self.spectra.shape[:2])
+        for i0, i1, block in row_blocks(self.spectra):
+            out[i0:i1] = block.sum(axis=tuple(range(2, block.ndim)), dtype=np.float64)
+        return out
+
+    def mean_spectrum(self) -> np.ndarray:
+        """The mean spectrum over all positions (row blocks)."""
+        total = np.zeros(self.signal_shape)
+        for _, _, block in row_blocks(self.spectra):
+            total += block.reshape(-1, *self.signal_shape).sum(0, dtype=np.float64)
+        return total / self.n_positions
+
     def describe(self) -> dict:
         return {
             "name": self.name,
@@ -217,6 +242,38 @@ class SpectrumImage:
             "pixel_units": self.pixel_units,
             **({"notes": list(self.notes)} if self.notes else {}),
         }
+
+
+BLOCK_BYTES = 16 * 2**20     # whole-array passes read this much at a time
+
+
+def is_lazy(a) -> bool:
+    """A spectrum image that is not held in memory: memory-mapped (.npy) or a dask array (HyperSpy lazy)."""
+    return isinstance(a, np.memmap) or hasattr(a, "compute")
+
+
+def _release(a) -> None:
+    """Let the OS drop the pages of a memory-mapped array that a whole-array pass touched (they stay in the page
+    cache, not in this process' resident memory). A no-op for other arrays and where madvise is missing."""
+    import mmap
+
+    mm = getattr(a, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
+
+
+def row_blocks(a, block_bytes: int = BLOCK_BYTES):
+    """``(i0, i1, block)`` over the first axis of ``a`` in blocks of about ``block_bytes``, each block an
+    in-memory numpy array in ``a``'s own dtype: bounded memory for arrays of any size, lazy or not."""
+    row = int(np.prod(a.shape[1:], dtype=np.int64)) * np.dtype(a.dtype).itemsize
+    rows = max(1, int(block_bytes // max(1, row)))
+    for i in range(0, a.shape[0], rows):
+        block = np.asarray(a[i:i + rows])
+        yield i, min(i + rows, a.shape[0]), block
+        _release(a)
 
 
 def _as_float_array(a, what: str) -> np.ndarray:

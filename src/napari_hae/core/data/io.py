@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import HAEInputError
-from .dataset import EnergyAxis, SpectrumImage
+from .dataset import EnergyAxis, SpectrumImage, row_blocks
 
 log = logging.getLogger(__name__)
 
@@ -18,30 +19,75 @@ HYPERSPY_SUFFIXES = (".dm3", ".dm4", ".emd", ".hspy", ".hdf5", ".h5", ".zspy", "
 NUMPY_SUFFIXES = (".npy", ".npz")
 
 
+EAGER_BYTES = 256 * 2**20   # spectrum images up to this size are read into memory (fast access); larger stay lazy
+
+
+def _check_memory(nbytes: int, path: Path, how: str) -> None:
+    """Refuse to read ``nbytes`` into memory when they do not fit, with the estimate and what to do instead."""
+    import psutil
+
+    avail = psutil.virtual_memory().available
+    if nbytes > 0.8 * avail:
+        gib = 2**30
+        raise HAEInputError(f"Reading {str(path)!r} {how} needs about {nbytes / gib:.1f} GiB of memory; "
+                            f"{avail / gib:.1f} GiB is available.",
+                            "save the spectrum image as .npy (memory-mapped) or .hspy/.zspy (read lazily in "
+                            "blocks), or crop/bin it first.")
+
+
 def _hs_load(path: Path):
     if not path.exists():
         raise HAEInputError(f"File {str(path)!r} does not exist.", "check the path and the file name.")
+    if path.is_dir() and path.suffix.lower() != ".zspy":
+        raise HAEInputError(f"{str(path)!r} is a folder, not a data file.",
+                            "give the spectrum image file itself (e.g. map.hspy, map.emd, map.npy).")
     suffix = path.suffix.lower()
     if suffix in NUMPY_SUFFIXES:
         try:
+            if suffix == ".npy":   # memory-mapped: read as needed, never all at once
+                return np.load(path, mmap_mode="r", allow_pickle=False)
             obj = np.load(path, allow_pickle=False)
+            _check_memory(sum(zi.file_size for zi in obj.zip.infolist()), path, "(.npz members are read whole)")
+            return obj
+        except HAEInputError:
+            raise
+        except PermissionError as exc:
+            raise HAEInputError(f"{str(path)!r} cannot be read: permission denied.",
+                                "check the file's permissions.") from exc
         except Exception as exc:
             raise HAEInputError(f"{str(path)!r} could not be read as a numpy file ({exc}).",
                                 "re-save it with numpy.save / numpy.savez.") from exc
-        return obj
     if suffix not in HYPERSPY_SUFFIXES:
         raise HAEInputError(f"Unknown file format {suffix!r} for {str(path)!r}.",
                             f"use one of {', '.join(HYPERSPY_SUFFIXES + NUMPY_SUFFIXES)}.")
+    if suffix == ".zspy":
+        try:
+            import zarr  # noqa: F401
+        except ImportError:
+            raise HAEInputError(f"{str(path)!r} is a .zspy (zarr) file and the 'zarr' package is not installed.",
+                                "pip install zarr, or save the data as .hspy.") from None
+    if not path.is_dir() and not os.access(path, os.R_OK):
+        raise HAEInputError(f"{str(path)!r} cannot be read: permission denied.", "check the file's permissions.")
     import hyperspy.api as hs
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return hs.load(str(path), lazy=False)
+            return hs.load(str(path), lazy=True)   # large files stay on disk (see load_spectrum_image)
         except Exception as exc:
             raise HAEInputError(f"HyperSpy could not read {str(path)!r} ({type(exc).__name__}: {exc}).",
                                 "check that the file is complete (not truncated) and of a format HyperSpy reads.") \
                 from exc
+
+
+def _in_memory_or_lazy(a, path: Path):
+    """A lazily read array: into memory if small (fast per-spectrum access), else kept lazy (dask, row blocks)."""
+    if not hasattr(a, "compute"):
+        return np.asarray(a)
+    if a.nbytes <= EAGER_BYTES:
+        _check_memory(a.nbytes, path, "")
+        return np.asarray(a.compute())
+    return a
 
 
 def _energy_axis(sig) -> EnergyAxis:
@@ -99,15 +145,19 @@ def load_spectrum_image(spectrum_path, image_path=None, name: str | None = None)
             if image is None:
                 raise HAEInputError(f"{str(image_path)!r} holds no 2-D structural image.",
                                     "pass a single HAADF/ADF image file.")
-            structural = image.data
+            structural = np.asarray(image.data)
     elif image is not None:
-        structural = image.data
+        structural = np.asarray(image.data)
     else:
         warnings.warn("No structural image given: using the total spectrum intensity per position instead. "
                       "Pass the HAADF image for meaningful patches.", UserWarning, stacklevel=2)
-        structural = np.asarray(spectrum.data, dtype=np.float64).sum(axis=tuple(range(2, spectrum.data.ndim)))
+        structural = None
+    data = _in_memory_or_lazy(spectrum.data, spectrum_path)
+    if structural is None:
+        structural = np.zeros(data.shape[:2])
+        for i0, i1, block in row_blocks(data):
+            structural[i0:i1] = block.sum(axis=tuple(range(2, block.ndim)), dtype=np.float64)
     structural = np.asarray(structural, dtype=np.float64)
-    data = np.asarray(spectrum.data)
     nav = spectrum.axes_manager.navigation_axes  # x first in HyperSpy
     pixel_size = float(nav[0].scale) if nav[0].scale > 0 else 1.0
     pixel_units = str(nav[0].units) if nav[0].units not in (None, "<undefined>") else "px"
@@ -130,7 +180,9 @@ def _from_numpy(obj, image_path, name) -> SpectrumImage:
                                 "pass --image IMAGE.npy, or save both in one .npz with keys 'spectra' and "
                                 "'structural'.")
         structural = _hs_load(Path(image_path))
-        if not isinstance(structural, np.ndarray):
+        if isinstance(structural, np.ndarray):
+            structural = np.asarray(structural)
+        else:
             raise HAEInputError(f"{str(image_path)!r} is not a single .npy array.",
                                 "save the structural image with numpy.save(path, image).")
         energy = None

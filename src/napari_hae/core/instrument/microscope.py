@@ -89,7 +89,7 @@ class SimulatedMicroscope:
                                 f"use 0 <= y < {ny} and 0 <= x < {nx}.")
         self.position = (y, x)
         self.n_acquisitions += 1
-        s = np.asarray(self.data.spectra[y, x], dtype=np.float64)
+        s = np.asarray(self.data.spectrum(y, x), dtype=np.float64)
         if self.noise == "poisson":
             return self._rng.poisson(np.clip(s, 0, None) * self.dose).astype(np.float64) / self.dose
         return s.copy()
