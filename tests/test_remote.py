@@ -69,9 +69,13 @@ def test_wrong_token_and_out_of_field_requests_are_refused(server):
     m.close()
 
 
-def test_serving_beyond_loopback_needs_a_token(small_sample):
-    with pytest.raises(HAEInputError, match="without an access token"):
-        MicroscopeServer(SimulatedMicroscope(small_sample), host="0.0.0.0")
+def test_serving_beyond_loopback_needs_a_token_and_encryption(small_sample):
+    import zmq
+
+    for kw in ({}, {"token": TOKEN}, {"curve_secret_key": zmq.curve_keypair()[1].decode()}):
+        with pytest.raises(HAEInputError, match="without encryption and an access token.*Fix: give --token and "
+                                                "--curve"):
+            MicroscopeServer(SimulatedMicroscope(small_sample), host="0.0.0.0", **kw)
 
 
 @pytest.mark.slow

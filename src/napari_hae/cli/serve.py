@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
+from pathlib import Path
+
 from ..core.data.io import load_source
 from . import _options as opt
 
@@ -10,11 +15,48 @@ def add_parser(sub) -> None:
     sv = sub.add_parser("serve", help="serve a (simulated) microscope over the network for 'run --microscope'")
     opt.add_source(sv, required=True)
     sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    sv.add_argument("--port", type=int, default=5555, help="TCP port (0: any free port; default 5555)")
+    sv.add_argument("--port", type=_port, default=5555, help="TCP port (0: any free port; default 5555)")
     sv.add_argument("--token", help="require this access token (default: $NAPARI_HAE_TOKEN if set)")
+    sv.add_argument("--curve", action="store_true",
+                    help="encrypt the connection (ZeroMQ CURVE); prints the public key clients need "
+                         "(run --microscope remote:address=...,server_key=KEY). Required off loopback")
+    sv.add_argument("--curve-key", metavar="FILE",
+                    help="the server's secret CURVE key (z85 text; created there if missing) so that clients keep "
+                         "the same public key across restarts (default: a new key each start)")
+    sv.add_argument("--insecure", action="store_true",
+                    help="allow serving off loopback in clear text (an isolated, trusted network only)")
     sv.add_argument("--noise", choices=("none", "poisson"), default="none")
     sv.add_argument("--random-seed", type=int, default=0)
     sv.set_defaults(func=cmd_serve)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (1-65535; 0: any free port)")
+    return port
+
+
+def _curve_secret(args) -> str | None:
+    """The server's secret CURVE key: read from --curve-key (created there if missing), or a new one."""
+    if not (args.curve or args.curve_key):
+        return None
+    import zmq
+
+    if args.curve_key:
+        path = Path(args.curve_key)
+        if path.exists():
+            return path.read_text().strip()
+        _, secret = zmq.curve_keypair()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secret.decode())
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)
+        return secret.decode()
+    return zmq.curve_keypair()[1].decode()
 
 
 def cmd_serve(args) -> int:
@@ -24,9 +66,12 @@ def cmd_serve(args) -> int:
     data = load_source(opt.source(args))
     mic = opt.simulator(data, args.noise, args.random_seed)
     token = opt.token(args)
-    server = MicroscopeServer(mic, host=args.host, port=args.port, token=token, name=data.name)
+    server = MicroscopeServer(mic, host=args.host, port=args.port, token=token, name=data.name,
+                              curve_secret_key=_curve_secret(args), allow_insecure=args.insecure)
     print(f"serving {data.name} {data.scan_shape[0]}x{data.scan_shape[1]} on {server.address}"
           f"{' (token required)' if token else ''}", flush=True)
+    if server.public_key:
+        print(f"CURVE public key (give it to clients as server_key): {server.public_key}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -64,15 +64,17 @@ def simulator(data, *, seed: int = 0, noise: str = "none"):
     ParamSpec("address", "tcp://127.0.0.1:5555", help="where 'napari-hae serve' (or a vendor server) listens"),
     ParamSpec("token", "", help="access token of the server (default: $NAPARI_HAE_TOKEN)", secret=True),
     ParamSpec("timeout", 10.0, "s", 0.1, 3600.0, "seconds to wait for each answer"),
+    ParamSpec("server_key", "", help="the server's CURVE public key (printed by 'napari-hae serve --curve'); "
+                                     "needed for a server off loopback"),
 ))
 def remote(data=None, *, seed: int = 0, address: str = "tcp://127.0.0.1:5555", token: str = "",
-           timeout: float = 10.0):
+           timeout: float = 10.0, server_key: str = ""):
     """A microscope served over the network (ZeroMQ)."""
     from .remote import MicroscopeUnavailable, RemoteMicroscope
 
     try:
         return RemoteMicroscope(address.strip(), token=token or os.environ.get("NAPARI_HAE_TOKEN") or None,
-                                timeout=float(timeout))
+                                timeout=float(timeout), server_key=server_key or None)
     except MicroscopeUnavailable as exc:
         raise HAEInputError(f"No microscope answers at {address} ({exc}).",
                             "start the server (napari-hae serve ...) or check the address.") from exc

@@ -8,8 +8,13 @@ has one, the access ``token``; replies carry ``ok`` and either the result or an 
 Operations: ``info`` (scan shape, signal shape, energy axis, name), ``structural_image``, ``acquire`` (y, x,
 optional dwell time in seconds), ``move`` (y, x), ``blank`` (on/off), ``status``, ``ping``.
 
-Safety of a shared instrument: the server binds to loopback unless told otherwise, can require a token (compared
-in constant time), refuses positions outside the scan field before touching the instrument, and the client gives
+Safety of a shared instrument: the server binds to loopback unless told otherwise; off loopback it encrypts and
+authenticates the connection with ZeroMQ's CURVE (the client needs the server's public key), so a token never
+travels in clear text. It can require a token (compared in constant time, before anything else of a request is
+looked at); requests carry no array data and a frame larger than ``MAX_REQUEST_BYTES`` is dropped by ZeroMQ before
+it is read; every field is validated by type (a position is two JSON integers, ``on`` a JSON boolean) and a
+malformed request is answered as the client's error, not the instrument's; positions outside the scan field are
+refused before the instrument is touched; ``shutdown`` exists only on a server with a token. The client gives
 every request a timeout; a server that does not answer makes the client raise :class:`MicroscopeUnavailable`
 (retried by the experiment's acquisition guard, then the run pauses with its trace intact; the next request
 reconnects).
@@ -63,30 +68,107 @@ def _unpack(frames: list[bytes]) -> tuple[dict, np.ndarray | None]:
 
 
 # -- server ------------------------------------------------------------------------------------------------------
+MAX_REQUEST_BYTES = 64 * 1024         # a request is a small JSON header; anything larger is not a request
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+# op -> {field: (type, required)}; "op" and "token" are always allowed
+_REQUESTS = {
+    "ping": {}, "info": {}, "structural_image": {}, "status": {}, "shutdown": {},
+    "blank": {"on": ("bool", False)},
+    "move": {"y": ("int", True), "x": ("int", True)},
+    "acquire": {"y": ("int", True), "x": ("int", True), "dwell": ("seconds", False)},
+}
+
+
+class BadRequest(ValueError):
+    """A request that is malformed: the client's error (answered as ``bad_request``, never logged as a fault)."""
+
+
+def _typed(value, kind: str) -> bool:
+    if kind == "int":
+        return type(value) is int
+    if kind == "bool":
+        return type(value) is bool
+    return type(value) in (int, float) and np.isfinite(value) and value >= 0   # seconds
+
+
+def parse_request(frames: list[bytes], token: str | None) -> dict:
+    """The request in ``frames``, authenticated first and then validated field by field (raises BadRequest, or
+    PermissionError for a wrong or missing token)."""
+    if len(frames) != 2 or frames[1]:
+        raise BadRequest("a request is two frames, a JSON header and an empty second frame")
+    if len(frames[0]) > MAX_REQUEST_BYTES:
+        raise BadRequest(f"the request header exceeds {MAX_REQUEST_BYTES} bytes")
+    try:
+        header = json.loads(frames[0])
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the request header is not JSON") from None
+    if not isinstance(header, dict):
+        raise BadRequest("the request header is not a JSON object")
+    if token is not None and not hmac.compare_digest(str(header.get("token", "")).encode(), token.encode()):
+        raise PermissionError("wrong or missing access token")
+    op = header.get("op")
+    if not isinstance(op, str) or op not in _REQUESTS:
+        raise BadRequest(f"unknown operation {op!r}; known: {sorted(_REQUESTS)}")
+    spec = _REQUESTS[op]
+    unknown = set(header) - set(spec) - {"op", "token"}
+    if unknown:
+        raise BadRequest(f"{op}: unknown field(s) {sorted(unknown)}; it takes {sorted(spec) or 'none'}")
+    for name, (kind, required) in spec.items():
+        if name not in header:
+            if required:
+                raise BadRequest(f"{op}: the field {name!r} is required")
+            continue
+        if not _typed(header[name], kind):
+            what = {"int": "a JSON integer", "bool": "true or false", "seconds": "a number of seconds >= 0"}[kind]
+            raise BadRequest(f"{op}: {name} must be {what}, got {header[name]!r}")
+    return header
+
+
 class MicroscopeServer:
     """Serve ``microscope`` on ``tcp://host:port`` (port 0: any free port; see :attr:`address`).
 
-    ``token``: if given, every request must carry it. ``host`` defaults to loopback; binding elsewhere without a
-    token is refused unless ``allow_insecure``.
+    ``token``: if given, every request must carry it. ``host`` defaults to loopback. Off loopback the connection
+    is encrypted with CURVE (``curve_secret_key``: the server's secret key, z85 text; its public key is
+    :attr:`public_key`, which clients need) and a token is required; ``allow_insecure`` serves in clear text
+    instead (a trusted, isolated network only).
     """
 
     def __init__(self, microscope, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 allow_insecure: bool = False, name: str = "microscope"):
+                 allow_insecure: bool = False, name: str = "microscope", curve_secret_key: str | None = None):
         import zmq
 
-        if host not in ("127.0.0.1", "localhost", "::1") and not token and not allow_insecure:
-            raise HAEInputError(f"Serving the microscope on {host!r} without an access token would let anyone on "
-                                "the network move the beam.", "give --token, or serve on 127.0.0.1.")
+        off_loopback = host not in LOOPBACK
+        if off_loopback and not allow_insecure and not (token and curve_secret_key):
+            raise HAEInputError(f"Serving the microscope on {host!r} without encryption and an access token would "
+                                "let anyone on the network move the beam (or read the token).",
+                                "give --token and --curve (encrypted), or serve on 127.0.0.1.")
+        if not 0 <= int(port) <= 65535:
+            raise HAEInputError(f"Port {port} is not a TCP port.", "give a port between 1 and 65535 (0: any free).")
         self.microscope = microscope
         self.token = token
         self.name = name
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
-        if port:
-            self.sock.bind(f"tcp://{host}:{int(port)}")
-        else:
-            port = self.sock.bind_to_random_port(f"tcp://{host}")
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)   # larger frames are dropped unread
+        self.public_key = None
+        if curve_secret_key:
+            secret = curve_secret_key.encode() if isinstance(curve_secret_key, str) else curve_secret_key
+            self.public_key = zmq.curve_public(secret).decode()
+            self.sock.curve_secretkey = secret
+            self.sock.curve_publickey = self.public_key.encode()
+            self.sock.curve_server = True
+        try:
+            if port:
+                self.sock.bind(f"tcp://{host}:{int(port)}")
+            else:
+                port = self.sock.bind_to_random_port(f"tcp://{host}")
+        except zmq.ZMQError as exc:
+            self.close()
+            raise HAEInputError(f"Cannot serve on tcp://{host}:{port} ({exc}).",
+                                "choose a free port (--port) and an address of this computer (--host); is another "
+                                "server already running there?") from None
         self.address = f"tcp://{host}:{port}"
         self.blanked = False
         self.n_requests = 0
@@ -94,9 +176,7 @@ class MicroscopeServer:
         self._stop = False
 
     def _handle(self, header: dict) -> tuple[dict, np.ndarray | None]:
-        if self.token is not None and not hmac.compare_digest(str(header.get("token", "")), self.token):
-            return {"ok": False, "kind": "unauthorized", "error": "wrong or missing access token"}, None
-        op = header.get("op")
+        op = header["op"]
         m = self.microscope
         if op == "ping":
             return {"ok": True, "protocol": PROTOCOL}, None
@@ -110,13 +190,10 @@ class MicroscopeServer:
             return {"ok": True, "blanked": self.blanked, "position": getattr(m, "position", None),
                     "requests": self.n_requests, "acquisitions": self.n_acquisitions}, None
         if op == "blank":
-            self.blanked = bool(header.get("on", True))
+            self.blanked = header.get("on", True)
             return {"ok": True, "blanked": self.blanked}, None
         if op in ("acquire", "move"):
-            try:
-                y, x = int(header["y"]), int(header["x"])
-            except (KeyError, TypeError, ValueError):
-                return {"ok": False, "kind": "bad_request", "error": "y and x (integers) are required"}, None
+            y, x = header["y"], header["x"]
             ny, nx = m.scan_shape
             if not (0 <= y < ny and 0 <= x < nx):
                 return {"ok": False, "kind": "out_of_field",
@@ -129,10 +206,29 @@ class MicroscopeServer:
             spectrum = np.asarray(m.acquire(y, x), dtype=np.float64)
             self.n_acquisitions += 1
             return {"ok": True}, spectrum
-        if op == "shutdown":
-            self._stop = True
-            return {"ok": True}, None
-        return {"ok": False, "kind": "bad_request", "error": f"unknown operation {op!r}"}, None
+        # shutdown: only an authenticated client may stop the server
+        if self.token is None:
+            return {"ok": False, "kind": "bad_request",
+                    "error": "remote shutdown is disabled on a server without an access token"}, None
+        self._stop = True
+        return {"ok": True}, None
+
+    def answer(self, frames: list[bytes]) -> tuple[dict, np.ndarray | None]:
+        """The reply to one request (every failure becomes a reply: the server keeps serving)."""
+        try:
+            header = parse_request(frames, self.token)
+        except PermissionError as exc:
+            return {"ok": False, "kind": "unauthorized", "error": str(exc)}, None
+        except BadRequest as exc:
+            log.warning("bad request: %s", exc)
+            return {"ok": False, "kind": "bad_request", "error": str(exc)}, None
+        try:
+            return self._handle(header)
+        except HAEInputError as exc:
+            return {"ok": False, "kind": "bad_request", "error": str(exc)}, None
+        except Exception as exc:  # the instrument failed: tell the client, keep serving
+            log.exception("the instrument failed on %s", header.get("op"))
+            return {"ok": False, "kind": "instrument_error", "error": f"{type(exc).__name__}: {exc}"}, None
 
     def serve_forever(self, poll_ms: int = 200) -> None:
         """Answer requests until :meth:`stop` (or a ``shutdown`` request with the right token)."""
@@ -145,14 +241,7 @@ class MicroscopeServer:
                 continue
             frames = self.sock.recv_multipart()
             self.n_requests += 1
-            try:
-                header, _ = _unpack(frames)
-                reply, arr = self._handle(header)
-            except HAEInputError as exc:
-                reply, arr = {"ok": False, "kind": "bad_request", "error": str(exc)}, None
-            except Exception as exc:  # the instrument failed: tell the client, keep serving
-                log.exception("request failed")
-                reply, arr = {"ok": False, "kind": "instrument_error", "error": f"{type(exc).__name__}: {exc}"}, None
+            reply, arr = self.answer(frames)
             self.sock.send_multipart(_pack(reply, arr))
         self.close()
 
@@ -164,6 +253,16 @@ class MicroscopeServer:
         self.ctx.term()
 
 
+def check_address(address: str) -> None:
+    """Refuse an address that is not ``tcp://HOST:PORT`` with a port in range."""
+    fix = "use tcp://HOST:PORT, e.g. tcp://127.0.0.1:5555."
+    if not isinstance(address, str) or not address.startswith("tcp://"):
+        raise HAEInputError(f"Microscope address {address!r} is not a tcp:// address.", fix)
+    host, sep, port = address[len("tcp://"):].rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise HAEInputError(f"Microscope address {address!r} has no valid host and port (1-65535).", fix)
+
+
 # -- client ------------------------------------------------------------------------------------------------------
 class RemoteMicroscope:
     """A :class:`~napari_hae.core.instrument.microscope.Microscope` behind a :class:`MicroscopeServer`.
@@ -172,13 +271,13 @@ class RemoteMicroscope:
     pattern), so the next request reconnects to a restarted server.
     """
 
-    def __init__(self, address: str, token: str | None = None, timeout: float = 10.0):
+    def __init__(self, address: str, token: str | None = None, timeout: float = 10.0,
+                 server_key: str | None = None):
         import zmq
 
-        if not address.startswith("tcp://"):
-            raise HAEInputError(f"Microscope address {address!r} is not a tcp:// address.",
-                                "use tcp://HOST:PORT, e.g. tcp://127.0.0.1:5555.")
+        check_address(address)
         self.address = address
+        self.server_key = server_key or None
         self.token = token
         self.timeout = float(timeout)
         self.ctx = zmq.Context()
@@ -207,6 +306,11 @@ class RemoteMicroscope:
             self.sock.setsockopt(zmq.LINGER, 0)
             self.sock.setsockopt(zmq.RCVTIMEO, int(self.timeout * 1000))
             self.sock.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))
+            if self.server_key:   # CURVE: encrypted, and only the server holding the matching secret key answers
+                public, secret = zmq.curve_keypair()
+                self.sock.curve_serverkey = self.server_key.encode()
+                self.sock.curve_publickey = public
+                self.sock.curve_secretkey = secret
             self.sock.connect(self.address)
         return self.sock
 
