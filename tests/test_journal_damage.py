@@ -232,3 +232,26 @@ def test_journal_meta_is_plain_json(tmp_path):
     make_journal(j)
     for meta, _ in read_records(j).records:
         json.dumps(meta)
+
+
+def test_a_flipped_byte_anywhere_in_trace_h5_is_an_error_not_a_wrong_number(tmp_path):
+    """trace.h5 is checksummed (Fletcher-32 datasets, checksummed metadata): damage fails loudly."""
+    t = make_journal(tmp_path / "trace.journal", maps=True)
+    t.save(tmp_path / "trace.h5")
+    raw = (tmp_path / "trace.h5").read_bytes()
+    rng = np.random.default_rng(1)
+    silent = 0
+    for pos in rng.integers(2048, len(raw), 40):
+        b = bytearray(raw)
+        b[pos] ^= 0x20
+        (tmp_path / "bad.h5").write_bytes(bytes(b))
+        try:
+            r = Trace.load(tmp_path / "bad.h5")
+        except HAEInputError as exc:
+            assert "Fix:" in str(exc)
+            continue
+        same = (r.positions == t.positions and r.values == t.values
+                and np.array_equal(r.spectra_array(), t.spectra_array())
+                and all(np.array_equal(a, c) for a, c in zip(r.maps["mean"], t.maps["mean"])))
+        silent += not same
+    assert silent == 0

@@ -14,6 +14,20 @@ from ..core.errors import HAEInputError
 # 'napari-hae serve' on a microscope PC imports numpy and pyzmq only (tests/test_architecture.py checks it).
 
 
+def at_least(low: int):
+    """An argparse type: a whole number >= ``low`` (refused by the parser with a sentence, not a hang later)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{v} is below the minimum {low}")
+        return v
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def defaults():
     """The one set of run defaults (:class:`ExperimentSettings`)."""
     from ..core.run.settings import ExperimentSettings
@@ -36,8 +50,17 @@ def source(args, noise: str = "none") -> dict:
     """Where the data came from, recorded in the trace so that --resume and report can find it again."""
     if args.sample:
         return {"sample": args.sample, "noise": noise}
-    return {"spectrum": str(Path(args.spectrum).resolve()),
-            "image": str(Path(args.image).resolve()) if args.image else None, "noise": noise}
+    return {"spectrum": _resolved(args.spectrum), "image": _resolved(args.image) if args.image else None,
+            "noise": noise}
+
+
+def _resolved(path: str) -> str:
+    try:
+        return str(Path(path).resolve(strict=False))
+    except (RuntimeError, OSError) as exc:   # a symbolic-link loop
+        raise HAEInputError(f"{path!r} cannot be resolved ({exc}).",
+                            "give the path of the file itself (a symbolic link that points back on itself never "
+                            "reaches one).") from None
 
 
 def simulator(data, noise: str, seed: int):
@@ -104,6 +127,11 @@ def scalarizer(args, name: str, energy):
     takes = set(entry.param_names())
     params = _json_params(args.scalarizer_param, "--scalarizer-param center=[31.5,31.5]")
     if {"a", "b"} <= takes:
+        if energy is None:
+            raise HAEInputError(f"The scalarizer {args.scalarizer!r} needs spectra with an energy axis, but this "
+                                "data has 2-D signals (4D-STEM diffraction patterns).",
+                                "use --scalarizer com_magnitude (centre-of-mass shift) or another scalarizer for "
+                                "2-D signals.")
         a, b = args.band if args.band else default_bands(name, energy)[0]
         params.update(a=a, b=b)
     if {"a2", "b2"} <= takes:
@@ -202,5 +230,5 @@ def objective_text(text: str) -> dict:
     return parse_name_params(text, "--also band_integral:a=3.45,b=4.05")
 
 
-__all__ = ["defaults", "add_source", "source", "simulator", "token", "add_microscope", "microscope",
+__all__ = ["at_least", "defaults", "add_source", "source", "simulator", "token", "add_microscope", "microscope",
            "add_target", "scalarizer", "add_policy", "policy", "add_model", "model", "objective_text"]

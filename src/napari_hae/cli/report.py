@@ -8,6 +8,9 @@ from pathlib import Path
 
 from ..core.data.io import load_source
 from ..core.errors import HAEInputError
+from ..core.record.folder import make_folder
+
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 from .run import monitors
 
 
@@ -31,6 +34,10 @@ def cmd_report(args) -> int:
     from ..core.targets.scalarizers import Scalarizer
 
     path = Path(args.trace)
+    out = Path(args.out) if args.out else (path if path.is_dir() else path.parent) / "report.png"
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise HAEInputError(f"--out {str(out)!r}: {out.suffix or 'no extension'} is not a figure format.",
+                            f"end the file name with one of {', '.join(FIGURE_SUFFIXES)}.")
     trace = Trace.load(path)
     if trace.damaged:
         print(f"warning: the trace is damaged: {trace.recovery.describe()}. The report shows what was recovered "
@@ -45,7 +52,7 @@ def cmd_report(args) -> int:
         except HAEInputError as exc:
             print(f"warning: no ground truth ({exc})", file=sys.stderr)
     monitors(trace, truth, args, quiet=args.quiet)
-    out = Path(args.out) if args.out else (path if path.is_dir() else path.parent) / "report.png"
+    make_folder(out.parent)
     summary_figure(trace, out, truth, step=args.step,
                    title=f"{trace.dataset.get('name', '')}: {trace.steps['policy'][-1] if trace.n_steps else ''}")
     s = summarize(trace, truth)

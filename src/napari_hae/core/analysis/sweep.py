@@ -141,25 +141,54 @@ def run_one(run: dict, out_dir: str | None = None, torch_threads: int = 1) -> di
     return asdict(row)
 
 
+def _rows(table) -> list[dict]:
+    """The table's complete rows, checked against the schema; a last row cut short (a killed sweep) is dropped, it
+    is run again. Damage elsewhere is a clear error."""
+    table = Path(table)
+    try:
+        with open(table, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in ("run_id", *COLUMNS) if c not in (reader.fieldnames or [])]
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise HAEInputError(f"The sweep table {str(table)!r} cannot be read ({exc}).",
+                            "check the file; move it aside to start the sweep afresh.") from None
+    if missing:
+        raise HAEInputError(f"The sweep table {str(table)!r} is not a napari-hae results table (no column(s) "
+                            f"{sorted(set(missing))[:5]}).",
+                            "pass the results.csv written by napari-hae sweep, or move this file aside.")
+    complete = [None not in r.values() and None not in r for r in rows]
+    if rows and not complete[-1]:
+        rows, complete = rows[:-1], complete[:-1]
+    if not all(complete):
+        raise HAEInputError(f"The sweep table {str(table)!r} has damaged rows (line(s) "
+                            f"{[i + 2 for i, ok in enumerate(complete) if not ok][:5]}).",
+                            "remove those lines (their runs are run again on the next sweep), or move the table "
+                            "aside.")
+    return rows
+
+
 def finished_runs(table: Path) -> set[str]:
     if not Path(table).exists():
         return set()
-    with open(table, newline="") as f:
-        return {r["run_id"] for r in csv.DictReader(f)}
+    return {r["run_id"] for r in _rows(table)}
 
 
 def read_table(table) -> list[dict]:
     """The results table as a list of dicts with numbers parsed (empty cells: None)."""
     rows = []
-    with open(table, newline="") as f:
-        for r in csv.DictReader(f):
-            out = {}
-            for k, v in r.items():
-                if k in TEXT_COLUMNS:
-                    out[k] = v
-                else:
-                    out[k] = None if v in ("", "None") else float(v)
-            rows.append(out)
+    for line, r in enumerate(_rows(table), start=2):
+        out = {}
+        for k, v in r.items():
+            if k in TEXT_COLUMNS:
+                out[k] = v
+                continue
+            try:
+                out[k] = None if v in ("", "None") else float(v)
+            except ValueError:
+                raise HAEInputError(f"The sweep table {str(table)!r}, line {line}: {k}={v!r} is not a number.",
+                                    "fix or remove that line, or move the table aside.") from None
+        rows.append(out)
     return rows
 
 

@@ -102,9 +102,21 @@ class DKLRegressor:
     def __init__(self, input_dim: int, *, embed_dim: int = 2, hidden: tuple[int, ...] = (64, 32),
                  kernel: str = "rbf", lr: float = 0.01, seed: int = 0, dtype=torch.float32,
                  max_retries: int = 3):
+        from ..errors import HAEInputError
+
+        try:
+            hidden = tuple(hidden) if not isinstance(hidden, (int, float, str)) else (hidden,)
+        except TypeError:
+            hidden = (hidden,)
+        if not all(type(h) is int and h >= 1 for h in hidden):
+            raise HAEInputError(f"Model 'dkl': hidden={list(hidden)} is not a list of layer widths >= 1.",
+                                "give whole numbers >= 1, e.g. --model-param hidden=[64,32].")
+        if kernel not in ("rbf", "matern"):
+            raise HAEInputError(f"Model 'dkl': kernel={kernel!r} is not 'rbf' or 'matern'.",
+                                "use --model-param kernel=rbf or kernel=matern.")
         self.input_dim = int(input_dim)
         self.embed_dim = int(embed_dim)
-        self.hidden = tuple(int(h) for h in hidden)
+        self.hidden = hidden
         self.kernel = kernel
         self.lr = float(lr)
         self.seed = int(seed)

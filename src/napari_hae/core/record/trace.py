@@ -37,6 +37,15 @@ def software_versions() -> dict:
     return out
 
 
+def _dataset(group, name: str, data, **kw):
+    """A dataset with a Fletcher-32 checksum (non-empty ones), so that a damaged trace.h5 fails to read instead of
+    reading back wrong numbers."""
+    data = np.asarray(data)
+    if data.size:
+        kw.setdefault("fletcher32", True)
+    return group.create_dataset(name, data=data, **kw)
+
+
 @dataclass
 class Trace:
     """In-memory trace; grows as the experiment runs. ``save``/``load`` round-trip it exactly."""
@@ -261,38 +270,38 @@ class Trace:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", libver="latest") as f:   # latest: checksummed metadata
             f.attrs["format"] = "napari-hae trace"
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["run_id"] = self.run_id
             for key in ("settings", "dataset", "interventions", "events", "versions", "rng_state"):
                 f.attrs[key] = json.dumps(getattr(self, key))
-            f.create_dataset("structural", data=self.structural)
+            _dataset(f, "structural", data=self.structural)
             p = f.create_group("points")
-            p.create_dataset("positions", data=self.positions_array())
+            _dataset(p, "positions", data=self.positions_array())
             if self.spectra:
-                p.create_dataset("spectra", data=self.spectra_array(), compression="gzip", compression_opts=1)
-            p.create_dataset("values", data=np.asarray(self.values, dtype=np.float64))
-            p.create_dataset("kinds", data=np.asarray([POINT_KINDS.index(k) for k in self.kinds], dtype=np.int8))
-            p.create_dataset("steps", data=np.asarray(self.point_steps, dtype=np.int64))
+                _dataset(p, "spectra", data=self.spectra_array(), compression="gzip", compression_opts=1)
+            _dataset(p, "values", data=np.asarray(self.values, dtype=np.float64))
+            _dataset(p, "kinds", data=np.asarray([POINT_KINDS.index(k) for k in self.kinds], dtype=np.int8))
+            _dataset(p, "steps", data=np.asarray(self.point_steps, dtype=np.int64))
             s = f.create_group("steps")
-            s.create_dataset("position", data=np.asarray(self.steps["position"], dtype=np.int64).reshape(-1, 2))
+            _dataset(s, "position", data=np.asarray(self.steps["position"], dtype=np.int64).reshape(-1, 2))
             for k in StepRecord.text_names():
                 s.attrs[k] = json.dumps(self.steps[k])
             for k in STEP_SCALARS:
-                s.create_dataset(k, data=np.asarray(self.steps[k], dtype=np.float64))
+                _dataset(s, k, data=np.asarray(self.steps[k], dtype=np.float64))
             m = f.create_group("maps")
-            m.create_dataset("steps", data=np.asarray(self.map_steps, dtype=np.int64))
+            _dataset(m, "steps", data=np.asarray(self.map_steps, dtype=np.int64))
             for k in MAP_NAMES:
                 if self.maps[k]:
-                    m.create_dataset(k, data=np.stack(self.maps[k]), compression="gzip", compression_opts=1,
+                    _dataset(m, k, data=np.stack(self.maps[k]), compression="gzip", compression_opts=1,
                                      chunks=(1, *self.structural.shape))
             mon = f.create_group("monitors")
             for k, v in self.monitors.items():
-                mon.create_dataset(k, data=np.asarray(v))
+                _dataset(mon, k, data=np.asarray(v))
             o = f.create_group("objects")
             for i, obj in enumerate(self.objects):
-                d = o.create_dataset(str(i), data=np.asarray(obj["mask"], dtype=bool))
+                d = _dataset(o, str(i), data=np.asarray(obj["mask"], dtype=bool))
                 d.attrs["mode"] = obj["mode"]
                 d.attrs["label"] = obj.get("label", "")
         tmp.replace(path)
@@ -332,6 +341,9 @@ class Trace:
         if path.is_dir():
             return cls._load_folder(path)
         if not path.exists():
+            if path.is_symlink():
+                raise HAEInputError(f"{str(path)!r} is a broken or looping symbolic link.",
+                                    "give the path of the trace file itself.")
             raise HAEInputError(f"Trace file {str(path)!r} does not exist.", "check the path.")
         with open(path, "rb") as fh:
             head = fh.read(4)
@@ -350,28 +362,37 @@ class Trace:
             if f.attrs.get("format") != "napari-hae trace":
                 raise HAEInputError(f"{str(path)!r} is an HDF5 file but not a napari-hae trace.",
                                     "pass a trace written by napari-hae (trace.h5).")
-            t = cls(structural=f["structural"][()], run_id=str(f.attrs.get("run_id", "")))
-            for key in ("settings", "dataset", "interventions", "events", "versions", "rng_state"):
-                if key in f.attrs:
-                    setattr(t, key, json.loads(f.attrs[key]))
-            p = f["points"]
-            t.positions = [tuple(int(c) for c in row) for row in p["positions"][()]]
-            t.spectra = list(p["spectra"][()]) if "spectra" in p else []
-            t.values = [float(v) for v in p["values"][()]]
-            t.kinds = [POINT_KINDS[int(k)] for k in p["kinds"][()]]
-            t.point_steps = [int(v) for v in p["steps"][()]]
-            s = f["steps"]
-            t.steps["position"] = [tuple(int(c) for c in row) for row in s["position"][()]]
-            for k in StepRecord.text_names():
-                t.steps[k] = json.loads(s.attrs[k])
-            for k in STEP_SCALARS:   # a scalar added in a later version reads as NaN from older traces
-                t.steps[k] = [float(v) for v in s[k][()]] if k in s else [float("nan")] * len(t.steps["position"])
-            m = f["maps"]
-            t.map_steps = [int(v) for v in m["steps"][()]]
-            for k in MAP_NAMES:
-                t.maps[k] = list(m[k][()]) if k in m else []
-            if "monitors" in f:
-                t.monitors = {k: d[()] for k, d in f["monitors"].items()}
-            t.objects = [{"mode": d.attrs["mode"], "label": d.attrs["label"], "mask": d[()]}
-                         for _, d in sorted(f["objects"].items(), key=lambda kv: int(kv[0]))]
+            try:
+                return cls._read_h5(f)
+            except (OSError, KeyError, ValueError, TypeError) as exc:
+                raise HAEInputError(f"The trace {str(path)!r} is damaged ({type(exc).__name__}: {exc}).",
+                                    "load the run's trace.journal instead (or its folder: the most complete "
+                                    "record is read); see docs/reliability.md.") from None
+
+    @classmethod
+    def _read_h5(cls, f) -> Trace:
+        t = cls(structural=f["structural"][()], run_id=str(f.attrs.get("run_id", "")))
+        for key in ("settings", "dataset", "interventions", "events", "versions", "rng_state"):
+            if key in f.attrs:
+                setattr(t, key, json.loads(f.attrs[key]))
+        p = f["points"]
+        t.positions = [tuple(int(c) for c in row) for row in p["positions"][()]]
+        t.spectra = list(p["spectra"][()]) if "spectra" in p else []
+        t.values = [float(v) for v in p["values"][()]]
+        t.kinds = [POINT_KINDS[int(k)] for k in p["kinds"][()]]
+        t.point_steps = [int(v) for v in p["steps"][()]]
+        s = f["steps"]
+        t.steps["position"] = [tuple(int(c) for c in row) for row in s["position"][()]]
+        for k in StepRecord.text_names():
+            t.steps[k] = json.loads(s.attrs[k])
+        for k in STEP_SCALARS:   # a scalar added in a later version reads as NaN from older traces
+            t.steps[k] = [float(v) for v in s[k][()]] if k in s else [float("nan")] * len(t.steps["position"])
+        m = f["maps"]
+        t.map_steps = [int(v) for v in m["steps"][()]]
+        for k in MAP_NAMES:
+            t.maps[k] = list(m[k][()]) if k in m else []
+        if "monitors" in f:
+            t.monitors = {k: d[()] for k, d in f["monitors"].items()}
+        t.objects = [{"mode": d.attrs["mode"], "label": d.attrs["label"], "mask": d[()]}
+                     for _, d in sorted(f["objects"].items(), key=lambda kv: int(kv[0]))]
         return t

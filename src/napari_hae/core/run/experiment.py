@@ -137,7 +137,8 @@ class Experiment:
             if s.patch_size != self._patch_size:
                 self._patch_size = int(s.patch_size)
                 self.patches = extract_patches(self.structural, self._patch_size).reshape(self.n_positions, -1)
-                self.model = None
+                # built now, not at the first fit: a model its settings cannot build is a settings error
+                self.model = self.model_factory(self.patches.shape[1], s)
                 self._needs_reset = True
 
     def _check_budget(self) -> None:

@@ -104,7 +104,7 @@ class ExperimentSettings(Spec):
     seed_mode: Literal["random", "grid", "given"] = "random"
     seed_positions: list[tuple[int, int]] | None = None
     budget: int = 60
-    random_seed: int = 0
+    random_seed: int = Field(0, ge=0, le=2**63 - 1)
     fit_iterations_first: int = Field(150, ge=1)   # from fresh weights (first fit, new target or patch size)
     fit_iterations: int = Field(30, ge=1)          # warm-started fits of later steps
     record_maps: bool = True
