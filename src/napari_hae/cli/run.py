@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
     r.add_argument("--seed-at", nargs=2, type=int, action="append", metavar=("Y", "X"),
                    help="a seed position in pixels (repeat for several); overrides --n-seeds/--seed-mode")
     r.add_argument("--steps", type=int, default=d.budget, help=f"policy steps after the seeds (default {d.budget})")
-    r.add_argument("--random-seed", type=opt.at_least(0), default=d.random_seed, help="seed of the run's random generator")
+    r.add_argument("--random-seed", type=opt.at_least(0), default=d.random_seed,
+                   help="seed of the run's random generator")
     r.add_argument("--noise", choices=("none", "poisson"), default="none",
                    help="re-draw Poisson noise at each acquisition (default: replay stored spectra)")
     r.add_argument("--fit-iterations", type=int, default=d.fit_iterations,

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     opt.add_policy(sw, multiple=True)
     opt.add_model(sw)
     sw.add_argument("--patch", type=int, nargs="+", default=[5, 10, 15], help="patch sizes (default 5 10 15)")
-    sw.add_argument("--random-seeds", type=opt.at_least(1), default=5, help="random seeds per setting: 0..N-1 (default 5)")
+    sw.add_argument("--random-seeds", type=opt.at_least(1), default=5,
+                    help="random seeds per setting: 0..N-1 (default 5)")
     sw.add_argument("--n-seeds", type=int, default=d.n_seeds, help=f"seed points per run (default {d.n_seeds})")
     sw.add_argument("--steps", type=int, default=d.budget, help=f"policy steps per run (default {d.budget})")
     sw.add_argument("--fit-iterations", type=int, default=d.fit_iterations)
