@@ -330,7 +330,7 @@ def test_run_on_a_remote_microscope_from_the_dock(viewer_widget, qtbot, small_sa
     try:
         w.microscope_kind.value = "remote"     # the form shows the remote adapter's parameters, not the simulator's
         form = w.microscope_params
-        assert [p.name for p in form] == ["address", "token", "timeout"]
+        assert [p.name for p in form] == ["address", "token", "timeout", "server_key"]
         assert form["token"].native.echoMode() == form["token"].native.EchoMode.Password
         form["address"].value = server.address
         form["token"].value = "wrong"
