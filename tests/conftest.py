@@ -65,3 +65,25 @@ def assert_traces_equal(a, b):
         assert o1["mode"] == o2["mode"] and o1["label"] == o2["label"]
         np.testing.assert_array_equal(o1["mask"], o2["mask"])
     assert a.versions == b.versions
+
+
+def start_cli_run(folder, steps_before: int = 2, budget: int = 40):
+    """A ``napari-hae run`` process on the sample writing ``folder``, returned once its journal holds
+    ``steps_before`` policy steps (the process keeps running)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from napari_hae.core.record.journal import read_records
+
+    cmd = [sys.executable, "-m", "napari_hae.cli", "run", "--sample", "nanoparticles", "--steps", str(budget),
+           "--patch", "8", "--fit-iterations", "5", "--out", str(folder), "-q"]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    t0 = time.time()
+    while time.time() - t0 < 120 and p.poll() is None:
+        j = folder / "trace.journal"
+        if j.exists() and sum(m["kind"] == "step" for m, _ in read_records(j).records) >= steps_before:
+            break
+        time.sleep(0.1)
+    return p

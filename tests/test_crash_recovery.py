@@ -44,6 +44,7 @@ def run_workers(tmp_path, all_cases, n_workers=2) -> list[dict]:
     return results
 
 
+@pytest.mark.slow
 def test_the_worker_counts_the_writes_of_a_clean_run(tmp_path):
     """The deterministic cases cover every write: an uninterrupted run makes exactly WRITES records."""
     from napari_hae.core.record.journal import read_records
@@ -80,23 +81,14 @@ def test_200_kills_and_ctrl_cs_lose_nothing_and_measure_nothing_twice(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_on_the_cli_is_a_clean_stop(tmp_path):
-    import os
     import signal
-    import time
 
+    from conftest import start_cli_run
     from napari_hae.core.record.journal import read_records
     from napari_hae.core.record.trace import Trace
 
     folder = tmp_path / "run"
-    p = subprocess.Popen([sys.executable, "-m", "napari_hae.cli", "run", "--sample", "nanoparticles", "--steps", "40",
-                          "--patch", "8", "--fit-iterations", "5", "--out", str(folder), "-q"],
-                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        j = folder / "trace.journal"
-        if j.exists() and sum(m["kind"] == "step" for m, _ in read_records(j).records) >= 2:
-            break
-        time.sleep(0.1)
+    p = start_cli_run(folder)
     p.send_signal(signal.SIGINT)
     err = p.communicate(timeout=120)[1]
     assert p.returncode == 130 and "stopping after the step in progress" in err and "Traceback" not in err

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -265,18 +264,13 @@ def test_resume_of_a_folder_that_does_not_exist(tmp_path, capsys):
 def test_two_processes_on_one_folder(tmp_path):
     """The acceptance's concurrency test, through the CLI: the second is refused while the first lives, allowed
     (as a resume) after it was killed; no point is measured twice."""
+    from conftest import start_cli_run
+
     folder = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "napari_hae.cli", "run", "--sample", "nanoparticles", "--steps", "40", "--patch",
-           "8", "--fit-iterations", "5", "--out", str(folder), "-q"]
-    first = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        j = folder / "trace.journal"
-        if j.exists() and sum(m["kind"] == "step" for m, _ in read_records(j).records) >= 2:
-            break
-        time.sleep(0.2)
-    second = subprocess.run(cmd[:4] + ["--resume", str(folder), "-q"], env=env, capture_output=True, text=True)
+    first = start_cli_run(folder)
+    second = subprocess.run([sys.executable, "-m", "napari_hae.cli", "run", "--resume", str(folder), "-q"], env=env,
+                            capture_output=True, text=True)
     assert second.returncode == 2 and f"(pid {first.pid})" in second.stderr
     first.send_signal(signal.SIGKILL)
     first.wait()
