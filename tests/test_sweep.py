@@ -112,9 +112,10 @@ def _ctx(measured, current=(0, 0), step=0, budget=10, n=20):
 
 
 def test_penalized_ei_is_zero_at_measured_points_and_ei_far_away():
+    """Scores are log EI + log penalty: EI times the penalty, in log space."""
     post = Posterior(np.zeros(400), np.ones(400))
     ctx = _ctx([(10, 10)])
-    s = make_policy("ei_penalized", xi=0.0, radius=2.0)(post, ctx)
+    s = np.exp(make_policy("ei_penalized", xi=0.0, radius=2.0)(post, ctx))
     ei = expected_improvement(post.mean, post.std, 0.0, 0.0)
     assert s[10 * 20 + 10] == 0.0
     np.testing.assert_allclose(s[0], ei[0], rtol=1e-9)           # 14 px away: no penalty left

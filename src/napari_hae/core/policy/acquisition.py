@@ -1,9 +1,15 @@
-"""The built-in acquisition functions: EI, PI, UCB, maximum uncertainty, Thompson sampling, random."""
+"""The built-in acquisition functions: EI, PI, UCB, maximum uncertainty, Thompson sampling, random.
+
+EI and PI score in **log space** (as BoTorch's ``LogExpectedImprovement``): the ranking is that of EI and PI
+wherever they are representable, and where an overconfident model makes them underflow to exactly 0 everywhere
+(z = (mu - best) / sigma below about -38) their logarithms still rank the candidates, so the pick is never left
+to the tie-break.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import erfcx, log_ndtr, ndtr
 
 from ..errors import HAEInputError
 from .base import AcquisitionFunction, _nonneg, register_policy
@@ -23,6 +29,46 @@ def expected_improvement(mean, std, best, xi=0.0):
     return np.where(std > 0, ei, np.maximum(imp, 0.0))
 
 
+_LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
+
+
+def log_h(z) -> np.ndarray:
+    """``log(phi(z) + z Phi(z))``, accurate for every z (EI = sigma h(z)). For z < -1 it is written with the scaled
+    complementary error function, ``h = phi(z) (1 - r)``, ``r = |z| sqrt(pi/2) erfcx(|z| / sqrt 2)`` (-> 1), and for
+    |z| > 1e4 by its asymptotic series ``1 - r ~ 1/z^2 - 3/z^4 + 15/z^6``."""
+    z = np.asarray(z, dtype=np.float64)
+    out = np.empty_like(z)
+    hi = z >= -1.0
+    zh = z[hi]
+    out[hi] = np.log(np.exp(-0.5 * zh**2) / _SQRT_2PI + zh * ndtr(zh))
+    lo = ~hi
+    a = -z[lo]                                            # a > 1
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = a * np.sqrt(np.pi / 2.0) * erfcx(a / np.sqrt(2.0))
+        log_one_minus_r = np.where(a < 1e4, np.log1p(-r), -2.0 * np.log(a) + np.log1p(-3.0 / a**2 + 15.0 / a**4))
+    out[lo] = -0.5 * a**2 - _LOG_SQRT_2PI + log_one_minus_r
+    return out
+
+
+def log_expected_improvement(mean, std, best, xi=0.0):
+    """``log EI`` for maximisation, without underflow (-inf only where sigma = 0 and there is no improvement)."""
+    mean, std = np.asarray(mean, float), np.asarray(std, float)
+    imp = mean - best - xi
+    pos = std > 0
+    safe = np.where(pos, std, 1.0)
+    with np.errstate(divide="ignore"):
+        return np.where(pos, np.log(safe) + log_h(imp / safe), np.log(np.maximum(imp, 0.0)))
+
+
+def log_probability_of_improvement(mean, std, best, xi=0.0):
+    """``log PI`` for maximisation: log Phi((mu - best - xi) / sigma), without underflow."""
+    mean, std = np.asarray(mean, float), np.asarray(std, float)
+    imp = mean - best - xi
+    safe = np.where(std > 0, std, 1.0)
+    with np.errstate(divide="ignore"):
+        return np.where(std > 0, log_ndtr(imp / safe), np.where(imp > 0, 0.0, -np.inf))
+
+
 def probability_of_improvement(mean, std, best, xi=0.0):
     """PI for maximisation: Phi((mu - best - xi) / sigma)."""
     mean, std = np.asarray(mean, float), np.asarray(std, float)
@@ -38,28 +84,31 @@ def upper_confidence_bound(mean, std, beta=2.0):
 
 @register_policy("ei")
 class ExpectedImprovement(AcquisitionFunction):
-    """Expected improvement over the best measured value with exploration margin ``xi`` (standardized units)."""
+    """Expected improvement over the best measured value with exploration margin ``xi`` (standardized units).
+    Scores are log EI: the same ranking, no underflow."""
 
     params = ("xi",)
+    log_scale = True
 
     def __init__(self, xi: float = 0.01):
         self.xi = _nonneg("xi", xi)
 
     def __call__(self, post, ctx):
-        return expected_improvement(post.mean, post.std, ctx.best, self.xi)
+        return log_expected_improvement(post.mean, post.std, ctx.best, self.xi)
 
 
 @register_policy("pi")
 class ProbabilityOfImprovement(AcquisitionFunction):
-    """Probability of improving on the best measured value by more than ``xi``."""
+    """Probability of improving on the best measured value by more than ``xi``. Scores are log PI."""
 
     params = ("xi",)
+    log_scale = True
 
     def __init__(self, xi: float = 0.01):
         self.xi = _nonneg("xi", xi)
 
     def __call__(self, post, ctx):
-        return probability_of_improvement(post.mean, post.std, ctx.best, self.xi)
+        return log_probability_of_improvement(post.mean, post.std, ctx.best, self.xi)
 
 
 @register_policy("ucb")

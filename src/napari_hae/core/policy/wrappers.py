@@ -33,7 +33,8 @@ def nearest_measured_distance(ctx: AcquisitionContext) -> np.ndarray:
 
 
 class LocalPenalty(AcquisitionFunction):
-    """``base`` score (must be >= 0, as EI and PI are) times a penalty around every measured position."""
+    """``base`` score (must be >= 0) times a penalty around every measured position; for a base scoring in log
+    space (EI, PI: ``log_scale``) the log of the penalty is added instead."""
 
     def __init__(self, base: AcquisitionFunction, radius: float = 5.0):
         self.base = base
@@ -44,6 +45,9 @@ class LocalPenalty(AcquisitionFunction):
         if self.radius == 0:
             return score
         d = nearest_measured_distance(ctx)
+        if getattr(self.base, "log_scale", False):
+            with np.errstate(divide="ignore"):
+                return score + np.log1p(-np.exp(-0.5 * (d / self.radius) ** 2))
         return score * (1.0 - np.exp(-0.5 * (d / self.radius) ** 2))
 
 
