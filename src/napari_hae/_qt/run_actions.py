@@ -13,7 +13,7 @@ from qtpy.QtCore import QTimer
 from ..core.errors import HAEInputError
 from ..core.instrument.adapters import make_microscope
 from ..core.record.trace import JOURNAL_NAME
-from ..core.run.diagnostics import window_verdict
+from ..core.run.diagnostics import calibration_verdict, window_verdict
 from ..core.run.driver import Event
 from ..core.run.experiment import Experiment, ExperimentSettings
 from .layer_view import MAPS
@@ -144,12 +144,20 @@ class RunActions:
         latent = None if self.feature_space is None else self.feature_space.latent
         verdict = window_verdict(tr.steps["position"], tr.steps["std_mean"], exp.scan_shape, K, latent=latent)
         stuck = bool(res.record.get("stuck")) or bool(verdict and verdict.stuck)
-        if stuck and verdict is not None and res.step - self._stuck_warned_at >= K:
-            self._stuck_warned_at = res.step
+        cal = calibration_verdict(tr.steps["z_score"], tr.steps["log_score"])
+        if res.step - self._stuck_warned_at < K:
+            return
+        if stuck and verdict is not None and verdict.stuck:
             msg = (f"The run looks stuck at step {res.step + 1}: {verdict.reason}. Consider: "
                    + "; ".join(verdict.suggestions) + ".")
-            show_warning(msg)
-            self.status.value = msg
+        elif cal is not None and cal.overconfident:
+            msg = (f"The model is overconfident at step {res.step + 1}: {cal.reason}. Consider: "
+                   + "; ".join(cal.suggestions) + ".")
+        else:
+            return
+        self._stuck_warned_at = res.step
+        show_warning(msg)
+        self.status.value = msg
 
     def _on_error(self, exc):
         self.experiment.close()   # the journal holds everything measured; close it cleanly

@@ -34,6 +34,13 @@ def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | 
         "interventions": len(trace.interventions),
         "stuck_steps": int(np.nansum(trace.step_array("stuck"))) if trace.n_steps else 0,
     }
+    z = trace.step_array("z_score") if trace.n_steps else np.zeros(0)
+    z = z[np.isfinite(z)]
+    if len(z):   # the calibration monitor over the whole run
+        ls = trace.step_array("log_score")
+        out["calibration"] = {"n": int(len(z)), "coverage_1sigma": float(np.mean(np.abs(z) <= 1)),
+                              "coverage_2sigma": float(np.mean(np.abs(z) <= 2)),
+                              "mean_log_score": float(np.nanmean(ls))}
     if "stuck_latent" in trace.monitors:
         out["stuck_steps_latent"] = int(np.sum(trace.monitors["stuck_latent"]))
     if wall_time is not None:

@@ -27,6 +27,8 @@ class Posterior:
 
     ``offset`` and ``scale`` turn them back into target units (``mean * scale + offset``, ``std * scale``);
     ``sample(idx, rng)`` draws one joint sample at candidates ``idx`` (standardized), when the model can.
+    ``std`` is the latent function's; ``noise`` the observation noise's std (standardized), so that a new
+    measurement is predicted with std ``sqrt(std^2 + noise^2)`` (the calibration monitor's prediction).
     """
 
     mean: np.ndarray
@@ -34,6 +36,7 @@ class Posterior:
     sample: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
     offset: float = 0.0
     scale: float = 1.0
+    noise: float = 0.0
 
     def in_units(self) -> tuple[np.ndarray, np.ndarray]:
         return self.mean * self.scale + self.offset, self.std * self.scale

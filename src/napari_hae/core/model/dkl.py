@@ -254,7 +254,8 @@ class DKLRegressor:
         """Posterior at X in standardized units, with the scale to undo them and joint sampling."""
         mean, std = self.predict(X, standardized=True)
         return Posterior(mean, std, sample=lambda idx, rng: self.sample(np.asarray(X)[idx], rng)[0],
-                         offset=self.y_mean, scale=self.y_std)
+                         offset=self.y_mean, scale=self.y_std,
+                         noise=float(self.likelihood.noise.detach().double().sqrt().ravel()[0]))
 
     def sample(self, X, rng: np.random.Generator, n_samples: int = 1) -> np.ndarray:
         """Joint posterior samples (n_samples, len(X)) in standardized units (for Thompson sampling)."""

@@ -73,21 +73,30 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
         stuck = np.flatnonzero(flags > 0)
         if len(stuck):
             a.plot(stuck, np.full(len(stuck), np.nanmax(cur["std_q90"])), "|", color="r", ms=8,
-                   label="stuck-run warning")
+                   label="stuck or overconfident")
     a.set_xlabel("step")
     a.set_ylabel("predictive std (scalarizer units)")
     a.legend(fontsize=7)
     a.set_title("uncertainty (dashed: interventions)")
     a = fig.add_subplot(gs[1, 1])
+    panel_title = "scalarizer of measured points"
     if trace.n_steps:
         a.plot(steps, cur["best_so_far"], label="best measured")
         vals = np.asarray(trace.values)[~seeds]
+        pm, ps = trace.step_array("next_mean"), trace.step_array("pred_std")
+        if np.isfinite(ps).any():   # the calibration monitor: what the model predicted before each measurement
+            a.fill_between(steps, pm - 2 * ps, pm + 2 * ps, color="tab:green", alpha=0.2, step="mid",
+                           label="predicted +- 2 sigma")
+            z = trace.step_array("z_score")
+            z = z[np.isfinite(z)]
+            if len(z):
+                panel_title += f"\n{100 * np.mean(np.abs(z) <= 2):.0f}% within the predicted 2 sigma (calibrated: 95%)"
         a.plot(np.arange(len(vals)), vals, ".", ms=3, label="measured value")
         if truth is not None:
             a.axhline(float(np.max(truth)), color="r", ls=":", label="truth max")
     a.set_xlabel("step")
     a.legend(fontsize=7)
-    a.set_title("scalarizer of measured points")
+    a.set_title(panel_title, fontsize=9)
     a = fig.add_subplot(gs[1, 2])
     if trace.n_steps:
         a.plot(steps, cur["travel_px"])

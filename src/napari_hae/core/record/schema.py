@@ -39,6 +39,9 @@ class StepRecord:
     travel_px: float = NAN         # cumulative probe travel since the seeds, px
     stuck: float = NAN             # 1.0 when the stuck-run detector fired at this step
     objective_weight: float = NAN  # multi-objective mode: weight of the primary objective this step
+    pred_std: float = NAN          # predictive std of the measurement at the choice (latent std and noise)
+    z_score: float = NAN           # (measured value - next_mean) / pred_std: the calibration monitor
+    log_score: float = NAN         # log density of the measured value under the prediction (higher: better)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

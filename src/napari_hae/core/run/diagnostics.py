@@ -70,3 +70,55 @@ def window_verdict(positions, std_means, scan_shape, k: int = STUCK_WINDOW, **kw
     if len(positions) < k:
         return None
     return stuck_verdict(list(positions)[-k:], list(std_means)[-k:], scan_shape, **kw)
+
+
+# -- calibration: does the model's uncertainty cover what is then measured? -------------------------------------
+CALIBRATION_WINDOW = 10   # policy steps judged together
+CALIBRATION_SUGGESTIONS = [
+    "make the policy more exploratory (raise UCB's beta or EI's xi, or a few steps of mu)",
+    "increase the patch size, so the model sees more context",
+    "reset the model (retrain from fresh weights): its embedding may have collapsed",
+]
+
+
+@dataclass
+class CalibrationReport:
+    """Coverage of the last measurements by the intervals predicted for them, before they were measured."""
+
+    n: int
+    coverage_1sigma: float
+    coverage_2sigma: float
+    mean_log_score: float
+    overconfident: bool
+    reason: str
+    suggestions: list = field(default_factory=list)
+
+
+def calibration_scores(value: float, mean: float, std: float) -> dict:
+    """``z_score`` and ``log_score`` (Gaussian log density) of a measured ``value`` under the prediction
+    ``mean`` +- ``std`` made before it was measured (NaN where either is undefined)."""
+    if not (np.isfinite(value) and np.isfinite(mean) and np.isfinite(std) and std > 0):
+        return {"z_score": float("nan"), "log_score": float("nan")}
+    z = (value - mean) / std
+    return {"z_score": float(z), "log_score": float(-0.5 * z * z - np.log(std) - 0.5 * np.log(2 * np.pi))}
+
+
+def calibration_verdict(z_scores, log_scores=None, k: int = CALIBRATION_WINDOW) -> CalibrationReport | None:
+    """Judge the last ``k`` finite z-scores (measured minus predicted, in predicted standard deviations). A
+    calibrated model covers about 68% within 1 sigma and 95% within 2; the run is flagged overconfident when fewer
+    than half of the last ``k`` fall within 2 sigma (for a calibrated model that happens with probability < 1e-4 at
+    k = 10). None while fewer than ``k`` finite scores exist."""
+    z = np.asarray(z_scores, dtype=float)
+    z = z[np.isfinite(z)][-k:]
+    if len(z) < k:
+        return None
+    ls = np.asarray(log_scores if log_scores is not None else [], dtype=float)
+    ls = ls[np.isfinite(ls)][-k:]
+    c1, c2 = float(np.mean(np.abs(z) <= 1)), float(np.mean(np.abs(z) <= 2))
+    over = c2 < 0.5
+    reason = (f"only {100 * c2:.0f}% of the last {k} measurements fell within the predicted 2-sigma interval "
+              f"(a calibrated model: 95%); typical miss {np.median(np.abs(z)):.1f} sigma") if over else \
+        f"{100 * c1:.0f}% within 1 sigma, {100 * c2:.0f}% within 2 sigma over the last {k} measurements"
+    return CalibrationReport(len(z), c1, c2, float(ls.mean()) if len(ls) else float("nan"), over, reason,
+                             list(CALIBRATION_SUGGESTIONS) if over else [])
+

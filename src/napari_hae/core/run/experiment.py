@@ -29,7 +29,7 @@ from ..targets.objective import Objective
 from ..targets.scalarizers import Scalarizer
 from . import interventions as iv
 from . import picking
-from .diagnostics import STUCK_WINDOW, window_verdict
+from .diagnostics import STUCK_WINDOW, calibration_scores, calibration_verdict, window_verdict
 from .settings import ExperimentSettings, PolicySpec, ScalarizerSpec
 
 log = logging.getLogger(__name__)
@@ -356,8 +356,14 @@ class Experiment:
         verdict = window_verdict(self.trace.steps["position"] + [position],
                                  self.trace.steps["std_mean"] + [record["std_mean"]], self.scan_shape,
                                  self.stuck_window)
-        record["stuck"] = float(bool(verdict and verdict.stuck))
+        cal = calibration_verdict(self.trace.steps["z_score"], self.trace.steps["log_score"])
+        record["stuck"] = float(bool(verdict and verdict.stuck) or bool(cal and cal.overconfident))
+        if cal and cal.overconfident and not (k and self.trace.steps["stuck"][-1]):
+            self.trace.add_event(k, f"model overconfident: {cal.reason}. Consider: {'; '.join(cal.suggestions)}")
+        pred_std = float(np.hypot(post.std[choice], post.noise) * post.scale)
+        record["pred_std"] = pred_std if not self.objective.multi else float("nan")
         point = self._acquire(choice, kind, k)
+        record.update(calibration_scores(point["value"], record["next_mean"], record["pred_std"]))
         record["step_time"] = time.perf_counter() - t_step
         maps = {"mean": mean.reshape(self.scan_shape), "std": std.reshape(self.scan_shape),
                 "acq": acq.reshape(self.scan_shape)}

@@ -1,0 +1,102 @@
+"""Issue 16's live calibration monitor: before each measurement the model states its predictive distribution at
+the chosen point; afterwards the measured value's z-score and log score are recorded, judged over a window, and an
+overconfident model is flagged (event, stuck flag, dock warning, report)."""
+
+import numpy as np
+import pytest
+
+from conftest import fast_settings
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
+from napari_hae.core.model.base import FitReport, Posterior
+from napari_hae.core.run.diagnostics import calibration_scores, calibration_verdict
+from napari_hae.core.run.experiment import Experiment
+
+
+def test_calibration_scores_known_answer():
+    s = calibration_scores(3.0, 1.0, 2.0)
+    assert s["z_score"] == 1.0
+    assert s["log_score"] == pytest.approx(-0.5 - np.log(2.0) - 0.5 * np.log(2 * np.pi), rel=1e-12)
+    assert np.isnan(calibration_scores(float("nan"), 1.0, 2.0)["z_score"])
+    assert np.isnan(calibration_scores(1.0, 1.0, 0.0)["log_score"])
+
+
+def test_calibration_verdict_windows():
+    assert calibration_verdict([0.1] * 9) is None
+    ok = calibration_verdict([0.5, -1.5, 0.2, 1.1, -0.3, 2.5, 0.0, -0.8, 0.4, 1.9])
+    assert not ok.overconfident and ok.coverage_1sigma == 0.6 and ok.coverage_2sigma == 0.9
+    bad = calibration_verdict([np.nan, 0.1] + [5.0] * 9)       # NaNs are skipped; the last 10 finite count
+    assert bad.overconfident and bad.coverage_2sigma == pytest.approx(0.1) and bad.suggestions
+    assert "only 10% of the last 10 measurements fell within the predicted 2-sigma interval" in bad.reason
+
+
+class FixedModel:
+    """A model that predicts the same mean everywhere with a fixed standardized std (the test's constructed
+    over- or under-confident model)."""
+
+    def __init__(self, std):
+        self.std = std
+
+    def fit(self, X, y, *, iterations, warm):
+        self.mu, self.sd = float(np.mean(y)), float(np.std(y)) or 1.0
+        return FitReport(losses=[0.0])
+
+    def posterior(self, X):
+        n = len(X)
+        rng = np.random.default_rng(n)
+        return Posterior(mean=rng.normal(0, 1e-3, n), std=np.full(n, self.std), offset=self.mu, scale=self.sd)
+
+
+@pytest.mark.parametrize("std,flagged", [(1e-4, True), (50.0, False)])
+def test_an_overconfident_model_is_flagged_and_a_cautious_one_is_not(small_sample, std, flagged):
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=14, n_seeds=5),
+                     model_factory=lambda d, s: FixedModel(std))
+    exp.run()
+    z = exp.trace.step_array("z_score")
+    assert np.isfinite(z).all() and np.isfinite(exp.trace.step_array("log_score")).all()
+    events = [e["message"] for e in exp.trace.events if "overconfident" in e["message"]]
+    stuck = exp.trace.step_array("stuck")
+    if flagged:
+        assert np.median(np.abs(z)) > 10 and events and "Consider:" in events[0]
+        assert stuck[10:].all() and not stuck[:10].any()        # judged from the 11th step on (a full window)
+    else:
+        assert np.abs(z).max() < 1 and not events and not stuck.any()
+
+
+def test_calibration_is_in_the_trace_summary_and_report(small_sample, tmp_path):
+    from napari_hae.core.analysis.summary import summarize
+    from napari_hae.core.plots.report import summary_figure
+    from napari_hae.core.record.trace import Trace
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=4))
+    exp.run()
+    exp.trace.save(tmp_path / "t.h5")
+    t = Trace.load(tmp_path / "t.h5")
+    np.testing.assert_array_equal(t.step_array("z_score"), exp.trace.step_array("z_score"))
+    rec = t.steps
+    for k in range(t.n_steps):   # the score is the one of the value measured at the step's position
+        i = t.positions.index(tuple(rec["position"][k]))
+        assert rec["z_score"][k] == pytest.approx((t.values[i] - rec["next_mean"][k]) / rec["pred_std"][k])
+        assert rec["pred_std"][k] >= rec["next_std"][k]          # the observation noise is included
+    s = summarize(t)
+    assert s["calibration"]["n"] == 4 and 0 <= s["calibration"]["coverage_2sigma"] <= 1
+    assert summary_figure(t, tmp_path / "r.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_the_readme_demo_run_is_flagged(tmp_path, capsys):
+    """The README's demo (seed 0) ends at 40% of the maximum on 2 torch threads; the calibration monitor flags it
+    (the spatial stuck detector alone did not)."""
+    import json
+
+    import torch
+
+    from napari_hae.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["run", "--sample", "nanoparticles", "--steps", "60", "--out", str(tmp_path / "demo"), "-q"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    s = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert s["stuck_steps"] > 0 and s["calibration"]["coverage_2sigma"] < 0.5
