@@ -100,3 +100,24 @@ def test_the_readme_demo_run_is_flagged(tmp_path, capsys):
         torch.set_num_threads(threads)
     s = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert s["stuck_steps"] > 0 and s["calibration"]["coverage_2sigma"] < 0.5
+
+
+def test_a_runs_picks_do_not_depend_on_the_machines_thread_count(small_sample):
+    """Issue 16, reproducibility: the model pins its own torch thread count (recorded in the model spec), so the
+    same run gives the same picks whatever the process' thread setting."""
+    import torch
+
+    runs = []
+    prev = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=8))
+            exp.run()
+            assert torch.get_num_threads() == n                  # restored after every fit and prediction
+            runs.append(exp.trace)
+    finally:
+        torch.set_num_threads(prev)
+    assert runs[0].positions == runs[1].positions and runs[0].values == runs[1].values
+    np.testing.assert_array_equal(runs[0].step_array("std_mean"), runs[1].step_array("std_mean"))
+    assert runs[0].settings["model"]["params"].get("threads", 1) == 1

@@ -84,6 +84,8 @@ class _DKLModel(gpytorch.models.ExactGP):
     ParamSpec("embed_dim", 2, "", 1, 16, "dimension of the embedding fed to the kernel"),
     ParamSpec("kernel", "rbf", "", help="'rbf' or 'matern'"),
     ParamSpec("lr", 0.01, "", 1e-5, 1.0, "Adam learning rate"),
+    ParamSpec("threads", 1, "", 1, 256, "torch threads for fitting and prediction, fixed so that a run's picks do "
+                                        "not depend on the machine's core count (recorded with the model)"),
 ))
 class DKLRegressor:
     """DKL Gaussian-process regressor for patch -> scalar.
@@ -101,7 +103,7 @@ class DKLRegressor:
 
     def __init__(self, input_dim: int, *, embed_dim: int = 2, hidden: tuple[int, ...] = (64, 32),
                  kernel: str = "rbf", lr: float = 0.01, seed: int = 0, dtype=torch.float32,
-                 max_retries: int = 3):
+                 max_retries: int = 3, threads: int = 1):
         from ..errors import HAEInputError
 
         try:
@@ -114,6 +116,10 @@ class DKLRegressor:
         if kernel not in ("rbf", "matern"):
             raise HAEInputError(f"Model 'dkl': kernel={kernel!r} is not 'rbf' or 'matern'.",
                                 "use --model-param kernel=rbf or kernel=matern.")
+        if type(threads) is not int or threads < 1:
+            raise HAEInputError(f"Model 'dkl': threads={threads!r} is not a whole number >= 1.",
+                                "use --model-param threads=1 (reproducible on any machine) or more.")
+        self.threads = threads
         self.input_dim = int(input_dim)
         self.embed_dim = int(embed_dim)
         self.hidden = hidden
@@ -154,7 +160,7 @@ class DKLRegressor:
     def fit(self, X, y, *, iterations: int = 100, warm: bool = True) -> FitReport:
         """Train on (X, y) for ``iterations`` Adam steps, continuing from the current weights if ``warm`` (and
         fitted before), else from fresh weights."""
-        with dtype_scope(self.dtype), _exact():
+        with dtype_scope(self.dtype), _exact(), threads_scope(self.threads):
             return self._fit(X, y, iterations, not warm)
 
     def _fit(self, X, y, iterations, reset) -> FitReport:
@@ -228,7 +234,7 @@ class DKLRegressor:
         Batches of ~1024 are fastest: gpytorch builds the joint train+test covariance per batch, so cost grows
         with the square of the batch size.
         """
-        with dtype_scope(self.dtype), _exact():
+        with dtype_scope(self.dtype), _exact(), threads_scope(self.threads):
             return self._predict(X, batch_size, standardized)
 
     def _predict(self, X, batch_size, standardized):
@@ -262,7 +268,8 @@ class DKLRegressor:
         self._check_fitted()
         x = self._tensor(X)
         self.model.eval()
-        with dtype_scope(self.dtype), _exact(), torch.no_grad(), warnings.catch_warnings():
+        with dtype_scope(self.dtype), _exact(), threads_scope(self.threads), torch.no_grad(), \
+                warnings.catch_warnings():
             warnings.simplefilter("ignore", gpytorch.utils.warnings.NumericalWarning)
             post = self.model(x)
             mean = post.mean.double().numpy()
@@ -298,6 +305,21 @@ class DKLRegressor:
 
 
 MAX_CHOLESKY = 8192
+
+
+@contextlib.contextmanager
+def threads_scope(n: int):
+    """Run with ``n`` torch intra-op threads, restoring the previous count afterwards. The count changes the order
+    of floating-point reductions, so a fixed count makes a run's picks the same on every machine."""
+    prev = torch.get_num_threads()
+    if prev == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def _exact():
