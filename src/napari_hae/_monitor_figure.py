@@ -21,6 +21,7 @@ def snapshot(trace, upto: int | None = None) -> dict:
     steps = np.asarray(trace.point_steps)
     m = trace.n_points if upto is None else int(np.sum(steps <= upto))
     return {"curves": c, "stuck": np.flatnonzero(np.nan_to_num(trace.step_array("stuck")) > 0),
+            "overconfident": np.flatnonzero(np.nan_to_num(trace.step_array("overconfident")) > 0),
             "steps": steps[:m], "values": np.asarray(trace.values[:m]), "pos": trace.positions_array()[:m],
             "nx": trace.structural.shape[1], "upto": upto, "n": trace.n_steps}
 
@@ -41,6 +42,7 @@ class MonitorFigure:
         (self.l_q90,) = a.plot([], [], lw=0.6, ls="--", color="tab:blue", label="90% quantile")
         (self.l_next,) = a.plot([], [], ".", ms=2, color="tab:orange", label="next-step σ")
         (self.l_stuck,) = a.plot([], [], "|", color="r", ms=6, label="stuck warning")
+        (self.l_over,) = a.plot([], [], "|", color="tab:orange", ms=6, label="model overconfident")
         a.set_title("uncertainty", fontsize=7)
         a.legend(fontsize=5, loc="upper right")
         a = self.ax_val
@@ -91,6 +93,8 @@ class MonitorFigure:
         self.l_next.set_data(s, c["next_std"])
         top = float(np.nanmax(c["std_q90"])) if n else 0.0
         self.l_stuck.set_data(d["stuck"], np.full(len(d["stuck"]), top))
+        over = d.get("overconfident", np.zeros(0, int))
+        self.l_over.set_data(over, np.full(len(over), 0.9 * top))
         steps, vals = d["steps"], d["values"]
         pol = steps >= 0
         self.l_val.set_data(steps[pol], vals[pol])

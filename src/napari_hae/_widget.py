@@ -77,6 +77,7 @@ class HAEWidget(RunActions, TraceActions, QWidget):
         self.feature_space = None           # core FeatureSpace of the dataset, when computed
         self._feature_worker = None
         self._stuck_warned_at = -10**9
+        self._overconfidence_warned = False
         # advanced, not shown: tests and power users may change them before Start
         self.fit_iterations, self.fit_iterations_first = 30, 150
         self.model_params: dict = {}

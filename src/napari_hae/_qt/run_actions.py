@@ -71,6 +71,7 @@ class RunActions:
             self.status.value = f"Cannot start: {exc}"
             return
         self._objects_at_start = []
+        self._overconfidence_warned = False
         self._launch()
 
     def _launch(self):
@@ -144,20 +145,20 @@ class RunActions:
         latent = None if self.feature_space is None else self.feature_space.latent
         verdict = window_verdict(tr.steps["position"], tr.steps["std_mean"], exp.scan_shape, K, latent=latent)
         stuck = bool(res.record.get("stuck")) or bool(verdict and verdict.stuck)
-        cal = calibration_verdict(tr.steps["z_score"], tr.steps["log_score"])
-        if res.step - self._stuck_warned_at < K:
-            return
-        if stuck and verdict is not None and verdict.stuck:
+        if stuck and verdict is not None and res.step - self._stuck_warned_at >= K:
+            self._stuck_warned_at = res.step
             msg = (f"The run looks stuck at step {res.step + 1}: {verdict.reason}. Consider: "
                    + "; ".join(verdict.suggestions) + ".")
-        elif cal is not None and cal.overconfident:
-            msg = (f"The model is overconfident at step {res.step + 1}: {cal.reason}. Consider: "
-                   + "; ".join(cal.suggestions) + ".")
-        else:
+            show_warning(msg)
+            self.status.value = msg
             return
-        self._stuck_warned_at = res.step
-        show_warning(msg)
-        self.status.value = msg
+        cal = calibration_verdict(tr.steps["z_score"], tr.steps["log_score"])
+        if cal is not None and cal.overconfident and not self._overconfidence_warned:   # once a run: then monitors
+            self._overconfidence_warned = True
+            msg = (f"The model is overconfident at step {res.step + 1}: {cal.reason}. Consider: "
+                   + "; ".join(cal.suggestions) + ". (Orange ticks in the monitors mark further such steps.)")
+            show_warning(msg)
+            self.status.value = msg
 
     def _on_error(self, exc):
         self.experiment.close()   # the journal holds everything measured; close it cleanly

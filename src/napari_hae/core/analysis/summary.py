@@ -40,7 +40,8 @@ def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | 
         ls = trace.step_array("log_score")
         out["calibration"] = {"n": int(len(z)), "coverage_1sigma": float(np.mean(np.abs(z) <= 1)),
                               "coverage_2sigma": float(np.mean(np.abs(z) <= 2)),
-                              "mean_log_score": float(np.nanmean(ls))}
+                              "mean_log_score": float(np.nanmean(ls)),
+                              "overconfident_steps": int(np.nansum(trace.step_array("overconfident")))}
     if "stuck_latent" in trace.monitors:
         out["stuck_steps_latent"] = int(np.sum(trace.monitors["stuck_latent"]))
     if wall_time is not None:

@@ -73,7 +73,11 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
         stuck = np.flatnonzero(flags > 0)
         if len(stuck):
             a.plot(stuck, np.full(len(stuck), np.nanmax(cur["std_q90"])), "|", color="r", ms=8,
-                   label="stuck or overconfident")
+                   label="stuck-run warning")
+        over = np.flatnonzero(np.nan_to_num(trace.step_array("overconfident")) > 0)
+        if len(over):
+            a.plot(over, np.full(len(over), 0.9 * np.nanmax(cur["std_q90"])), "|", color="tab:orange", ms=8,
+                   label="model overconfident")
     a.set_xlabel("step")
     a.set_ylabel("predictive std (scalarizer units)")
     a.legend(fontsize=7)

@@ -42,6 +42,7 @@ class StepRecord:
     pred_std: float = NAN          # predictive std of the measurement at the choice (latent std and noise)
     z_score: float = NAN           # (measured value - next_mean) / pred_std: the calibration monitor
     log_score: float = NAN         # log density of the measured value under the prediction (higher: better)
+    overconfident: float = NAN     # 1.0 when the calibration monitor judged the model overconfident at this step
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -356,9 +356,10 @@ class Experiment:
         verdict = window_verdict(self.trace.steps["position"] + [position],
                                  self.trace.steps["std_mean"] + [record["std_mean"]], self.scan_shape,
                                  self.stuck_window)
+        record["stuck"] = float(bool(verdict and verdict.stuck))
         cal = calibration_verdict(self.trace.steps["z_score"], self.trace.steps["log_score"])
-        record["stuck"] = float(bool(verdict and verdict.stuck) or bool(cal and cal.overconfident))
-        if cal and cal.overconfident and not (k and self.trace.steps["stuck"][-1]):
+        record["overconfident"] = float(bool(cal and cal.overconfident))
+        if record["overconfident"] and not (k and self.trace.steps["overconfident"][-1] == 1.0):
             self.trace.add_event(k, f"model overconfident: {cal.reason}. Consider: {'; '.join(cal.suggestions)}")
         pred_std = float(np.hypot(post.std[choice], post.noise) * post.scale)
         record["pred_std"] = pred_std if not self.objective.multi else float("nan")
