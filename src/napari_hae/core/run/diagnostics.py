@@ -122,3 +122,15 @@ def calibration_verdict(z_scores, log_scores=None, k: int = CALIBRATION_WINDOW) 
     return CalibrationReport(len(z), c1, c2, float(ls.mean()) if len(ls) else float("nan"), over, reason,
                              list(CALIBRATION_SUGGESTIONS) if over else [])
 
+
+def step_flags(steps: dict, position, std_mean: float, scan_shape, window: int = STUCK_WINDOW) -> tuple[dict, str]:
+    """The diagnostics a step records before it measures: ``stuck`` (the spatial rule, this step's pick included)
+    and ``overconfident`` (the calibration of the steps before), as 0/1; and the event text when overconfidence
+    starts (empty otherwise). ``steps``: the trace's step columns."""
+    verdict = window_verdict(steps["position"] + [position], steps["std_mean"] + [std_mean], scan_shape, window)
+    cal = calibration_verdict(steps["z_score"], steps["log_score"])
+    over = bool(cal and cal.overconfident)
+    starts = over and not (steps["overconfident"] and steps["overconfident"][-1] == 1.0)
+    warning = f"model overconfident: {cal.reason}. Consider: {'; '.join(cal.suggestions)}" if starts else ""
+    return {"stuck": float(bool(verdict and verdict.stuck)), "overconfident": float(over)}, warning
+

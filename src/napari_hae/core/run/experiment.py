@@ -29,7 +29,7 @@ from ..targets.objective import Objective
 from ..targets.scalarizers import Scalarizer
 from . import interventions as iv
 from . import picking
-from .diagnostics import STUCK_WINDOW, calibration_scores, calibration_verdict, window_verdict
+from .diagnostics import STUCK_WINDOW, calibration_scores, step_flags
 from .settings import ExperimentSettings, PolicySpec, ScalarizerSpec
 
 log = logging.getLogger(__name__)
@@ -353,14 +353,11 @@ class Experiment:
             "travel_px": (self.trace.steps["travel_px"][-1] if k else 0.0)
             + float(step_lengths([self.trace.positions[-1], position])[0]),
         }
-        verdict = window_verdict(self.trace.steps["position"] + [position],
-                                 self.trace.steps["std_mean"] + [record["std_mean"]], self.scan_shape,
-                                 self.stuck_window)
-        record["stuck"] = float(bool(verdict and verdict.stuck))
-        cal = calibration_verdict(self.trace.steps["z_score"], self.trace.steps["log_score"])
-        record["overconfident"] = float(bool(cal and cal.overconfident))
-        if record["overconfident"] and not (k and self.trace.steps["overconfident"][-1] == 1.0):
-            self.trace.add_event(k, f"model overconfident: {cal.reason}. Consider: {'; '.join(cal.suggestions)}")
+        flags, warning = step_flags(self.trace.steps, position, record["std_mean"], self.scan_shape,
+                                    self.stuck_window)
+        record.update(flags)
+        if warning:
+            self.trace.add_event(k, warning)
         pred_std = float(np.hypot(post.std[choice], post.noise) * post.scale)
         record["pred_std"] = pred_std if not self.objective.multi else float("nan")
         point = self._acquire(choice, kind, k)
