@@ -76,8 +76,8 @@ def window_verdict(positions, std_means, scan_shape, k: int = STUCK_WINDOW, **kw
 CALIBRATION_WINDOW = 10   # policy steps judged together
 CALIBRATION_SUGGESTIONS = [
     "make the policy more exploratory (raise UCB's beta or EI's xi, or a few steps of mu)",
-    "increase the patch size, so the model sees more context",
-    "reset the model (retrain from fresh weights): its embedding may have collapsed",
+    "change the patch size: the model is then retrained from fresh weights on every point (its embedding may "
+    "have collapsed), and a larger patch gives it more context",
 ]
 
 
