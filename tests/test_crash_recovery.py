@@ -25,7 +25,7 @@ def cases() -> list[dict]:
     rng = np.random.default_rng(2026)
     while len(out) < N_CASES:
         sig = "INT" if len(out) % 2 else "KILL"
-        out.append({"id": f"random-{len(out)}", "kill_after": float(rng.uniform(0.0, 0.6)), "signal": sig})
+        out.append({"id": f"random-{len(out)}", "kill_frac": float(rng.uniform(0.0, 1.0)), "signal": sig})
     return out
 
 
@@ -74,9 +74,8 @@ def test_200_kills_and_ctrl_cs_lose_nothing_and_measure_nothing_twice(tmp_path):
         if not ok:
             bad.append(r)
     assert not bad, json.dumps(bad[:4])
-    killed = sum(r["rc1"] == -9 for r in results)
-    stopped = sum(r["rc1"] == 130 for r in results)
-    assert killed >= 60 and stopped >= 40          # the random moments did hit running runs
+    random_hits = [r for r in results if r["id"].startswith("random") and r["rc1"] in (-9, 130)]
+    assert len(random_hits) >= 0.5 * (N_CASES - 4 * WRITES)   # the random moments did hit running runs
 
 
 @pytest.mark.slow

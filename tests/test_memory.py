@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_hae.core.data import io
-from napari_hae.core.data.dataset import SpectrumImage, is_lazy, row_blocks
+from napari_hae.core.data.dataset import BLOCK_BYTES, SpectrumImage, is_lazy, row_blocks
 from napari_hae.core.errors import HAEInputError
 from napari_hae.core.targets.scalarizers import Scalarizer
 
@@ -73,4 +73,7 @@ def test_peak_memory_of_a_run_does_not_grow_with_the_spectrum_image(tmp_path):
     rss_tiny, _ = memory.run(*tiny, tmp_path / "run_tiny", 3, 16)
     rss_big, _ = memory.run(*big, tmp_path / "run_big", 3, 16)
     patches_gib = 128 * 128 * 16 * 16 * 4 / 2**30
-    assert rss_big - rss_tiny < 1.5 * patches_gib + 0.05, (rss_big, rss_tiny)
+    # the fixed overhead beyond the tiny run: the work buffers of one row block (the block, its float64 copy in
+    # the scalarizer, masks): a few BLOCK_BYTES, whatever the file's size (a whole-file read would add 0.5 GiB)
+    buffers_gib = 6 * BLOCK_BYTES / 2**30
+    assert rss_big - rss_tiny < 1.5 * patches_gib + buffers_gib, (rss_big, rss_tiny)

@@ -2,9 +2,11 @@
 
 Usage: python crash_cases.py WORKDIR CASES_JSON  -> one JSON result per line on stdout.
 
-A case is {"id", "fault": "MODE:N" or null, "kill_after": seconds or null, "signal": "KILL" | "INT"}. For each
+A case is {"id", "fault": "MODE:N" or null, "kill_frac": a fraction of a clean run's duration or null, "signal":
+"KILL" | "INT"}. For each
 case a forked child runs an experiment in WORKDIR/<id> with the fault injected (the journal's pause points, see
-napari_hae.core.record.journal.FAULT_ENV) or is sent the signal after ``kill_after`` seconds; a second forked
+napari_hae.core.record.journal.FAULT_ENV) or is sent the signal after ``kill_frac`` of the time an uninterrupted
+run takes on this machine (measured first); a second forked
 child then resumes the run to its budget. Both children log every acquisition to a file of their own (fsync'd
 before the spectrum is returned): the independent record against which the trace is checked. This process trains
 nothing itself before forking except one warm-up fit with a single torch thread, so forking is safe.
@@ -111,11 +113,12 @@ def read_log(p: Path) -> list[tuple[int, int]]:
     return [tuple(int(v) for v in line.split()) for line in p.read_text().splitlines() if line.strip()]
 
 
-def check(case: dict, root: Path) -> dict:
+def check(case: dict, root: Path, run_seconds: float = 1.0) -> dict:
     folder = root / case["id"]
     folder.mkdir(parents=True)
     sig = signal.SIGINT if case.get("signal") == "INT" else signal.SIGKILL
-    rc1 = fork(child_run, folder, case.get("fault"), kill_after=case.get("kill_after"), sig=sig)
+    kill_after = None if case.get("kill_frac") is None else case["kill_frac"] * run_seconds
+    rc1 = fork(child_run, folder, case.get("fault"), kill_after=kill_after, sig=sig)
     out = {"id": case["id"], "rc1": rc1}
     acq1 = read_log(folder / "acq1.log")
     try:
@@ -156,11 +159,20 @@ def check(case: dict, root: Path) -> dict:
 
 def main() -> None:
     root, cases = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text())
+    root.mkdir(parents=True, exist_ok=True)
     warm = Experiment(SimulatedMicroscope(DATA), ExperimentSettings(**{**SETTINGS, "budget": 1}))
     warm.run()
     warm.close()
+    warm.trace.save(root / "warm.h5")   # h5py imported here, not in every child
+    times = []
+    for k in range(3):   # how long an uninterrupted run takes here (the random moments scale with it)
+        (root / f"_clean{k}").mkdir(parents=True)
+        t0 = time.perf_counter()
+        fork(child_run, root / f"_clean{k}", None)
+        times.append(time.perf_counter() - t0)
+    run_seconds = float(np.median(times))
     for case in cases:
-        print(json.dumps(check(case, root)), flush=True)
+        print(json.dumps(check(case, root, run_seconds)), flush=True)
 
 
 if __name__ == "__main__":
