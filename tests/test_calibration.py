@@ -116,3 +116,35 @@ def test_a_runs_picks_do_not_depend_on_the_machines_thread_count(small_sample):
     assert runs[0].positions == runs[1].positions and runs[0].values == runs[1].values
     np.testing.assert_array_equal(runs[0].step_array("std_mean"), runs[1].step_array("std_mean"))
     assert runs[0].settings["model"]["params"].get("threads", 1) == 1
+
+
+def test_a_pick_decided_by_a_flat_acquisition_map_is_recorded(small_sample):
+    """Issue 16: 'no policy pick is decided by an all-equal acquisition map' must be measurable: each step records
+    how many available candidates shared the chosen score."""
+    class Flat(FixedModel):
+        def posterior(self, X):
+            return Posterior(mean=np.zeros(len(X)), std=np.ones(len(X)), offset=self.mu, scale=self.sd)
+
+    settings = fast_settings(budget=3, n_seeds=5, policy={"name": "mu", "params": {}})
+    exp = Experiment(SimulatedMicroscope(small_sample), settings, model_factory=lambda d, s: Flat(1.0))
+    exp.run()
+    n = small_sample.n_positions
+    assert exp.trace.steps["acq_ties"] == [float(n - 5), float(n - 6), float(n - 7)]   # every available one
+    real = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=3, policy={"name": "ei", "params": {}}))
+    real.run()
+    assert all(t >= 1 for t in real.trace.steps["acq_ties"])
+
+
+def test_seed_hits_are_counted_apart_from_the_policys_own():
+    from napari_hae.core.analysis.summary import summarize
+    from napari_hae.core.record.trace import Trace
+    from napari_hae.core.run.settings import ExperimentSettings
+
+    truth = np.zeros((10, 10))
+    truth[0, 0] = 10.0                                     # the top 1% is position (0, 0) alone
+    t = Trace(structural=np.zeros((10, 10)), settings=ExperimentSettings(budget=3).to_dict())
+    for p, kind, step in (((0, 0), "seed", -1), ((5, 5), "seed", -1), ((1, 1), "policy", 0), ((0, 0), "policy", 1)):
+        t.add_point(p, np.ones(3), truth[p], kind, step)
+    s = summarize(t, truth)
+    assert s["steps_to_top1pct"] == 0 and s["seed_in_top1pct"] is True
+    assert s["policy_steps_to_top1pct"] == 2

@@ -15,13 +15,16 @@ def top_mask(truth: np.ndarray, q: float = 0.01) -> np.ndarray:
     return (np.asarray(truth) >= thr)
 
 
-def steps_to_top(trace_or_positions, kinds, truth: np.ndarray, q: float = 0.01) -> int | None:
+def steps_to_top(trace_or_positions, kinds, truth: np.ndarray, q: float = 0.01,
+                 seeds_count: bool = True) -> int | None:
     """Policy steps (1-based) until the first measured position in the top-q of ``truth``; 0 if a seed already
-    hit, None if never reached. ``kinds`` is the per-point kind list ('seed' points are not counted as steps)."""
+    hit, None if never reached. ``kinds`` is the per-point kind list ('seed' points are not counted as steps).
+    ``seeds_count=False``: the policy's own picks only (a seed that landed in the top-q is no success of the
+    policy's)."""
     pos = np.asarray(trace_or_positions, dtype=int).reshape(-1, 2)
     hit = top_mask(truth, q)[pos[:, 0], pos[:, 1]]
     is_seed = np.asarray([k == "seed" for k in kinds])
-    if hit[is_seed].any():
+    if seeds_count and hit[is_seed].any():
         return 0
     steps = np.cumsum(~is_seed)
     first = np.flatnonzero(hit & ~is_seed)

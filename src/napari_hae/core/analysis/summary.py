@@ -51,6 +51,9 @@ def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | 
         out["truth_best"] = objective.best(truth)
         out["best_fraction_of_truth_best"] = objective.fraction_of_best(out["best_value"], out["truth_best"])
         out["steps_to_top1pct"] = steps_to_top(pos, trace.kinds, signed, 0.01)
+        # the policy's own first hit, and whether a seed was there first (a seed hit is luck, not search)
+        out["policy_steps_to_top1pct"] = steps_to_top(pos, trace.kinds, signed, 0.01, seeds_count=False)
+        out["seed_in_top1pct"] = out["steps_to_top1pct"] == 0
         out["steps_to_top5pct"] = steps_to_top(pos, trace.kinds, signed, 0.05)
     return out
 

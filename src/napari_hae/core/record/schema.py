@@ -43,6 +43,7 @@ class StepRecord:
     z_score: float = NAN           # (measured value - next_mean) / pred_std: the calibration monitor
     log_score: float = NAN         # log density of the measured value under the prediction (higher: better)
     overconfident: float = NAN     # 1.0 when the calibration monitor judged the model overconfident at this step
+    acq_ties: float = NAN          # available candidates sharing the chosen (best) score: > 1 means a tie-break
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -330,12 +330,12 @@ class Experiment:
         if self.follow is not None:   # counterfactual: the recorded trajectory, whatever this model prefers
             choice = int(flat_index(np.asarray(self.follow[k]), self.scan_shape)[0])
         acq = np.where(pick_mask, scores, -np.inf)
-        position = tuple(int(c) for c in self.grid_positions[choice])
+        position, ties = tuple(int(c) for c in self.grid_positions[choice]), np.sum(pick_mask & (acq == acq[choice]))
         record = {
             "position": position,
             "policy": self.policy.label(),
             "scalarizer": self.scalarizer.label(),
-            "acq_value": float(scores[choice]),
+            "acq_value": float(scores[choice]), "acq_ties": float(ties),
             "next_std": float(std[choice]),
             "next_mean": float(mean[choice]),
             "std_mean": float(std.mean()),
