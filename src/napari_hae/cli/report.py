@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.data.io import load_source
 from ..core.errors import HAEInputError
-from ..core.record.folder import make_folder
+from ..core.record.journal import make_folder
 from .run import monitors
 
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..core.data.io import load_source
 from ..core.errors import HAEInputError, HAERunError
-from ..core.record.folder import SUMMARY_NAME, make_folder, prepare_new_run
+from ..core.record.folder import SUMMARY_NAME, prepare_new_run
+from ..core.record.journal import make_folder
 from ..core.record.lock import RunLock
 from ..core.record.trace import JOURNAL_NAME, TRACE_NAME
 from . import _options as opt

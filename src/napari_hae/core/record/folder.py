@@ -22,20 +22,6 @@ RUN_FILES = (JOURNAL_NAME, TRACE_NAME, SUMMARY_NAME, "summary.png", "report.png"
 _KEPT_ASIDE = re.compile(rf"^({re.escape(JOURNAL_NAME)}|{re.escape(TRACE_NAME)})\.(damaged|superseded)-")
 
 
-def make_folder(folder) -> Path:
-    """Create the output folder ``folder`` (and its parents), or say clearly why it cannot be."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise HAEInputError(f"--out {str(folder)!r} is a file, not a folder.",
-                            "give a folder for the run's output.") from None
-    except OSError as exc:
-        raise HAEInputError(f"Cannot create the output folder {str(folder)!r} ({exc.strerror or exc}).",
-                            "choose a folder you can write to (--out), on a disk with free space.") from None
-    return folder
-
-
 def run_files(folder) -> list[Path]:
     """The files of the run in ``folder`` (not the lock, not files the user put there)."""
     folder = Path(folder)

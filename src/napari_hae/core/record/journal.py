@@ -105,12 +105,7 @@ class Journal:
 
     def __init__(self, path, _mode: str = "xb", _next_seq: int = 0):
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise HAEInputError(f"Cannot create the run folder {str(self.path.parent)!r} ({exc.strerror or exc}).",
-                                "choose an output folder you can write to (--out).") from None
-        self.lock = RunLock(self.path.parent)
+        self.lock = RunLock(make_folder(self.path.parent))
         try:
             self._f = open(self.path, _mode)
         except FileExistsError:
@@ -276,6 +271,20 @@ def bytes_needed(settings, signal_shape, n_positions: int) -> int:
     per_point = int(np.prod(signal_shape)) * 8 + 2048
     per_step = per_point + (3 * 4 * n_positions if s.record_maps else 0)
     return 2 * (n_seed * per_point + s.budget * per_step + 8 * n_positions)
+
+
+def make_folder(folder) -> Path:
+    """Create the run folder ``folder`` (and its parents), or say clearly why it cannot be."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise HAEInputError(f"--out {str(folder)!r} is a file, not a folder.",
+                            "give a folder for the run's output.") from None
+    except OSError as exc:
+        raise HAEInputError(f"Cannot create the output folder {str(folder)!r} ({exc.strerror or exc}).",
+                            "choose a folder you can write to (--out), on a disk with free space.") from None
+    return folder
 
 
 def check_free_space(folder, need: int, hint: str = "") -> None:
