@@ -281,3 +281,10 @@ def test_two_processes_on_one_folder(tmp_path):
     t = Trace.load(folder)
     assert t.n_steps == n_before + 2 and len(set(t.positions)) == t.n_points
     assert any("stale lock" in e["message"] for e in t.events)
+
+
+def test_resume_options_are_all_checked_before_any_is_applied(died, capsys):
+    """A refused option leaves the run as it was: no other option of the same command is recorded."""
+    assert main(["run", "--resume", str(died), "--policy", "mu", "--steps", "0", "-q"]) == 2
+    assert "Budget 0 is below" in capsys.readouterr().err
+    assert Trace.load(died).interventions == []

@@ -153,6 +153,8 @@ def _resume(args) -> int:
         exp = Experiment.resume(trace, mic, journal=out / JOURNAL_NAME, append_journal=True)
         _note_lock(exp, lock)
         changes = _resume_changes(args, given, exp)
+        for change in changes:   # all checked first: a refused option leaves the run as it was
+            change.check(exp)
         for change in changes:
             exp.intervene(change)
         if not args.quiet:
