@@ -105,18 +105,12 @@ def cmd_run(args) -> int:
     sc = opt.scalarizer(args, name, energy)
     s = settings(args, sc)
     out = Path(args.out)
-    with RunLock(make_folder(out)) as lock:   # no other process writes (or moves) this run while it is held
+    with RunLock(make_folder(out)):   # no other process writes (or moves) this run while it is held
         moved = prepare_new_run(out, args.overwrite)
         if moved is not None and not args.quiet:
             print(f"The previous run in {out} was moved to {moved}.", file=sys.stderr)
         exp = Experiment(mic, s, scalarizer=sc, dataset_info=info, journal=out / JOURNAL_NAME)
-        _note_lock(exp, lock)
         return drive(exp, data, out, args)
-
-
-def _note_lock(exp, lock) -> None:
-    if lock.note:
-        exp.trace.add_event(exp.step_index, f"run folder: {lock.note}")
 
 
 # options that define a run (its data, instrument, seeds, model): they cannot change when it is resumed
@@ -147,11 +141,10 @@ def _resume(args) -> int:
                             f"(its data, instrument, seeds, model and output).",
                             "drop them; --steps, --policy (and its parameters), the scalarizer options and --patch "
                             "may be given with --resume: they are recorded as interventions.")
-    with RunLock(out) as lock:
+    with RunLock(out):   # a stale lock taken over here is recorded by the run's journal (the lock is re-entrant)
         trace = Trace.load(out)   # the most complete record in the folder
         data, mic = recorded_microscope(trace, opt.token(args), args.request_timeout)
         exp = Experiment.resume(trace, mic, journal=out / JOURNAL_NAME, append_journal=True)
-        _note_lock(exp, lock)
         changes = _resume_changes(args, given, exp)
         for change in changes:   # all checked first: a refused option leaves the run as it was
             change.check(exp)

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import HAEInputError
 
 LOCK_NAME = "run.lock"
-_held: dict[Path, int] = {}          # folder -> how many holders in this process
+_held: dict[Path, list] = {}         # folder -> [how many holders in this process, the note of the first]
 _guard = threading.Lock()
 
 
@@ -58,11 +58,12 @@ class RunLock:
         self.note = None      # set when a stale lock was taken over
         self._released = False
         with _guard:
-            if self.folder in _held:
-                _held[self.folder] += 1
+            if self.folder in _held:   # re-entrant: every holder sees whether a stale lock was taken over
+                _held[self.folder][0] += 1
+                self.note = _held[self.folder][1]
                 return
             self._take()
-            _held[self.folder] = 1
+            _held[self.folder] = [1, self.note]
 
     def _take(self) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
@@ -111,9 +112,9 @@ class RunLock:
             return
         self._released = True
         with _guard:
-            n = _held.get(self.folder, 0) - 1
+            n = _held.get(self.folder, [0])[0] - 1
             if n > 0:
-                _held[self.folder] = n
+                _held[self.folder][0] = n
                 return
             _held.pop(self.folder, None)
             try:

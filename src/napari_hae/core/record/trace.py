@@ -181,6 +181,8 @@ class Trace:
             contents = read_records(path)
             if contents.intact and self._holds_all_of(contents):
                 self.journal = Journal.append_to(path, contents)
+                if self.journal.lock.note:
+                    self.add_event(self.n_steps, f"run folder: {self.journal.lock.note}")
                 return self.journal.path
             # never truncated nor rewritten in place: the old file is kept aside, a fresh one holds everything
             why = "damaged" if not contents.intact else "superseded"
