@@ -41,6 +41,8 @@ def _hs_load(path: Path):
     if path.is_dir() and path.suffix.lower() != ".zspy":
         raise HAEInputError(f"{str(path)!r} is a folder, not a data file.",
                             "give the spectrum image file itself (e.g. map.hspy, map.emd, map.npy).")
+    if not path.is_dir() and not os.access(path, os.R_OK):
+        raise HAEInputError(f"{str(path)!r} cannot be read: permission denied.", "check the file's permissions.")
     suffix = path.suffix.lower()
     if suffix in NUMPY_SUFFIXES:
         try:
@@ -51,9 +53,6 @@ def _hs_load(path: Path):
             return obj
         except HAEInputError:
             raise
-        except PermissionError as exc:
-            raise HAEInputError(f"{str(path)!r} cannot be read: permission denied.",
-                                "check the file's permissions.") from exc
         except Exception as exc:
             raise HAEInputError(f"{str(path)!r} could not be read as a numpy file ({exc}).",
                                 "re-save it with numpy.save / numpy.savez.") from exc
@@ -66,8 +65,6 @@ def _hs_load(path: Path):
         except ImportError:
             raise HAEInputError(f"{str(path)!r} is a .zspy (zarr) file and the 'zarr' package is not installed.",
                                 "pip install zarr, or save the data as .hspy.") from None
-    if not path.is_dir() and not os.access(path, os.R_OK):
-        raise HAEInputError(f"{str(path)!r} cannot be read: permission denied.", "check the file's permissions.")
     import hyperspy.api as hs
 
     with warnings.catch_warnings():

@@ -267,7 +267,7 @@ def bytes_needed(settings, signal_shape, n_positions: int) -> int:
     """About how many bytes a run's records take on disk (seeds + budget points, maps if stored), with a margin
     for the header and trace.h5 (written beside the journal)."""
     s = settings
-    n_seed = len(s.seed_positions or []) if s.seed_mode == "given" else int(s.n_seeds)
+    n_seed = s.n_seed_points
     per_point = int(np.prod(signal_shape)) * 8 + 2048
     per_step = per_point + (3 * 4 * n_positions if s.record_maps else 0)
     return 2 * (n_seed * per_point + s.budget * per_step + 8 * n_positions)

@@ -44,7 +44,7 @@ def check_budget(s, n_positions: int) -> None:
     """Refuse a budget that is negative, seeds that are none, or more points than the scan has."""
     if s.budget < 0:
         raise HAEInputError(f"Budget {s.budget!r} must be a whole number >= 0.", "give the number of steps.")
-    n_seed = len(s.seed_positions or []) if s.seed_mode == "given" else int(s.n_seeds)
+    n_seed = s.n_seed_points
     if n_seed < 1:
         raise HAEInputError("At least one seed point is needed to train the first model.",
                             "use n_seeds >= 1 (typical 5-20), or give seed positions.")

@@ -112,6 +112,11 @@ class ExperimentSettings(Spec):
     acquire_timeout: float | None = 120.0          # seconds per acquisition; None: no timeout
     acquire_retry_wait: float = Field(0.5, ge=0)   # seconds before the first retry (grows linearly)
 
+    @property
+    def n_seed_points(self) -> int:
+        """How many seed points the run measures: the given positions, or ``n_seeds``."""
+        return len(self.seed_positions or []) if self.seed_mode == "given" else int(self.n_seeds)
+
     @field_validator("seed_positions", mode="before")
     @classmethod
     def _whole_pixels(cls, v):
