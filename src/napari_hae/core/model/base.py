@@ -45,6 +45,41 @@ class Posterior:
         return (np.asarray(y, dtype=np.float64) - self.offset) / self.scale
 
 
+OUTLIER_FENCE = 50.0   # robust standard deviations (1.4826 MAD) from the median
+
+
+def robust_targets(y) -> tuple[np.ndarray, float, float, int]:
+    """Training targets with wild values clipped, and the (offset, scale) that standardise them.
+
+    Values beyond ``OUTLIER_FENCE`` robust standard deviations (1.4826 MAD) from the median are clipped to that
+    fence before the mean and standard deviation are taken, and the model trains on the clipped values: one
+    artefact (a failed background fit at -2e6 among band integrals of order 10) would otherwise set the scale,
+    every other target would standardise to ~0, and the GP would spend its noise term on that one point. The
+    fence is far outside real targets' spread: on the bundled sample the highest target is ~28 robust standard
+    deviations above the median, so nothing there is clipped. Returns ``(y, offset, scale, n_clipped)``; the
+    measured values themselves are never changed (the trace keeps them).
+    """
+    y = np.asarray(y, dtype=np.float64).ravel()
+    med = float(np.median(y))
+    mad = 1.4826 * float(np.median(np.abs(y - med)))
+    n_clipped = 0
+    if mad > 0:
+        lo, hi = med - OUTLIER_FENCE * mad, med + OUTLIER_FENCE * mad
+        n_clipped = int(np.sum((y < lo) | (y > hi)))
+        y = np.clip(y, lo, hi)
+    offset, scale = float(y.mean()), float(y.std())
+    return y, offset, (scale if scale > 1e-12 * max(1.0, abs(offset)) else 1.0), n_clipped
+
+
+def clip_event(n_clipped: int, before: int) -> list[str]:
+    """The fit event to record when the number of clipped training targets changes (else none)."""
+    if n_clipped == before:
+        return []
+    return [f"{n_clipped} training target(s) lie beyond {OUTLIER_FENCE:g} robust standard deviations of the "
+            f"median and are clipped to it for the model (measured values unchanged); check the scalarizer "
+            f"(e.g. its background window) at those points"]
+
+
 @dataclass
 class FitReport:
     """What happened during one fit."""

@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover
     from gpytorch.utils.errors import NanError, NotPSDError
 
 from ..registry import ParamSpec
-from .base import FitReport, Posterior, register_model
+from .base import FitReport, Posterior, clip_event, register_model, robust_targets
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +58,20 @@ class MLPFeatureExtractor(torch.nn.Sequential):
 
 
 class _DKLModel(gpytorch.models.ExactGP):
-    def __init__(self, x, y, likelihood, extractor, embed_dim, kernel):
+    def __init__(self, x, y, likelihood, extractor, embed_dim, kernel, priors=False):
         super().__init__(x, y, likelihood)
         self.feature_extractor = extractor
         self.scale_to_bounds = gpytorch.utils.grid.ScaleToBounds(-1.0, 1.0)
         self.mean_module = gpytorch.means.ConstantMean()
+        ls_prior = gpytorch.priors.GammaPrior(3.0, 6.0) if priors else None
         if kernel == "rbf":
-            base = FloorRBFKernel(ard_num_dims=embed_dim)
+            base = FloorRBFKernel(ard_num_dims=embed_dim, lengthscale_prior=ls_prior)
         elif kernel == "matern":
-            base = gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=embed_dim)
+            base = gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=embed_dim, lengthscale_prior=ls_prior)
         else:
             raise ValueError(f"Unknown kernel {kernel!r}; use 'rbf' or 'matern'.")
-        self.covar_module = gpytorch.kernels.ScaleKernel(base)
+        self.covar_module = gpytorch.kernels.ScaleKernel(
+            base, outputscale_prior=gpytorch.priors.GammaPrior(2.0, 0.15) if priors else None)
 
     def embed(self, x):
         return self.scale_to_bounds(self.feature_extractor(x))
@@ -84,6 +86,9 @@ class _DKLModel(gpytorch.models.ExactGP):
     ParamSpec("embed_dim", 2, "", 1, 16, "dimension of the embedding fed to the kernel"),
     ParamSpec("kernel", "rbf", "", help="'rbf' or 'matern'"),
     ParamSpec("lr", 0.01, "", 1e-5, 1.0, "Adam learning rate"),
+    ParamSpec("restart", "warm", "", help="'warm': later fits continue from the current weights; 'cold': every fit "
+                                           "starts from fresh weights (slower, less overconfident)"),
+    ParamSpec("priors", False, "", help="weak priors on lengthscale, outputscale and noise (as BoTorch's)"),
     ParamSpec("threads", 1, "", 1, 256, "torch threads for fitting and prediction, fixed so that a run's picks do "
                                         "not depend on the machine's core count (recorded with the model)"),
 ))
@@ -103,7 +108,7 @@ class DKLRegressor:
 
     def __init__(self, input_dim: int, *, embed_dim: int = 2, hidden: tuple[int, ...] = (64, 32),
                  kernel: str = "rbf", lr: float = 0.01, seed: int = 0, dtype=torch.float32,
-                 max_retries: int = 3, threads: int = 1):
+                 max_retries: int = 3, threads: int = 1, restart: str = "warm", priors: bool = False):
         from ..errors import HAEInputError
 
         try:
@@ -119,7 +124,12 @@ class DKLRegressor:
         if type(threads) is not int or threads < 1:
             raise HAEInputError(f"Model 'dkl': threads={threads!r} is not a whole number >= 1.",
                                 "use --model-param threads=1 (reproducible on any machine) or more.")
+        if restart not in ("warm", "cold"):
+            raise HAEInputError(f"Model 'dkl': restart={restart!r} is not 'warm' or 'cold'.",
+                                "use --model-param restart=cold or restart=warm.")
         self.threads = threads
+        self.restart = restart
+        self.priors = bool(priors)
         self.input_dim = int(input_dim)
         self.embed_dim = int(embed_dim)
         self.hidden = hidden
@@ -134,6 +144,7 @@ class DKLRegressor:
         self.y_mean = 0.0
         self.y_std = 1.0
         self.n_fits = 0
+        self.n_clipped = 0
 
     # -- construction ---------------------------------------------------------------------------------------
     def _new_extractor(self) -> MLPFeatureExtractor:
@@ -141,8 +152,11 @@ class DKLRegressor:
         return MLPFeatureExtractor(self.input_dim, self.hidden, self.embed_dim).to(self.dtype)
 
     def _build(self, x, y):
-        lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=gpytorch.constraints.GreaterThan(1e-4))
-        self.model = _DKLModel(x, y, lik, self._new_extractor(), self.embed_dim, self.kernel).to(self.dtype)
+        noise_prior = gpytorch.priors.GammaPrior(1.1, 0.05) if self.priors else None
+        lik = gpytorch.likelihoods.GaussianLikelihood(noise_prior=noise_prior,
+                                                      noise_constraint=gpytorch.constraints.GreaterThan(1e-4))
+        self.model = _DKLModel(x, y, lik, self._new_extractor(), self.embed_dim, self.kernel,
+                               self.priors).to(self.dtype)
         self.likelihood = lik.to(self.dtype)
 
     def _tensor(self, X) -> torch.Tensor:
@@ -161,7 +175,7 @@ class DKLRegressor:
         """Train on (X, y) for ``iterations`` Adam steps, continuing from the current weights if ``warm`` (and
         fitted before), else from fresh weights."""
         with dtype_scope(self.dtype), _exact(), threads_scope(self.threads):
-            return self._fit(X, y, iterations, not warm)
+            return self._fit(X, y, iterations, not warm or self.restart == "cold")
 
     def _fit(self, X, y, iterations, reset) -> FitReport:
         x = self._tensor(X)
@@ -170,15 +184,14 @@ class DKLRegressor:
             raise ValueError(f"X has {x.shape[0]} rows but y has {len(y)} values.")
         if not np.all(np.isfinite(y)):
             raise ValueError("Training targets contain NaN or inf; check the scalarizer and the spectra.")
-        self.y_mean = float(y.mean())
-        std = float(y.std())
-        self.y_std = std if std > 1e-12 * max(1.0, abs(self.y_mean)) else 1.0
+        y, self.y_mean, self.y_std, n_clipped = robust_targets(y)
+        events, self.n_clipped = clip_event(n_clipped, self.n_clipped), n_clipped
         yt = torch.as_tensor((y - self.y_mean) / self.y_std, dtype=self.dtype)
         if self.model is None or reset:
             self._build(x, yt)
         else:
             self.model.set_train_data(x, yt, strict=False)
-        report = FitReport()
+        report = FitReport(events=events)
         jitter = None
         attempt = 0
         while True:

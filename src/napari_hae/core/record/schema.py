@@ -40,6 +40,7 @@ class StepRecord:
     stuck: float = NAN             # 1.0 when the stuck-run detector fired at this step
     objective_weight: float = NAN  # multi-objective mode: weight of the primary objective this step
     pred_std: float = NAN          # predictive std of the measurement at the choice (latent std and noise)
+    noise_std: float = NAN         # the model's observation-noise std (scalarizer units) at this step
     z_score: float = NAN           # (measured value - next_mean) / pred_std: the calibration monitor
     log_score: float = NAN         # log density of the measured value under the prediction (higher: better)
     overconfident: float = NAN     # 1.0 when the calibration monitor judged the model overconfident at this step

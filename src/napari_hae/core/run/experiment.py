@@ -360,6 +360,7 @@ class Experiment:
             self.trace.add_event(k, warning)
         pred_std = float(np.hypot(post.std[choice], post.noise) * post.scale)
         record["pred_std"] = pred_std if not self.objective.multi else float("nan")
+        record["noise_std"] = float(post.noise * post.scale)
         point = self._acquire(choice, kind, k)
         record.update(calibration_scores(point["value"], record["next_mean"], record["pred_std"]))
         record["step_time"] = time.perf_counter() - t_step

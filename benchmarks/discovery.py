@@ -1,0 +1,212 @@
+"""Discovery you can trust: how often runs find the best structures, how fast, and how honest the model's
+uncertainty is, on the bundled sample and the real EELS/EDS data in ../shared/data.
+
+    python benchmarks/discovery.py --quick                        # sample, 6 seeds, default + random (<15 min)
+    python benchmarks/discovery.py --seeds 10 --steps 60          # all datasets and policies (long)
+    python benchmarks/discovery.py --datasets sample --policies default --seeds 10 --model-param ensemble=1
+
+Per run (policy picks only; a seed that lands in the top 1% is counted apart as a seed hit):
+steps to the first top-1% and top-0.1% position, "stuck" = no top-1% pick within the budget, best fraction of the
+true maximum after 30 and 60 steps, and at n = 20, 50, 100 measured points the RMSE and the 1/2-sigma coverage of
+the model's predictive distribution (latent std and the fitted observation noise together, as the calibration
+monitor uses it) on all unmeasured positions and on the unmeasured top-1% positions. "raster picks" counts policy
+picks decided among more than one position with the same acquisition score (a degenerate, all-equal map).
+
+Prints one table per dataset; the last line is a JSON object (``stuck_fraction``, ``median_steps_to_top1``,
+``random_median_steps``, ``coverage_1sigma``, ``coverage_2sigma``, ``coverage_2sigma_top1`` at n = 50, over the
+default policy's runs of the first dataset, plus per-dataset figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATASETS = {
+    "sample": {"source": {"sample": "nanoparticles"}, "patch": 16,
+               "scalarizer": {"name": "band_integral", "params": {"a": 1.2, "b": 2.25}}},
+    "cuzn": {"source": {"spectrum": str(SHARED / "cuzn_eels/CuZn_EELS_mapping_tutorial.hspy"),
+                        "image": str(SHARED / "cuzn_eels/CuZn_HAADF.hspy")}, "patch": 8,
+             "scalarizer": {"name": "band_integral", "params": {"a": 920.0, "b": 960.0,
+                                                                 "background": [800.0, 900.0]}}},
+    "sio2": {"source": {"spectrum": str(SHARED / "sio2_eds/SiO2_EDS_Spectrum_Image.hspy"),
+                        "image": str(SHARED / "sio2_eds/SiO2_HAADF_Image.hspy")}, "patch": 12,
+             "scalarizer": {"name": "band_integral", "params": {"a": 1640.0, "b": 1840.0}}},
+}
+POLICIES = {"default": None, "ei": {"name": "ei", "params": {}}, "ucb": {"name": "ucb", "params": {"beta": 4.0}},
+            "mu": {"name": "mu", "params": {}}, "random": {"name": "random", "params": {}}}
+CALIBRATION_AT = (20, 50, 100)
+_CACHE: dict = {}
+
+
+def _data(name):
+    if name not in _CACHE:
+        from napari_hae.core.data.io import load_source
+
+        _CACHE[name] = load_source(DATASETS[name]["source"])
+    return _CACHE[name]
+
+
+def _coverage(mean, sd, truth, mask):
+    if not mask.any():
+        return {"rmse": float("nan"), "cov1": float("nan"), "cov2": float("nan")}
+    z = np.abs(truth[mask] - mean[mask]) / np.maximum(sd[mask], 1e-300)
+    return {"rmse": float(np.sqrt(np.mean((truth[mask] - mean[mask]) ** 2))),
+            "cov1": float(np.mean(z <= 1)), "cov2": float(np.mean(z <= 2))}
+
+
+def run_one(job: dict) -> dict:
+    """One run of the default experiment on ``job``'s dataset with ``job``'s policy and seed."""
+    from napari_hae.core.analysis.metrics import steps_to_top, top_mask
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.run.experiment import Experiment
+
+    ds = DATASETS[job["dataset"]]
+    data = _data(job["dataset"])
+    settings = {"patch_size": ds["patch"], "scalarizer": ds["scalarizer"], "budget": job["steps"],
+                "n_seeds": 10, "random_seed": job["seed"], "record_maps": False}
+    if POLICIES[job["policy"]] is not None:
+        settings["policy"] = POLICIES[job["policy"]]
+    if job.get("fit_iterations"):
+        settings["fit_iterations"] = job["fit_iterations"]
+    if job.get("model") or job.get("model_params"):
+        settings["model"] = {"name": job.get("model") or "dkl", "params": job["model_params"]}
+    exp = Experiment(SimulatedMicroscope(data, seed=job["seed"]), settings)
+    truth = np.asarray(data.scalarize(exp.scalarizer), dtype=float)
+    top1 = top_mask(truth, 0.01).ravel()
+    flat_truth = truth.ravel()
+    cal, t0, step_times, ties = {}, time.perf_counter(), [], 0
+    for res in exp.iter_steps():
+        step_times.append(res.record["step_time"])
+        n_train = exp.trace.n_points - 1
+        # a pick decided among (nearly) all available positions scoring the same: the raster-scan failure
+        ties += int(res.record["acq_ties"] >= 0.5 * (flat_truth.size - n_train) and job["policy"] != "random")
+        if n_train in CALIBRATION_AT:
+            measured = np.zeros(flat_truth.size, bool)
+            pos = exp.trace.positions_array()[:-1]
+            measured[pos[:, 0] * truth.shape[1] + pos[:, 1]] = True
+            sd = np.hypot(res.std.ravel(), res.record["noise_std"])
+            cal[n_train] = {"all": _coverage(res.mean.ravel(), sd, flat_truth, ~measured),
+                            "top1": _coverage(res.mean.ravel(), sd, flat_truth, ~measured & top1)}
+    tr = exp.trace
+    exp.close()
+    pos, kinds = tr.positions_array(), tr.kinds
+    values = np.asarray(tr.values, float)
+    policy = np.array([k != "seed" for k in kinds])
+
+    def best_at(n):
+        keep = np.flatnonzero(~policy)
+        keep = np.concatenate([keep, np.flatnonzero(policy)[:n]])
+        return float(values[keep].max() / flat_truth.max())
+
+    return {**{k: job[k] for k in ("dataset", "policy", "seed")},
+            "steps_to_top1": steps_to_top(pos, kinds, truth, 0.01, seeds_count=False),
+            "steps_to_top01": steps_to_top(pos, kinds, truth, 0.001, seeds_count=False),
+            "seed_hit_top1": bool(top1[pos[~policy, 0] * truth.shape[1] + pos[~policy, 1]].any()),
+            "best30": best_at(30), "best60": best_at(60), "raster_picks": ties,
+            "median_step_s": float(np.median(step_times)), "calibration": cal,
+            "wall_s": time.perf_counter() - t0}
+
+
+def _med(xs, never):
+    xs = [never if x is None else x for x in xs]
+    return float(np.median(xs)) if xs else float("nan")
+
+
+def summarise(rows: list[dict], steps: int) -> dict:
+    """Figures of one (dataset, policy) group."""
+    never = steps + 1
+    out = {"runs": len(rows),
+           "stuck_fraction": float(np.mean([r["steps_to_top1"] is None for r in rows])),
+           "median_steps_to_top1": _med([r["steps_to_top1"] for r in rows], never),
+           "median_steps_to_top01": _med([r["steps_to_top01"] for r in rows], never),
+           "top01_rate": float(np.mean([r["steps_to_top01"] is not None for r in rows])),
+           "seed_hits": int(sum(r["seed_hit_top1"] for r in rows)),
+           "best30_median": float(np.median([r["best30"] for r in rows])),
+           "best60_median": float(np.median([r["best60"] for r in rows])),
+           "best60_min": float(np.min([r["best60"] for r in rows])),
+           "below_0.9": int(sum(r["best60"] < 0.9 for r in rows)),
+           "raster_picks": int(sum(r["raster_picks"] for r in rows)),
+           "median_step_s": float(np.median([r["median_step_s"] for r in rows]))}
+    for n in CALIBRATION_AT:
+        cs = [r["calibration"][n] for r in rows if n in r["calibration"]]
+        if cs:
+            out[f"n{n}"] = {f"{where}_{k}": float(np.nanmean([c[where][k] for c in cs]))
+                            for where in ("all", "top1") for k in ("rmse", "cov1", "cov2")}
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="the sample, 6 seeds, the default policy and random")
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--model", help="a registered model (default: the settings' default model)")
+    p.add_argument("--model-param", action="append", default=[], metavar="K=V",
+                   help="a parameter of the model (repeatable; JSON values)")
+    p.add_argument("--fit-iterations", type=int, help="training iterations of later fits (the settings' default)")
+    p.add_argument("--rows", help="write every run's row to this JSON-lines file")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.datasets, a.policies, a.seeds = ["sample"], ["default", "random"], 6
+    missing = [d for d in a.datasets if d != "sample" and not Path(DATASETS[d]["source"]["spectrum"]).exists()]
+    if missing:
+        print(f"skipping {missing}: ../shared/data is not here", file=sys.stderr)
+        a.datasets = [d for d in a.datasets if d not in missing]
+    params = {}
+    for kv in a.model_param:
+        k, _, v = kv.partition("=")
+        params[k] = json.loads(v)
+    jobs = [{"dataset": d, "policy": pol, "seed": s, "steps": a.steps, "model_params": params,
+             "model": a.model, "fit_iterations": a.fit_iterations}
+            for d in a.datasets for pol in a.policies for s in range(a.seeds)]
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(a.workers) as pool:
+        rows = list(pool.map(run_one, jobs))
+    if a.rows:
+        Path(a.rows).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = {"wall_s": round(time.perf_counter() - t0, 1), "seeds": a.seeds, "steps": a.steps,
+              "model": a.model, "model_params": params, "fit_iterations": a.fit_iterations, "datasets": {}}
+    for d in a.datasets:
+        print(f"\n## {d} ({a.seeds} seeds, {a.steps} steps; steps are policy picks, seed hits apart)\n")
+        print("| policy | stuck | median steps top 1% | top 0.1% reached | median steps top 0.1% | seed hits | "
+              "best@30 | best@60 (min) | runs < 0.9 | raster picks | 1σ cov n=50 | 2σ cov n=50 | "
+              "2σ cov top1% n=50 | RMSE n=50 (top1%) | s/step |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        result["datasets"][d] = {}
+        for pol in a.policies:
+            s = summarise([r for r in rows if r["dataset"] == d and r["policy"] == pol], a.steps)
+            result["datasets"][d][pol] = s
+            c = s.get("n50", {})
+            print(f"| {pol} | {s['stuck_fraction']:.0%} | {s['median_steps_to_top1']:.1f} | {s['top01_rate']:.0%} | "
+                  f"{s['median_steps_to_top01']:.1f} | {s['seed_hits']} | {s['best30_median']:.2f} | "
+                  f"{s['best60_median']:.2f} ({s['best60_min']:.2f}) | {s['below_0.9']} | {s['raster_picks']} | "
+                  f"{c.get('all_cov1', float('nan')):.2f} | {c.get('all_cov2', float('nan')):.2f} | "
+                  f"{c.get('top1_cov2', float('nan')):.2f} | {c.get('all_rmse', float('nan')):.3g} "
+                  f"({c.get('top1_rmse', float('nan')):.3g}) | {s['median_step_s']:.3f} |")
+    first = result["datasets"][a.datasets[0]]
+    main_pol = "default" if "default" in first else next(iter(first))
+    m = first[main_pol]
+    result.update(stuck_fraction=m["stuck_fraction"], median_steps_to_top1=m["median_steps_to_top1"],
+                  random_median_steps=first.get("random", {}).get("median_steps_to_top1"),
+                  coverage_1sigma=m.get("n50", {}).get("all_cov1"),
+                  coverage_2sigma=m.get("n50", {}).get("all_cov2"),
+                  coverage_2sigma_top1=m.get("n50", {}).get("top1_cov2"),
+                  median_step_s=m["median_step_s"])
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

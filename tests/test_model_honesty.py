@@ -1,0 +1,116 @@
+"""Surrogates whose uncertainty is honest: robust target scaling, cold restarts, the DKL ensemble."""
+
+import numpy as np
+import pytest
+
+from napari_hae.core.errors import HAEInputError
+from napari_hae.core.model import make_model
+from napari_hae.core.model.base import robust_targets
+from napari_hae.core.model.dkl import DKLRegressor
+from napari_hae.core.model.ensemble import DKLEnsemble
+from test_dkl import _blob_patches
+
+
+def test_ordinary_targets_are_scaled_by_their_mean_and_std_and_not_clipped():
+    y = np.random.default_rng(0).gamma(1.5, 10.0, 500)
+    clipped, offset, scale, n = robust_targets(y)
+    assert n == 0 and np.array_equal(clipped, y)
+    assert (offset, scale) == pytest.approx((y.mean(), y.std()), rel=1e-12)
+
+
+def test_the_sample_targets_are_inside_the_fence(small_sample):
+    from napari_hae.core.targets.scalarizers import Scalarizer
+
+    y = np.asarray(small_sample.scalarize(Scalarizer("band_integral", {"a": 1.2, "b": 2.25}))).ravel()
+    assert robust_targets(y)[3] == 0
+
+
+def test_one_wild_target_does_not_set_the_scale():
+    """A failed background fit gave -2e6 among band integrals of order 10: the plain std (2.8e5) would map every
+    other target to ~0."""
+    rng = np.random.default_rng(1)
+    y = rng.normal(10.0, 3.0, 50)
+    y[7] = -2e6
+    clipped, offset, scale, n = robust_targets(y)
+    assert n == 1 and y.std() > 2e5
+    assert 2.5 < scale < 25.0 and abs(offset - 10.0) < 10.0
+    assert np.std(((clipped - offset) / scale)[np.arange(50) != 7]) > 0.1
+
+
+def test_dkl_still_learns_the_other_targets_beside_one_outlier():
+    rng = np.random.default_rng(0)
+    X, y = _blob_patches(81, rng)
+    y = y.copy()
+    y[0] = -2e6
+    model = DKLRegressor(64, seed=0)
+    rep = model.fit(X[:80], y[:80], iterations=200)
+    assert rep.events and "1 training target(s) lie beyond 50 robust standard deviations" in rep.events[0]
+    assert not model.fit(X[:80], y[:80], iterations=1).events   # said once, not every step
+    model.fit(X[:80], y[:80], iterations=200, warm=False)
+    mean, _ = model.predict(X[1:80])
+    assert np.corrcoef(mean, y[1:80])[0, 1] > 0.35   # 0.07 when the outlier set the scale
+
+
+def test_cold_restart_starts_every_fit_from_fresh_weights():
+    rng = np.random.default_rng(1)
+    X, y = _blob_patches(120, rng)
+    warm, cold = DKLRegressor(64, seed=0), DKLRegressor(64, seed=0, restart="cold")
+    warm.fit(X[:100], y[:100], iterations=100)
+    cold.fit(X[:100], y[:100], iterations=100)
+    w2 = warm.fit(X[:110], y[:110], iterations=5, warm=True)
+    c2 = cold.fit(X[:110], y[:110], iterations=5, warm=True)
+    assert c2.losses[0] > w2.losses[0] + 0.2     # the cold model began again from an untrained network
+
+
+def test_restart_value_is_checked():
+    with pytest.raises(HAEInputError, match="restart='hot' is not 'warm' or 'cold'"):
+        DKLRegressor(4, restart="hot")
+
+
+def test_ensemble_mixture_mean_and_variance():
+    rng = np.random.default_rng(2)
+    X, y = _blob_patches(60, rng)
+    ens = make_model({"name": "dkl_ensemble", "params": {"members": 3}}, 64, seed=0)
+    assert isinstance(ens, DKLEnsemble)
+    ens.fit(X[:40], y[:40], iterations=40, warm=False)
+    post = ens.posterior(X)
+    means = np.array([m.predict(X)[0] for m in ens.members])
+    vars_ = np.array([m.predict(X)[1] ** 2 for m in ens.members])
+    np.testing.assert_allclose(post.mean, means.mean(0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(post.std ** 2, vars_.mean(0) + means.var(0), rtol=1e-5, atol=1e-9)
+    assert np.all(post.std ** 2 >= vars_.mean(0) - 1e-9)   # disagreement only adds
+    unit_mean, _ = post.in_units()
+    assert np.corrcoef(unit_mean[40:], y[40:])[0, 1] > 0.5
+    assert post.noise > 0
+
+
+def test_ensemble_members_differ_and_thompson_draws_from_one():
+    rng = np.random.default_rng(3)
+    X, y = _blob_patches(40, rng)
+    ens = DKLEnsemble(64, members=2, seed=0)
+    ens.fit(X, y, iterations=20, warm=False)
+    a, b = (m.predict(X)[0] for m in ens.members)
+    assert not np.allclose(a, b)
+    draw = ens.posterior(X).sample(np.arange(5), np.random.default_rng(0))
+    assert draw.shape == (5,) and np.all(np.isfinite(draw))
+
+
+def test_ensemble_needs_two_members():
+    with pytest.raises(HAEInputError, match="members=1 is not a whole number >= 2"):
+        DKLEnsemble(4, members=1)
+
+
+def test_a_run_with_the_ensemble_resumes_with_it(small_sample, tmp_path):
+    from conftest import fast_settings
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.run.experiment import Experiment
+
+    s = fast_settings(model={"name": "dkl_ensemble", "params": {"members": 2, "hidden": [16]}}, budget=3)
+    exp = Experiment(SimulatedMicroscope(small_sample), s, journal=tmp_path / "j")
+    exp.run(2)
+    exp.close()
+    again = Experiment.resume(tmp_path / "j", SimulatedMicroscope(small_sample))
+    again.run()
+    assert isinstance(again.model, DKLEnsemble) and again.trace.n_steps == 3
+    assert np.all(np.isfinite(again.trace.step_array("noise_std")))
+    again.close()
