@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..core.data.energy_check import energy_check
 from ..core.data.io import load_source
 from ..core.errors import HAEInputError, HAERunError
 from ..core.record.folder import SUMMARY_NAME, prepare_new_run
@@ -98,6 +99,11 @@ def cmd_run(args) -> int:
     if data is not None:
         name, energy = data.name, data.energy
         info = {**data.describe(), "source": source, "fingerprint": data.fingerprint()}
+        check = energy_check(data)
+        if check is not None:
+            info["energy_check"] = check
+            if check.get("warning"):
+                print(f"warning: {check['warning']}", file=sys.stderr)
     else:
         name, energy = getattr(mic, "name", adapter), mic.energy
         info = {"name": name, "scan_shape": list(mic.scan_shape), "signal_shape": list(mic.signal_shape),
