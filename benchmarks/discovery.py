@@ -113,12 +113,21 @@ def run_one(job: dict) -> dict:
             "seed_hit_top1": bool(top1[pos[~policy, 0] * truth.shape[1] + pos[~policy, 1]].any()),
             "best30": best_at(30), "best60": best_at(60), "raster_picks": ties,
             "median_step_s": float(np.median(step_times)), "calibration": cal,
+            "flagged_stuck": bool(np.nansum(tr.step_array("stuck")) > 0),
+            "first_flag": (int(np.flatnonzero(np.nan_to_num(tr.step_array("stuck")))[0]) + 1
+                           if np.nansum(tr.step_array("stuck")) > 0 else None),
+            "best_curve": [float(v) / float(flat_truth.max()) for v in tr.step_array("best_so_far")],
+            "z": [float(v) for v in tr.step_array("z_score")],
             "wall_s": time.perf_counter() - t0}
 
 
 def _med(xs, never):
     xs = [never if x is None else x for x in xs]
     return float(np.median(xs)) if xs else float("nan")
+
+
+def _failed(r) -> bool:
+    return r["steps_to_top1"] is None or r["best60"] < 0.9
 
 
 def summarise(rows: list[dict], steps: int) -> dict:
@@ -135,6 +144,11 @@ def summarise(rows: list[dict], steps: int) -> dict:
            "best60_min": float(np.min([r["best60"] for r in rows])),
            "below_0.9": int(sum(r["best60"] < 0.9 for r in rows)),
            "raster_picks": int(sum(r["raster_picks"] for r in rows)),
+           # the stuck-run detector against the outcome: a run is stuck if it never reached the top 1% or ended
+           # below 0.9 of the maximum
+           "stuck_runs": int(sum(_failed(r) for r in rows)),
+           "stuck_runs_flagged": int(sum(_failed(r) and r["flagged_stuck"] for r in rows)),
+           "good_runs_flagged": int(sum(not _failed(r) and r["flagged_stuck"] for r in rows)),
            "median_step_s": float(np.median([r["median_step_s"] for r in rows]))}
     for n in CALIBRATION_AT:
         cs = [r["calibration"][n] for r in rows if n in r["calibration"]]
@@ -183,8 +197,8 @@ def main(argv=None):
         print(f"\n## {d} ({a.seeds} seeds, {a.steps} steps; steps are policy picks, seed hits apart)\n")
         print("| policy | stuck | median steps top 1% | top 0.1% reached | median steps top 0.1% | seed hits | "
               "best@30 | best@60 (min) | runs < 0.9 | raster picks | 1σ cov n=50 | 2σ cov n=50 | "
-              "2σ cov top1% n=50 | RMSE n=50 (top1%) | s/step |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "2σ cov top1% n=50 | RMSE n=50 (top1%) | stuck flagged (false alarms) | s/step |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         result["datasets"][d] = {}
         for pol in a.policies:
             s = summarise([r for r in rows if r["dataset"] == d and r["policy"] == pol], a.steps)
@@ -195,7 +209,8 @@ def main(argv=None):
                   f"{s['best60_median']:.2f} ({s['best60_min']:.2f}) | {s['below_0.9']} | {s['raster_picks']} | "
                   f"{c.get('all_cov1', float('nan')):.2f} | {c.get('all_cov2', float('nan')):.2f} | "
                   f"{c.get('top1_cov2', float('nan')):.2f} | {c.get('all_rmse', float('nan')):.3g} "
-                  f"({c.get('top1_rmse', float('nan')):.3g}) | {s['median_step_s']:.3f} |")
+                  f"({c.get('top1_rmse', float('nan')):.3g}) | {s['stuck_runs_flagged']}/{s['stuck_runs']} "
+                  f"({s['good_runs_flagged']}/{s['runs'] - s['stuck_runs']}) | {s['median_step_s']:.3f} |")
     first = result["datasets"][a.datasets[0]]
     main_pol = "default" if "default" in first else next(iter(first))
     m = first[main_pol]

@@ -148,3 +148,42 @@ def test_counterfactual_with_the_same_settings_reproduces_the_run(small_sample):
     assert other.positions == exp.trace.positions                 # the same trajectory...
     assert set(other.steps["patch_size"]) == {12}
     assert not np.allclose(other.maps["mean"][-1], exp.trace.maps["mean"][-1])   # ...another belief
+
+
+def _replay_flags(steps, shape, **kw):
+    from napari_hae.core.run.diagnostics import window_verdict
+
+    n = len(steps["position"])
+    return [bool((v := window_verdict({c: steps[c][: i + 1] for c in steps}, shape, **kw)) and v.stuck)
+            for i in range(n)]
+
+
+def test_the_stuck_readme_demo_run_is_flagged():
+    """The README demo run as recorded when it got stuck at 40% of the maximum (2 torch threads): picks spread over
+    the scan (the spatial rule alone never fired) while the best value stalled and the measurements kept missing
+    the predicted intervals."""
+    import json
+    from pathlib import Path
+
+    rec = json.loads((Path(__file__).parent / "data" / "stuck_demo_steps.json").read_text())
+    steps, shape = rec["steps"], tuple(rec["scan_shape"])
+    flags = _replay_flags(steps, shape)
+    assert sum(flags) >= 10
+    spatial_only = _replay_flags({c: steps[c] for c in ("position", "std_mean")}, shape)
+    assert sum(spatial_only) == 0
+    v = stuck_verdict(steps["position"][-10:], steps["std_mean"][-10:], shape, best=steps["best_so_far"][-10:],
+                      z_scores=steps["z_score"][-10:])
+    assert v.stuck and "the model is confidently wrong where it looks" in v.reason and v.suggestions
+
+
+def test_a_run_that_keeps_improving_is_not_stuck():
+    picks = [(10 + i % 2, 10) for i in range(10)]
+    flat = [1.0] * 10
+    improving = list(np.linspace(1.0, 2.0, 10))
+    assert stuck_verdict(picks, flat, (96, 96)).stuck                    # without the best: the spatial rule
+    assert not stuck_verdict(picks, flat, (96, 96), best=improving).stuck
+    assert stuck_verdict(picks, flat, (96, 96), best=[2.0] * 10).stuck
+    spread = [(i * 9, (i * 37) % 96) for i in range(10)]
+    wrong, right = [5.0, -4.0] * 5, [0.5, -1.2] * 5
+    assert stuck_verdict(spread, flat, (96, 96), best=[2.0] * 10, z_scores=wrong).stuck
+    assert not stuck_verdict(spread, flat, (96, 96), best=[2.0] * 10, z_scores=right).stuck

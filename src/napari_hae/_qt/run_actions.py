@@ -143,7 +143,7 @@ class RunActions:
         exp = self.experiment
         tr, K = exp.trace, exp.stuck_window
         latent = None if self.feature_space is None else self.feature_space.latent
-        verdict = window_verdict(tr.steps["position"], tr.steps["std_mean"], exp.scan_shape, K, latent=latent)
+        verdict = window_verdict(tr.steps, exp.scan_shape, K, latent=latent)
         stuck = bool(res.record.get("stuck")) or bool(verdict and verdict.stuck)
         if stuck and verdict is not None and res.step - self._stuck_warned_at >= K:
             self._stuck_warned_at = res.step

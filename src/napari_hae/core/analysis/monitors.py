@@ -89,5 +89,5 @@ def complete_model(structural: np.ndarray, truth: np.ndarray, patch_size: int, s
 
 def detect_stuck(trace: Trace, k: int = STUCK_WINDOW, **kw) -> StuckReport:
     """:func:`stuck_verdict` on the last ``k`` policy steps of ``trace``."""
-    v = window_verdict(trace.steps["position"], trace.steps["std_mean"], trace.structural.shape, k, **kw)
+    v = window_verdict(trace.steps, trace.structural.shape, k, **kw)
     return v if v is not None else StuckReport(False, f"only {trace.n_steps} of the {k} steps needed to judge")

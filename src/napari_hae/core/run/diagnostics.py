@@ -33,12 +33,18 @@ SUGGESTIONS = [
 
 
 def stuck_verdict(picks, std_means, scan_shape, radius: float | None = None, latent: np.ndarray | None = None,
-                  latent_radius: float | None = None, stall: float = 0.05) -> StuckReport:
-    """Is the run stuck? True when the ``picks`` (k, 2) of the last k policy steps stay within ``radius`` pixels
-    of their centroid (default 5% of the larger scan side, at least 2 px), or within ``latent_radius`` of one
-    point of the rVAE latent plane (``latent``: (n_positions, 2), default radius 10% of its range), **while** the
-    mean uncertainty over all patches (``std_means``, per step) fell by less than ``stall`` (fraction) over those
-    steps: the run keeps measuring one place and learns nothing about the rest.
+                  latent_radius: float | None = None, stall: float = 0.05, best=None, z_scores=None) -> StuckReport:
+    """Is the run stuck? Over the last k policy steps (``picks`` (k, 2), per-step mean uncertainty ``std_means``,
+    best value so far ``best``, calibration ``z_scores`` of the measurements):
+
+    the best value did not improve, **and** either the picks stay within ``radius`` pixels of their centroid
+    (default 5% of the larger scan side, at least 2 px; or within ``latent_radius`` of one point of the rVAE
+    latent plane ``latent``) while the mean uncertainty fell by less than ``stall`` (the run keeps measuring one
+    place and learns nothing about the rest), or fewer than half of the measurements fell within their predicted
+    2-sigma interval (the model keeps being wrong where it looks, so what it believes is best is not).
+
+    A search that stopped improving is the symptom; the spatial or calibration evidence says the model, not the
+    sample, is why. Without ``best`` (older callers) the first condition is not required.
     """
     picks = np.asarray(picks, dtype=float).reshape(-1, 2)
     std = np.asarray(std_means, dtype=float)
@@ -56,20 +62,36 @@ def stuck_verdict(picks, std_means, scan_shape, radius: float | None = None, lat
         compact = compact or lat_spread <= lr
     drop = float(1.0 - std[-1] / std[0]) if std[0] > 0 else 0.0
     stalled = drop < stall
-    if compact and stalled:
-        where = (f"within {spread:.1f} px" if spread <= radius else f"in one latent cluster (spread {lat_spread:.2g})")
-        return StuckReport(True, f"the last {k} picks stay {where} while the mean uncertainty fell only "
+    zs = np.asarray([] if z_scores is None else z_scores, dtype=float)
+    zs = zs[np.isfinite(zs)]
+    missing = len(zs) >= k // 2 and float(np.mean(np.abs(zs) <= 2)) < 0.5
+    b = None if best is None else np.asarray(best, dtype=float)
+    flat = b is None or (len(b) > 1 and b[-1] == b[0])
+    where = (f"stay within {spread:.1f} px" if spread <= radius else
+             f"stay in one latent cluster (spread {lat_spread:.2g})")
+    if flat and compact and stalled:
+        head = f"the best value has not improved in the last {k} steps and " if b is not None else "the "
+        return StuckReport(True, f"{head}the last {k} picks {where} while the mean uncertainty fell only "
                                  f"{100 * drop:.1f}%", spread, lat_spread, drop, list(SUGGESTIONS))
-    why = "picks spread out" if not compact else f"uncertainty still falling ({100 * drop:.1f}% in {k} steps)"
+    if flat and b is not None and missing:
+        return StuckReport(True, f"the best value has not improved in the last {k} steps while only "
+                                 f"{100 * np.mean(np.abs(zs) <= 2):.0f}% of those measurements fell within the "
+                                 f"predicted 2-sigma interval: the model is confidently wrong where it looks",
+                           spread, lat_spread, drop, list(SUGGESTIONS))
+    why = ("the best value is still improving" if not flat else "picks spread out" if not compact else
+           f"uncertainty still falling ({100 * drop:.1f}% in {k} steps)")
     return StuckReport(False, why, spread, lat_spread, drop)
 
 
-def window_verdict(positions, std_means, scan_shape, k: int = STUCK_WINDOW, **kw) -> StuckReport | None:
-    """:func:`stuck_verdict` on the last ``k`` of the per-step ``positions`` and ``std_means``; None while fewer
-    than ``k`` steps exist."""
-    if len(positions) < k:
+def window_verdict(steps: dict, scan_shape, k: int = STUCK_WINDOW, **kw) -> StuckReport | None:
+    """:func:`stuck_verdict` on the last ``k`` policy steps of ``steps`` (a trace's step columns: ``position``,
+    ``std_mean``, and where recorded ``best_so_far`` and ``z_score``); None while fewer than ``k`` steps exist."""
+    if len(steps["position"]) < k:
         return None
-    return stuck_verdict(list(positions)[-k:], list(std_means)[-k:], scan_shape, **kw)
+    best = list(steps["best_so_far"])[-k:] if len(steps.get("best_so_far") or []) >= k else None
+    z = list(steps.get("z_score") or [])[-k:]
+    return stuck_verdict(list(steps["position"])[-k:], list(steps["std_mean"])[-k:], scan_shape, best=best,
+                         z_scores=z, **kw)
 
 
 # -- calibration: does the model's uncertainty cover what is then measured? -------------------------------------
@@ -123,11 +145,14 @@ def calibration_verdict(z_scores, log_scores=None, k: int = CALIBRATION_WINDOW) 
                              list(CALIBRATION_SUGGESTIONS) if over else [])
 
 
-def step_flags(steps: dict, position, std_mean: float, scan_shape, window: int = STUCK_WINDOW) -> tuple[dict, str]:
+def step_flags(steps: dict, position, std_mean: float, best_so_far: float, scan_shape,
+               window: int = STUCK_WINDOW) -> tuple[dict, str]:
     """The diagnostics a step records before it measures: ``stuck`` (the spatial rule, this step's pick included)
     and ``overconfident`` (the calibration of the steps before), as 0/1; and the event text when overconfidence
     starts (empty otherwise). ``steps``: the trace's step columns."""
-    verdict = window_verdict(steps["position"] + [position], steps["std_mean"] + [std_mean], scan_shape, window)
+    verdict = window_verdict({"position": steps["position"] + [position], "std_mean": steps["std_mean"] + [std_mean],
+                              "best_so_far": steps["best_so_far"] + [best_so_far], "z_score": steps["z_score"]},
+                             scan_shape, window)
     cal = calibration_verdict(steps["z_score"], steps["log_score"])
     over = bool(cal and cal.overconfident)
     starts = over and not (steps["overconfident"] and steps["overconfident"][-1] == 1.0)

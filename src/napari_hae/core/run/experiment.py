@@ -353,8 +353,8 @@ class Experiment:
             "travel_px": (self.trace.steps["travel_px"][-1] if k else 0.0)
             + float(step_lengths([self.trace.positions[-1], position])[0]),
         }
-        flags, warning = step_flags(self.trace.steps, position, record["std_mean"], self.scan_shape,
-                                    self.stuck_window)
+        flags, warning = step_flags(self.trace.steps, position, record["std_mean"], record["best_so_far"],
+                                    self.scan_shape, self.stuck_window)
         record.update(flags)
         if warning:
             self.trace.add_event(k, warning)
