@@ -35,8 +35,8 @@ DATASETS = {
                "scalarizer": {"name": "band_integral", "params": {"a": 1.2, "b": 2.25}}},
     "cuzn": {"source": {"spectrum": str(SHARED / "cuzn_eels/CuZn_EELS_mapping_tutorial.hspy"),
                         "image": str(SHARED / "cuzn_eels/CuZn_HAADF.hspy")}, "patch": 8,
-             "scalarizer": {"name": "band_integral", "params": {"a": 920.0, "b": 960.0,
-                                                                 "background": [800.0, 900.0]}}},
+             "scalarizer": {"name": "band_integral", "params": {"a": 920.0, "b": 960.0},
+                            "background": [800.0, 900.0]}},
     "sio2": {"source": {"spectrum": str(SHARED / "sio2_eds/SiO2_EDS_Spectrum_Image.hspy"),
                         "image": str(SHARED / "sio2_eds/SiO2_HAADF_Image.hspy")}, "patch": 12,
              "scalarizer": {"name": "band_integral", "params": {"a": 1640.0, "b": 1840.0}}},
@@ -83,6 +83,10 @@ def run_one(job: dict) -> dict:
     truth = np.asarray(data.scalarize(exp.scalarizer), dtype=float)
     top1 = top_mask(truth, 0.01).ravel()
     flat_truth = truth.ravel()
+    h = ds["patch"] // 2
+    inner = np.zeros(truth.shape, bool)
+    inner[h:truth.shape[0] - h, h:truth.shape[1] - h] = True
+    border = ~inner.ravel()
     cal, t0, step_times, ties = {}, time.perf_counter(), [], 0
     for res in exp.iter_steps():
         step_times.append(res.record["step_time"])
@@ -113,6 +117,9 @@ def run_one(job: dict) -> dict:
             "seed_hit_top1": bool(top1[pos[~policy, 0] * truth.shape[1] + pos[~policy, 1]].any()),
             "best30": best_at(30), "best60": best_at(60), "raster_picks": ties,
             "median_step_s": float(np.median(step_times)), "calibration": cal,
+            # border zone: positions whose patch reaches past the scan edge (reflect-padded patches)
+            "border_area": float(border.mean()), "border_top1": float(border[top1].mean()),
+            "border_picks": float(border[pos[policy, 0] * truth.shape[1] + pos[policy, 1]].mean()),
             "flagged_stuck": bool(np.nansum(tr.step_array("stuck")) > 0),
             "first_flag": (int(np.flatnonzero(np.nan_to_num(tr.step_array("stuck")))[0]) + 1
                            if np.nansum(tr.step_array("stuck")) > 0 else None),
@@ -149,7 +156,9 @@ def summarise(rows: list[dict], steps: int) -> dict:
            "stuck_runs": int(sum(_failed(r) for r in rows)),
            "stuck_runs_flagged": int(sum(_failed(r) and r["flagged_stuck"] for r in rows)),
            "good_runs_flagged": int(sum(not _failed(r) and r["flagged_stuck"] for r in rows)),
-           "median_step_s": float(np.median([r["median_step_s"] for r in rows]))}
+           "median_step_s": float(np.median([r["median_step_s"] for r in rows])),
+           "border_area": rows[0].get("border_area"), "border_top1": rows[0].get("border_top1"),
+           "border_picks": float(np.mean([r.get("border_picks", np.nan) for r in rows]))}
     for n in CALIBRATION_AT:
         cs = [r["calibration"][n] for r in rows if n in r["calibration"]]
         if cs:
@@ -211,6 +220,10 @@ def main(argv=None):
                   f"{c.get('top1_cov2', float('nan')):.2f} | {c.get('all_rmse', float('nan')):.3g} "
                   f"({c.get('top1_rmse', float('nan')):.3g}) | {s['stuck_runs_flagged']}/{s['stuck_runs']} "
                   f"({s['good_runs_flagged']}/{s['runs'] - s['stuck_runs']}) | {s['median_step_s']:.3f} |")
+        for pol in a.policies:
+            s = result["datasets"][d][pol]
+            print(f"{pol}: border zone (patch reaches past the edge) {s['border_area']:.0%} of the area, "
+                  f"{s['border_top1']:.0%} of the top 1%, {s['border_picks']:.0%} of the policy's picks")
     first = result["datasets"][a.datasets[0]]
     main_pol = "default" if "default" in first else next(iter(first))
     m = first[main_pol]
