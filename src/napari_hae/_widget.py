@@ -30,6 +30,7 @@ from ._spectrum_plot import SpectrumPlot
 from ._torch_preload import preload_torch_compiler
 from .core.errors import HAEInputError
 from .core.run.experiment import Experiment
+from .core.run.settings import ExperimentSettings
 
 __all__ = ["HAEWidget", "MAPS", "OBJECTS", "PARETO", "SEEDS", "TRAJECTORY", "VALUES"]
 
@@ -79,7 +80,8 @@ class HAEWidget(RunActions, TraceActions, QWidget):
         self._stuck_warned_at = -10**9
         self._overconfidence_warned = False
         # advanced, not shown: tests and power users may change them before Start
-        self.fit_iterations, self.fit_iterations_first = 30, 150
+        d = ExperimentSettings()
+        self.fit_iterations, self.fit_iterations_first = d.fit_iterations, d.fit_iterations_first
         self.model_params: dict = {}
         self.feature_epochs = 15
         # every run journals each measurement here before the next step (crash-safe); NAPARI_HAE_RUNS_DIR overrides
