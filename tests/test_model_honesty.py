@@ -54,7 +54,7 @@ def test_dkl_still_learns_the_other_targets_beside_one_outlier():
 def test_cold_restart_starts_every_fit_from_fresh_weights():
     rng = np.random.default_rng(1)
     X, y = _blob_patches(120, rng)
-    warm, cold = DKLRegressor(64, seed=0), DKLRegressor(64, seed=0, restart="cold")
+    warm, cold = DKLRegressor(64, seed=0, restart="warm"), DKLRegressor(64, seed=0)   # cold: the default
     warm.fit(X[:100], y[:100], iterations=100)
     cold.fit(X[:100], y[:100], iterations=100)
     w2 = warm.fit(X[:110], y[:110], iterations=5, warm=True)
@@ -113,4 +113,36 @@ def test_a_run_with_the_ensemble_resumes_with_it(small_sample, tmp_path):
     again.run()
     assert isinstance(again.model, DKLEnsemble) and again.trace.n_steps == 3
     assert np.all(np.isfinite(again.trace.step_array("noise_std")))
+    again.close()
+
+
+def test_a_run_records_its_model_parameters_in_full(small_sample, tmp_path):
+    """A default changed later must not change what a recorded run rebuilds."""
+    from conftest import fast_settings
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.record.trace import Trace
+    from napari_hae.core.run.experiment import Experiment
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=1), journal=tmp_path / "j")
+    exp.run()
+    exp.close()
+    params = Trace.load(tmp_path / "j").settings["model"]["params"]
+    assert params == {"hidden": [32, 16], "embed_dim": 2, "kernel": "rbf", "lr": 0.01, "restart": "cold",
+                      "priors": False, "threads": 1}
+
+
+def test_a_trace_from_before_the_cold_default_resumes_warm(small_sample, tmp_path):
+    from conftest import fast_settings
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.record.trace import Trace
+    from napari_hae.core.run.experiment import Experiment
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=2))
+    exp.run(1)
+    exp.trace.settings["model"]["params"].pop("restart")      # as recorded before the cold default
+    exp.trace.save(tmp_path / "old.h5")
+    old = Trace.load(tmp_path / "old.h5")
+    assert old.settings["model"]["params"]["restart"] == "warm"
+    again = Experiment.resume(old, SimulatedMicroscope(small_sample))
+    assert again.model.restart == "warm"
     again.close()

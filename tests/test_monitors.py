@@ -73,6 +73,8 @@ def test_stuck_detector_fires_on_a_stuck_run_and_not_on_a_random_one():
     v = stuck_verdict(spread, flat, (96, 96), latent=latent)
     assert v.stuck and "latent cluster" in v.reason
     t = _toy_trace([(0, 0, "seed", -1)] + [(y, x, "policy", i) for i, (y, x) in enumerate(stuck)], stuck, flat)
+    assert not detect_stuck(t).stuck       # best flat, but every measurement as predicted (z = 0): converged
+    t.steps["z_score"] = [4.0] * 10        # ... every one far outside its predicted interval: stuck
     assert detect_stuck(t).stuck and not detect_stuck(t, k=11).stuck
 
 
@@ -182,7 +184,10 @@ def test_a_run_that_keeps_improving_is_not_stuck():
     improving = list(np.linspace(1.0, 2.0, 10))
     assert stuck_verdict(picks, flat, (96, 96)).stuck                    # without the best: the spatial rule
     assert not stuck_verdict(picks, flat, (96, 96), best=improving).stuck
-    assert stuck_verdict(picks, flat, (96, 96), best=[2.0] * 10).stuck
+    converged = stuck_verdict(picks, flat, (96, 96), best=[2.0] * 10, z_scores=[0.5, -1.0] * 5)
+    assert not converged.stuck and converged.reason == "the model's intervals hold what is measured"
+    confined = stuck_verdict(picks, flat, (96, 96), best=[2.0] * 10, z_scores=[6.0, -3.0] * 5)
+    assert confined.stuck and confined.reason.endswith("; the picks stay within 0.5 px")
     spread = [(i * 9, (i * 37) % 96) for i in range(10)]
     wrong, right = [5.0, -4.0] * 5, [0.5, -1.2] * 5
     assert stuck_verdict(spread, flat, (96, 96), best=[2.0] * 10, z_scores=wrong).stuck

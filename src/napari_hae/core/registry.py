@@ -158,6 +158,12 @@ class Registry:
                                 f"(decorator, or an entry point in the group {self.group!r}).")
         return self._entries[name]
 
+    def with_defaults(self, name: str, params: dict) -> dict:
+        """``params`` completed with the defaults of ``name``'s other parameters (secrets left out): what a record
+        needs so that a later change of a default does not change what it rebuilds."""
+        return {**{p.name: (list(p.default) if isinstance(p.default, tuple) else p.default)
+                   for p in self.get(name).params if not p.secret and p.default is not None}, **params}
+
     def check_params(self, name: str, params: dict) -> None:
         """Raise when ``params`` names a parameter that ``name`` does not take, or a value outside its choices."""
         entry = self.get(name)

@@ -75,3 +75,25 @@ class StepRecord:
 
 
 STEP_SCALARS = StepRecord.float_names()
+
+
+_FORMAT1_MODEL_KEYS = ("embed_dim", "hidden", "kernel", "lr")
+
+
+def migrate_settings(settings: dict) -> dict:
+    """A recorded settings dict read in today's meaning (every trace is read through this):
+
+    - format 1 kept the DKL's parameters at the top level: they move into the model spec;
+    - runs record their model's parameters in full since the DKL's default became a cold restart every step; a
+      DKL recorded without ``restart`` was warm-started (the default before), and is rebuilt so when the run is
+      resumed or replayed.
+    """
+    if not isinstance(settings, dict):
+        return settings
+    settings = dict(settings)
+    old = {k: settings.pop(k) for k in _FORMAT1_MODEL_KEYS if k in settings}
+    model = settings.get("model") or {"name": "dkl", "params": old}
+    if model.get("name", "dkl") == "dkl" and "restart" not in (model.get("params") or {}):
+        model = {**model, "params": {**(model.get("params") or {}), "restart": "warm"}}
+    settings["model"] = model
+    return settings

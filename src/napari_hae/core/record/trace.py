@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import HAEInputError
 from .journal import MAGIC, Journal, JournalContents, read_records, set_aside
-from .schema import MAP_NAMES, POINT_KINDS, STEP_SCALARS, StepRecord
+from .schema import MAP_NAMES, POINT_KINDS, STEP_SCALARS, StepRecord, migrate_settings
 
 FORMAT_VERSION = 2     # 2: settings hold typed specs (model spec added); version 1 traces still load
 TRACE_NAME = "trace.h5"          # names inside a run's output folder
@@ -223,7 +223,7 @@ class Trace:
                                 "load the run's trace.h5 instead if it exists; the spectra are still in the journal "
                                 "(see docs/reliability.md, 'Recovering a run by hand').")
         meta, arrays = records[0]
-        t = cls(structural=arrays["structural"], settings=meta["settings"], dataset=meta["dataset"],
+        t = cls(structural=arrays["structural"], settings=migrate_settings(meta["settings"]), dataset=meta["dataset"],
                 versions=meta["versions"], run_id=meta.get("run_id", ""))
         for meta, arrays in records[1:]:
             meta = {k: v for k, v in meta.items() if k != "seq"}
@@ -377,6 +377,7 @@ class Trace:
         for key in ("settings", "dataset", "interventions", "events", "versions", "rng_state"):
             if key in f.attrs:
                 setattr(t, key, json.loads(f.attrs[key]))
+        t.settings = migrate_settings(t.settings)
         p = f["points"]
         t.positions = [tuple(int(c) for c in row) for row in p["positions"][()]]
         t.spectra = list(p["spectra"][()]) if "spectra" in p else []

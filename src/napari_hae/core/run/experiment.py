@@ -21,7 +21,7 @@ import numpy as np
 from ..data.patches import extract_patches, flat_index, positions_of, step_lengths
 from ..errors import HAEInputError, ModelFitError
 from ..instrument.microscope import AcquisitionGuard, Microscope
-from ..model.base import make_model
+from ..model.base import MODELS, make_model
 from ..policy import AcquisitionContext, AcquisitionFunction, policy_from_dict, select
 from ..record.journal import bytes_needed, check_free_space
 from ..record.trace import Trace
@@ -76,6 +76,8 @@ class Experiment:
         if isinstance(settings, dict):
             settings = ExperimentSettings.from_dict(settings)
         self.settings = s = settings if settings is not None else ExperimentSettings()
+        if model_factory is None:   # the registered model's parameters recorded in full, defaults included
+            s.model.params = MODELS.with_defaults(s.model.name, s.model.params)
         self.scan_shape = tuple(int(v) for v in microscope.scan_shape)
         self.n_positions = self.scan_shape[0] * self.scan_shape[1]
         energy = microscope.energy
@@ -97,7 +99,7 @@ class Experiment:
         self._patch_size = None
         for kind in ("scalarizer", "policy", "patch_size"):
             self._derive(kind)
-        self._check_budget()
+        picking.check_budget(s, self.n_positions)
         self._weights: np.ndarray | None = None
         self.rng = np.random.default_rng(s.random_seed)
         self.stuck_window = STUCK_WINDOW
@@ -140,9 +142,6 @@ class Experiment:
                 # built now, not at the first fit: a model its settings cannot build is a settings error
                 self.model = self.model_factory(self.patches.shape[1], s)
                 self._needs_reset = True
-
-    def _check_budget(self) -> None:
-        picking.check_budget(self.settings, self.n_positions)
 
     @property
     def scalarizer(self) -> Scalarizer:

@@ -105,8 +105,8 @@ class ExperimentSettings(Spec):
     seed_positions: list[tuple[int, int]] | None = None
     budget: int = 60
     random_seed: int = Field(0, ge=0, le=2**63 - 1)
-    fit_iterations_first: int = Field(150, ge=1)   # from fresh weights (first fit, new target or patch size)
-    fit_iterations: int = Field(30, ge=1)          # warm-started fits of later steps
+    fit_iterations_first: int = Field(150, ge=1)   # the first fit (and after a new target or patch size)
+    fit_iterations: int = Field(60, ge=1)          # fits of later steps (from fresh weights with the default model)
     record_maps: bool = True
     acquire_retries: int = Field(2, ge=0)          # further attempts after a failed acquisition
     acquire_timeout: float | None = 120.0          # seconds per acquisition; None: no timeout
@@ -132,9 +132,9 @@ class ExperimentSettings(Spec):
 
     @classmethod
     def from_dict(cls, d: dict) -> ExperimentSettings:
-        """Settings from a dict (a trace's record, a sweep grid, JSON). Unknown keys are refused; traces written
-        before the model spec existed are read with their DKL parameters moved into it."""
-        return cls(**_migrate(dict(d)))
+        """Settings from a dict (a trace's record, a sweep grid, JSON). Unknown keys are refused. Recorded settings
+        of older formats are brought up to date when the trace is read (``record.schema.migrate_settings``)."""
+        return cls(**dict(d))
 
 
 def _is_whole(c) -> bool:
@@ -142,14 +142,3 @@ def _is_whole(c) -> bool:
         return float(c) == int(float(c))
     except (TypeError, ValueError, OverflowError):
         return False
-
-
-_OLD_MODEL_KEYS = ("embed_dim", "hidden", "kernel", "lr")
-
-
-def _migrate(d: dict) -> dict:
-    """Traces of format 1 kept the DKL's parameters at the top level."""
-    old = {k: d.pop(k) for k in _OLD_MODEL_KEYS if k in d}
-    if old and "model" not in d:
-        d["model"] = {"name": "dkl", "params": old}
-    return d
