@@ -65,7 +65,7 @@ def _coverage(mean, sd, truth, mask):
 
 def run_one(job: dict) -> dict:
     """One run of the default experiment on ``job``'s dataset with ``job``'s policy and seed."""
-    from napari_hae.core.analysis.metrics import steps_to_top, top_mask
+    from napari_hae.core.analysis.metrics import random_median_steps, steps_to_top, top_mask
     from napari_hae.core.instrument.microscope import SimulatedMicroscope
     from napari_hae.core.run.experiment import Experiment
 
@@ -112,6 +112,7 @@ def run_one(job: dict) -> dict:
         return float(values[keep].max() / flat_truth.max())
 
     return {**{k: job[k] for k in ("dataset", "policy", "seed")},
+            "random_median": random_median_steps(flat_truth.size - int((~policy).sum()), int(top1.sum())),
             "steps_to_top1": steps_to_top(pos, kinds, truth, 0.01, seeds_count=False),
             "steps_to_top01": steps_to_top(pos, kinds, truth, 0.001, seeds_count=False),
             "seed_hit_top1": bool(top1[pos[~policy, 0] * truth.shape[1] + pos[~policy, 1]].any()),
@@ -143,6 +144,7 @@ def summarise(rows: list[dict], steps: int) -> dict:
     out = {"runs": len(rows),
            "stuck_fraction": float(np.mean([r["steps_to_top1"] is None for r in rows])),
            "median_steps_to_top1": _med([r["steps_to_top1"] for r in rows], never),
+           "random_median_exact": float(np.median([r["random_median"] for r in rows])),
            "median_steps_to_top01": _med([r["steps_to_top01"] for r in rows], never),
            "top01_rate": float(np.mean([r["steps_to_top01"] is not None for r in rows])),
            "seed_hits": int(sum(r["seed_hit_top1"] for r in rows)),
@@ -220,6 +222,8 @@ def main(argv=None):
                   f"{c.get('top1_cov2', float('nan')):.2f} | {c.get('all_rmse', float('nan')):.3g} "
                   f"({c.get('top1_rmse', float('nan')):.3g}) | {s['stuck_runs_flagged']}/{s['stuck_runs']} "
                   f"({s['good_runs_flagged']}/{s['runs'] - s['stuck_runs']}) | {s['median_step_s']:.3f} |")
+        s0 = next(iter(result["datasets"][d].values()))
+        print(f"\nrandom sampling, exact (hypergeometric): median {s0['random_median_exact']:.0f} steps to the top 1%")
         for pol in a.policies:
             s = result["datasets"][d][pol]
             print(f"{pol}: border zone (patch reaches past the edge) {s['border_area']:.0%} of the area, "
@@ -228,7 +232,8 @@ def main(argv=None):
     main_pol = "default" if "default" in first else next(iter(first))
     m = first[main_pol]
     result.update(stuck_fraction=m["stuck_fraction"], median_steps_to_top1=m["median_steps_to_top1"],
-                  random_median_steps=first.get("random", {}).get("median_steps_to_top1"),
+                  random_median_steps=m["random_median_exact"],
+                  random_policy_median_steps=first.get("random", {}).get("median_steps_to_top1"),
                   coverage_1sigma=m.get("n50", {}).get("all_cov1"),
                   coverage_2sigma=m.get("n50", {}).get("all_cov2"),
                   coverage_2sigma_top1=m.get("n50", {}).get("top1_cov2"),
