@@ -73,8 +73,8 @@ def run_one(job: dict) -> dict:
     data = _data(job["dataset"])
     settings = {"patch_size": ds["patch"], "scalarizer": ds["scalarizer"], "budget": job["steps"],
                 "n_seeds": 10, "random_seed": job["seed"], "record_maps": False}
-    if POLICIES[job["policy"]] is not None:
-        settings["policy"] = POLICIES[job["policy"]]
+    if job["policy_spec"] is not None:
+        settings["policy"] = job["policy_spec"]
     if job.get("fit_iterations"):
         settings["fit_iterations"] = job["fit_iterations"]
     if job.get("model") or job.get("model_params"):
@@ -174,6 +174,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="the sample, 6 seeds, the default policy and random")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    p.add_argument("--also-policy", action="append", default=[], metavar="NAME[:K=V,...]",
+                   help="a further policy to compare, e.g. ucb:beta=2 (repeatable)")
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--workers", type=int, default=2)
@@ -183,6 +185,11 @@ def main(argv=None):
     p.add_argument("--fit-iterations", type=int, help="training iterations of later fits (the settings' default)")
     p.add_argument("--rows", help="write every run's row to this JSON-lines file")
     a = p.parse_args(argv)
+    for text in a.also_policy:
+        from napari_hae.core.analysis.sweep import parse_policy
+
+        POLICIES[text] = parse_policy(text)
+        a.policies = [*a.policies, text]
     if a.quick:
         a.datasets, a.policies, a.seeds = ["sample"], ["default", "random"], 6
     missing = [d for d in a.datasets if d != "sample" and not Path(DATASETS[d]["source"]["spectrum"]).exists()]
@@ -193,7 +200,8 @@ def main(argv=None):
     for kv in a.model_param:
         k, _, v = kv.partition("=")
         params[k] = json.loads(v)
-    jobs = [{"dataset": d, "policy": pol, "seed": s, "steps": a.steps, "model_params": params,
+    jobs = [{"dataset": d, "policy": pol, "policy_spec": POLICIES[pol], "seed": s, "steps": a.steps,
+             "model_params": params,
              "model": a.model, "fit_iterations": a.fit_iterations}
             for d in a.datasets for pol in a.policies for s in range(a.seeds)]
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -83,18 +83,26 @@ def test_calibration_is_in_the_trace_summary_and_report(small_sample, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_stuck_run_of_the_issue_is_flagged(tmp_path):
-    """The README demo as the issue measured it (seed 0, 2 torch threads: stuck at 40% of the maximum, never in the
-    top 1%) is flagged by the calibration monitor, which the spatial stuck detector alone missed."""
+def test_the_stuck_run_of_the_issue_is_flagged_and_the_readme_run_is_not(tmp_path):
+    """The README demo as the issue measured it (its defaults then: UCB beta 4, warm start with 30 iterations;
+    seed 0, 2 torch threads): stuck at 40% of the maximum, flagged by the calibration monitor and the stuck-run
+    detector. The README demo with today's defaults (log EI, a cold restart every step) reaches the top 1% and is
+    not flagged."""
     import json
 
     from napari_hae.cli import main
 
-    assert main(["run", "--sample", "nanoparticles", "--steps", "60", "--model-param", "threads=2", "--out",
-                 str(tmp_path / "demo"), "-q"]) == 0
-    s = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert main(["run", "--sample", "nanoparticles", "--steps", "60", "--policy", "ucb", "--beta", "4",
+                 "--model-param", "threads=2", "--model-param", "restart=warm", "--fit-iterations", "30",
+                 "--out", str(tmp_path / "then"), "-q"]) == 0
+    s = json.loads((tmp_path / "then" / "summary.json").read_text())
     assert s["steps_to_top1pct"] is None and s["best_fraction_of_truth_best"] < 0.5      # the stuck run
     assert s["calibration"]["overconfident_steps"] > 0 and s["calibration"]["coverage_2sigma"] < 0.5
+    assert s["stuck_steps"] > 0
+    assert main(["run", "--sample", "nanoparticles", "--steps", "60", "--out", str(tmp_path / "now"), "-q"]) == 0
+    s = json.loads((tmp_path / "now" / "summary.json").read_text())
+    assert s["policy_steps_to_top1pct"] is not None and s["best_fraction_of_truth_best"] >= 0.9
+    assert s["stuck_steps"] == 0 and s["calibration"]["coverage_2sigma"] > 0.5   # measured 0.77
 
 
 def test_a_runs_picks_do_not_depend_on_the_machines_thread_count(small_sample):
