@@ -282,15 +282,21 @@ def test_monitors_replay_export_and_stuck_warning(viewer_widget, qtbot, tmp_path
     assert plot.last_snapshot["upto"] == 1 and len(plot.last_snapshot["pos"]) == 12
     for ext in ("png", "svg"):
         assert w.export_monitors(tmp_path / f"m.{ext}").stat().st_size > 5_000
-    # a stuck run: the last 10 picks in one place while the uncertainty stays flat
+    # a stuck run: the best value stalls while the measurements miss their predicted intervals, picks in one place
     from napari_hae.core.run.experiment import StepResult
 
     tr.steps["position"][:] = [(20, 20)] * 4
     w.experiment.stuck_window = 4
     tr.steps["std_mean"][:] = [0.5] * 4
-    res = StepResult(3, (20, 20), "policy", 1.0, {"stuck": 1.0}, None, None, None)
+    tr.steps["best_so_far"][:] = [1.0] * 4
+    tr.steps["z_score"][:] = [1.0] * 4                     # measured as predicted: converged, no warning
+    res = StepResult(3, (20, 20), "policy", 1.0, {"stuck": 0.0}, None, None, None)
     w._check_stuck(res)
-    assert "looks stuck at step 4" in w.status.value and "mu" in w.status.value
+    assert "stuck" not in w.status.value
+    tr.steps["z_score"][:] = [6.0] * 4                     # far outside: the model is confidently wrong
+    w._check_stuck(res)
+    assert "looks stuck at step 4: the best value has not improved in the last 4 steps" in w.status.value
+    assert "the picks stay within 0.0 px" in w.status.value and "mu" in w.status.value
 
 
 @pytest.mark.slow

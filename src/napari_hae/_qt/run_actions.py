@@ -143,9 +143,8 @@ class RunActions:
         exp = self.experiment
         tr, K = exp.trace, exp.stuck_window
         latent = None if self.feature_space is None else self.feature_space.latent
-        verdict = window_verdict(tr.steps, exp.scan_shape, K, latent=latent)
-        stuck = bool(res.record.get("stuck")) or bool(verdict and verdict.stuck)
-        if stuck and verdict is not None and res.step - self._stuck_warned_at >= K:
+        verdict = window_verdict(tr.steps, exp.scan_shape, K, latent=latent)   # the loop's rule, this step included
+        if verdict is not None and verdict.stuck and res.step - self._stuck_warned_at >= K:
             self._stuck_warned_at = res.step
             msg = (f"The run looks stuck at step {res.step + 1}: {verdict.reason}. Consider: "
                    + "; ".join(verdict.suggestions) + ".")
