@@ -146,3 +146,30 @@ def test_a_trace_from_before_the_cold_default_resumes_warm(small_sample, tmp_pat
     again = Experiment.resume(old, SimulatedMicroscope(small_sample))
     assert again.model.restart == "warm"
     again.close()
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern"])
+def test_the_short_exact_posterior_is_gpytorchs(kernel):
+    """Prediction factorises once per fit and solves once per batch; it must be the same posterior as gpytorch's
+    exact prediction (float32 model; agreement to float32 precision of the standardized values)."""
+    import gpytorch
+    import torch
+
+    rng = np.random.default_rng(4)
+    X, y = _blob_patches(300, rng)
+    model = DKLRegressor(64, seed=0, kernel=kernel)
+    model.fit(X[:120], y[:120], iterations=80)
+    mean, std = model.predict(X, batch_size=64, standardized=True)
+    model.model.eval()
+    with torch.no_grad(), gpytorch.settings.max_cholesky_size(8192):
+        post = model.model(torch.as_tensor(X.reshape(300, -1)))
+        ref_mean, ref_std = post.mean.double().numpy(), post.variance.clamp_min(0).sqrt().double().numpy()
+    np.testing.assert_allclose(mean, ref_mean, atol=2e-3 * np.abs(ref_mean).max())
+    np.testing.assert_allclose(std, ref_std, atol=2e-3 * ref_std.max())
+    assert np.all(std[:120] < std[120:].max())   # measured inputs are the least uncertain
+    factors = model._factors
+    again = model.predict(X[:5], batch_size=64, standardized=True)
+    assert model._factors is factors                    # factorised once per fit, not per call
+    np.testing.assert_allclose(again[0], mean[:5], rtol=1e-5, atol=1e-6)   # float32 MLP: batch-size rounding
+    model.fit(X[:150], y[:150], iterations=10)
+    assert model._factors is None                       # a new fit discards them
