@@ -92,8 +92,9 @@ class LayerView:
         import matplotlib
 
         tr = exp.trace
-        n = tr.n_points
-        self.show_points(tr.positions_array(), tr.point_steps, tr.values[:n], tr.kinds[:n], exp.settings.budget)
+        n = tr.n_points   # the run goes on in its worker: everything below is cut to these n points
+        pos = tr.positions_array()[:n]
+        self.show_points(pos, tr.point_steps[:n], tr.values[:n], tr.kinds[:n], exp.settings.budget)
         if exp.objectives and n:
             pos_p, vals_p = exp.pareto_set()
             if PARETO not in self.viewer.layers:
@@ -106,7 +107,7 @@ class LayerView:
         if (vl := self._layer(VALUES)) is not None and n:
             # the scalarizer map of measured points, under the *current* scalarizer (re-computed after a change)
             vals = exp.scalarizer(tr.spectra_array()[:n], exp.energies)
-            vl.data = tr.positions_array().astype(float)
+            vl.data = pos.astype(float)
             vl.features = {"value": vals}
             lo, hi = float(vals.min()), float(vals.max())
             vl.face_color = matplotlib.colormaps["viridis"]((vals - lo) / (hi - lo if hi > lo else 1.0))
