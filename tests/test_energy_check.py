@@ -31,6 +31,7 @@ def test_a_shifted_eds_axis_is_found_with_its_lines(shift):
     assert {m[0] for m in c.matches} >= {"O K", "Si K", "Cu K"}
     assert c.warning.startswith(f"The energy axis looks shifted by {c.shift_ev:+.0f} eV: the spectrum's peaks")
     assert "Si K at" in c.warning and "Fix: recalibrate the axis" in c.warning
+    assert f"offset {'-' if shift > 0 else '+'}= {abs(c.shift_ev):.0f})" in c.warning
 
 
 def test_a_calibrated_eds_axis_gets_no_warning():

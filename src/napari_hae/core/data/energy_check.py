@@ -115,7 +115,8 @@ def check_energy_calibration(energy: np.ndarray, mean_spectrum: np.ndarray) -> E
         sh = check.shift_ev
         check.warning = (f"The energy axis looks shifted by {sh:+.0f} eV: the spectrum's {what} {lines}. "
                          f"Bands typed from a table will miss part of their signal. Fix: recalibrate the axis "
-                         f"(offset {-sh:+.0f} eV, e.g. in HyperSpy: s.axes_manager[-1].offset += {-sh:.0f}) "
+                         f"(offset {-sh:+.0f} eV, e.g. in HyperSpy: s.axes_manager[-1].offset "
+                         f"{'-' if sh > 0 else '+'}= {abs(sh):.0f}) "
                          f"or place the bands on the measured {what}.")
     return check
 
