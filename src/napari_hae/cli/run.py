@@ -46,7 +46,8 @@ def add_parser(sub) -> None:
     r.add_argument("--noise", choices=("none", "poisson"), default="none",
                    help="re-draw Poisson noise at each acquisition (default: replay stored spectra)")
     r.add_argument("--fit-iterations", type=int, default=d.fit_iterations,
-                   help=f"training iterations per step, warm start (default {d.fit_iterations})")
+                   help=f"training iterations per step after the first (default {d.fit_iterations}; from fresh "
+                        "weights with the default model)")
     r.add_argument("--out", default="runs/latest", help="output folder for trace.h5, summary.json, summary.png")
     r.add_argument("--no-maps", action="store_true", help="do not store per-step maps in the trace")
     r.add_argument("--overwrite", action="store_true",
