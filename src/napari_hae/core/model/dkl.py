@@ -179,8 +179,8 @@ class DKLRegressor:
         return self.model is not None
 
     def fit(self, X, y, *, iterations: int = 100, warm: bool = True) -> FitReport:
-        """Train on (X, y) for ``iterations`` Adam steps, continuing from the current weights if ``warm`` (and
-        fitted before), else from fresh weights."""
+        """Train on (X, y) for ``iterations`` Adam steps: from fresh weights, or continuing from the current ones
+        when ``warm`` is asked, the model's ``restart`` is "warm" and it was fitted before."""
         with dtype_scope(self.dtype), _exact(), threads_scope(self.threads):
             return self._fit(X, y, iterations, not warm or self.restart == "cold")
 

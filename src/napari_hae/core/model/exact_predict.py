@@ -32,9 +32,9 @@ def training_factors(model, likelihood) -> TrainingFactors:
     with torch.no_grad():
         z = model.embed(x)
         K = model.covar_module(z).to_dense().double()
-        noise = float(likelihood.noise.detach().double().ravel()[0])
-        K = K + noise * torch.eye(len(y), dtype=torch.float64)
-        jitter, eye = 0.0, torch.eye(len(y), dtype=torch.float64)
+        eye = torch.eye(len(y), dtype=torch.float64)
+        K = K + float(likelihood.noise.detach().double().ravel()[0]) * eye
+        jitter = 0.0
         for _ in range(6):
             L, info = torch.linalg.cholesky_ex(K + jitter * eye)
             if int(info) == 0:
