@@ -150,7 +150,8 @@ def calibration_verdict(z_scores, log_scores=None, k: int = CALIBRATION_WINDOW) 
 
 def step_flags(steps: dict, position, std_mean: float, best_so_far: float, scan_shape,
                window: int = STUCK_WINDOW) -> tuple[dict, str]:
-    """The diagnostics a step records before it measures: ``stuck`` (the spatial rule, this step's pick included)
+    """The diagnostics a step records before it measures: ``stuck`` (:func:`stuck_verdict` over the window, this
+    step's pick and best value included)
     and ``overconfident`` (the calibration of the steps before), as 0/1; and the event text when overconfidence
     starts (empty otherwise). ``steps``: the trace's step columns."""
     verdict = window_verdict({"position": steps["position"] + [position], "std_mean": steps["std_mean"] + [std_mean],
