@@ -430,3 +430,31 @@ def test_the_dock_fits_the_screen_with_nothing_cut_off(make_napari_viewer, small
     scroll = w.findChild(QScrollArea)
     assert scroll.widget().minimumSizeHint().width() <= scroll.viewport().width()   # no panel clipped sideways
     assert w.geometry().bottom() <= win.height()
+
+
+@pytest.mark.slow
+def test_a_double_click_on_start_launches_one_run(viewer_widget, qtbot, tmp_path):
+    """Issue 14, defect 5: a double click on Start (a real mouse event on the button) launched two runs on one
+    experiment. The second click must find the run going and start nothing."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    viewer, w = viewer_widget
+    w.budget.value = 3
+    viewer.window._qt_window.show()                      # a real window: the click goes through Qt
+    qtbot.waitExposed(viewer.window._qt_window)
+    w.start_btn.native.ensurePolished()
+    clicks = []
+    w.start_btn.native.clicked.connect(lambda *_: clicks.append(1))
+    btn = w.start_btn.native                             # what a mouse double click sends: press, release,
+    QTest.mouseClick(btn, Qt.MouseButton.LeftButton)     # double-click press, release
+    assert w.worker is not None and not btn.isEnabled()  # the first click started the run and greyed Start
+    QTest.mouseDClick(btn, Qt.MouseButton.LeftButton)
+    QTest.mouseRelease(btn, Qt.MouseButton.LeftButton)
+    _run_to_end(w, qtbot)
+    runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    tr = w.experiment.trace
+    assert tr.n_steps == 3 and tr.n_points == w.experiment.settings.n_seed_points + 3
+    assert len(set(tr.positions)) == tr.n_points        # no position measured twice
+    assert clicks == [1]                                 # the second click reached no handler
