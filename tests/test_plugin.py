@@ -458,3 +458,40 @@ def test_a_double_click_on_start_launches_one_run(viewer_widget, qtbot, tmp_path
     assert tr.n_steps == 3 and tr.n_points == w.experiment.settings.n_seed_points + 3
     assert len(set(tr.positions)) == tr.n_points        # no position measured twice
     assert clicks == [1]                                 # the second click reached no handler
+
+
+@pytest.mark.slow
+def test_save_and_load_trace_through_the_buttons_after_clicked_seeds(viewer_widget, qtbot, tmp_path, monkeypatch):
+    """Issue 14, defect 1: after a run from seeds clicked into the Seeds layer, Save trace failed (numpy ints in
+    the settings); Load trace's filter hid the journal that holds a run. The buttons are clicked with QTest; the
+    file dialogs answer through a stand-in that records the filter they were given."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_hae.core.record.trace import Trace
+
+    viewer, w = viewer_widget
+    viewer.layers[SEEDS].add(np.array([[5, 5], [20, 30], [40, 10], [30, 30]], dtype=np.int64))
+    w.budget.value = 2
+    viewer.window._qt_window.show()
+    qtbot.waitExposed(viewer.window._qt_window)
+    QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
+    _run_to_end(w, qtbot)
+    asked = []
+
+    def answer(path):
+        def dialog(parent, title, start, filt):
+            asked.append((title, filt))
+            return str(path), filt
+        return dialog
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", answer(tmp_path / "saved.h5"))
+    QTest.mouseClick(w.save_btn.native, Qt.MouseButton.LeftButton)
+    assert Trace.load(tmp_path / "saved.h5").n_points == 4 + 2
+    journal = next((tmp_path / "runs").glob("*/trace.journal"))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", answer(journal))
+    QTest.mouseClick(w.load_btn.native, Qt.MouseButton.LeftButton)
+    title, filt = asked[-1]
+    assert title == "Load hAE trace" and "*.journal" in filt and "*.h5" in filt
+    assert w.replay_trace is not None and w.replay_trace.n_points == 6

@@ -13,6 +13,9 @@ from ..core.record.trace import JOURNAL_NAME, Trace
 from ..core.run.experiment import Experiment
 from .monitor_panel import feature_space_worker
 
+# a run in progress or killed lives in its journal: the open dialogs show it beside trace.h5
+TRACE_FILTER = "hAE traces (*.h5 *.journal);;All files (*)"
+
 
 class TraceActions:
     """Mixed into :class:`~napari_hae._widget.HAEWidget` (uses its panels, layer view and controller)."""
@@ -115,6 +118,8 @@ class TraceActions:
                 show_info(done.format(path=path))
         except HAEInputError as exc:
             show_error(str(exc))
+        except Exception as exc:   # never a red toast without text: say what failed and what was kept
+            show_error(f"{title} failed ({type(exc).__name__}: {exc}). The run and its journal are unchanged.")
 
     def _export_dialog(self, *_):
         self._dialog(True, "Export monitors", "monitors.png", "Images (*.png *.svg)", self.export_monitors,
@@ -124,7 +129,7 @@ class TraceActions:
         self._dialog(True, "Save hAE trace", "trace.h5", "HDF5 (*.h5)", self.save_trace, "Trace saved to {path}")
 
     def _resume_dialog(self, *_):
-        self._dialog(False, "Resume hAE run", str(self.runs_dir), "hAE traces (*.h5 *.journal)", self.resume_trace)
+        self._dialog(False, "Resume hAE run", str(self.runs_dir), TRACE_FILTER, self.resume_trace)
 
     def _load_dialog(self, *_):
-        self._dialog(False, "Load hAE trace", "", "HDF5 (*.h5)", self.load_trace)
+        self._dialog(False, "Load hAE trace", str(self.runs_dir), TRACE_FILTER, self.load_trace)
