@@ -200,6 +200,17 @@ def _baseline(row: np.ndarray, e: np.ndarray) -> np.ndarray:
     return y0 + (y1 - y0) * (e - x0) / (x1 - x0) if x1 != x0 else np.full(len(e), y0)
 
 
+def _run_above(y: np.ndarray, k: int, level: float) -> tuple[int, int]:
+    """First and last index of the run of channels above ``level`` that holds channel ``k`` (``k`` itself either
+    way)."""
+    lo, hi = k, k
+    while lo > 0 and y[lo - 1] > level:
+        lo -= 1
+    while hi < len(y) - 1 and y[hi + 1] > level:
+        hi += 1
+    return lo, hi
+
+
 def _peak_fit(row: np.ndarray, e: np.ndarray) -> tuple[float, float, np.ndarray]:
     """(position, height above baseline, baseline) of the highest peak of one band.
 
@@ -211,12 +222,7 @@ def _peak_fit(row: np.ndarray, e: np.ndarray) -> tuple[float, float, np.ndarray]
     base = _baseline(row, e)
     y = row - base
     k = int(np.argmax(y))
-    half = y[k] / 2.0
-    lo, hi = k, k
-    while lo > 0 and y[lo - 1] > half:
-        lo -= 1
-    while hi < len(y) - 1 and y[hi + 1] > half:
-        hi += 1
+    lo, hi = _run_above(y, k, y[k] / 2.0)
     lo, hi = max(0, min(lo, k - 1)), min(len(y) - 1, max(hi, k + 1))
     xs, ys = e[lo:hi + 1], y[lo:hi + 1]
     ok = ys > 0
@@ -259,12 +265,10 @@ def _fwhm(row: np.ndarray, e: np.ndarray) -> float:
     half = height / 2.0
     k = int(np.clip(np.searchsorted(e, pos), 0, len(e) - 1))
     k = k if y[k] >= half or k == 0 else k - 1
-    left = k
-    while left > 0 and y[left] > half:
-        left -= 1
-    right = k
-    while right < len(y) - 1 and y[right] > half:
-        right += 1
+    left = right = k
+    if y[k] > half:   # the channels just outside the run above half height (or the band's ends)
+        lo, hi = _run_above(y, k, half)
+        left, right = max(lo - 1, 0), min(hi + 1, len(y) - 1)
     el = e[left] if y[left] > half else np.interp(half, [y[left], y[left + 1]], [e[left], e[left + 1]])
     er = e[right] if y[right] > half else np.interp(half, [y[right], y[right - 1]], [e[right], e[right - 1]])
     return float(er - el)
