@@ -77,17 +77,19 @@ def _matches(found: np.ndarray, table: dict[str, float], shift: float, tight: fl
     return out
 
 
-def _best_shift(found, table, search: float, tight: float) -> tuple[float, list]:
+def _best_shift(found, table, search: float, tight: float) -> tuple[float, list, list]:
     """The shift within +-``search`` that lines up the most features with tabulated lines (the smallest such
-    shift on a tie: no shift wins unless a shift explains more features)."""
+    shift on a tie: no shift wins unless a shift explains more features), its matches, and the matches of no
+    shift."""
     shifts = np.arange(-search, search + tight / 4, tight / 4)
     shifts = shifts[np.argsort(np.abs(shifts), kind="stable")]
-    best = (0.0, _matches(found, table, 0.0, tight))
+    unshifted = _matches(found, table, 0.0, tight)
+    best = (0.0, unshifted)
     for sh in shifts:
         m = _matches(found, table, float(sh), tight)
         if len(m) > len(best[1]):
             best = (float(sh), m)
-    return best
+    return best[0], best[1], unshifted
 
 
 def check_energy_calibration(energy: np.ndarray, mean_spectrum: np.ndarray) -> EnergyCheck:
@@ -99,9 +101,7 @@ def check_energy_calibration(energy: np.ndarray, mean_spectrum: np.ndarray) -> E
     best = None
     for kind, table in (("eds", EDS_LINES), ("eels", EELS_EDGES)):
         table = {n: v for n, v in table.items() if e[0] <= v <= e[-1]}   # only lines the axis covers
-        found = _features(e, mean_spectrum, kind)
-        shift, m = _best_shift(found, table, search, tight)
-        unshifted = _matches(found, table, 0.0, tight)
+        shift, m, unshifted = _best_shift(_features(e, mean_spectrum, kind), table, search, tight)
         if best is None or len(m) > len(best[2]):
             best = (kind, shift, m, unshifted)
     kind, shift, matches, unshifted = best
