@@ -49,7 +49,7 @@ def test_a_scalarizer_refuses_a_descending_energy_array(name, params):
 
 def test_a_band_between_channels_is_a_clear_error():
     e = np.arange(10, dtype=float)         # channels at whole eV
-    with pytest.raises(HAEInputError, match=r"contains no channel.*Fix: widen the band"):
+    with pytest.raises(HAEInputError, match=r"holds no channel.*Fix: widen the band"):
         Scalarizer("peak_max", {"a": 3.2, "b": 3.8})(np.ones((1, 10)), e)
 
 

@@ -1,16 +1,22 @@
-"""A small matplotlib canvas for a dock: one spectrum with the scalarizer band(s) shaded.
+"""A small matplotlib canvas for a dock: one spectrum with the scalarizer band(s) shaded, the fitted power-law
+background drawn over its window, and band 1 draggable with the mouse.
 
-Artists are reused between updates and the layout is fixed (no tight_layout), so a redraw stays in the ~10 ms
-range and never stalls napari's event loop during a run.
+Energies come in eV and are drawn in the unit the user types bands in (:meth:`SpectrumPlot.set_units`: keV for
+EDS). Artists are reused between updates and the layout is fixed (no tight_layout), so a redraw stays in the
+~10 ms range and never stalls napari's event loop during a run. Dragging moves only a patch; the new band is
+reported once, on release (``on_band``), as the fields report a number once it is typed in full.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 
 BAND_COLORS = ("tab:orange", "tab:blue")
+EDGE_GRAB = 0.02     # a press this close to a band edge (fraction of the visible axis) moves that edge
 
 
 class SpectrumPlot(FigureCanvasQTAgg):
@@ -22,22 +28,45 @@ class SpectrumPlot(FigureCanvasQTAgg):
         self.ax = self.figure.add_subplot(111)
         self.ax.tick_params(labelsize=7)
         (self.line,) = self.ax.plot([], [], lw=0.8, color="k")
+        (self.bg_line,) = self.ax.plot([], [], lw=1.0, ls="--", color="tab:red", visible=False)
+        self.bg_window = self.ax.axvspan(0, 1, color="0.6", alpha=0.25, visible=False)
         self.bands = [self.ax.axvspan(0, 1, color=c, alpha=0.3, visible=False) for c in BAND_COLORS]
         self.image = None
         self.title = ""
+        self.units, self.per_unit = "eV", 1.0
+        self.log = False
+        self.on_band: Callable[[float, float], None] | None = None   # called with (a, b) in eV after a drag
+        self._drag = None     # (what, x at press, band at press) while the mouse button is down
+        self._spectrum = None
+        self.mpl_connect("button_press_event", self._press)
+        self.mpl_connect("motion_notify_event", self._move)
+        self.mpl_connect("button_release_event", self._release)
+
+    def set_units(self, units: str, per_unit: float) -> None:
+        """Draw energies in ``units`` (``per_unit`` eV each)."""
+        self.units, self.per_unit = units, float(per_unit)
+
+    def set_log(self, log: bool) -> None:
+        """Counts on a log axis (the zero-loss peak or a bremsstrahlung maximum dwarfs the edges)."""
+        self.log = bool(log)
+        if self._spectrum is not None:
+            self._limits(self._spectrum)
+            self.draw_idle()
 
     def show_spectrum(self, energy: np.ndarray | None, spectrum: np.ndarray, bands=(), title: str = "",
-                      units: str = "eV") -> None:
+                      units: str | None = None, background=None) -> None:
+        """``background``: (window (eV), fitted curve over ``energy``) to draw, or None."""
         ax = self.ax
         spectrum = np.asarray(spectrum)
         if spectrum.ndim == 1:
-            x = np.arange(len(spectrum)) if energy is None else np.asarray(energy)
+            x = np.arange(len(spectrum)) if energy is None else np.asarray(energy) / self.per_unit
+            self._spectrum = spectrum
             self.line.set_data(x, spectrum)
             self._place_bands(bands)
+            self.show_background(energy, background)
             ax.set_xlim(float(x.min()), float(x.max()))
-            lo, hi = float(spectrum.min()), float(spectrum.max())
-            ax.set_ylim(lo, hi + 0.05 * (hi - lo) + 1e-12)
-            ax.set_xlabel(f"energy ({units})" if energy is not None else "channel", fontsize=7)
+            self._limits(spectrum)
+            ax.set_xlabel(f"energy ({self.units})" if energy is not None else "channel", fontsize=7)
             ax.set_ylabel("counts", fontsize=7)
         else:  # 2-D signal (diffraction pattern)
             if self.image is None:
@@ -48,17 +77,95 @@ class SpectrumPlot(FigureCanvasQTAgg):
         ax.set_title(title, fontsize=8)
         self.draw_idle()
 
+    def _limits(self, spectrum) -> None:
+        lo, hi = float(np.min(spectrum)), float(np.max(spectrum))
+        if self.log:
+            pos = spectrum[spectrum > 0]
+            self.ax.set_yscale("log")
+            self.ax.set_ylim(float(pos.min()) if pos.size else 0.1, max(hi, 1.0) * 1.5)
+        else:
+            self.ax.set_yscale("linear")
+            self.ax.set_ylim(lo, hi + 0.05 * (hi - lo) + 1e-12)
+
+    def show_background(self, energy, background) -> None:
+        """Draw the fitted background (dashed) from its window to the end of band 1, the window shaded."""
+        if background is None or energy is None:
+            self.bg_line.set_visible(False)
+            self.bg_window.set_visible(False)
+            return
+        (c, d), curve = background
+        e = np.asarray(energy)
+        band = self.bands[0]
+        end = (band.get_x() + band.get_width()) * self.per_unit if band.get_visible() else e[-1]
+        keep = (e >= c) & (e <= max(end, d))
+        self.bg_line.set_data(e[keep] / self.per_unit, np.asarray(curve)[keep])
+        self.bg_line.set_visible(True)
+        self.bg_window.set_x(c / self.per_unit)
+        self.bg_window.set_width((d - c) / self.per_unit)
+        self.bg_window.set_visible(True)
+
     def _place_bands(self, bands) -> None:
         for patch, band in zip(self.bands, list(bands) + [None] * len(self.bands)):
             patch.set_visible(band is not None and band[1] > band[0])
             if band is not None:
-                patch.set_x(band[0])
-                patch.set_width(band[1] - band[0])
+                patch.set_x(band[0] / self.per_unit)
+                patch.set_width((band[1] - band[0]) / self.per_unit)
 
     def set_bands(self, bands) -> None:
         """Move the shaded band(s) (eV) without replotting the spectrum."""
         self._place_bands(bands)
         self.draw_idle()
+
+    # -- dragging band 1: press near an edge moves it, inside moves the band, elsewhere draws a new one -------
+    def band(self) -> tuple[float, float]:
+        """Band 1 as drawn (eV)."""
+        p = self.bands[0]
+        return p.get_x() * self.per_unit, (p.get_x() + p.get_width()) * self.per_unit
+
+    def _press(self, event) -> None:
+        if event.inaxes is not self.ax or event.xdata is None or self._spectrum is None or event.button != 1:
+            return
+        patch, x = self.bands[0], float(event.xdata)
+        a, b = patch.get_x(), patch.get_x() + patch.get_width()
+        grab = EDGE_GRAB * abs(np.subtract(*self.ax.get_xlim()))
+        if patch.get_visible() and abs(x - a) <= grab:
+            what = "start"
+        elif patch.get_visible() and abs(x - b) <= grab:
+            what = "end"
+        elif patch.get_visible() and a < x < b:
+            what = "move"
+        else:
+            what, a, b = "new", x, x
+        self._drag = (what, x, a, b)
+
+    def _move(self, event) -> None:
+        if self._drag is None or event.xdata is None:
+            return
+        what, x0, a, b = self._drag
+        x = float(event.xdata)
+        if what == "start":
+            a = x
+        elif what == "end":
+            b = x
+        elif what == "move":
+            a, b = a + x - x0, b + x - x0
+        else:
+            a, b = x0, x
+        a, b = min(a, b), max(a, b)
+        patch = self.bands[0]
+        patch.set_x(a)
+        patch.set_width(b - a)
+        patch.set_visible(b > a)
+        self.draw_idle()
+
+    def _release(self, event) -> None:
+        if self._drag is None:
+            return
+        self._move(event)
+        self._drag = None
+        a, b = self.band()
+        if b > a and self.on_band is not None:
+            self.on_band(a, b)
 
     def save(self, path) -> None:
         self.figure.savefig(path)

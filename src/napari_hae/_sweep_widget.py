@@ -19,7 +19,7 @@ from .core.analysis.sweep import COLUMNS, SweepSpec, parse_policy, read_table, r
 from .core.errors import HAEInputError
 from .core.plots.heatmaps import heatmaps
 from .core.run.settings import ExperimentSettings
-from .core.targets.scalarizers import default_bands
+from .core.targets.suggest import suggest_target
 
 DEFAULTS = ExperimentSettings()
 
@@ -75,7 +75,7 @@ class SweepWidget(QWidget):
         if not patches or not policies:
             raise HAEInputError("The grid is empty.", "give at least one patch size and one policy.")
         a, b = ((float(v) for v in self.band.value.split()) if self.band.value.strip()
-                else default_bands(data.name, data.energy)[0])
+                else suggest_target(data).band)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "data.npz"
         e = data.energy

@@ -14,7 +14,7 @@ from magicgui.widgets import Label
 from napari.utils.notifications import show_error
 from platformdirs import user_data_dir
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QScrollArea, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from ._monitor_plot import MonitorPlot
 from ._qt.controller import RunController
@@ -24,13 +24,14 @@ from ._qt.monitor_panel import MonitorPanel
 from ._qt.policy_panel import PolicyPanel
 from ._qt.run_actions import RunActions
 from ._qt.run_panel import RunPanel
+from ._qt.spectrum_actions import SpectrumActions
 from ._qt.target_panel import TargetPanel
 from ._qt.trace_actions import TraceActions
 from ._spectrum_plot import SpectrumPlot
 from ._torch_preload import preload_torch_compiler
-from .core.errors import HAEInputError
 from .core.run.experiment import Experiment
 from .core.run.settings import ExperimentSettings
+from .core.targets.suggest import band_units, suggest_target
 
 __all__ = ["HAEWidget", "MAPS", "OBJECTS", "PARETO", "SEEDS", "TRAJECTORY", "VALUES"]
 
@@ -39,7 +40,8 @@ preload_torch_compiler()   # before any worker trains: see _torch_preload
 # widgets of the panels, reachable on the dock by their names (scripts and tests use them)
 _PANEL_WIDGETS = {
     "data": ("layer_combo", "patch_size"),
-    "target": ("scalarizer_name", "band_a", "band_b", "band_a2", "band_b2", "multi_objective", "apply_scalarizer"),
+    "target": ("scalarizer_name", "band_a", "band_b", "band_a2", "band_b2", "background", "bg_c", "bg_d",
+               "multi_objective", "apply_scalarizer"),
     "policy": ("policy_name", "apply_policy", "model_name"),
     "run_panel": ("n_seeds", "budget", "random_seed", "microscope_kind", "microscope_params", "object_mode",
                   "start_btn", "pause_btn", "step_btn", "resume_btn", "stop_btn",
@@ -48,7 +50,7 @@ _PANEL_WIDGETS = {
 }
 
 
-class HAEWidget(RunActions, TraceActions, QWidget):
+class HAEWidget(RunActions, TraceActions, SpectrumActions, QWidget):
     """Dock widget running a human-in-the-loop automated experiment on the selected dataset."""
 
     def __init__(self, napari_viewer):
@@ -67,8 +69,15 @@ class HAEWidget(RunActions, TraceActions, QWidget):
         # three lines, fixed: a status update must not re-layout the scrolled panels (event-loop gaps)
         self.status.native.setFixedHeight(3 * self.status.native.fontMetrics().lineSpacing() + 6)
         self.plot, self.monitor_plot = SpectrumPlot(self), MonitorPlot(self)
+        self.log_counts = QCheckBox("log counts")
+        self.log_counts.toggled.connect(self.plot.set_log)
+        spectrum_tab = QWidget()
+        tab_layout = QVBoxLayout(spectrum_tab)
+        tab_layout.setContentsMargins(0, 0, 0, 0)
+        tab_layout.addWidget(self.plot)
+        tab_layout.addWidget(self.log_counts)
         self.tabs = QTabWidget(self)
-        self.tabs.addTab(self.plot, "Spectrum")
+        self.tabs.addTab(spectrum_tab, "Spectrum")
         self.tabs.addTab(self.monitor_plot, "Monitors")
         self._pbar = None
         self._n_objects_seen = 0
@@ -105,8 +114,9 @@ class HAEWidget(RunActions, TraceActions, QWidget):
         outer.addWidget(scroll)
         self._scroll = scroll
 
-        for band in self.target.bands:
-            band.changed.connect(lambda *_: self.plot.set_bands(self.target.current_bands()))
+        for field in (*self.target.bands, self.background):
+            field.changed.connect(self._on_target_fields)
+        self.plot.on_band = self.target.set_band   # a dragged band fills the fields, which redraw and check it
         connections = [
             (self.layer_combo.changed, self._on_dataset_changed),
             (self.apply_scalarizer.clicked, self.request_scalarizer),
@@ -155,8 +165,11 @@ class HAEWidget(RunActions, TraceActions, QWidget):
         data = self.dataset
         if data is None:
             return
-        self.target.set_axis(data.name, data.energy)
         self._mean_spectrum = data.mean_spectrum()
+        units, per_unit = band_units(data.signal_type)
+        self.plot.set_units(units, per_unit)
+        suggestion = suggest_target(data, self._mean_spectrum)
+        self.target.set_target(data.energy, units, per_unit, suggestion)
         self.data.fit_to(data)
         layer = self.layer_combo.value
         self.view.ensure_input_layers(layer, data.scan_shape, self.object_mode.value, self._on_objects_changed)
@@ -164,6 +177,9 @@ class HAEWidget(RunActions, TraceActions, QWidget):
         self._show_mean_spectrum()
         if self._on_click not in layer.mouse_drag_callbacks:
             layer.mouse_drag_callbacks.append(self._on_click)
+        if data.energy is not None:
+            self.status.value = (f"Target: {suggestion.reason}. Change the band in Scalarizer or drag it on the "
+                                 f"spectrum; click points into the Seeds layer or leave it empty; then Start.")
 
     # -- interventions (queued; the worker applies them before its next step) --------------------------------
     def _queue(self, label: str, change) -> bool:
@@ -173,13 +189,13 @@ class HAEWidget(RunActions, TraceActions, QWidget):
         return True
 
     def request_scalarizer(self, *_):
-        try:
-            sc = self.target.scalarizer()
-            if self.dataset is not None:
-                sc.validate(self.dataset.energies, self.dataset.signal_shape)
-        except HAEInputError as exc:
-            show_error(str(exc))
+        data = self.dataset
+        problem = None if data is None else self.target.problem(data.energies, data.signal_shape)
+        if problem is not None:
+            show_error(problem)
+            self.status.value = f"Scalarizer: {problem}"
             return
+        sc = self.target.scalarizer()
         self._queue(f"scalarizer {sc.label()}", lambda exp: exp.set_scalarizer(sc))
         self._show_mean_spectrum()
 
@@ -201,32 +217,3 @@ class HAEWidget(RunActions, TraceActions, QWidget):
                 if not self._queue(f"object {label}", lambda e, m=mask, mo=mode, la=label: e.add_object(m, mo, la)):
                     self._objects_at_start.append((mask, mode, label))
         self._n_objects_seen = n
-
-    # -- spectra -------------------------------------------------------------------------------------------
-    def _units(self):
-        d = self.dataset
-        return d.energy.units if d is not None and d.energy is not None else "eV"
-
-    def _show_mean_spectrum(self):
-        if self.dataset is not None:
-            self.plot.show_spectrum(self.dataset.energies, self._mean_spectrum, self.target.current_bands(),
-                                    "mean spectrum", self._units())
-
-    def spectrum_at(self, y: int, x: int):
-        """(spectrum, value, source) at a scan position: the measured one if measured, else the pre-acquired one."""
-        if self.experiment is not None and (y, x) in self.experiment.trace.positions:
-            tr = self.experiment.trace
-            i = tr.positions.index((y, x))
-            return tr.spectra[i], tr.values[i], "measured"
-        data = self.dataset
-        spectrum = data.spectrum(y, x)
-        return spectrum, float(self.target.scalarizer()(spectrum[None], data.energies)[0]), "pre-acquired"
-
-    def _on_click(self, layer, event):
-        data = self.dataset
-        y, x = (int(round(c)) for c in layer.world_to_data(event.position)[-2:])
-        if data is None or not (0 <= y < data.scan_shape[0] and 0 <= x < data.scan_shape[1]):
-            return
-        spectrum, value, source = self.spectrum_at(y, x)
-        self.plot.show_spectrum(data.energies, spectrum, self.target.current_bands(),
-                                f"{source} at ({y}, {x}): {value:.4g}", self._units())

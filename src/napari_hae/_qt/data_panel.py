@@ -6,13 +6,15 @@ from magicgui.widgets import ComboBox, Container, SpinBox
 
 from .._layers import dataset_of
 from ..core.run.settings import ExperimentSettings
+from .forms import commit_on_enter
 
 
 class DataPanel(Container):
     def __init__(self, viewer):
         self.viewer = viewer
         self.layer_combo = ComboBox(label="dataset", choices=self._dataset_layers)
-        self.patch_size = SpinBox(label="patch size (px)", value=ExperimentSettings().patch_size, min=3, max=256)
+        self.patch_size = commit_on_enter(SpinBox(label="patch size (px)", value=ExperimentSettings().patch_size,
+                                                  min=3, max=256))
         super().__init__(widgets=[self.layer_combo, self.patch_size], label="Data")
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)

@@ -11,6 +11,15 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEd
 from ..core.registry import ParamSpec
 
 
+def commit_on_enter(w):
+    """A number field that reports its value when typed in full (Enter, or leaving the field), not per keystroke:
+    typing "14" must not apply a patch size of 1 and then 14 (each a retrain of a running model)."""
+    native = getattr(w, "native", None)
+    if native is not None and hasattr(native, "setKeyboardTracking"):
+        native.setKeyboardTracking(False)
+    return w
+
+
 def param_widget(spec: ParamSpec):
     """One widget for ``spec``: a spin box for numbers (its range and unit in the label), else a text field."""
     label = f"{spec.name} ({spec.unit})" if spec.unit else spec.name
@@ -35,7 +44,7 @@ def param_widget(spec: ParamSpec):
         w = LineEdit(name=spec.name, label=label, value="" if spec.default is None else json.dumps(spec.default))
         w.native.setProperty("hae_json", True)
     w.tooltip = tip
-    return w
+    return commit_on_enter(w)
 
 
 def _step(default) -> float:

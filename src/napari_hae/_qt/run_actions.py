@@ -64,6 +64,12 @@ class RunActions:
         if self.controller.running:
             show_warning("A run is already going: stop it first.")
             return
+        data = self.dataset
+        problem = None if data is None else self.target.problem(data.energies, data.signal_shape)
+        if problem is not None:
+            show_error(problem)
+            self.status.value = f"Cannot start: {problem}"
+            return
         try:
             self.experiment = self.build_experiment()
         except HAEInputError as exc:
@@ -134,8 +140,7 @@ class RunActions:
                                  f"{res.position}: {sc.name} = {res.value:.4g}; best {rec['best_so_far']:.4g}; "
                                  f"mean uncertainty {rec['std_mean']:.3g}" + ("  [paused]" if self._paused else ""))
         i = exp.trace.positions.index(tuple(res.position))
-        self.plot.show_spectrum(exp.energies, exp.trace.spectra[i], self.target.bands_of(sc),
-                                f"step {res.step + 1} at {res.position}: {res.value:.4g}", self._units())
+        self.show_spectrum(exp.trace.spectra[i], f"step {res.step + 1} at {res.position}: {res.value:.4g}", sc)
         self._update_buttons()
 
     def _check_stuck(self, res):

@@ -6,16 +6,19 @@ from magicgui.widgets import ComboBox, Container, PushButton, SpinBox
 
 from ..core.instrument.adapters import MICROSCOPES
 from ..core.run.settings import ExperimentSettings
-from .forms import ParamForm
+from .forms import ParamForm, commit_on_enter
 
 DEFAULTS = ExperimentSettings()
 
 
 class RunPanel(Container):
     def __init__(self):
-        self.n_seeds = SpinBox(label="random seeds (if no points)", value=DEFAULTS.n_seeds, min=1, max=10000)
-        self.budget = SpinBox(label="budget (steps)", value=DEFAULTS.budget, min=1, max=1_000_000)
-        self.random_seed = SpinBox(label="random seed", value=DEFAULTS.random_seed, min=0, max=2**31 - 1)
+        self.n_seeds = commit_on_enter(SpinBox(label="random seeds (if no points)", value=DEFAULTS.n_seeds, min=1,
+                                               max=10000))
+        self.budget = commit_on_enter(SpinBox(label="budget (steps)", value=DEFAULTS.budget, min=1,
+                                              max=1_000_000))
+        self.random_seed = commit_on_enter(SpinBox(label="random seed", value=DEFAULTS.random_seed, min=0,
+                                                   max=2**31 - 1))
         self.microscope_kind = ComboBox(label="microscope", choices=MICROSCOPES.names(), value="simulator",
                                         tooltip="the instrument: an installed microscope adapter")
         self.microscope_params = ParamForm()   # the adapter's parameters, from its specs

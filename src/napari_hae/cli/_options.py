@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from ..core.errors import HAEInputError
@@ -110,7 +111,8 @@ def add_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scalarizer", default=sc.name, choices=SCALARIZERS.names(), metavar="NAME",
                    help=f"registered scalarizer (default {sc.name}): {SCALARIZERS.help_text()}")
     p.add_argument("--band", nargs=2, type=float, metavar=("A", "B"),
-                   help="energy band [A, B] in eV (default: the sample's dipole band, else the middle third)")
+                   help="energy band [A, B] in eV (default: the sample's dipole band, else the feature of the spectra "
+                        "with the most structure in the scan, with a background window for a core-loss EELS edge)")
     p.add_argument("--band2", nargs=2, type=float, metavar=("A2", "B2"), help="second band for band_ratio (eV)")
     p.add_argument("--background", nargs=2, type=float, metavar=("C", "D"),
                    help="power-law background fit window (eV) subtracted first (core-loss EELS)")
@@ -120,8 +122,12 @@ def add_target(p: argparse.ArgumentParser) -> None:
                    help=f"maximise or minimise the scalarizer (default {d.goal})")
 
 
-def scalarizer(args, name: str, energy):
-    from ..core.targets.scalarizers import SCALARIZERS, Scalarizer, default_bands
+def scalarizer(args, name: str, energy, data=None):
+    """The scalarizer of the options; without ``--band``, the band (and, unless ``--background`` is given, the
+    background window) suggested from ``data``'s spectra (:func:`~napari_hae.core.targets.suggest.suggest_target`),
+    said on stderr unless ``-q``."""
+    from ..core.targets.scalarizers import SCALARIZERS, Scalarizer
+    from ..core.targets.suggest import fallback_target, suggest_target
 
     entry = SCALARIZERS.get(args.scalarizer)
     takes = set(entry.param_names())
@@ -132,14 +138,25 @@ def scalarizer(args, name: str, energy):
                                 "data has 2-D signals (4D-STEM diffraction patterns).",
                                 "use --scalarizer com_magnitude (centre-of-mass shift) or another scalarizer for "
                                 "2-D signals.")
-        a, b = args.band if args.band else default_bands(name, energy)[0]
+        background = args.background
+        if args.band:
+            a, b = args.band
+        else:
+            sug = suggest_target(data) if data is not None else fallback_target(name, energy)
+            (a, b), background = sug.band, background or sug.background
+            if not getattr(args, "quiet", False):
+                bg = f", background {background[0]:g}-{background[1]:g} eV" if background else ""
+                print(f"target: band {a:g}-{b:g} eV{bg}: {sug.reason}. Fix: give --band A B (eV) "
+                      f"[--background C D] for another.", file=sys.stderr)
         params.update(a=a, b=b)
+    else:
+        background = args.background
     if {"a2", "b2"} <= takes:
         if not args.band2:
             raise HAEInputError(f"{args.scalarizer} needs a second band.", "add --band2 A2 B2 (eV).")
         params.update(a2=args.band2[0], b2=args.band2[1])
     SCALARIZERS.check_params(args.scalarizer, params)
-    return Scalarizer(args.scalarizer, params, tuple(args.background) if args.background else None)
+    return Scalarizer(args.scalarizer, params, tuple(background) if background else None)
 
 
 # -- policy: one option per parameter of any registered policy -------------------------------------------------

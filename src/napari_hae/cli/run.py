@@ -109,7 +109,7 @@ def cmd_run(args) -> int:
         name, energy = getattr(mic, "name", adapter), mic.energy
         info = {"name": name, "scan_shape": list(mic.scan_shape), "signal_shape": list(mic.signal_shape),
                 "energy": None if mic.energy is None else mic.energy.to_dict(), "source": source}
-    sc = opt.scalarizer(args, name, energy)
+    sc = opt.scalarizer(args, name, energy, data)
     s = settings(args, sc)
     out = Path(args.out)
     with RunLock(make_folder(out)):   # no other process writes (or moves) this run while it is held

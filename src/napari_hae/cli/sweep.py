@@ -41,7 +41,7 @@ def cmd_sweep(args) -> int:
     source = opt.source(args)
     source.pop("noise")
     data = load_source(source)
-    sc = opt.scalarizer(args, data.name, data.energy)
+    sc = opt.scalarizer(args, data.name, data.energy, data)
     base = {"scalarizer": sc.to_dict(), "budget": args.steps, "n_seeds": args.n_seeds, "goal": args.goal,
             "model": opt.model(args), "fit_iterations": args.fit_iterations, "record_maps": False}
     spec = SweepSpec(source, base, {"patch_size": list(args.patch),

@@ -76,6 +76,7 @@ class SpectrumImage:
     pixel_size: float = 1.0
     pixel_units: str = "px"
     name: str = "dataset"
+    signal_type: str = ""     # HyperSpy's metadata.Signal.signal_type ("EELS", "EDS_TEM", ...) where the file says
     ground_truth: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)     # what was done to the data on loading (recorded in runs)
 
@@ -240,6 +241,7 @@ class SpectrumImage:
             "energy": None if self.energy is None else self.energy.to_dict(),
             "pixel_size": float(self.pixel_size),
             "pixel_units": self.pixel_units,
+            **({"signal_type": self.signal_type} if self.signal_type else {}),
             **({"notes": list(self.notes)} if self.notes else {}),
         }
 

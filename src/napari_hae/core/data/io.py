@@ -166,7 +166,8 @@ def load_spectrum_image(spectrum_path, image_path=None, name: str | None = None)
             f"use the HAADF acquired with the spectrum image, or bin/resample it to {data.shape[:2]}.",
         )
     return SpectrumImage(structural=structural, spectra=data, energy=energy, pixel_size=pixel_size,
-                         pixel_units=pixel_units, name=name or spectrum_path.stem)
+                         pixel_units=pixel_units, name=name or spectrum_path.stem,
+                         signal_type=str(spectrum.metadata.get_item("Signal.signal_type", "") or ""))
 
 
 def _from_numpy(obj, image_path, name) -> SpectrumImage:

@@ -56,7 +56,10 @@ def available_scalarizers() -> dict[str, str]:
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
 
-def _check_band(energy: np.ndarray, a: float, b: float, what: str = "band") -> tuple[float, float]:
+def check_band(energy: np.ndarray, a: float, b: float, what: str = "band", units: str = "eV",
+               per_unit: float = 1.0) -> tuple[float, float]:
+    """``(a, b)`` (eV) as floats, or HAEInputError saying what is wrong with the band on this axis. Messages give
+    energies in ``units`` (``per_unit`` eV each: the dock shows keV for EDS)."""
     if energy is None:
         raise HAEInputError(f"The {what} scalarizer needs an energy axis, but the data has none.",
                             "use a 1-D spectrum image with a calibrated energy axis.")
@@ -64,36 +67,51 @@ def _check_band(energy: np.ndarray, a: float, b: float, what: str = "band") -> t
         a, b = float(a), float(b)
     except (TypeError, ValueError):
         raise HAEInputError(f"The {what} [{a}, {b}] is not finite: its limits must be numbers.",
-                            "give finite band limits in eV.") from None
+                            f"give finite band limits in {units}.") from None
     e = np.asarray(energy, dtype=np.float64)
+    u = units
+
+    def f(*vs) -> str:   # energies (eV) as the user reads them
+        return ", ".join(f"{v / per_unit:g}" for v in vs)
+
     if e.size > 1 and not np.all(np.diff(e) > 0):
-        raise HAEInputError(f"The energy axis does not increase channel by channel ({e[0]:g} to {e[-1]:g} eV); "
+        raise HAEInputError(f"The energy axis does not increase channel by channel ({f(e[0])} to {f(e[-1])} {u}); "
                             f"a {what} on it would be wrong (integrals 0, negative widths).",
                             "reverse the channels so that energies increase (napari-hae does this when it reads "
                             "a file with a negative dispersion), or fix the calibration.")
     lo, hi = float(np.min(e)), float(np.max(e))
     if not (np.isfinite(a) and np.isfinite(b)):
-        raise HAEInputError(f"The {what} [{a}, {b}] is not finite.", "give finite band limits in eV.")
+        raise HAEInputError(f"The {what} [{a}, {b}] is not finite.", f"give finite band limits in {u}.")
     if a >= b:
-        raise HAEInputError(f"The {what} [{a}, {b}] eV is reversed or empty (start must be below end).",
-                            f"give the lower energy first, e.g. [{min(a, b)}, {max(a, b)}].")
+        raise HAEInputError(f"The {what} [{f(a, b)}] {u} is reversed or empty (start must be below end).",
+                            f"give the lower energy first, e.g. [{f(min(a, b), max(a, b))}] {u}.")
     if b <= lo or a >= hi:
         raise HAEInputError(
-            f"The {what} [{a:g}, {b:g}] eV lies outside the energy axis [{lo:g}, {hi:g}] eV.",
-            f"choose limits inside [{lo:g}, {hi:g}] eV.",
+            f"The {what} [{f(a, b)}] {u} lies outside the energy axis [{f(lo, hi)}] {u}.",
+            f"choose limits inside [{f(lo, hi)}] {u}.",
         )
     if a < lo or b > hi:
         raise HAEInputError(
-            f"The {what} [{a:g}, {b:g}] eV extends beyond the energy axis [{lo:g}, {hi:g}] eV.",
-            f"clip the band to [{max(a, lo):g}, {min(b, hi):g}] eV.",
+            f"The {what} [{f(a, b)}] {u} extends beyond the energy axis [{f(lo, hi)}] {u}.",
+            f"clip the {what} to [{f(max(a, lo), min(b, hi))}] {u}.",
+        )
+    if e.size > 1 and not np.any((e >= a) & (e <= b)):
+        step = float(e[1] - e[0])
+        kev = (f" If you meant keV, that is [{a * 1000:g}, {b * 1000:g}] eV."
+               if per_unit == 1.0 and lo <= a * 1000 and b * 1000 <= hi else "")
+        raise HAEInputError(
+            f"The {what} [{f(a, b)}] {u} holds no channel of the energy axis (a channel every {f(step)} {u} from "
+            f"{f(lo)} to {f(hi)} {u}): its value would be interpolated from the two channels around it.{kev}",
+            f"widen the {what} to at least one channel ({f(step)} {u}).",
         )
     return a, b
+
 
 
 def band_weights(energy: np.ndarray, a: float, b: float) -> np.ndarray:
     """Weights w with ``spectra @ w`` = exact integral over [a, b] of the piecewise-linear interpolant (eV*counts)."""
     e = np.asarray(energy, dtype=np.float64)
-    a, b = _check_band(e, a, b)
+    a, b = check_band(e, a, b)
     w = np.zeros_like(e)
     e0, e1 = e[:-1], e[1:]
     h = e1 - e0
@@ -108,13 +126,9 @@ def band_weights(energy: np.ndarray, a: float, b: float) -> np.ndarray:
     return w
 
 
-def band_mask(energy: np.ndarray, a: float, b: float) -> np.ndarray:
-    a, b = _check_band(energy, a, b)
-    m = (energy >= a) & (energy <= b)
-    if not m.any():
-        raise HAEInputError(f"The band [{a:g}, {b:g}] eV contains no channel of the energy axis.",
-                            "widen the band to include at least one channel.")
-    return m
+def band_mask(energy: np.ndarray, a: float, b: float, what: str = "band") -> np.ndarray:
+    a, b = check_band(energy, a, b, what)
+    return (energy >= a) & (energy <= b)   # not empty: check_band refuses a band between two channels
 
 
 POWER_LAW_ITERATIONS = 6
@@ -130,7 +144,7 @@ def fit_power_law(spectra: np.ndarray, energy: np.ndarray, fit_window: tuple[flo
     it replaces let one near-empty channel swing the background by orders of magnitude (at low dose a few pixels
     came out at -2e6 counts). Spectra with no positive counts in the window get a zero background.
     """
-    m = band_mask(energy, *fit_window)
+    m = band_mask(energy, *fit_window, what="background fit window")
     if m.sum() < 2:
         raise HAEInputError("The background fit window holds fewer than 2 channels.",
                             "widen the pre-edge window (typically 30-100 eV before the edge).")
@@ -383,15 +397,3 @@ class Scalarizer:
     def label(self) -> str:
         ps = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in self.params.items())
         return f"{self.name}({ps})"
-
-
-def default_bands(dataset_name: str, energy) -> tuple[tuple[float, float], tuple[float, float]]:
-    """The bands a new run starts with (eV): the sample's dipole and bulk-plasmon bands, else the middle third of
-    the energy axis and the part below it. ``energy`` is an :class:`~napari_hae.core.data.dataset.EnergyAxis`."""
-    if dataset_name == "nanoparticles":
-        from ..data.samples.nanoparticles import BANDS
-
-        return tuple(BANDS["dipole"]), tuple(BANDS["bulk"])
-    lo, hi = energy.limits
-    a, b = lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3
-    return (a, b), (lo, a)
