@@ -67,7 +67,7 @@ def main():  # guarded: the sweep's dask workers re-import this file
     # monitors: feature space (worker), then the replay slider at step 30
     w.compute_feature_space()
     run_until(lambda: w._feature_worker is None)
-    w.replay.value = 29
+    w.replay.value = 30
     run_until(lambda: w.monitor_plot.n_steps_drawn == 30 and w.monitor_plot.wait(0.05), 60)
     for _ in range(20):
         app.processEvents()

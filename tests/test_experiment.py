@@ -194,3 +194,19 @@ def test_driver_applies_everything_queued_before_resume_before_the_next_step(sma
         pass
     assert [(d["kind"], d["step"]) for d in exp.trace.interventions] == [("policy", 0), ("scalarizer", 0)]
     assert item.record["scalarizer"].startswith("peak_max")
+
+
+def test_seeds_and_avoid_objects_drawn_before_the_start(small_sample):
+    """Issue 14, defect 9: a seed inside an avoid region was measured; random seeds now fall outside it."""
+    mask = np.zeros(small_sample.scan_shape, bool)
+    mask[:, :40] = True
+    exp = _exp(small_sample, seed_mode="given", seed_positions=[(12, 12), (5, 44)])
+    exp.add_object(mask, "avoid", "beam-sensitive")
+    with pytest.raises(HAEInputError, match=r"Seed position\(s\) \[\[12, 12\]\] \(y, x\) lie inside an 'avoid' "
+                                            r"object.*Fix: move or delete those seeds"):
+        exp.start()
+    assert exp.trace.n_points == 0                      # refused before anything was measured
+    exp = _exp(small_sample, n_seeds=20)
+    exp.add_object(mask, "avoid", "beam-sensitive")
+    exp.start()
+    assert exp.trace.n_points == 20 and all(x >= 40 for _, x in exp.trace.positions)

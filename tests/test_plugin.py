@@ -150,7 +150,7 @@ def test_spectrum_at_cursor_and_trace_save_load(viewer_widget, qtbot, tmp_path, 
     path = w.save_trace(tmp_path / "t.h5")
     tr = w.load_trace(path)
     assert tr.positions == w.experiment.trace.positions
-    assert len(viewer.layers["trace t"].data) == tr.n_points
+    assert len(viewer.layers[TRAJECTORY].data) == tr.n_points      # shown in the hAE layers, at its last step
 
 
 def test_reader_round_trips_a_saved_hspy_file(make_napari_viewer, small_sample, tmp_path):
@@ -273,10 +273,12 @@ def test_monitors_replay_export_and_stuck_warning(viewer_widget, qtbot, tmp_path
     tr = w.experiment.trace
     plot = w.monitor_plot
     qtbot.waitUntil(lambda: plot.n_steps_drawn == 4, timeout=TIMEOUT)   # rendered off the GUI thread
-    assert w.replay.enabled and w.replay.max == 3 and plot.pixmap().width() > 300
+    assert w.replay.enabled and (w.replay.min, w.replay.max, w.replay.value) == (1, 4, 4)   # steps 1..4
+    assert plot.pixmap().width() > 300
     np.testing.assert_allclose(plot.last_snapshot["curves"]["travel_px"], tr.steps["travel_px"])
-    w.replay.value = 1                                    # the slider drives every layer and the plots
+    w.replay.value = 2                                    # the slider drives every layer and the plots
     np.testing.assert_array_equal(viewer.layers[MAPS["std"][0]].data, tr.map_at("std", 1))
+    assert w.status.value.startswith("Replay: step 2/4 at")
     assert len(viewer.layers[TRAJECTORY].data) == 10 + 2
     qtbot.waitUntil(lambda: plot.n_steps_drawn == 2, timeout=TIMEOUT)
     assert plot.last_snapshot["upto"] == 1 and len(plot.last_snapshot["pos"]) == 12

@@ -5,14 +5,27 @@ from __future__ import annotations
 from ._constants import DATASET_KEY
 from .core.data.dataset import SpectrumImage
 
+# lengths napari-hae puts in nm, so datasets in um and nm open side by side on one canvas (napari does not convert
+# units between layers: a 0.0086 um-pixel map beside a 0.92 nm-pixel one was a black canvas)
+NM_PER = {"nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "micron": 1e3, "A": 0.1, "Å": 0.1, "angstrom": 0.1,
+          "pm": 1e-3, "mm": 1e6, "m": 1e9}
+
+
+def layer_scale(data: SpectrumImage) -> tuple[tuple[float, float], str]:
+    """(scale, units) of a dataset's layers: nm where the pixel unit is a length, else its own unit or pixels."""
+    if data.pixel_units in ("px", ""):
+        return (1.0, 1.0), "pixel"
+    per = NM_PER.get(str(data.pixel_units).strip())
+    size, units = (data.pixel_size * per, "nm") if per is not None else (data.pixel_size, data.pixel_units)
+    return (size, size), units
+
 
 def dataset_layer_data(data: SpectrumImage) -> list[tuple]:
     """Layer data for a dataset: the structural image, carrying the dataset in its metadata for the docks."""
-    scale = (data.pixel_size, data.pixel_size) if data.pixel_units not in ("px", "") else (1.0, 1.0)
+    scale, units = layer_scale(data)
     meta = {DATASET_KEY: data, "energy": None if data.energy is None else data.energy.to_dict()}
     return [(data.structural, {"name": f"{data.name} (structural)", "metadata": meta, "colormap": "gray",
-                               "scale": scale, "units": data.pixel_units if scale != (1.0, 1.0) else "pixel"},
-             "image")]
+                               "scale": scale, "units": units}, "image")]
 
 
 def dataset_of(layer) -> SpectrumImage | None:

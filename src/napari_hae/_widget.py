@@ -172,14 +172,22 @@ class HAEWidget(RunActions, TraceActions, SpectrumActions, QWidget):
         self.target.set_target(data.energy, units, per_unit, suggestion)
         self.data.fit_to(data)
         layer = self.layer_combo.value
+        moved = self.view.follow(layer)
         self.view.ensure_input_layers(layer, data.scan_shape, self.object_mode.value, self._on_objects_changed)
-        self._n_objects_seen = len(self.viewer.layers[OBJECTS].data)
+        objects = self.viewer.layers[OBJECTS]
+        self._n_objects_seen = len(objects.data)
+        if self._objects_at_start and self._objects_at_start[0][0].shape != data.scan_shape:
+            masks = objects.to_masks(mask_shape=data.scan_shape)   # objects drawn before Start, on this grid
+            self._objects_at_start = [(m.astype(bool), mode, label)
+                                      for m, (_, mode, label) in zip(masks, self._objects_at_start)]
         self._show_mean_spectrum()
         if self._on_click not in layer.mouse_drag_callbacks:
             layer.mouse_drag_callbacks.append(self._on_click)
+        kept = ("" if not moved or not (len(self.viewer.layers[SEEDS].data) or len(objects.data)) else
+                " Seeds and objects drawn before now follow this dataset's scale at the same pixel positions.")
         if data.energy is not None:
             self.status.value = (f"Target: {suggestion.reason}. Change the band in Scalarizer or drag it on the "
-                                 f"spectrum; click points into the Seeds layer or leave it empty; then Start.")
+                                 f"spectrum; click points into the Seeds layer or leave it empty; then Start.{kept}")
 
     # -- interventions (queued; the worker applies them before its next step) --------------------------------
     def _queue(self, label: str, change) -> bool:

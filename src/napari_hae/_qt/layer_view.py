@@ -13,6 +13,7 @@ PARETO = "hAE Pareto set"
 MAPS = {"mean": ("hAE predicted mean", "viridis"), "std": ("hAE uncertainty", "magma"),
         "acq": ("hAE acquisition", "cividis")}
 OBJECT_COLORS = {"visit": "lime", "avoid": "red"}
+SCAN_LAYERS = (SEEDS, OBJECTS, VALUES, TRAJECTORY, PARETO, *(name for name, _ in MAPS.values()))   # on the scan grid
 
 
 class LayerView:
@@ -22,18 +23,38 @@ class LayerView:
     def _layer(self, name):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
+    @staticmethod
+    def geometry(ref) -> dict:
+        """The scale and units hAE layers share with the dataset layer ``ref`` (napari warns on mixed units, and a
+        click on a layer of another scale lands on the wrong pixel)."""
+        return {"scale": tuple(ref.scale[-2:]), "units": tuple(str(u) for u in ref.units[-2:])}
+
+    def follow(self, ref) -> list[str]:
+        """Put every existing hAE layer on ``ref``'s scale and units; the names of those that moved."""
+        geo, moved = self.geometry(ref), []
+        for layer in self.viewer.layers:
+            if layer.name in SCAN_LAYERS and (tuple(layer.scale) != geo["scale"]
+                                                  or tuple(map(str, layer.units)) != geo["units"]):
+                layer.scale, layer.units = geo["scale"], geo["units"]
+                moved.append(layer.name)
+        return moved
+
     def ensure_input_layers(self, ref, scan_shape, object_mode: str, on_objects) -> None:
-        """Seed points and objects layers, on the dataset layer ``ref``'s scale."""
+        """Seed points and objects layers, on the dataset layer ``ref``'s scale and units."""
+        geo = self.geometry(ref)
         if SEEDS not in self.viewer.layers:
-            self.viewer.add_points(np.zeros((0, 2)), name=SEEDS, scale=ref.scale, size=max(scan_shape) / 50,
-                                   face_color="cyan", border_color="white", symbol="square")
+            self.viewer.add_points(np.zeros((0, 2)), name=SEEDS, size=max(scan_shape) / 50, face_color="cyan",
+                                   border_color="white", symbol="square", **geo)
         if OBJECTS not in self.viewer.layers:
-            shapes = self.viewer.add_shapes(name=OBJECTS, scale=ref.scale, face_color=[0, 0, 0, 0], edge_width=1,
-                                            edge_color=OBJECT_COLORS[object_mode])
+            shapes = self.viewer.add_shapes(name=OBJECTS, face_color=[0, 0, 0, 0], edge_width=1,
+                                            edge_color=OBJECT_COLORS[object_mode], **geo)
             shapes.events.data.connect(on_objects)
 
     def set_object_mode(self, mode: str) -> None:
+        """The colour of objects drawn from now on. napari's current colour also recolours the selected shapes,
+        whose mode does not change: they are deselected first, so each object keeps its mode's colour."""
         if (layer := self._layer(OBJECTS)) is not None:
+            layer.selected_data = set()
             layer.current_edge_color = OBJECT_COLORS[mode]
 
     def seed_positions(self):
@@ -43,19 +64,25 @@ class LayerView:
         pts = np.round(np.asarray(layer.data)).astype(int)
         return [tuple(p) for p in dict.fromkeys(map(tuple, pts))]
 
-    def prepare_output_layers(self, ref, scan_shape) -> None:
+    def prepare_output_layers(self, geo: dict, scan_shape) -> None:
+        """Map, value and trajectory layers for a run (or a replay) of ``scan_shape`` with scale and units
+        ``geo`` (:meth:`geometry`); existing ones are reshaped and moved onto it."""
         ny, nx = scan_shape
         for key, (name, cmap) in MAPS.items():
             if name not in self.viewer.layers:
-                self.viewer.add_image(np.zeros((ny, nx), np.float32), name=name, colormap=cmap, scale=ref.scale,
-                                      opacity=0.7, blending="translucent", visible=(key == "mean"))
+                self.viewer.add_image(np.zeros((ny, nx), np.float32), name=name, colormap=cmap, opacity=0.7,
+                                      blending="translucent", visible=(key == "mean"), **geo)
+            elif self.viewer.layers[name].data.shape != (ny, nx):
+                self.viewer.layers[name].data = np.zeros((ny, nx), np.float32)
         if VALUES not in self.viewer.layers:
-            self.viewer.add_points(np.zeros((0, 2)), name=VALUES, scale=ref.scale, size=max(ny, nx) / 40,
-                                   symbol="square", border_width=0, visible=False, features={"value": np.zeros(0)})
+            self.viewer.add_points(np.zeros((0, 2)), name=VALUES, size=max(ny, nx) / 40, symbol="square",
+                                   border_width=0, visible=False, features={"value": np.zeros(0)}, **geo)
         if TRAJECTORY not in self.viewer.layers:
-            self.viewer.add_points(np.zeros((0, 2)), name=TRAJECTORY, scale=ref.scale, size=max(ny, nx) / 60,
-                                   border_color="white",
-                                   features={"step": np.zeros(0, int), "value": np.zeros(0), "kind": []})
+            self.viewer.add_points(np.zeros((0, 2)), name=TRAJECTORY, size=max(ny, nx) / 60, border_color="white",
+                                   features={"step": np.zeros(0, int), "value": np.zeros(0), "kind": []}, **geo)
+        for layer in self.viewer.layers:
+            if layer.name in SCAN_LAYERS:
+                layer.scale, layer.units = geo["scale"], geo["units"]
 
     def show_maps(self, maps: dict) -> None:
         """Mean / std / acquisition maps into their layers (-inf acquisition: not available)."""
@@ -98,7 +125,7 @@ class LayerView:
         if exp.objectives and n:
             pos_p, vals_p = exp.pareto_set()
             if PARETO not in self.viewer.layers:
-                self.viewer.add_points(np.zeros((0, 2)), name=PARETO, scale=ref.scale, symbol="star",
+                self.viewer.add_points(np.zeros((0, 2)), name=PARETO, **self.geometry(ref), symbol="star",
                                        size=max(exp.scan_shape) / 30, face_color="gold", border_color="black",
                                        features={"objective_1": np.zeros(0), "objective_2": np.zeros(0)})
             pl = self.viewer.layers[PARETO]
@@ -111,15 +138,6 @@ class LayerView:
             vl.features = {"value": vals}
             lo, hi = float(vals.min()), float(vals.max())
             vl.face_color = matplotlib.colormaps["viridis"]((vals - lo) / (hi - lo if hi > lo else 1.0))
-
-    def add_trace(self, tr, name: str, scale) -> None:
-        """A loaded trace as its own points layer (and its last mean map)."""
-        self.viewer.add_points(tr.positions_array().astype(float), name=name, scale=scale,
-                               features={"step": np.asarray(tr.point_steps), "value": np.asarray(tr.values)},
-                               face_color="orange", size=max(tr.structural.shape) / 60)
-        if tr.map_steps:
-            self.viewer.add_image(tr.maps["mean"][-1], name=f"{name} mean", colormap="viridis", scale=scale,
-                                  opacity=0.7)
 
     def show_manifold(self, manifold) -> None:
         name = "hAE rVAE manifold"

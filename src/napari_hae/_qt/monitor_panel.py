@@ -9,16 +9,17 @@ from napari.utils import progress
 
 class MonitorPanel(Container):
     def __init__(self):
-        self.replay = Slider(label="replay step", min=-1, max=0, value=0, enabled=False, tracking=True)
+        self.replay = Slider(label="replay step", min=1, max=1, value=1, enabled=False, tracking=True)
         self.feature_btn = PushButton(text="Feature space (rVAE)")
         self.export_btn = PushButton(text="Export monitors...")
         super().__init__(widgets=[self.replay, Container(widgets=[self.feature_btn, self.export_btn],
                                                          layout="horizontal", labels=False)], label="Monitors")
 
     def enable_replay(self, n_steps: int) -> None:
+        """Steps 1..n, as the status line and the monitors count them; at the last step."""
         self.replay.enabled = n_steps > 0
-        self.replay.max = max(0, n_steps - 1)
-        self.replay.value = max(0, n_steps - 1)
+        self.replay.max = max(1, n_steps)
+        self.replay.value = max(1, n_steps)
 
 
 def feature_space_worker(structural, patch_size: int, epochs: int, on_epoch, on_ready, on_error, on_done):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
@@ -16,6 +17,7 @@ from ..core.record.trace import JOURNAL_NAME
 from ..core.run.diagnostics import calibration_verdict, window_verdict
 from ..core.run.driver import Event
 from ..core.run.experiment import Experiment, ExperimentSettings
+from ..core.run.picking import seed_indices
 from .layer_view import MAPS
 
 
@@ -34,11 +36,22 @@ class RunActions:
             seed_mode="given" if seeds else "random", seed_positions=seeds, budget=int(self.budget.value),
             random_seed=int(self.random_seed.value), fit_iterations=self.fit_iterations,
             fit_iterations_first=self.fit_iterations_first)
+        avoid = np.zeros(data.n_positions, dtype=bool)
+        for mask, mode, _ in self._objects_at_start:
+            if mode == "avoid":
+                avoid |= np.asarray(mask, dtype=bool).ravel()
+        seed_indices(settings, data.scan_shape, np.random.default_rng(0), avoid)   # refused before a folder exists
         mic = self._microscope(data, int(self.random_seed.value))
-        exp = Experiment(mic, settings, dataset_info={**data.describe(), "fingerprint": data.fingerprint()},
-                         journal=self._new_run_dir() / JOURNAL_NAME)
-        for mask, mode, label in self._objects_at_start:
-            exp.add_object(mask, mode, label)
+        folder = self._new_run_dir()
+        try:
+            exp = Experiment(mic, settings, dataset_info={**data.describe(), "fingerprint": data.fingerprint()},
+                             journal=folder / JOURNAL_NAME)
+            for mask, mode, label in self._objects_at_start:
+                exp.add_object(mask, mode, label)
+        except HAEInputError:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()   # the empty folder made a moment ago for this run, which did not start
+            raise
         return exp
 
     def _microscope(self, data, seed: int):
@@ -82,7 +95,8 @@ class RunActions:
 
     def _launch(self):
         self.monitor_plot.start_renderer()
-        self.view.prepare_output_layers(self.layer_combo.value, self.dataset.scan_shape)
+        self.replay_trace = None   # the slider replays this run from now on, not a trace loaded before
+        self.view.prepare_output_layers(self.view.geometry(self.layer_combo.value), self.dataset.scan_shape)
         self.view.show_run(self.experiment, self.layer_combo.value)
         self._pbar = progress(total=self.experiment.settings.budget, desc="hAE run")
         self._pbar.update(self.experiment.step_index)

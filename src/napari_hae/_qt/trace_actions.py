@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog
 
+from .._layers import layer_scale
 from ..core.analysis.replay import replay_state
+from ..core.data.dataset import SpectrumImage
 from ..core.errors import HAEInputError
 from ..core.record.trace import JOURNAL_NAME, Trace
 from ..core.run.experiment import Experiment
@@ -26,14 +29,29 @@ class TraceActions:
         return self.experiment.trace.save(path)
 
     def load_trace(self, path) -> Trace:
-        """Show a saved trace: its trajectory and its last stored maps."""
+        """Show a saved trace in the hAE layers, at its last step; the replay slider then walks through it."""
+        if self.controller.running:
+            raise HAEInputError("A run is going: its layers are in use.", "stop or finish it, then load the trace.")
         tr = Trace.load(path)
+        scan_shape = tuple(tr.dataset.get("scan_shape") or tr.structural.shape)
         layer = self.layer_combo.value
-        self.view.add_trace(tr, f"trace {Path(path).stem}", layer.scale if layer is not None else (1, 1))
+        if layer is not None and tuple(self.dataset.scan_shape) == scan_shape:
+            geo = self.view.geometry(layer)
+        else:   # another dataset (or none open): the trace's own calibration, and its structural image shown
+            probe = SpectrumImage(structural=tr.structural, spectra=np.zeros((*tr.structural.shape, 1)),
+                                  pixel_size=float(tr.dataset.get("pixel_size", 1.0)),
+                                  pixel_units=str(tr.dataset.get("pixel_units", "px")))
+            scale, units = layer_scale(probe)
+            geo = {"scale": scale, "units": (units, units)}
+            name = f"{tr.dataset.get('name', Path(path).stem)} (structural, from the trace)"
+            if name not in self.viewer.layers:
+                self.viewer.add_image(tr.structural, name=name, colormap="gray", **geo)
+        self.view.prepare_output_layers(geo, scan_shape)
         self.replay_trace = tr
         self._enable_replay(tr)
+        self.show_replay()
         self.status.value = (f"Loaded {path}: {tr.n_points} points, {tr.n_steps} steps, "
-                             f"{len(tr.interventions)} interventions.")
+                             f"{len(tr.interventions)} interventions. Move the replay slider to walk through it.")
         return tr
 
     def resume_trace(self, path) -> Experiment:
@@ -63,7 +81,7 @@ class TraceActions:
         trace = self._shown_trace()
         if self.controller.running or trace is None or trace.n_steps == 0:
             return
-        step = int(self.replay.value if step is None else step)
+        step = int(self.replay.value if step is None else step) - 1   # the slider counts steps from 1
         st = replay_state(trace, step)
         self.view.show_maps(st.maps)
         self.view.show_points(st.positions, st.point_steps, st.values, trace.kinds[:len(st.values)],

@@ -216,7 +216,7 @@ class Experiment:
     # -- seeds --------------------------------------------------------------------------------------------
     def seed_indices(self) -> np.ndarray:
         """Flat indices of the seed positions for the configured seed mode."""
-        return picking.seed_indices(self.settings, self.scan_shape, self.rng)
+        return picking.seed_indices(self.settings, self.scan_shape, self.rng, self.avoid)
 
     def start(self) -> None:
         """Measure the seed positions (once)."""

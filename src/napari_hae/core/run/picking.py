@@ -8,8 +8,20 @@ from ..data.patches import flat_index
 from ..errors import HAEInputError
 
 
-def seed_indices(settings, scan_shape, rng: np.random.Generator) -> np.ndarray:
-    """Flat indices of the seed positions: given, on a centred grid, or random (drawn with ``rng``)."""
+def seed_indices(settings, scan_shape, rng: np.random.Generator, avoid: np.ndarray | None = None) -> np.ndarray:
+    """Flat indices of the seed positions: given, on a centred grid, or random (drawn with ``rng``). ``avoid``
+    (flat bool, the "avoid" objects drawn before the start): random seeds are drawn outside it; given or grid
+    seeds inside it are refused (an avoid region is never measured, seeds included)."""
+    flat = _seeds(settings, scan_shape, rng, avoid)
+    if avoid is not None and avoid[flat].any():
+        inside = [divmod(int(i), scan_shape[1]) for i in flat[avoid[flat]]]
+        raise HAEInputError(f"Seed position(s) {[list(p) for p in inside]} (y, x) lie inside an 'avoid' object: "
+                            "they would be measured where the run must not measure.",
+                            "move or delete those seeds, or draw that object as 'visit'.")
+    return flat
+
+
+def _seeds(settings, scan_shape, rng, avoid) -> np.ndarray:
     ny, nx = scan_shape
     if settings.seed_mode == "given":
         pos = np.asarray(settings.seed_positions, dtype=int).reshape(-1, 2)
@@ -27,7 +39,13 @@ def seed_indices(settings, scan_shape, rng: np.random.Generator) -> np.ndarray:
         xs = np.linspace(0, nx - 1, k + 2)[1:-1].round().astype(int)
         flat = np.unique(flat_index(np.array([(y, x) for y in ys for x in xs]), scan_shape))
         return flat[: settings.n_seeds]
-    return np.sort(rng.choice(ny * nx, int(settings.n_seeds), replace=False))
+    if avoid is None or not avoid.any():
+        return np.sort(rng.choice(ny * nx, int(settings.n_seeds), replace=False))
+    free = np.flatnonzero(~avoid)
+    if len(free) < settings.n_seeds:
+        raise HAEInputError(f"{settings.n_seeds} random seeds do not fit outside the 'avoid' objects "
+                            f"({len(free)} positions left).", "draw smaller avoid objects or ask for fewer seeds.")
+    return np.sort(rng.choice(free, int(settings.n_seeds), replace=False))
 
 
 def pick_mask(measured: np.ndarray, avoid: np.ndarray, visit: list[np.ndarray]) -> tuple[np.ndarray, str]:

@@ -1,0 +1,190 @@
+"""The dock's layers driven by real input events (issue 14, defects 6, 8 and 9): a second dataset's scale, replay
+of a loaded trace, objects keeping their mode's colour, and a seed clicked inside an avoid region. Clicks and
+drags go to napari's canvas with QTest at the screen position of a scan pixel."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+from qtpy.QtCore import QPoint, Qt  # noqa: E402
+from qtpy.QtTest import QTest  # noqa: E402
+
+from napari_hae._layers import dataset_layer_data  # noqa: E402
+from napari_hae._widget import MAPS, OBJECTS, SEEDS, TRAJECTORY, HAEWidget  # noqa: E402
+
+pytestmark = pytest.mark.gui
+TIMEOUT = 120_000
+
+
+def _open(viewer, data):
+    for layer_data, kw, _ in dataset_layer_data(data):
+        return viewer.add_image(layer_data, **kw)
+
+
+def _dock(viewer, qtbot):
+    w = HAEWidget(viewer)
+    viewer.window.add_dock_widget(w, name="hAE")
+    w.fit_iterations, w.fit_iterations_first, w.model_params = 10, 60, {"hidden": [32, 16]}
+    w.patch_size.value = 8
+    viewer.window._qt_window.resize(1600, 1000)
+    qtbot.waitExposed(viewer.window._qt_window)
+    return w
+
+
+def _canvas_point(viewer, ref, y: float, x: float) -> QPoint:
+    """Where scan pixel (y, x) of layer ``ref`` is on napari's canvas (napari's 2-D camera: zoom canvas pixels
+    per world unit around the camera centre)."""
+    canvas = viewer.window._qt_viewer.canvas.native
+    wy, wx = np.asarray(ref.data_to_world((y, x)))[-2:]
+    cy, cx = viewer.camera.center[-2:]
+    z = viewer.camera.zoom
+    return QPoint(int(round((wx - cx) * z + canvas.width() / 2)), int(round((wy - cy) * z + canvas.height() / 2)))
+
+
+def _click(viewer, ref, y, x):
+    canvas = viewer.window._qt_viewer.canvas.native
+    QTest.mouseClick(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     _canvas_point(viewer, ref, y, x))
+
+
+def _drag(viewer, ref, start, end, qtbot):
+    canvas = viewer.window._qt_viewer.canvas.native
+    p0, p1 = _canvas_point(viewer, ref, *start), _canvas_point(viewer, ref, *end)
+    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, p0)
+    for t in np.linspace(0.1, 1.0, 8):
+        QTest.mouseMove(canvas, QPoint(int(p0.x() + t * (p1.x() - p0.x())), int(p0.y() + t * (p1.y() - p0.y()))))
+        qtbot.wait(5)
+    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, p1)
+
+
+def _choose(combo, text: str) -> None:
+    """Pick ``text`` in a combo box with the keyboard, as a user tabbing through the dock does."""
+    native = combo.native
+    native.setFocus()
+    while native.currentText() != text:
+        before = native.currentIndex()
+        QTest.keyClick(native, Qt.Key.Key_Down)
+        if native.currentIndex() == before:
+            raise AssertionError(f"{text!r} not among {[native.itemText(i) for i in range(native.count())]}")
+
+
+@pytest.mark.slow
+def test_a_second_dataset_moves_seeds_and_maps_onto_its_scale(make_napari_viewer, small_sample, qtbot, monkeypatch,
+                                                              tmp_path):
+    """Defect 6: seeds, objects and map layers kept the first dataset's scale (a click at pixel (30, 30) of the
+    second became another seed); mixing nm and um files left a black canvas."""
+    monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
+    viewer = make_napari_viewer(show=True)
+    _open(viewer, small_sample)
+    w = _dock(viewer, qtbot)
+    in_um = dataclasses.replace(small_sample, name="in_um", pixel_size=0.002, pixel_units="um")
+    second = _open(viewer, in_um)
+    assert tuple(second.scale) == pytest.approx((2.0, 2.0)) and tuple(map(str, second.units)) == ("nanometer",) * 2
+    _choose(w.layer_combo, second.name)
+    seeds = viewer.layers[SEEDS]
+    assert tuple(seeds.scale) == pytest.approx((2.0, 2.0)) and seeds.units == second.units
+    viewer.reset_view()
+    viewer.layers.selection.active = seeds
+    seeds.mode = "add"
+    _click(viewer, second, 30, 30)
+    _click(viewer, second, 10, 40)
+    assert w.view.seed_positions() == [(30, 30), (10, 40)]
+    w.budget.value = 1
+    QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
+    assert w.experiment.trace.positions[:2] == [(30, 30), (10, 40)]
+    assert tuple(viewer.layers[MAPS["mean"][0]].scale) == pytest.approx((2.0, 2.0))
+    assert tuple(viewer.layers[TRAJECTORY].scale) == pytest.approx((2.0, 2.0))
+
+
+def _saved_trace(data, tmp_path, budget=3):
+    from conftest import fast_settings
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.run.experiment import Experiment
+
+    exp = Experiment(SimulatedMicroscope(data), fast_settings(budget=budget),
+                     dataset_info={**data.describe(), "fingerprint": data.fingerprint()})
+    exp.run()
+    return exp.trace, exp.trace.save(tmp_path / "old.h5")
+
+
+@pytest.mark.parametrize("dataset_open", [pytest.param(True, marks=pytest.mark.slow), False])
+def test_a_loaded_trace_replays_into_the_maps_and_trajectory(make_napari_viewer, small_sample, qtbot, monkeypatch,
+                                                             tmp_path, dataset_open):
+    """Defect 8: in a fresh session Load trace + slider moved only the monitors (no map or trajectory layers);
+    the loaded 'trace trace mean' layer hid the replayed maps; after a new run the slider replayed the old trace
+    and failed; the slider counted from 0, the status from 1."""
+    from qtpy.QtWidgets import QFileDialog
+
+    monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
+    tr, path = _saved_trace(small_sample, tmp_path)
+    viewer = make_napari_viewer(show=True)
+    if dataset_open:
+        _open(viewer, small_sample)
+    w = _dock(viewer, qtbot)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a: (str(path), a[-1]))
+    QTest.mouseClick(w.load_btn.native, Qt.MouseButton.LeftButton)
+    names = [layer.name for layer in viewer.layers]
+    assert not [n for n in names if n.startswith("trace ")], names       # no extra layer over the maps
+    assert (dataset_open or "nanoparticles (structural, from the trace)" in names)
+    mean = viewer.layers[MAPS["mean"][0]]
+    np.testing.assert_array_equal(mean.data, tr.map_at("mean", tr.n_steps - 1))
+    assert len(viewer.layers[TRAJECTORY].data) == tr.n_points
+    from qtpy.QtWidgets import QSlider
+
+    slider = w.replay.native.findChild(QSlider) or w.replay.native
+    assert (w.replay.min, w.replay.max, w.replay.value) == (1, 3, 3)
+    slider.setFocus()
+    QTest.keyClick(slider, Qt.Key.Key_Home)
+    assert w.replay.value == 1 and w.status.value.startswith("Replay: step 1/3 at")
+    assert len(viewer.layers[TRAJECTORY].data) == tr.n_points - 2
+    np.testing.assert_array_equal(mean.data, tr.map_at("mean", 0))
+    if not dataset_open:
+        return
+    w.budget.value = 2
+    QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
+    assert w.replay_trace is None and (w.replay.max, w.replay.value) == (2, 2)
+    slider.setFocus()
+    QTest.keyClick(slider, Qt.Key.Key_Home)
+    new = w.experiment.trace
+    assert w.status.value.startswith(f"Replay: step 1/2 at {tuple(new.steps['position'][0])}")
+    np.testing.assert_array_equal(mean.data, new.map_at("mean", 0))
+
+
+def test_objects_keep_their_mode_colour_and_a_seed_inside_avoid_is_refused(make_napari_viewer, small_sample,
+                                                                            qtbot, monkeypatch, tmp_path):
+    """Defect 9: switching 'new objects' to visit recoloured the selected avoid rectangle green while it stayed
+    avoid; a seed clicked inside an avoid region was measured without a word."""
+    monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
+    viewer = make_napari_viewer(show=True)
+    ref = _open(viewer, small_sample)
+    w = _dock(viewer, qtbot)
+    viewer.reset_view()
+    objects = viewer.layers[OBJECTS]
+    viewer.layers.selection.active = objects
+    objects.mode = "add_rectangle"
+    _drag(viewer, ref, (5, 5), (20, 20), qtbot)
+    assert len(objects.data) == 1
+    red = np.array([1.0, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(objects.edge_color[0], red)
+    _choose(w.object_mode, "visit")
+    np.testing.assert_allclose(objects.edge_color[0], red)            # still avoid, still red
+    _drag(viewer, ref, (30, 30), (40, 40), qtbot)
+    assert len(objects.data) == 2
+    np.testing.assert_allclose(objects.edge_color[1], [0.0, 1.0, 0.0, 1.0])
+    assert [mode for _, mode, _ in w._objects_at_start] == ["avoid", "visit"]
+    seeds = viewer.layers[SEEDS]
+    viewer.layers.selection.active = seeds
+    seeds.mode = "add"
+    _click(viewer, ref, 12, 12)                                      # inside the avoid rectangle
+    _click(viewer, ref, 44, 4)
+    QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
+    assert w.worker is None
+    assert w.status.value == ("Cannot start: Seed position(s) [[12, 12]] (y, x) lie inside an 'avoid' object: they "
+                              "would be measured where the run must not measure. Fix: move or delete those seeds, "
+                              "or draw that object as 'visit'.")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())   # no run folder made
