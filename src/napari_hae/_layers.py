@@ -11,18 +11,19 @@ NM_PER = {"nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "micron": 1e3, "A": 0.1,
           "pm": 1e-3, "mm": 1e6, "m": 1e9}
 
 
-def layer_scale(data: SpectrumImage) -> tuple[tuple[float, float], str]:
-    """(scale, units) of a dataset's layers: nm where the pixel unit is a length, else its own unit or pixels."""
-    if data.pixel_units in ("px", ""):
+def layer_scale(pixel_size: float, pixel_units: str) -> tuple[tuple[float, float], str]:
+    """(scale, units) of a scan's layers: nm where the pixel unit is a length, else pixels."""
+    if pixel_units in ("px", "", None):
         return (1.0, 1.0), "pixel"
-    per = NM_PER.get(str(data.pixel_units).strip())
-    size, units = (data.pixel_size * per, "nm") if per is not None else (data.pixel_size, data.pixel_units)
-    return (size, size), units
+    per = NM_PER.get(str(pixel_units).strip())
+    if per is None:   # not a length napari (pint) is sure to know: pixels, rather than a layer that fails to open
+        return (1.0, 1.0), "pixel"
+    return (pixel_size * per, pixel_size * per), "nm"
 
 
 def dataset_layer_data(data: SpectrumImage) -> list[tuple]:
     """Layer data for a dataset: the structural image, carrying the dataset in its metadata for the docks."""
-    scale, units = layer_scale(data)
+    scale, units = layer_scale(data.pixel_size, data.pixel_units)
     meta = {DATASET_KEY: data, "energy": None if data.energy is None else data.energy.to_dict()}
     return [(data.structural, {"name": f"{data.name} (structural)", "metadata": meta, "colormap": "gray",
                                "scale": scale, "units": units}, "image")]

@@ -1,42 +1,47 @@
-"""npe2 reader: spectrum images (+ structural images) through HyperSpy / RosettaSciIO."""
+"""npe2 reader: spectrum images (with the structural image beside them) and structural images opened alone,
+through HyperSpy / RosettaSciIO.
+
+napari replaces a reader's error with its own generic "gave an error" line, so the reader's message (what is
+wrong with the file, and the Fix) is shown as a notification first and then raised for napari.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ._layers import dataset_layer_data
+from ._layers import dataset_layer_data, layer_scale
 from .core.data.io import HYPERSPY_SUFFIXES
+from .core.errors import HAEInputError
 
 _SUFFIXES = tuple(s for s in HYPERSPY_SUFFIXES if s not in (".h5", ".hdf5", ".msa", ".rpl")) + (".npz",)
-
-
-def _pair_image(path: Path) -> Path | None:
-    """A structural image stored beside the spectrum image: NAME_haadf.hspy for NAME_eels.hspy / NAME.hspy."""
-    stem = path.stem
-    for cand in (stem.replace("_eels", "_haadf"), stem.replace("_eds", "_haadf"), stem + "_haadf",
-                 stem.replace("EELS_mapping_tutorial", "HAADF")):
-        p = path.with_name(cand + path.suffix)
-        if cand != stem and p.exists():
-            return p
-    return None
+STRUCTURAL_KEY = "napari_hae_structural"   # metadata flag of an image layer opened alone (a HAADF)
 
 
 def get_reader(path):
-    """Return a reader for a single spectrum-image file napari-hae understands, else None."""
+    """Return a reader for a single file napari-hae understands, else None."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
-    p = Path(path)
-    if p.suffix.lower() not in _SUFFIXES or "_haadf" in p.stem.lower():
+    if Path(path).suffix.lower() not in _SUFFIXES:
         return None
     return read_spectrum_image
 
 
 def read_spectrum_image(path):
-    from .core.data.io import load_spectrum_image
+    from napari.utils.notifications import show_error
+
+    from .core.data.io import StructuralImage, read_data_file
 
     if isinstance(path, list):
         path = path[0]
-    p = Path(path)
-    return dataset_layer_data(load_spectrum_image(p, _pair_image(p)))
+    try:
+        obj = read_data_file(Path(path))
+    except HAEInputError as exc:
+        show_error(f"napari-hae could not open {Path(path).name}: {exc}")
+        raise
+    if isinstance(obj, StructuralImage):
+        scale, units = layer_scale(obj.pixel_size, obj.pixel_units)
+        return [(obj.data, {"name": obj.name, "colormap": "gray", "scale": scale, "units": units,
+                            "metadata": {STRUCTURAL_KEY: True}}, "image")]
+    return dataset_layer_data(obj)

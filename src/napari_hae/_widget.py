@@ -19,6 +19,7 @@ from qtpy.QtWidgets import QCheckBox, QScrollArea, QTabWidget, QVBoxLayout, QWid
 from ._monitor_plot import MonitorPlot
 from ._qt.controller import RunController
 from ._qt.data_panel import DataPanel
+from ._qt.dataset_actions import DatasetActions
 from ._qt.layer_view import MAPS, OBJECTS, PARETO, SEEDS, TRAJECTORY, VALUES, LayerView
 from ._qt.monitor_panel import MonitorPanel
 from ._qt.policy_panel import PolicyPanel
@@ -31,7 +32,6 @@ from ._spectrum_plot import SpectrumPlot
 from ._torch_preload import preload_torch_compiler
 from .core.run.experiment import Experiment
 from .core.run.settings import ExperimentSettings
-from .core.targets.suggest import band_units, suggest_target
 
 __all__ = ["HAEWidget", "MAPS", "OBJECTS", "PARETO", "SEEDS", "TRAJECTORY", "VALUES"]
 
@@ -39,7 +39,7 @@ preload_torch_compiler()   # before any worker trains: see _torch_preload
 
 # widgets of the panels, reachable on the dock by their names (scripts and tests use them)
 _PANEL_WIDGETS = {
-    "data": ("layer_combo", "patch_size"),
+    "data": ("layer_combo", "structural_combo", "patch_size"),
     "target": ("scalarizer_name", "band_a", "band_b", "band_a2", "band_b2", "background", "bg_c", "bg_d",
                "multi_objective", "apply_scalarizer"),
     "policy": ("policy_name", "apply_policy", "model_name"),
@@ -50,7 +50,7 @@ _PANEL_WIDGETS = {
 }
 
 
-class HAEWidget(RunActions, TraceActions, SpectrumActions, QWidget):
+class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidget):
     """Dock widget running a human-in-the-loop automated experiment on the selected dataset."""
 
     def __init__(self, napari_viewer):
@@ -119,6 +119,7 @@ class HAEWidget(RunActions, TraceActions, SpectrumActions, QWidget):
         self.plot.on_band = self.target.set_band   # a dragged band fills the fields, which redraw and check it
         connections = [
             (self.layer_combo.changed, self._on_dataset_changed),
+            (self.structural_combo.changed, self._on_structural),
             (self.apply_scalarizer.clicked, self.request_scalarizer),
             (self.apply_policy.clicked, self.request_policy), (self.patch_size.changed, self._on_patch_size),
             (self.start_btn.clicked, self.start), (self.pause_btn.clicked, self.pause),
@@ -160,34 +161,6 @@ class HAEWidget(RunActions, TraceActions, SpectrumActions, QWidget):
     @property
     def policy_param(self):
         return self.policy.policy_param
-
-    def _on_dataset_changed(self, *_):
-        data = self.dataset
-        if data is None:
-            return
-        self._mean_spectrum = data.mean_spectrum()
-        units, per_unit = band_units(data.signal_type)
-        self.plot.set_units(units, per_unit)
-        suggestion = suggest_target(data, self._mean_spectrum)
-        self.target.set_target(data.energy, units, per_unit, suggestion)
-        self.data.fit_to(data)
-        layer = self.layer_combo.value
-        moved = self.view.follow(layer)
-        self.view.ensure_input_layers(layer, data.scan_shape, self.object_mode.value, self._on_objects_changed)
-        objects = self.viewer.layers[OBJECTS]
-        self._n_objects_seen = len(objects.data)
-        if self._objects_at_start and self._objects_at_start[0][0].shape != data.scan_shape:
-            masks = objects.to_masks(mask_shape=data.scan_shape)   # objects drawn before Start, on this grid
-            self._objects_at_start = [(m.astype(bool), mode, label)
-                                      for m, (_, mode, label) in zip(masks, self._objects_at_start)]
-        self._show_mean_spectrum()
-        if self._on_click not in layer.mouse_drag_callbacks:
-            layer.mouse_drag_callbacks.append(self._on_click)
-        kept = ("" if not moved or not (len(self.viewer.layers[SEEDS].data) or len(objects.data)) else
-                " Seeds and objects drawn before now follow this dataset's scale at the same pixel positions.")
-        if data.energy is not None:
-            self.status.value = (f"Target: {suggestion.reason}. Change the band in Scalarizer or drag it on the "
-                                 f"spectrum; click points into the Seeds layer or leave it empty; then Start.{kept}")
 
     # -- interventions (queued; the worker applies them before its next step) --------------------------------
     def _queue(self, label: str, change) -> bool:

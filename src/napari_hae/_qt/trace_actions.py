@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog
 
 from .._layers import layer_scale
 from ..core.analysis.replay import replay_state
-from ..core.data.dataset import SpectrumImage
 from ..core.errors import HAEInputError
 from ..core.record.trace import JOURNAL_NAME, Trace
 from ..core.run.experiment import Experiment
@@ -38,10 +36,7 @@ class TraceActions:
         if layer is not None and tuple(self.dataset.scan_shape) == scan_shape:
             geo = self.view.geometry(layer)
         else:   # another dataset (or none open): the trace's own calibration, and its structural image shown
-            probe = SpectrumImage(structural=tr.structural, spectra=np.zeros((*tr.structural.shape, 1)),
-                                  pixel_size=float(tr.dataset.get("pixel_size", 1.0)),
-                                  pixel_units=str(tr.dataset.get("pixel_units", "px")))
-            scale, units = layer_scale(probe)
+            scale, units = layer_scale(float(tr.dataset.get("pixel_size", 1.0)), tr.dataset.get("pixel_units", "px"))
             geo = {"scale": scale, "units": (units, units)}
             name = f"{tr.dataset.get('name', Path(path).stem)} (structural, from the trace)"
             if name not in self.viewer.layers:

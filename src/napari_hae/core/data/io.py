@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,10 @@ def _check_memory(nbytes: int, path: Path, how: str) -> None:
                             f"{avail / gib:.1f} GiB is available.",
                             "save the spectrum image as .npy (memory-mapped) or .hspy/.zspy (read lazily in "
                             "blocks), or crop/bin it first.")
+
+
+TOTAL_INTENSITY_NOTE = ("No structural image given: using the total spectrum intensity per position instead. "
+                        "Pass the HAADF image for meaningful patches.")
 
 
 def _hs_load(path: Path):
@@ -113,6 +118,50 @@ def _split(objs):
     return spectrum, image
 
 
+@dataclass(frozen=True)
+class StructuralImage:
+    """A 2-D image file on its own (a HAADF acquired with a map), with its scan calibration."""
+
+    data: np.ndarray
+    pixel_size: float
+    pixel_units: str
+    name: str
+
+
+def _calibration(axes) -> tuple[float, str]:
+    ax = axes[0]
+    units = str(ax.units) if str(ax.units) not in ("None", "<undefined>", "") else "px"
+    return (float(ax.scale) if ax.scale > 0 else 1.0), units
+
+
+def read_data_file(path) -> SpectrumImage | StructuralImage:
+    """What a file holds, for a viewer: its spectrum image (with the structural image beside it, see
+    :func:`pair_image`) or, for a file with only a 2-D image (a HAADF opened alone), that image."""
+    path = Path(path)
+    obj = _hs_load(path)
+    if not isinstance(obj, (np.ndarray, np.lib.npyio.NpzFile)):
+        spectrum, image = _split(obj)
+        if spectrum is None and image is not None:
+            size, units = _calibration(image.axes_manager.signal_axes)
+            return StructuralImage(np.asarray(image.data, dtype=np.float64), size, units, path.stem)
+    return load_spectrum_image(path, pair_image(path))
+
+
+def pair_image(path) -> Path | None:
+    """The structural image stored beside a spectrum image: the one file of the same format in its folder whose
+    name says HAADF (or ADF/DF), e.g. SiO2_HAADF_Image.hspy beside SiO2_EDS_Spectrum_Image.hspy."""
+    path = Path(path)
+    words = ("haadf", "adf", "_df", "structural")
+    cands = [p for p in sorted(path.parent.glob(f"*{path.suffix}"))
+             if p != path and any(w in p.stem.lower() for w in words)]
+    if len(cands) > 1:   # several: the one sharing the longest name prefix with the spectrum image
+        def shared(p):
+            return len(os.path.commonprefix([p.stem.lower(), path.stem.lower()]))
+        best = max(map(shared, cands))
+        cands = [p for p in cands if shared(p) == best]
+    return cands[0] if len(cands) == 1 else None
+
+
 def load_spectrum_image(spectrum_path, image_path=None, name: str | None = None) -> SpectrumImage:
     """Load a spectrum image (and optionally its structural image) into a :class:`SpectrumImage`.
 
@@ -146,8 +195,7 @@ def load_spectrum_image(spectrum_path, image_path=None, name: str | None = None)
     elif image is not None:
         structural = np.asarray(image.data)
     else:
-        warnings.warn("No structural image given: using the total spectrum intensity per position instead. "
-                      "Pass the HAADF image for meaningful patches.", UserWarning, stacklevel=2)
+        warnings.warn(TOTAL_INTENSITY_NOTE, UserWarning, stacklevel=2)
         structural = None
     data = _in_memory_or_lazy(spectrum.data, spectrum_path)
     if structural is None:
@@ -157,7 +205,7 @@ def load_spectrum_image(spectrum_path, image_path=None, name: str | None = None)
     structural = np.asarray(structural, dtype=np.float64)
     nav = spectrum.axes_manager.navigation_axes  # x first in HyperSpy
     pixel_size = float(nav[0].scale) if nav[0].scale > 0 else 1.0
-    pixel_units = str(nav[0].units) if nav[0].units not in (None, "<undefined>") else "px"
+    pixel_units = str(nav[0].units) if str(nav[0].units) not in ("None", "<undefined>", "") else "px"
     energy = _energy_axis(spectrum) if spectrum.axes_manager.signal_dimension == 1 else None
     if structural.shape != data.shape[:2]:
         raise HAEInputError(
@@ -167,7 +215,8 @@ def load_spectrum_image(spectrum_path, image_path=None, name: str | None = None)
         )
     return SpectrumImage(structural=structural, spectra=data, energy=energy, pixel_size=pixel_size,
                          pixel_units=pixel_units, name=name or spectrum_path.stem,
-                         signal_type=str(spectrum.metadata.get_item("Signal.signal_type", "") or ""))
+                         signal_type=str(spectrum.metadata.get_item("Signal.signal_type", "") or ""),
+                         notes=[] if image is not None or image_path is not None else [TOTAL_INTENSITY_NOTE])
 
 
 def _from_numpy(obj, image_path, name) -> SpectrumImage:

@@ -1,0 +1,79 @@
+"""The dock's answer to a dataset or structural image being chosen: the starting target, the layers on the
+dataset's scale, objects drawn before on its grid, and a status line that says what to do next."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.utils.notifications import show_error
+
+from .._layers import dataset_of
+from ..core.errors import HAEInputError
+from ..core.targets.suggest import band_units, suggest_target
+from .data_panel import FROM_FILE
+from .layer_view import OBJECTS, SEEDS
+
+
+class DatasetActions:
+    """Mixed into :class:`~napari_hae._widget.HAEWidget` (uses its panels, layer view, plot and status line)."""
+
+    def _on_dataset_changed(self, *_):
+        data = self.dataset
+        if data is None:
+            return
+        name = self.structural_combo.value
+        if name not in (None, FROM_FILE) and np.shape(self.viewer.layers[name].data) != tuple(data.scan_shape):
+            self.structural_combo.value = FROM_FILE   # that image belongs to another scan grid
+        self._mean_spectrum = data.mean_spectrum()
+        units, per_unit = band_units(data.signal_type)
+        self.plot.set_units(units, per_unit)
+        suggestion = suggest_target(data, self._mean_spectrum)
+        self.target.set_target(data.energy, units, per_unit, suggestion)
+        self.data.fit_to(data)
+        layer = self.layer_combo.value
+        moved = self.view.follow(layer)
+        self.view.ensure_input_layers(layer, data.scan_shape, self.object_mode.value, self._on_objects_changed)
+        objects = self.viewer.layers[OBJECTS]
+        self._n_objects_seen = len(objects.data)
+        if self._objects_at_start and self._objects_at_start[0][0].shape != data.scan_shape:
+            masks = objects.to_masks(mask_shape=data.scan_shape)   # objects drawn before Start, on this grid
+            self._objects_at_start = [(m.astype(bool), mode, label)
+                                      for m, (_, mode, label) in zip(masks, self._objects_at_start)]
+        self._show_mean_spectrum()
+        if self._on_click not in layer.mouse_drag_callbacks:
+            layer.mouse_drag_callbacks.append(self._on_click)
+        kept = ("" if not moved or not (len(self.viewer.layers[SEEDS].data) or len(objects.data)) else
+                " Seeds and objects drawn before now follow this dataset's scale at the same pixel positions.")
+        target = (f"Target: {suggestion.reason}. Change the band in Scalarizer or drag it on the spectrum; "
+                  if data.energy is not None else "")
+        self.status.value = (f"{target}click points into the Seeds layer or leave it empty; then Start.{kept}"
+                             f"{self._structural_warning()}")
+        if target:
+            self.status.value = self.status.value[0].upper() + self.status.value[1:]
+
+    def _structural_warning(self) -> str:
+        data = self.dataset
+        if data is None or not any(n.startswith("No structural image given") for n in data.notes):
+            return ""
+        return (" No HAADF was found beside the file: the model learns from the total spectrum intensity, which "
+                "makes runs look better than an instrument would. Open the HAADF (File > Open) and choose it under "
+                "'structural image'.")
+
+    def _on_structural(self, *_):
+        """A structural image chosen: accepted if it lies on the dataset's scan grid, else said and undone."""
+        base, name = dataset_of(self.layer_combo.value), self.structural_combo.value
+        if base is None:
+            return
+        if name in (None, FROM_FILE):
+            self.status.value = f"Structural image: the dataset file's.{self._structural_warning()}"
+            return
+        try:
+            self.data.with_structural(base, self.viewer.layers[name])
+        except HAEInputError as exc:
+            show_error(str(exc))
+            self.structural_combo.value = FROM_FILE
+            self.status.value = f"Structural image: {exc}"
+            return
+        ny, nx = base.scan_shape
+        self.status.value = (f"Structural image: {name!r} ({ny} x {nx}, the dataset's scan grid); the model learns "
+                             f"from its patches.")
+
