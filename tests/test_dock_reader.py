@@ -33,12 +33,14 @@ def test_a_damaged_file_says_what_is_wrong(make_napari_viewer, tmp_path, monkeyp
     import napari.utils.notifications as notifications
     from napari.errors import ReaderPluginError
 
+    from napari_hae.core.errors import HAEInputError
+
     shown = []
     monkeypatch.setattr(notifications, "show_error", lambda msg: shown.append(msg))
     bad = tmp_path / "map.hspy"
     bad.write_bytes(b"not an hdf5 file at all")
     viewer = make_napari_viewer()
-    with pytest.raises(ReaderPluginError):   # napari's own error, with its generic text
+    with pytest.raises((ReaderPluginError, HAEInputError)):   # napari's own error, or ours when it passes it on
         viewer.open(str(bad), plugin="napari-hae")
     assert len(shown) == 1 and shown[0].startswith("napari-hae could not open map.hspy: HyperSpy could not read")
     assert "Fix: check that the file is complete" in shown[0]
