@@ -14,7 +14,7 @@ from magicgui.widgets import Label
 from napari.utils.notifications import show_error
 from platformdirs import user_data_dir
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QCheckBox, QScrollArea, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QApplication, QCheckBox, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from ._monitor_plot import MonitorPlot
 from ._qt.controller import RunController
@@ -85,7 +85,6 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         self._mean_spectrum = None          # of the selected dataset, computed once when it is selected
         self.replay_trace = None            # a loaded trace shown by the replay slider
         self.feature_space = None           # core FeatureSpace of the dataset, when computed
-        self._feature_worker = None
         self._stuck_warned_at = -10**9
         self._overconfidence_warned = False
         # advanced, not shown: tests and power users may change them before Start
@@ -133,6 +132,19 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
             signal.connect(slot)
         self._on_dataset_changed()
         self._update_buttons()
+        # napari closing deletes the dock before the application quits: both ends stop the threads (the
+        # controller, a plain Python object, outlives the widget; a slot of the widget would be disconnected)
+        controller = self.controller
+        self.destroyed.connect(lambda *_: controller.shutdown())
+        QApplication.instance().aboutToQuit.connect(controller.shutdown)
+
+    @property
+    def _feature_worker(self):
+        return self.controller.feature_worker
+
+    @_feature_worker.setter
+    def _feature_worker(self, worker):
+        self.controller.feature_worker = worker
 
     def panels(self) -> QWidget:
         """The scrolled content of the dock (all panels, also those scrolled out of view)."""

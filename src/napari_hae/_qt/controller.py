@@ -17,6 +17,7 @@ class RunController:
         self._on_item, self._on_error, self._on_finished = on_item, on_error, on_finished
         self.driver: RunDriver | None = None
         self.worker = None
+        self.feature_worker = None   # the rVAE feature space training, when one runs
 
     @property
     def running(self) -> bool:
@@ -67,6 +68,25 @@ class RunController:
     def step_once(self):
         if self.driver is not None:
             self.driver.step_once()
+
+    def shutdown(self, wait: float = 30.0) -> None:
+        """napari is closing: stop the run after its step (its journal holds every measurement) and the rVAE
+        within a batch, and wait for their threads, so that none is killed inside torch ('terminate called')."""
+        from qtpy.QtCore import QThreadPool
+
+        for worker in (self.worker, self.feature_worker):   # the dock they would draw into is going away
+            for name in ("yielded", "returned", "errored", "finished"):
+                try:
+                    getattr(worker, name).disconnect()
+                except (AttributeError, RuntimeError, TypeError):
+                    pass
+        if self.feature_worker is not None:
+            self.feature_worker.cancel(wait=wait)
+        if self.driver is not None:
+            self.driver.stop()
+        QThreadPool.globalInstance().waitForDone(int(wait * 1000))
+        if self.driver is not None:
+            self.driver.experiment.close()   # the journal, closed cleanly (it already holds every measurement)
 
     def stop(self):
         if self.driver is not None:

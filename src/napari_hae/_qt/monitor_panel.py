@@ -24,32 +24,36 @@ class MonitorPanel(Container):
 
 def feature_space_worker(structural, patch_size: int, epochs: int, on_epoch, on_ready, on_error, on_done):
     """Train the rVAE feature space in a napari worker, reporting each epoch (AtomAI's per-epoch callback runs in
-    a helper thread; its progress is forwarded as the worker's yields)."""
+    a helper thread; its progress is forwarded as the worker's yields). ``worker.cancel()`` stops the training
+    within one batch and waits for its thread: napari may then close without killing torch mid-batch (the
+    'terminate called' crash)."""
+    import threading
+
     from ..core.analysis.feature_space import fit_feature_space
 
     pbar = progress(total=epochs, desc=f"rVAE feature space (patch {patch_size})")
+    stop = threading.Event()
+    trainer: list[threading.Thread] = []
 
     def job():
         import queue
-        import threading
 
         q: queue.Queue = queue.Queue()
         out = {}
 
         def run():
             try:
-                out["fs"] = fit_feature_space(structural, patch_size, epochs=epochs,
+                out["fs"] = fit_feature_space(structural, patch_size, epochs=epochs, cancel=stop.is_set,
                                               progress=lambda e, k, loss: q.put((e, loss)))
-            except Exception as exc:  # reported in the GUI
+            except Exception as exc:  # reported in the GUI (a cancellation too)
                 out["error"] = exc
             q.put(None)
 
-        threading.Thread(target=run, daemon=True).start()
+        trainer.append(threading.Thread(target=run, daemon=True, name="hae-rvae"))
+        trainer[0].start()
         while (item := q.get()) is not None:
             yield item
-        if "error" in out:
-            raise out["error"]
-        return out["fs"]
+        return out.get("fs"), out.get("error")   # napari would report an error raised (or returned) itself
 
     def epoch(item):
         pbar.update(1)
@@ -60,8 +64,15 @@ def feature_space_worker(structural, patch_size: int, epochs: int, on_epoch, on_
         on_done()
 
     w = create_worker(job)
+
+    def cancel(wait: float = 30.0) -> None:
+        stop.set()
+        if trainer:
+            trainer[0].join(wait)
+
+    w.cancel = cancel
     w.yielded.connect(epoch)
-    w.returned.connect(on_ready)
+    w.returned.connect(lambda result: on_ready(result[0]) if result[1] is None else on_error(result[1]))
     w.errored.connect(on_error)
     w.finished.connect(done)
     w.start()

@@ -12,19 +12,20 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from ..core.errors import HAEInputError
-from ..core.instrument.adapters import make_microscope
 from ..core.record.trace import JOURNAL_NAME
 from ..core.run.diagnostics import calibration_verdict, window_verdict
 from ..core.run.driver import Event
 from ..core.run.experiment import Experiment, ExperimentSettings
 from ..core.run.picking import seed_indices
 from .layer_view import MAPS
+from .microscope_actions import MicroscopeActions
 
 
-class RunActions:
+class RunActions(MicroscopeActions):
     """Mixed into :class:`~napari_hae._widget.HAEWidget` (uses its panels, layer view and controller)."""
 
-    def build_experiment(self) -> Experiment:
+    def build_experiment(self, mic=None) -> Experiment:
+        """The experiment the panels describe, on ``mic`` (default: the run panel's microscope, made here)."""
         data = self.dataset
         if data is None:
             raise HAEInputError("No dataset is selected.", "open one (File > Open / Open Sample) and pick it.")
@@ -41,7 +42,7 @@ class RunActions:
             if mode == "avoid":
                 avoid |= np.asarray(mask, dtype=bool).ravel()
         seed_indices(settings, data.scan_shape, np.random.default_rng(0), avoid)   # refused before a folder exists
-        mic = self._microscope(data, int(self.random_seed.value))
+        mic = self._microscope(data, int(self.random_seed.value)) if mic is None else self._on_grid(mic, data)
         folder = self._new_run_dir()
         try:
             exp = Experiment(mic, settings, dataset_info={**data.describe(), "fingerprint": data.fingerprint()},
@@ -54,16 +55,6 @@ class RunActions:
             raise
         return exp
 
-    def _microscope(self, data, seed: int):
-        """The microscope adapter chosen in the run panel, on the selected dataset (a live instrument must scan
-        the grid of the selected layer)."""
-        name, params = self.run_panel.microscope()
-        mic = make_microscope(name, data, seed=seed, **params)
-        if data is not None and tuple(mic.scan_shape) != tuple(data.scan_shape):
-            raise HAEInputError(f"The {name} microscope scans {tuple(mic.scan_shape)}, the selected layer is "
-                                f"{data.scan_shape}.", "select the layer of the region the microscope scans.")
-        return mic
-
     def _new_run_dir(self) -> Path:
         """A fresh folder for this run's crash-safe journal (under ``runs_dir``)."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -74,8 +65,8 @@ class RunActions:
         return d
 
     def start(self, *_):
-        if self.controller.running:
-            show_warning("A run is already going: stop it first.")
+        if self.controller.running or self._connecting is not None:
+            show_warning("A run is already going (or its microscope is connecting): stop it first.")
             return
         data = self.dataset
         problem = None if data is None else self.target.problem(data.energies, data.signal_shape)
@@ -83,11 +74,13 @@ class RunActions:
             show_error(problem)
             self.status.value = f"Cannot start: {problem}"
             return
+        self.with_microscope(int(self.random_seed.value), self._start_on)
+
+    def _start_on(self, mic):
         try:
-            self.experiment = self.build_experiment()
+            self.experiment = self.build_experiment(mic)
         except HAEInputError as exc:
-            show_error(str(exc))
-            self.status.value = f"Cannot start: {exc}"
+            self._cannot_start(exc)
             return
         self._objects_at_start = []
         self._overconfidence_warned = False
@@ -122,6 +115,8 @@ class RunActions:
 
     def _update_buttons(self):
         self.run_panel.update_buttons(self.controller.running, self.controller.paused)
+        if self._connecting is not None:
+            self.start_btn.enabled = self.resume_trace_btn.enabled = False
 
     # -- what the worker yields (GUI thread) -------------------------------------------------------------------
     def _on_item(self, item):

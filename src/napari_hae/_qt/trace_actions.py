@@ -8,6 +8,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog
 
 from .._layers import layer_scale
+from ..core.analysis.feature_space import TrainingCancelled
 from ..core.analysis.replay import replay_state
 from ..core.errors import HAEInputError
 from ..core.record.trace import JOURNAL_NAME, Trace
@@ -49,8 +50,9 @@ class TraceActions:
                              f"{len(tr.interventions)} interventions. Move the replay slider to walk through it.")
         return tr
 
-    def resume_trace(self, path) -> Experiment:
-        """Continue a saved or crashed run (trace.h5, trace.journal or its folder) on the selected dataset."""
+    def resume_trace(self, path) -> Experiment | None:
+        """Continue a saved or crashed run (trace.h5, trace.journal or its folder) on the selected dataset (the
+        resumed experiment; None while a connecting microscope connects: it starts when connected)."""
         if self.controller.running:
             raise HAEInputError("A run is already going.", "stop it before resuming another one.")
         data = self.dataset
@@ -58,10 +60,16 @@ class TraceActions:
             raise HAEInputError("No dataset is selected.", "open the dataset the run was started on, then resume.")
         tr = Trace.load(path)
         data.check_same_source(tr.dataset.get("fingerprint"), "The run being resumed")
-        mic = self._microscope(data, int(tr.settings.get("random_seed", 0)) + tr.n_points)
-        self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME)
-        self._launch()
-        return self.experiment
+
+        started = []
+
+        def resume_on(mic):
+            self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME)
+            started.append(self.experiment)
+            self._launch()
+
+        self.with_microscope(int(tr.settings.get("random_seed", 0)) + tr.n_points, resume_on)
+        return started[0] if started else None
 
     def _shown_trace(self):
         return self.replay_trace or (self.experiment.trace if self.experiment is not None else None)
@@ -89,7 +97,11 @@ class TraceActions:
     def compute_feature_space(self, *_, epochs: int | None = None):
         """Train AtomAI's rVAE on all patches in a worker (progress bar), then draw the latent trajectory."""
         data = self.dataset
-        if data is None or self._feature_worker is not None:
+        if self._feature_worker is not None:   # the button reads "Cancel feature space" while it trains
+            self.status.value = "Cancelling the feature space (within one batch)..."
+            self._feature_worker.cancel(wait=0)
+            return None
+        if data is None:
             return None
         n = int(self.experiment.patch_size if self.experiment is not None else self.patch_size.value)
         epochs = int(epochs or self.feature_epochs)
@@ -108,10 +120,17 @@ class TraceActions:
 
         def on_done():
             self._feature_worker = None
+            self.feature_btn.text = "Feature space (rVAE)"
 
-        self._feature_worker = feature_space_worker(
-            data.structural, n, epochs, on_epoch, on_ready,
-            lambda exc: show_error(f"rVAE training failed: {exc}"), on_done)
+        def on_error(exc):
+            if isinstance(exc, TrainingCancelled):
+                self.status.value = "Feature space cancelled: nothing was kept. Press Feature space to train again."
+            else:
+                show_error(f"rVAE training failed: {exc}")
+
+        self._feature_worker = feature_space_worker(data.structural, n, epochs, on_epoch, on_ready, on_error,
+                                                    on_done)
+        self.feature_btn.text = "Cancel feature space"
         return self._feature_worker
 
     def export_monitors(self, path) -> Path:

@@ -70,14 +70,20 @@ def cache_key(image: np.ndarray, patch_size: int, **params) -> str:
     return h.hexdigest()[:16]
 
 
+class TrainingCancelled(Exception):
+    """The rVAE training was cancelled (``cancel()`` returned True); nothing is cached."""
+
+
 def fit_feature_space(image: np.ndarray, patch_size: int, epochs: int = 15, batch_size: int = 128,
                       hidden: int = 64, lr: float = 1e-3, translation: bool = False,
                       rotation_prior: float = 0.1, seed: int = 0, max_patches: int | None = None,
                       progress: Callable[[int, int, float], bool | None] | None = None,
-                      use_cache: bool = True) -> FeatureSpace:
+                      use_cache: bool = True, cancel: Callable[[], bool] | None = None) -> FeatureSpace:
     """Train an rVAE on every patch of ``image`` (patch size in pixels) and encode them all.
 
     ``progress(epoch, epochs, loss)`` is called after every epoch; returning ``False`` stops training early.
+    ``cancel()`` is asked before every batch; True raises :class:`TrainingCancelled` within one batch (an epoch
+    at patch 16 took ~65 s on a loaded machine: too long to wait for when napari closes).
     ``max_patches`` trains on a random subset (all patches are still encoded). Cached in memory per image, patch
     size and parameters (``use_cache=False`` retrains).
     """
@@ -86,7 +92,7 @@ def fit_feature_space(image: np.ndarray, patch_size: int, epochs: int = 15, batc
     key = cache_key(image, patch_size, **params)
     if use_cache and key in _CACHE:
         return _CACHE[key]
-    fs = train_rvae(extract_patches(image, patch_size), progress=progress, **params)
+    fs = train_rvae(extract_patches(image, patch_size), progress=progress, cancel=cancel, **params)
     fs.key = key
     if use_cache:
         _CACHE[key] = fs
@@ -96,7 +102,8 @@ def fit_feature_space(image: np.ndarray, patch_size: int, epochs: int = 15, batc
 def train_rvae(patches: np.ndarray, epochs: int = 15, batch_size: int = 128, hidden: int = 64, lr: float = 1e-3,
                translation: bool = False, rotation_prior: float = 0.1, seed: int = 0,
                max_patches: int | None = None,
-               progress: Callable[[int, int, float], bool | None] | None = None) -> FeatureSpace:
+               progress: Callable[[int, int, float], bool | None] | None = None,
+               cancel: Callable[[], bool] | None = None) -> FeatureSpace:
     """Train an rVAE on ``patches`` (n, N, N) and encode them all (see :func:`fit_feature_space`)."""
     import torch
 
@@ -123,6 +130,15 @@ def train_rvae(patches: np.ndarray, epochs: int = 15, batch_size: int = 128, hid
                            filename=f"{tmp}/rvae")
         for g in rv.optim.param_groups:
             g["lr"] = float(lr)
+        if cancel is not None:
+            step = rv.forward_compute_elbo   # what atomai's train_epoch calls on every batch
+
+            def checked(*args):
+                if cancel():
+                    raise TrainingCancelled("rVAE training cancelled")
+                return step(*args)
+
+            rv.forward_compute_elbo = checked
         losses = []
         for e in range(int(epochs)):
             rv.current_epoch = e
