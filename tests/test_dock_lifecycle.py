@@ -111,3 +111,29 @@ def test_feature_space_cancel_and_napari_closed_while_it_trains(make_napari_view
     qtbot.waitUntil(lambda: any(t.name == "hae-rvae" for t in threading.enumerate()), timeout=30_000)
     viewer.close()
     qtbot.waitUntil(lambda: not [t for t in threading.enumerate() if t.name == "hae-rvae"], timeout=30_000)
+
+
+@pytest.mark.slow
+def test_a_layer_deleted_mid_run_is_said_and_comes_back(make_napari_viewer, small_sample, qtbot, monkeypatch,
+                                                       tmp_path):
+    """Defect 12: deleting a layer the dock uses during a run gave no message."""
+    viewer, w = _dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
+    w.fit_iterations, w.fit_iterations_first, w.model_params = 10, 60, {"hidden": [32, 16]}
+    w.patch_size.value = 8
+    w.budget.value = 4
+    QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
+    QTest.mouseClick(w.pause_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "hAE predicted mean" in viewer.layers and w._paused, timeout=120_000)
+    mean = viewer.layers["hAE predicted mean"]
+    viewer.layers.selection.active = mean
+    QTest.mouseClick(viewer.window._qt_viewer.layerButtons.deleteButton, Qt.MouseButton.LeftButton)
+    assert "hAE predicted mean" not in viewer.layers
+    assert w.status.value == ("'hAE predicted mean' was deleted during the run: the layer comes back at the next "
+                              "step. The run goes on and its journal holds every measurement.")
+    QTest.mouseClick(w.resume_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert "hAE predicted mean" in viewer.layers and w.experiment.trace.n_steps == 4
+    new = viewer.layers["hAE predicted mean"]
+    import numpy as np
+
+    np.testing.assert_array_equal(new.data, w.experiment.trace.map_at("mean", 3))

@@ -210,3 +210,21 @@ def test_seeds_and_avoid_objects_drawn_before_the_start(small_sample):
     exp.add_object(mask, "avoid", "beam-sensitive")
     exp.start()
     assert exp.trace.n_points == 20 and all(x >= 40 for _, x in exp.trace.positions)
+
+
+def test_trace_index_of_finds_the_newest_measurement_at_a_position():
+    from napari_hae.core.record.trace import Trace
+
+    t = Trace(structural=np.zeros((8, 8)))
+    t.add_point((1, 2), np.ones(4), 1.0, "seed", -1)
+    t.add_point((3, 4), np.ones(4), 2.0, "seed", -1)
+    assert t.index_of((3, 4)) == 1 and t.index_of(np.array([1, 2], dtype=np.int64)) == 0
+    assert t.index_of((35, 68)) is None
+
+
+def test_messages_end_in_one_full_stop():
+    from napari_hae.core.errors import sentence
+
+    err = HAEInputError("The band is empty.", "widen it.")
+    assert f"stopped: {sentence(err)} Kept." == "stopped: The band is empty. Fix: widen it. Kept."
+    assert sentence("no answer") == "no answer." and sentence("really?") == "really?"

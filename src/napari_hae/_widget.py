@@ -130,6 +130,7 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
             (self.export_btn.clicked, self._export_dialog)]
         for signal, slot in connections:
             signal.connect(slot)
+        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self._on_dataset_changed()
         self._update_buttons()
         # napari closing deletes the dock before the application quits: both ends stop the threads (the

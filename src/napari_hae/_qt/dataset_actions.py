@@ -4,13 +4,13 @@ dataset's scale, objects drawn before on its grid, and a status line that says w
 from __future__ import annotations
 
 import numpy as np
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_warning
 
 from .._layers import dataset_of
 from ..core.errors import HAEInputError
 from ..core.targets.suggest import band_units, suggest_target
 from .data_panel import FROM_FILE
-from .layer_view import OBJECTS, SEEDS
+from .layer_view import OBJECTS, SCAN_LAYERS, SEEDS
 
 
 class DatasetActions:
@@ -19,6 +19,10 @@ class DatasetActions:
     def _on_dataset_changed(self, *_):
         data = self.dataset
         if data is None:
+            return
+        if self.controller.running:   # the fields and layers belong to the run going on until it ends
+            self.status.value = (f"The run goes on with {self.experiment.trace.dataset.get('name', 'its data')}; "
+                                 f"{data.name} is used from the next Start.")
             return
         name = self.structural_combo.value
         if name not in (None, FROM_FILE) and np.shape(self.viewer.layers[name].data) != tuple(data.scan_shape):
@@ -77,3 +81,20 @@ class DatasetActions:
         self.status.value = (f"Structural image: {name!r} ({ny} x {nx}, the dataset's scan grid); the model learns "
                              f"from its patches.")
 
+    def _on_layer_removed(self, event) -> None:
+        """A layer the dock uses was deleted during a run: say what happens (nothing is lost)."""
+        layer = event.value
+        if not self.controller.running:
+            return
+        if layer.name in (SEEDS, OBJECTS):
+            what = "the objects and seeds given so far stay in force; the layer comes back when you pick the dataset"
+        elif layer.name in SCAN_LAYERS:
+            what = "the layer comes back at the next step"
+        elif dataset_of(layer) is not None:
+            what = "the run goes on with the data already loaded; open the file again to look at its spectra"
+        else:
+            return
+        msg = (f"'{layer.name}' was deleted during the run: {what}. The run goes on and its journal holds every "
+               f"measurement.")
+        show_warning(msg)
+        self.status.value = msg

@@ -64,6 +64,9 @@ class LayerView:
         pts = np.round(np.asarray(layer.data)).astype(int)
         return [tuple(p) for p in dict.fromkeys(map(tuple, pts))]
 
+    def has_output_layers(self) -> bool:
+        return all(name in self.viewer.layers for name in (VALUES, TRAJECTORY, *(n for n, _ in MAPS.values())))
+
     def prepare_output_layers(self, geo: dict, scan_shape) -> None:
         """Map, value and trajectory layers for a run (or a replay) of ``scan_shape`` with scale and units
         ``geo`` (:meth:`geometry`); existing ones are reshaped and moved onto it."""

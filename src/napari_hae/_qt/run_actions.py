@@ -11,7 +11,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
-from ..core.errors import HAEInputError
+from ..core.errors import HAEInputError, sentence
 from ..core.record.trace import JOURNAL_NAME
 from ..core.run.diagnostics import calibration_verdict, window_verdict
 from ..core.run.driver import Event
@@ -131,30 +131,36 @@ class RunActions(MicroscopeActions):
             elif item.kind == "done":
                 self._finished_status()
             return
-        # Each piece of drawing is its own event-loop task, so timers and input are served in between.
+        # Each piece of drawing is its own event-loop task, so timers and input are served in between. They draw
+        # the experiment that made the step: a new run may have started before they are served.
+        exp, ref = self.experiment, self.layer_combo.value
+        if not self.view.has_output_layers():   # the user deleted one mid-run: it comes back
+            self.view.prepare_output_layers(self.view.geometry(ref), exp.scan_shape)
         self.view.show_maps({key: getattr(item, key) for key in MAPS})
         if self._pbar is not None:
             self._pbar.update(1)
-        QTimer.singleShot(0, lambda: self.view.show_run(self.experiment, self.layer_combo.value))
-        QTimer.singleShot(0, lambda: self._draw_step_info(item))
-        QTimer.singleShot(0, lambda: self.monitor_plot.update_from(self.experiment.trace))
-        QTimer.singleShot(0, lambda: self._check_stuck(item))
+        QTimer.singleShot(0, lambda: self.view.show_run(exp, ref))
+        QTimer.singleShot(0, lambda: self._draw_step_info(item, exp))
+        QTimer.singleShot(0, lambda: self.monitor_plot.update_from(exp.trace))
+        QTimer.singleShot(0, lambda: self._check_stuck(item, exp))
 
-    def _draw_step_info(self, res):
-        exp = self.experiment
+    def _draw_step_info(self, res, exp=None):
+        exp = exp or self.experiment
         sc = exp.scalarizer
         if not self.status.value.startswith("Run "):
             rec = res.record
             self.status.value = (f"step {res.step + 1}/{exp.settings.budget} ({res.kind}) at (y, x) = "
                                  f"{res.position}: {sc.name} = {res.value:.4g}; best {rec['best_so_far']:.4g}; "
                                  f"mean uncertainty {rec['std_mean']:.3g}" + ("  [paused]" if self._paused else ""))
-        i = exp.trace.positions.index(tuple(res.position))
+        i = exp.trace.index_of(res.position)
+        if i is None:   # not a point of this experiment: nothing to draw (it said "(35, 68) is not in list")
+            return
         self.show_spectrum(exp.trace.spectra[i], f"step {res.step + 1} at {res.position}: {res.value:.4g}", sc)
         self._update_buttons()
 
-    def _check_stuck(self, res):
+    def _check_stuck(self, res, exp=None):
         """Warn (once per window) when the run is stuck; with a feature space, latent clustering counts too."""
-        exp = self.experiment
+        exp = exp or self.experiment
         tr, K = exp.trace, exp.stuck_window
         latent = None if self.feature_space is None else self.feature_space.latent
         verdict = window_verdict(tr.steps, exp.scan_shape, K, latent=latent)   # the loop's rule, this step included
@@ -175,7 +181,7 @@ class RunActions(MicroscopeActions):
 
     def _on_error(self, exc):
         self.experiment.close()   # the journal holds everything measured; close it cleanly
-        show_error(f"The run stopped with an error: {exc}. The trace measured so far is kept: Save trace.")
+        show_error(f"The run stopped with an error: {sentence(exc)} The trace measured so far is kept: Save trace.")
         self.status.value = f"Stopped by an error at step {self.experiment.step_index}: {exc}"
 
     def _on_finished(self):

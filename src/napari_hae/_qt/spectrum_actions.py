@@ -41,9 +41,9 @@ class SpectrumActions:
 
     def spectrum_at(self, y: int, x: int):
         """(spectrum, value, source) at a scan position: the measured one if measured, else the pre-acquired one."""
-        if self.experiment is not None and (y, x) in self.experiment.trace.positions:
+        i = None if self.experiment is None else self.experiment.trace.index_of((y, x))
+        if i is not None:
             tr = self.experiment.trace
-            i = tr.positions.index((y, x))
             return tr.spectra[i], tr.values[i], "measured"
         data = self.dataset
         spectrum = data.spectrum(y, x)

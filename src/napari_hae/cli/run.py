@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..core.data.energy_check import energy_check
 from ..core.data.io import load_source
-from ..core.errors import HAEInputError, HAERunError
+from ..core.errors import HAEInputError, HAERunError, sentence
 from ..core.record.folder import SUMMARY_NAME, prepare_new_run
 from ..core.record.journal import make_folder
 from ..core.record.lock import RunLock
@@ -253,7 +253,8 @@ def drive(exp, data, out: Path, args) -> int:
         print(f"Run paused at step {exp.step_index}: {exc}", file=sys.stderr)
     except Exception as exc:  # never lose what was measured
         err = exc
-        print(f"Run failed at step {exp.step_index}: {exc}. Saving the trace measured so far.", file=sys.stderr)
+        print(f"Run failed at step {exp.step_index}: {sentence(exc)} Saving the trace measured so far.",
+              file=sys.stderr)
     if driver.stopped and err is None and not exp.done:
         err = KeyboardInterrupt()
     wall = time.perf_counter() - t0

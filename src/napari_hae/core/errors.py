@@ -1,6 +1,13 @@
 """Errors raised for bad input: each message names the problem and the fix."""
 
 
+def sentence(text) -> str:
+    """``text`` (an error or a string) as one sentence ending in exactly one full stop, for messages that go on
+    after it ("...: {sentence(exc)} The trace measured so far is kept."): no "kept.." when the error ends in one."""
+    t = str(text).rstrip()
+    return t if t.endswith((".", "!", "?")) else t + "."
+
+
 class HAEInputError(ValueError):
     """Input data or settings that napari-hae cannot use as given.
 

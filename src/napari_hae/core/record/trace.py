@@ -247,6 +247,14 @@ class Trace:
     def n_steps(self) -> int:
         return len(self.steps["position"])
 
+    def index_of(self, position) -> int | None:
+        """The index of the point measured at ``position`` (y, x), or None if it was not measured."""
+        key = tuple(int(c) for c in position)
+        for i in range(len(self.positions) - 1, -1, -1):   # the newest first: the usual question
+            if self.positions[i] == key:
+                return i
+        return None
+
     def positions_array(self) -> np.ndarray:
         return np.asarray(self.positions, dtype=np.int64).reshape(-1, 2)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import HAEInputError
+from ..errors import HAEInputError, sentence
 from ..registry import Entry, ParamSpec, Registry, specs_from_signature
 
 # band limits are energies: a parameter of these names is in the energy axis' units
@@ -369,7 +369,7 @@ class Scalarizer:
             try:
                 out = entry.obj(s, energy, **self.params)
             except TypeError as exc:
-                raise HAEInputError(f"Scalarizer {self.name!r} got wrong parameters {self.params}: {exc}.",
+                raise HAEInputError(f"Scalarizer {self.name!r} got wrong parameters {self.params}: {sentence(exc)}",
                                     f"give exactly the parameters of {self.name}: "
                                     f"{entry.param_names()}.") from exc
             return np.asarray(out, dtype=np.float64)
