@@ -52,6 +52,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_remote_microscope_without_a_server_keeps_napari_responsive(make_napari_viewer, small_sample, qtbot,
                                                                       monkeypatch, tmp_path):
     """The 'remote' microscope with no server blocked the GUI thread for its whole timeout (11 s)."""
