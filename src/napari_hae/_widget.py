@@ -14,6 +14,7 @@ from magicgui.widgets import Label
 from napari.utils.notifications import show_error
 from platformdirs import user_data_dir
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QKeySequence, QShortcut
 from qtpy.QtWidgets import QApplication, QCheckBox, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from ._monitor_plot import MonitorPlot
@@ -34,6 +35,11 @@ from .core.run.experiment import Experiment
 from .core.run.settings import ExperimentSettings
 
 __all__ = ["HAEWidget", "MAPS", "OBJECTS", "PARETO", "SEEDS", "TRAJECTORY", "VALUES"]
+
+
+def _forget(callbacks: list, callback) -> None:
+    if callback in callbacks:
+        callbacks.remove(callback)
 
 preload_torch_compiler()   # before any worker trains: see _torch_preload
 
@@ -135,9 +141,21 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         self._update_buttons()
         # napari closing deletes the dock before the application quits: both ends stop the threads (the
         # controller, a plain Python object, outlives the widget; a slot of the widget would be disconnected)
-        controller = self.controller
-        self.destroyed.connect(lambda *_: controller.shutdown())
+        controller, click, viewer = self.controller, self._on_click, napari_viewer
+        self.destroyed.connect(lambda *_: (controller.shutdown(), _forget(viewer.mouse_drag_callbacks, click)))
         QApplication.instance().aboutToQuit.connect(controller.shutdown)
+        # keys while napari's window is active (the canvas focused too): F5 Start, F6 Pause/Resume, F7 Step, F8 Stop
+        for key, slot in (("F5", self.start), ("F6", self._pause_or_resume), ("F7", self.step_once),
+                          ("F8", self.stop)):
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+            shortcut.activated.connect(slot)
+
+    def _pause_or_resume(self):
+        if self.controller.paused:
+            self.resume()
+        elif self.controller.running:
+            self.pause()
 
     @property
     def _feature_worker(self):

@@ -43,8 +43,8 @@ class DatasetActions:
             self._objects_at_start = [(m.astype(bool), mode, label)
                                       for m, (_, mode, label) in zip(masks, self._objects_at_start)]
         self._show_mean_spectrum()
-        if self._on_click not in layer.mouse_drag_callbacks:
-            layer.mouse_drag_callbacks.append(self._on_click)
+        if self._on_click not in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.append(self._on_click)
         kept = ("" if not moved or not (len(self.viewer.layers[SEEDS].data) or len(objects.data)) else
                 " Seeds and objects drawn before now follow this dataset's scale at the same pixel positions.")
         target = (f"Target: {suggestion.reason}. Change the band in Scalarizer or drag it on the spectrum; "

@@ -19,6 +19,7 @@ SCAN_LAYERS = (SEEDS, OBJECTS, VALUES, TRAJECTORY, PARETO, *(name for name, _ in
 class LayerView:
     def __init__(self, viewer):
         self.viewer = viewer
+        self._auto_limits: dict[str, tuple] = {}   # the contrast limits last set here, per map layer
 
     def _layer(self, name):
         return self.viewer.layers[name] if name in self.viewer.layers else None
@@ -86,6 +87,7 @@ class LayerView:
         for layer in self.viewer.layers:
             if layer.name in SCAN_LAYERS:
                 layer.scale, layer.units = geo["scale"], geo["units"]
+        self._auto_limits = {}   # a new run (or replay) starts with contrast fitted to its maps
 
     def show_maps(self, maps: dict) -> None:
         """Mean / std / acquisition maps into their layers (-inf acquisition: not available)."""
@@ -97,9 +99,14 @@ class LayerView:
             finite = np.isfinite(m)
             if key == "acq":
                 m = np.where(finite, m, m[finite].min() if finite.any() else 0.0)
+            set_before = self._auto_limits.get(name)
+            user_set = set_before is not None and tuple(layer.contrast_limits) != set_before
             layer.data = m
+            if user_set:   # the user set the contrast (layer controls): it stays as they set it
+                continue
             lo, hi = float(m.min()), float(m.max())
             layer.contrast_limits = (lo, hi if hi > lo else lo + 1e-12)
+            self._auto_limits[name] = tuple(layer.contrast_limits)
 
     def show_points(self, positions, point_steps, values, kinds, budget: int) -> None:
         """The trajectory: seeds cyan, then coloured by step (plasma)."""

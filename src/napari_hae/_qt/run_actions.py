@@ -93,6 +93,7 @@ class RunActions(MicroscopeActions):
         self.view.show_run(self.experiment, self.layer_combo.value)
         self._pbar = progress(total=self.experiment.settings.budget, desc="hAE run")
         self._pbar.update(self.experiment.step_index)
+        self._show_progress(self.experiment)
         self.controller.start(self.experiment)
         self.status.value = "Running: measuring seeds and training the first model..."
         self._update_buttons()
@@ -139,10 +140,17 @@ class RunActions(MicroscopeActions):
         self.view.show_maps({key: getattr(item, key) for key in MAPS})
         if self._pbar is not None:
             self._pbar.update(1)
+        self._show_progress(exp)
         QTimer.singleShot(0, lambda: self.view.show_run(exp, ref))
         QTimer.singleShot(0, lambda: self._draw_step_info(item, exp))
         QTimer.singleShot(0, lambda: self.monitor_plot.update_from(exp.trace))
         QTimer.singleShot(0, lambda: self._check_stuck(item, exp))
+
+    def _show_progress(self, exp) -> None:
+        """The dock's own progress bar (napari's sits in its activity dock, out of sight)."""
+        bar = self.run_panel.progress
+        bar.max = max(1, int(exp.settings.budget))
+        bar.value = min(int(exp.step_index), bar.max)
 
     def _draw_step_info(self, res, exp=None):
         exp = exp or self.experiment

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from magicgui.widgets import ComboBox, Container, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, ProgressBar, PushButton, SpinBox
 
 from ..core.instrument.adapters import MICROSCOPES
 from ..core.run.settings import ExperimentSettings
@@ -23,11 +23,13 @@ class RunPanel(Container):
                                         tooltip="the instrument: an installed microscope adapter")
         self.microscope_params = ParamForm()   # the adapter's parameters, from its specs
         self.object_mode = ComboBox(label="new objects", choices=["avoid", "visit"], value="avoid")
-        self.start_btn = PushButton(text="Start")
-        self.pause_btn = PushButton(text="Pause")
-        self.step_btn = PushButton(text="Step once")
-        self.resume_btn = PushButton(text="Resume")
-        self.stop_btn = PushButton(text="Stop")
+        self.start_btn = PushButton(text="Start", tooltip="start a run (F5)")
+        self.pause_btn = PushButton(text="Pause", tooltip="pause after the current step (F6)")
+        self.step_btn = PushButton(text="Step once", tooltip="one step while paused (F7)")
+        self.resume_btn = PushButton(text="Resume", tooltip="go on after a pause (F6)")
+        self.stop_btn = PushButton(text="Stop", tooltip="stop after the current step (F8)")
+        self.progress = ProgressBar(label="progress", min=0, max=DEFAULTS.budget, value=0)
+        self.progress.native.setFormat("%v / %m steps")
         self.save_btn = PushButton(text="Save trace")
         self.load_btn = PushButton(text="Load trace")
         self.resume_trace_btn = PushButton(text="Resume trace...")
@@ -36,7 +38,7 @@ class RunPanel(Container):
             self.n_seeds, self.budget, self.random_seed, self.microscope_kind, self.microscope_params,
             self.object_mode,
             Container(widgets=[self.start_btn, self.pause_btn, self.step_btn], **row),
-            Container(widgets=[self.resume_btn, self.stop_btn], **row),
+            Container(widgets=[self.resume_btn, self.stop_btn], **row), self.progress,
             Container(widgets=[self.save_btn, self.load_btn, self.resume_trace_btn], **row)], label="Run")
         self.microscope_kind.changed.connect(self._on_kind)
         self._on_kind()

@@ -49,10 +49,14 @@ class SpectrumActions:
         spectrum = data.spectrum(y, x)
         return spectrum, float(self.target.scalarizer()(spectrum[None], data.energies)[0]), "pre-acquired"
 
-    def _on_click(self, layer, event):
-        data = self.dataset
+    def _on_click(self, viewer, event):
+        """A click anywhere on the canvas, whichever layer is selected (a viewer callback, not a layer's): the
+        spectrum at that scan position of the selected dataset."""
+        data, layer = self.dataset, self.layer_combo.value
+        if data is None or layer is None or layer not in self.viewer.layers:
+            return
         y, x = (int(round(c)) for c in layer.world_to_data(event.position)[-2:])
-        if data is None or not (0 <= y < data.scan_shape[0] and 0 <= x < data.scan_shape[1]):
+        if not (0 <= y < data.scan_shape[0] and 0 <= x < data.scan_shape[1]):
             return
         spectrum, value, source = self.spectrum_at(y, x)
         self.show_spectrum(spectrum, f"{source} at ({y}, {x}): {value:.4g}")

@@ -1,0 +1,97 @@
+"""napari habits (issue 14): keys for the run buttons, progress where the user looks, the contrast the user set
+kept, the spectrum on click whatever layer is selected, and a dock that opens without warnings."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+from qtpy.QtCore import QPoint, Qt  # noqa: E402
+from qtpy.QtTest import QTest  # noqa: E402
+
+from napari_hae._layers import dataset_layer_data  # noqa: E402
+from napari_hae._widget import MAPS, SEEDS, HAEWidget  # noqa: E402
+
+pytestmark = pytest.mark.gui
+TIMEOUT = 120_000
+
+
+@pytest.fixture
+def shown(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path):
+    monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
+    viewer = make_napari_viewer(show=True)
+    for layer_data, kw, _ in dataset_layer_data(small_sample):
+        ref = viewer.add_image(layer_data, **kw)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        w = HAEWidget(viewer)
+        viewer.window.add_dock_widget(w, name="hAE")
+    w.fit_iterations, w.fit_iterations_first, w.model_params = 10, 60, {"hidden": [32, 16]}
+    w.patch_size.value = 8
+    qtbot.waitExposed(viewer.window._qt_window)
+    yield viewer, w, ref, caught
+    w.stop()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
+
+
+def test_the_dock_opens_without_deprecation_warnings(shown):
+    *_, caught = shown
+    bad = [str(c.message) for c in caught if issubclass(c.category, (DeprecationWarning, FutureWarning))
+           and "napari_hae" in (c.filename or "")]
+    assert bad == []
+
+
+def test_function_keys_drive_the_run_and_the_dock_shows_progress(shown, qtbot):
+    viewer, w, ref, _ = shown
+    w.budget.value = 30
+    win = viewer.window._qt_window
+    win.activateWindow()
+    qtbot.waitUntil(win.isActiveWindow, timeout=5_000)
+    viewer.window._qt_viewer.canvas.native.setFocus()               # keys while the canvas has the focus
+    canvas = viewer.window._qt_viewer.canvas.native
+    QTest.keyClick(canvas, Qt.Key.Key_F5)
+    assert w.worker is not None
+    qtbot.waitUntil(lambda: w.experiment.step_index >= 1, timeout=TIMEOUT)
+    QTest.keyClick(canvas, Qt.Key.Key_F6)
+    qtbot.waitUntil(lambda: w._paused and w.experiment.step_index >= 1, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: w.run_panel.progress.value == w.experiment.step_index, timeout=TIMEOUT)
+    bar = w.run_panel.progress
+    assert bar.max == 30 and bar.native.text() == f"{w.experiment.step_index} / 30 steps"
+    n = w.experiment.step_index
+    QTest.keyClick(canvas, Qt.Key.Key_F7)                               # one step
+    qtbot.waitUntil(lambda: w.experiment.step_index == n + 1 and w._paused, timeout=TIMEOUT)
+    QTest.keyClick(canvas, Qt.Key.Key_F8)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
+    assert w.experiment.trace.n_steps < 30
+
+
+def test_the_contrast_the_user_set_stays(shown, qtbot):
+    viewer, w, ref, _ = shown
+    w.budget.value = 6
+    QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.experiment.step_index >= 1, timeout=TIMEOUT)
+    QTest.mouseClick(w.pause_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w._paused, timeout=TIMEOUT)
+    mean = viewer.layers[MAPS["mean"][0]]
+    std = viewer.layers[MAPS["std"][0]]
+    mean.contrast_limits = (0.0, 1.0)                                # as the layer controls set it
+    QTest.mouseClick(w.resume_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
+    assert tuple(mean.contrast_limits) == (0.0, 1.0)
+    last = w.experiment.trace.map_at("std", 5)
+    assert tuple(std.contrast_limits) == pytest.approx((float(last.min()), float(last.max())), rel=1e-5)
+
+
+def test_a_click_shows_the_spectrum_whatever_layer_is_selected(shown, qtbot):
+    viewer, w, ref, _ = shown
+    viewer.reset_view()
+    viewer.layers.selection.active = viewer.layers[SEEDS]            # not the dataset layer
+    canvas = viewer.window._qt_viewer.canvas.native
+    wy, wx = np.asarray(ref.data_to_world((20, 31)))[-2:]
+    cy, cx = viewer.camera.center[-2:]
+    z = viewer.camera.zoom
+    point = QPoint(int(round((wx - cx) * z + canvas.width() / 2)), int(round((wy - cy) * z + canvas.height() / 2)))
+    QTest.mouseClick(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, point)
+    assert w.plot.title.startswith("pre-acquired at (20, 31): ")
