@@ -1,4 +1,4 @@
-"""npe2 sample-data contributions (File > Open Sample > napari hAE)."""
+"""npe2 sample-data contributions (File > Open Sample > Plasmonic nanoparticles STEM-EELS (simulated) (napari hAE))."""
 
 from ._layers import dataset_layer_data
 

@@ -14,6 +14,7 @@ from napari.utils.notifications import show_error, show_info
 from platformdirs import user_data_dir
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
+from ._constants import SAMPLE_MENU
 from ._layers import dataset_of
 from .core.analysis.sweep import COLUMNS, SweepSpec, parse_policy, read_table, run_sweep
 from .core.errors import HAEInputError
@@ -65,7 +66,7 @@ class SweepWidget(QWidget):
         """The grid from the dock's fields; the dataset is written once to OUT/data.npz for the workers."""
         data = dataset_of(self.layer_combo.value)
         if data is None:
-            raise HAEInputError("No dataset is selected.", "open one (File > Open Sample > napari hAE).")
+            raise HAEInputError("No dataset is selected.", f"open one (File > Open File(s)..., or {SAMPLE_MENU}).")
         try:
             patches = [int(v) for v in self.patches.value.split()]
         except ValueError:

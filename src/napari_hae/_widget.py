@@ -17,6 +17,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QKeySequence, QShortcut
 from qtpy.QtWidgets import QApplication, QCheckBox, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
+from ._constants import SAMPLE_MENU
 from ._monitor_plot import MonitorPlot
 from ._qt.controller import RunController
 from ._qt.data_panel import DataPanel
@@ -70,7 +71,8 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         for panel, names in _PANEL_WIDGETS.items():
             for name in names:
                 setattr(self, name, getattr(getattr(self, panel), name))
-        self.status = Label(value="Open a dataset (File > Open Sample > napari hAE), then Start.")
+        self.status = Label(value=f"Open a dataset (File > Open File(s)... a spectrum image, or {SAMPLE_MENU}), then "
+                                  "Start.")
         self.status.native.setWordWrap(True)
         # three lines, fixed: a status update must not re-layout the scrolled panels (event-loop gaps)
         self.status.native.setFixedHeight(3 * self.status.native.fontMetrics().lineSpacing() + 6)

@@ -59,7 +59,7 @@ class DatasetActions:
         if data is None or not any(n.startswith("No structural image given") for n in data.notes):
             return ""
         return (" No HAADF was found beside the file: the model learns from the total spectrum intensity, which "
-                "makes runs look better than an instrument would. Open the HAADF (File > Open) and choose it under "
+                "makes runs look better than an instrument would. Open the HAADF (File > Open File(s)...) and choose it under "
                 "'structural image'.")
 
     def _on_structural(self, *_):
