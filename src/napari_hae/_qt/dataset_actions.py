@@ -59,8 +59,8 @@ class DatasetActions:
         if data is None or not any(n.startswith("No structural image given") for n in data.notes):
             return ""
         return (" No HAADF was found beside the file: the model learns from the total spectrum intensity, which "
-                "makes runs look better than an instrument would. Open the HAADF (File > Open File(s)...) and choose it under "
-                "'structural image'.")
+                "makes runs look better than an instrument would. Open the HAADF (File > Open File(s)...) and "
+                "choose it under 'structural image'.")
 
     def _on_structural(self, *_):
         """A structural image chosen: accepted if it lies on the dataset's scan grid, else said and undone."""

@@ -28,7 +28,8 @@ class RunActions(MicroscopeActions):
         """The experiment the panels describe, on ``mic`` (default: the run panel's microscope, made here)."""
         data = self.dataset
         if data is None:
-            raise HAEInputError("No dataset is selected.", "open one (File > Open File(s)..., or File > Open Sample) and pick it.")
+            raise HAEInputError("No dataset is selected.",
+                                "open one (File > Open File(s)..., or File > Open Sample) and pick it.")
         seeds = self.view.seed_positions()
         settings = ExperimentSettings(
             patch_size=int(self.patch_size.value), scalarizer=self.target.scalarizer().to_dict(),
