@@ -1,12 +1,17 @@
-"""Screenshots of napari-hae in action, for README and the user guide.
+"""Screenshots of napari-hae in action, for README and the user guide: the user guide followed literally.
 
     QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1920x1080x24" python docs/make_screenshots.py docs/images
 
 (Qt's offscreen platform renders napari's OpenGL canvas black; a real X window on Xvfb renders it.)
 
-Opens the bundled sample, marks an "avoid" object, runs 25 steps in the plugin's worker, switches the policy
-(an intervention), runs 15 more, and saves the viewer (with docks) and the dock alone; then trains the rVAE
-feature space, replays step 30 and saves the monitors tab; then runs a small sweep in the sweep dock.
+Every step goes through what the guide names: menus are triggered by their path (*File > Open Sample > ...*,
+*Plugins > napari hAE > hAE experiment*: the script stops if a path is missing), buttons are clicked. On the sample
+at 1920 x 1080 it marks an "avoid" object, runs 25 steps, switches the policy (an intervention), runs 15 more, and
+saves the viewer and the dock; then trains the rVAE feature space, replays step 30 and saves the monitors; then a
+small sweep in the sweep dock. Then the CuZn core-loss EELS map (../shared/data; skipped if absent) at
+1920 x 1080 and 1366 x 768, and the sample at 1366 x 768: the dock's starting target (Cu L2,3 after a power-law
+background) is checked, a short run is made, the whole window saved as napari_<data>_<W>x<H>.png, and the dock is
+checked to fit the screen (no widget off-screen).
 """
 
 import sys
@@ -15,48 +20,111 @@ from pathlib import Path
 
 import napari
 import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtTest import QTest
+from qtpy.QtWidgets import QScrollArea
 
+from napari_hae._constants import SAMPLE_MENU
 from napari_hae._sweep_widget import SweepWidget
 from napari_hae._widget import OBJECTS, HAEWidget
 
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DOCK_MENU = "Plugins > napari hAE > hAE experiment"
+SWEEP_MENU = "Plugins > napari hAE > hAE sweep"
 
-def main():  # guarded: the sweep's dask workers re-import this file
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images")
-    out.mkdir(parents=True, exist_ok=True)
+
+def menu(win, path: str):
+    """The menu action at ``path`` ("File > Open Sample > ..."), as the guide names it."""
+    actions = win.menuBar().actions()
+    parts = [p.strip() for p in path.split(" > ")]
+    for name in parts[:-1]:
+        act = next((a for a in actions if a.text().replace("&", "") == name), None)
+        if act is None or act.menu() is None:
+            raise SystemExit(f"menu path {path!r}: no menu {name!r} among {[a.text() for a in actions]}")
+        act.menu().aboutToShow.emit()
+        actions = act.menu().actions()
+    act = next((a for a in actions if a.text().replace("&", "") == parts[-1]), None)
+    if act is None:
+        raise SystemExit(f"menu path {path!r}: no entry {parts[-1]!r} among {[a.text() for a in actions]}")
+    return act
+
+
+def click(widget) -> None:
+    QTest.mouseClick(widget.native, Qt.MouseButton.LeftButton)
+
+
+def settle(app, n: int = 20) -> None:
+    for _ in range(n):
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def run_until(app, cond, limit=300) -> None:
+    t0 = time.time()
+    while not cond() and time.time() - t0 < limit:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def new_viewer(size):
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 950)
-    viewer.open_sample("napari-hae", "nanoparticles")
-    w = HAEWidget(viewer)
-    viewer.window.add_dock_widget(w, name="hAE experiment", area="right")
-    app = napari.qt.get_qapp()
+    win = viewer.window._qt_window
+    win.move(0, 0)
+    win.resize(*size)
+    return viewer, win
 
 
-    def run_until(cond, limit=300):
-        t0 = time.time()
-        while not cond() and time.time() - t0 < limit:
-            app.processEvents()
-            time.sleep(0.01)
+def open_dock(viewer, win, cls=HAEWidget):
+    menu(win, DOCK_MENU if cls is HAEWidget else SWEEP_MENU).trigger()
+    docks = win.findChildren(cls)
+    if not docks:
+        raise SystemExit(f"{cls.__name__} did not open from its menu")
+    return docks[-1]
 
 
+def check_fits(app, viewer, w, size) -> str:
+    """The window within the screen, the dock within the window, no panel cut sideways: else stop."""
+    win = viewer.window._qt_window
+    settle(app, 10)
+    scroll = w.findChild(QScrollArea)
+    top_left = w.mapTo(win, w.rect().topLeft())
+    problems = []
+    if win.width() > size[0] or win.height() > size[1]:
+        problems.append(f"window {win.width()} x {win.height()} larger than the screen {size}")
+    if top_left.y() + w.height() > win.height() or top_left.x() + w.width() > win.width():
+        problems.append(f"dock {w.width()} x {w.height()} at {top_left.x()},{top_left.y()} leaves the window")
+    if scroll.widget().minimumSizeHint().width() > scroll.viewport().width():
+        problems.append("a panel is wider than the dock (cut off sideways)")
+    if problems:
+        raise SystemExit(f"the dock does not fit {size}: " + "; ".join(problems))
+    return f"dock {w.width()} x {w.height()} fits {size[0]} x {size[1]}"
+
+
+def main_run(app, out):
+    """The sample at 1920 x 1080: the pictures of the guide."""
+    size = (1920, 1080)
+    viewer, win = new_viewer(size)
+    menu(win, SAMPLE_MENU).trigger()
+    w = open_dock(viewer, win)
     w.object_mode.value = "avoid"
     viewer.layers[OBJECTS].add_rectangles(np.array([[70, 5], [92, 30]]))
     w.budget.value = 40
-    w.start()
-    run_until(lambda: w.experiment is not None and w.experiment.step_index >= 25)
-    w.pause()
-    run_until(lambda: True, 1)
+    click(w.start_btn)
+    run_until(app, lambda: w.experiment is not None and w.experiment.step_index >= 25)
+    click(w.pause_btn)
+    run_until(app, lambda: w._paused, 60)
     w.policy_name.value = "ei"
     w.policy_param.value = 0.05
-    w.request_policy()
-    w.resume()
-    run_until(lambda: w.worker is None)
+    click(w.apply_policy)
+    click(w.resume_btn)
+    run_until(app, lambda: w.worker is None)
     viewer.reset_view()
-    for _ in range(20):
-        app.processEvents()
-        time.sleep(0.02)
+    settle(app)
+    print(check_fits(app, viewer, w, size))
     viewer.layers["hAE uncertainty"].visible = False
     viewer.layers["hAE acquisition"].visible = False
     viewer.screenshot(str(out / "napari_viewer.png"), canvas_only=False)
+    viewer.screenshot(str(out / "napari_sample_1920x1080.png"), canvas_only=False)
     w.panels().grab().save(str(out / "napari_dock.png"))      # the whole scrolled content
     viewer.layers["hAE predicted mean"].visible = False
     viewer.layers["hAE uncertainty"].visible = True
@@ -65,30 +133,67 @@ def main():  # guarded: the sweep's dask workers re-import this file
     viewer.layers["hAE predicted mean"].visible = True
 
     # monitors: feature space (worker), then the replay slider at step 30
-    w.compute_feature_space()
-    run_until(lambda: w._feature_worker is None)
+    click(w.feature_btn)
+    run_until(app, lambda: w._feature_worker is None)
     w.replay.value = 30
-    run_until(lambda: w.monitor_plot.n_steps_drawn == 30 and w.monitor_plot.wait(0.05), 60)
-    for _ in range(20):
-        app.processEvents()
-        time.sleep(0.02)
+    run_until(app, lambda: w.monitor_plot.n_steps_drawn == 30 and w.monitor_plot.wait(0.05), 60)
+    settle(app)
     w.panels().grab().save(str(out / "napari_monitors.png"))
     viewer.screenshot(str(out / "napari_replay.png"), canvas_only=False)
 
-    # the sweep dock
-
-    sw = SweepWidget(viewer)
-    viewer.window.add_dock_widget(sw, name="hAE sweep", area="right")
+    sw = open_dock(viewer, win, SweepWidget)
     sw.patches.value, sw.seeds.value, sw.steps.value = "8 16", 2, 10
     sw.policies.value = "ei:xi=0.01 ei_penalized:xi=0.01,radius=5"
     sw.run()
-    run_until(lambda: sw.worker is None, 900)
-    for _ in range(20):
-        app.processEvents()
-        time.sleep(0.02)
+    run_until(app, lambda: sw.worker is None, 900)
+    settle(app)
     sw.grab().save(str(out / "napari_sweep.png"))
-    print("wrote", sorted(p.name for p in out.glob("napari_*.png")))
     viewer.close()
+
+
+def screen_run(app, out, kind: str, size, steps: int = 15):
+    """One dataset at one screen size: open it as the guide says, check the dock's start, run, save, check fit."""
+    viewer, win = new_viewer(size)
+    if kind == "sample":
+        menu(win, SAMPLE_MENU).trigger()
+    else:   # what File > Open File(s)... does with the file chosen
+        d = SHARED / "cuzn_eels"
+        viewer.open(str(d / "CuZn_EELS_mapping_tutorial.hspy"), plugin="napari-hae")
+    w = open_dock(viewer, win)
+    if kind == "cuzn":
+        if not (w.background.value and "Cu L2,3 edge" in w.status.value):
+            raise SystemExit(f"CuZn: the dock did not start on the Cu L2,3 edge with a background: {w.status.value}")
+        w.patch_size.value = 8
+    w.budget.value = steps
+    click(w.start_btn)
+    run_until(app, lambda: w.experiment is not None and w.worker is None)
+    viewer.reset_view()
+    settle(app)
+    fits = check_fits(app, viewer, w, size)
+    name = f"napari_{kind}_{size[0]}x{size[1]}.png"
+    viewer.screenshot(str(out / name), canvas_only=False)
+    if kind == "cuzn" and size[0] == 1920:   # the mean spectrum: the Cu L2,3 band over its fitted background
+        w.tabs.setCurrentIndex(0)
+        w.log_counts.setChecked(True)
+        w._show_mean_spectrum()
+        settle(app)
+        w.tabs.grab().save(str(out / "napari_cuzn_spectrum.png"))
+    print(f"{name}: {fits}; {w.status.value[:100]}")
+    viewer.close()
+
+
+def main():  # guarded: the sweep's dask workers re-import this file
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images")
+    out.mkdir(parents=True, exist_ok=True)
+    app = napari.qt.get_qapp()
+    main_run(app, out)
+    if SHARED.is_dir():
+        for size in ((1920, 1080), (1366, 768)):
+            screen_run(app, out, "cuzn", size)
+    else:
+        print(f"skipped the CuZn pictures: {SHARED} not found")
+    screen_run(app, out, "sample", (1366, 768))
+    print("wrote", sorted(p.name for p in out.glob("napari_*.png")))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,9 @@ def test_the_contrast_the_user_set_stays(shown, qtbot):
     qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
     assert tuple(mean.contrast_limits) == (0.0, 1.0)
     last = w.experiment.trace.map_at("std", 5)
+    assert not np.array_equal(std.data, last)                        # hidden: not uploaded at every step
+    std.visible = True                                               # shown: the latest map, fitted contrast
+    np.testing.assert_array_equal(std.data, last)
     assert tuple(std.contrast_limits) == pytest.approx((float(last.min()), float(last.max())), rel=1e-5)
 
 

@@ -276,6 +276,7 @@ def test_monitors_replay_export_and_stuck_warning(viewer_widget, qtbot, tmp_path
     assert plot.pixmap().width() > 300
     np.testing.assert_allclose(plot.last_snapshot["curves"]["travel_px"], tr.steps["travel_px"])
     w.replay.value = 2                                    # the slider drives every layer and the plots
+    viewer.layers[MAPS["std"][0]].visible = True          # a hidden map is filled when it is shown
     np.testing.assert_array_equal(viewer.layers[MAPS["std"][0]].data, tr.map_at("std", 1))
     assert w.status.value.startswith("Replay: step 2/4 at")
     assert len(viewer.layers[TRAJECTORY].data) == 10 + 2
@@ -345,8 +346,9 @@ def test_run_on_a_remote_microscope_from_the_dock(viewer_widget, qtbot, small_sa
             w.build_experiment()
         form["token"].value = "t0k"
         w.budget.value = 3
-        w.start()
-        _run_to_end(w, qtbot)
+        w.start()                               # connects in a worker, then starts the run
+        qtbot.waitUntil(lambda: w.experiment is not None and w.worker is None and w._connecting is None,
+                        timeout=TIMEOUT)
         assert w.experiment.done and server.n_acquisitions == 10 + 3
     finally:
         server.stop()

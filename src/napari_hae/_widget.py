@@ -87,7 +87,6 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         self.tabs = QTabWidget(self)
         self.tabs.addTab(spectrum_tab, "Spectrum")
         self.tabs.addTab(self.monitor_plot, "Monitors")
-        self._pbar = None
         self._n_objects_seen = 0
         self._objects_at_start: list = []   # objects drawn before Start: (mask, mode, label)
         self._mean_spectrum = None          # of the selected dataset, computed once when it is selected

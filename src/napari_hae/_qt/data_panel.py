@@ -25,6 +25,9 @@ class DataPanel(Container):
                                                  "an open image layer acquired on the same scan grid")
         self.patch_size = commit_on_enter(SpinBox(label="patch size (px)", value=ExperimentSettings().patch_size,
                                                   min=3, max=256))
+        for combo in (self.layer_combo, self.structural_combo):   # file names are long: elide, not widen the dock
+            combo.native.setSizeAdjustPolicy(combo.native.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.native.setMinimumContentsLength(16)
         super().__init__(widgets=[self.layer_combo, self.structural_combo, self.patch_size], label="Data")
         self._chosen: tuple | None = None     # (dataset, layer, SpectrumImage with that layer's image)
         viewer.layers.events.inserted.connect(self._refresh)

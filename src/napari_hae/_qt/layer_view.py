@@ -20,6 +20,8 @@ class LayerView:
     def __init__(self, viewer):
         self.viewer = viewer
         self._auto_limits: dict[str, tuple] = {}   # the contrast limits last set here, per map layer
+        self._pending: dict[str, tuple] = {}       # the latest map of a hidden map layer: (key, map)
+        self._watching: set[int] = set()           # map layers whose visibility is watched for that
 
     def _layer(self, name):
         return self.viewer.layers[name] if name in self.viewer.layers else None
@@ -71,42 +73,76 @@ class LayerView:
     def prepare_output_layers(self, geo: dict, scan_shape) -> None:
         """Map, value and trajectory layers for a run (or a replay) of ``scan_shape`` with scale and units
         ``geo`` (:meth:`geometry`); existing ones are reshaped and moved onto it."""
+        for step in self.output_layer_steps(geo, scan_shape):
+            step()
+
+    def output_layer_steps(self, geo: dict, scan_shape) -> list:
+        """:meth:`prepare_output_layers` as separate calls, one layer each, for separate event-loop turns."""
         ny, nx = scan_shape
-        for key, (name, cmap) in MAPS.items():
+        steps = []
+
+        def add(name, make):
             if name not in self.viewer.layers:
-                self.viewer.add_image(np.zeros((ny, nx), np.float32), name=name, colormap=cmap, opacity=0.7,
-                                      blending="translucent", visible=(key == "mean"), **geo)
-            elif self.viewer.layers[name].data.shape != (ny, nx):
-                self.viewer.layers[name].data = np.zeros((ny, nx), np.float32)
-        if VALUES not in self.viewer.layers:
-            self.viewer.add_points(np.zeros((0, 2)), name=VALUES, size=max(ny, nx) / 40, symbol="square",
-                                   border_width=0, visible=False, features={"value": np.zeros(0)}, **geo)
-        if TRAJECTORY not in self.viewer.layers:
-            self.viewer.add_points(np.zeros((0, 2)), name=TRAJECTORY, size=max(ny, nx) / 60, border_color="white",
-                                   features={"step": np.zeros(0, int), "value": np.zeros(0), "kind": []}, **geo)
-        for layer in self.viewer.layers:
-            if layer.name in SCAN_LAYERS:
-                layer.scale, layer.units = geo["scale"], geo["units"]
-        self._auto_limits = {}   # a new run (or replay) starts with contrast fitted to its maps
+                steps.append(make)
+
+        for key, (name, cmap) in MAPS.items():
+            add(name, lambda name=name, cmap=cmap, key=key: self.viewer.add_image(
+                np.zeros((ny, nx), np.float32), name=name, colormap=cmap, opacity=0.7, blending="translucent",
+                visible=(key == "mean"), **geo))
+        add(VALUES, lambda: self.viewer.add_points(np.zeros((0, 2)), name=VALUES, size=max(ny, nx) / 40,
+                                                   symbol="square", border_width=0, visible=False,
+                                                   features={"value": np.zeros(0)}, **geo))
+        add(TRAJECTORY, lambda: self.viewer.add_points(
+            np.zeros((0, 2)), name=TRAJECTORY, size=max(ny, nx) / 60, border_color="white",
+            features={"step": np.zeros(0, int), "value": np.zeros(0), "kind": []}, **geo))
+
+        def reset():
+            for name, _ in MAPS.values():
+                if name in self.viewer.layers and self.viewer.layers[name].data.shape != (ny, nx):
+                    self.viewer.layers[name].data = np.zeros((ny, nx), np.float32)
+            for layer in self.viewer.layers:
+                if layer.name in SCAN_LAYERS:
+                    layer.scale, layer.units = geo["scale"], geo["units"]
+            self._auto_limits = {}   # a new run (or replay) starts with contrast fitted to its maps
+
+        return [*steps, reset]
 
     def show_maps(self, maps: dict) -> None:
-        """Mean / std / acquisition maps into their layers (-inf acquisition: not available)."""
+        """Mean / std / acquisition maps into their layers (-inf acquisition: not available). A hidden layer
+        gets its map when it is shown: each map set is a texture upload and a repaint, and two of the three are
+        hidden by default."""
         for key, (name, _) in MAPS.items():
             m, layer = maps.get(key), self._layer(name)
             if m is None or layer is None:
                 continue
-            m = np.asarray(m, dtype=np.float32)
-            finite = np.isfinite(m)
-            if key == "acq":
-                m = np.where(finite, m, m[finite].min() if finite.any() else 0.0)
-            set_before = self._auto_limits.get(name)
-            user_set = set_before is not None and tuple(layer.contrast_limits) != set_before
-            layer.data = m
-            if user_set:   # the user set the contrast (layer controls): it stays as they set it
+            if not layer.visible:
+                if id(layer) not in self._watching:
+                    self._watching.add(id(layer))
+                    layer.events.visible.connect(lambda e, name=name: self._show_pending(name))
+                self._pending[name] = (key, m)
                 continue
-            lo, hi = float(m.min()), float(m.max())
-            layer.contrast_limits = (lo, hi if hi > lo else lo + 1e-12)
-            self._auto_limits[name] = tuple(layer.contrast_limits)
+            self._pending.pop(name, None)
+            self._set_map(key, name, layer, m)
+
+    def _show_pending(self, name: str) -> None:
+        layer = self._layer(name)
+        if layer is not None and layer.visible and name in self._pending:
+            key, m = self._pending.pop(name)
+            self._set_map(key, name, layer, m)
+
+    def _set_map(self, key: str, name: str, layer, m) -> None:
+        m = np.asarray(m, dtype=np.float32)
+        finite = np.isfinite(m)
+        if key == "acq":
+            m = np.where(finite, m, m[finite].min() if finite.any() else 0.0)
+        set_before = self._auto_limits.get(name)
+        user_set = set_before is not None and tuple(layer.contrast_limits) != set_before
+        layer.data = m
+        if user_set:   # the user set the contrast (layer controls): it stays as they set it
+            return
+        lo, hi = float(m.min()), float(m.max())
+        layer.contrast_limits = (lo, hi if hi > lo else lo + 1e-12)
+        self._auto_limits[name] = tuple(layer.contrast_limits)
 
     def show_points(self, positions, point_steps, values, kinds, budget: int) -> None:
         """The trajectory: seeds cyan, then coloured by step (plasma)."""

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
@@ -90,10 +89,12 @@ class RunActions(MicroscopeActions):
     def _launch(self):
         self.monitor_plot.start_renderer()
         self.replay_trace = None   # the slider replays this run from now on, not a trace loaded before
-        self.view.prepare_output_layers(self.view.geometry(self.layer_combo.value), self.dataset.scan_shape)
-        self.view.show_run(self.experiment, self.layer_combo.value)
-        self._pbar = progress(total=self.experiment.settings.budget, desc="hAE run")
-        self._pbar.update(self.experiment.step_index)
+        # the layers a run draws into: added one per event-loop turn (each costs a canvas repaint, 0.2 s in
+        # software OpenGL; all at once held napari for 1.1 s at Start), long before the first step arrives
+        geo, shape = self.view.geometry(self.layer_combo.value), self.dataset.scan_shape
+        exp, ref = self.experiment, self.layer_combo.value
+        for add in [*self.view.output_layer_steps(geo, shape), lambda: self.view.show_run(exp, ref)]:
+            QTimer.singleShot(0, add)
         self._show_progress(self.experiment)
         self.controller.start(self.experiment)
         self.status.value = "Running: measuring seeds and training the first model..."
@@ -139,8 +140,6 @@ class RunActions(MicroscopeActions):
         if not self.view.has_output_layers():   # the user deleted one mid-run: it comes back
             self.view.prepare_output_layers(self.view.geometry(ref), exp.scan_shape)
         self.view.show_maps({key: getattr(item, key) for key in MAPS})
-        if self._pbar is not None:
-            self._pbar.update(1)
         self._show_progress(exp)
         QTimer.singleShot(0, lambda: self.view.show_run(exp, ref))
         QTimer.singleShot(0, lambda: self._draw_step_info(item, exp))
@@ -194,9 +193,6 @@ class RunActions(MicroscopeActions):
         self.status.value = f"Stopped by an error at step {self.experiment.step_index}: {exc}"
 
     def _on_finished(self):
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
         if self.experiment is not None:
             self.view.show_run(self.experiment, self.layer_combo.value)   # the final state, drawn now
             self._enable_replay(self.experiment.trace)
