@@ -148,9 +148,13 @@ class RunActions(MicroscopeActions):
 
     def _show_progress(self, exp) -> None:
         """The dock's own progress bar (napari's sits in its activity dock, out of sight)."""
-        bar = self.run_panel.progress
-        bar.max = max(1, int(exp.settings.budget))
-        bar.value = min(int(exp.step_index), bar.max)
+        bar = self.run_panel.progress.native
+        top = max(1, int(exp.settings.budget))
+        bar.setUpdatesEnabled(False)   # QProgressBar repaints at once on a new value: 50 ms of window composition
+        if bar.maximum() != top:       # beside napari's OpenGL canvas; this way it is one update with the rest
+            bar.setMaximum(top)
+        bar.setValue(min(int(exp.step_index), top))
+        bar.setUpdatesEnabled(True)
 
     def _draw_step_info(self, res, exp=None):
         exp = exp or self.experiment
