@@ -80,6 +80,7 @@ def test_the_contrast_the_user_set_stays(shown, qtbot):
     QTest.mouseClick(w.resume_btn.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
     assert tuple(mean.contrast_limits) == (0.0, 1.0)
+    assert viewer.layers.extent.units is not None                    # no "Inconsistent units across layers"
     last = w.experiment.trace.map_at("std", 5)
     assert not np.array_equal(std.data, last)                        # hidden: not uploaded at every step
     std.visible = True                                               # shown: the latest map, fitted contrast

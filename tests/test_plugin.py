@@ -321,6 +321,7 @@ def test_feature_space_in_a_worker_draws_the_latent_trajectory(viewer_widget, qt
     fig.draw_artists(w.monitor_plot.last_snapshot)
     assert len(fig._lat_pts.get_offsets()) == 3                    # the three policy picks
     assert "hAE rVAE manifold" in viewer.layers
+    assert viewer.layers.extent.units is not None        # one unit for all layers: napari renders with it
 
 
 @pytest.mark.slow

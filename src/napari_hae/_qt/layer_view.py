@@ -185,9 +185,11 @@ class LayerView:
             lo, hi = float(vals.min()), float(vals.max())
             vl.face_color = matplotlib.colormaps["viridis"]((vals - lo) / (hi - lo if hi > lo else 1.0))
 
-    def show_manifold(self, manifold) -> None:
+    def show_manifold(self, manifold, units=("pixel", "pixel")) -> None:
+        """The rVAE's decoded latent grid (not on the scan grid; ``units`` those of the other layers, else napari
+        warns "Inconsistent units across layers" and stops using units for rendering)."""
         name = "hAE rVAE manifold"
         if name in self.viewer.layers:
             self.viewer.layers[name].data = manifold
         else:
-            self.viewer.add_image(manifold, name=name, colormap="gray", visible=False)
+            self.viewer.add_image(manifold, name=name, colormap="gray", visible=False, units=units)

@@ -114,7 +114,8 @@ class TraceActions:
             self.monitor_plot.set_latent(fs.latent)
             if (trace := self._shown_trace()) is not None:
                 self.monitor_plot.update_from(trace, force=True)
-            self.view.show_manifold(fs.manifold)
+            ref = self.layer_combo.value
+            self.view.show_manifold(fs.manifold, *([self.view.geometry(ref)["units"]] if ref is not None else []))
             self.tabs.setCurrentWidget(self.monitor_plot)
             self.status.value = f"Feature space ready (patch {n}, {len(fs.losses)} epochs)."
 
