@@ -54,7 +54,7 @@ def _hwm_kib(pid: int) -> int:
 
 def run(spath: Path, ipath: Path, out: Path, steps: int, patch: int) -> tuple[float, float]:
     cmd = [sys.executable, "-m", "napari_hae.cli", "run", "--spectrum", str(spath), "--image", str(ipath), "--steps",
-           str(steps), "--patch", str(patch), "--n-seeds", "5", "--band", "0.4", "0.6", "--no-maps", "--out",
+           str(steps), "--patch", str(patch), "--n-seeds", "5", "--band", "0", "2", "--no-maps", "--out",
            str(out), "-q"]
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

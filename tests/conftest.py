@@ -75,6 +75,7 @@ def start_cli_run(folder, steps_before: int = 2, budget: int = 40):
     import sys
     import time
 
+    from napari_hae.core.errors import HAEInputError
     from napari_hae.core.record.journal import read_records
 
     cmd = [sys.executable, "-m", "napari_hae.cli", "run", "--sample", "nanoparticles", "--steps", str(budget),
@@ -83,7 +84,10 @@ def start_cli_run(folder, steps_before: int = 2, budget: int = 40):
     t0 = time.time()
     while time.time() - t0 < 120 and p.poll() is None:
         j = folder / "trace.journal"
-        if j.exists() and sum(m["kind"] == "step" for m, _ in read_records(j).records) >= steps_before:
-            break
+        try:
+            if j.exists() and sum(m["kind"] == "step" for m, _ in read_records(j).records) >= steps_before:
+                break
+        except HAEInputError:   # read while the process was still writing the journal's header: look again
+            pass
         time.sleep(0.1)
     return p
