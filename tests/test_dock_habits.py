@@ -99,3 +99,38 @@ def test_a_click_shows_the_spectrum_whatever_layer_is_selected(shown, qtbot):
     point = QPoint(int(round((wx - cx) * z + canvas.width() / 2)), int(round((wy - cy) * z + canvas.height() / 2)))
     QTest.mouseClick(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, point)
     assert w.plot.title.startswith("pre-acquired at (20, 31): ")
+
+
+def test_the_spectrum_follows_the_theme_and_zooms_with_the_wheel(shown, qtbot):
+    from matplotlib.colors import to_hex
+    from napari.utils.theme import get_theme
+    from qtpy.QtCore import QPointF
+    from qtpy.QtGui import QWheelEvent
+    from qtpy.QtWidgets import QApplication
+
+    viewer, w, ref, _ = shown
+    plot = w.plot
+    assert to_hex(plot.figure.get_facecolor()) == get_theme(viewer.theme).background.as_hex()
+    viewer.theme = "light"
+    assert to_hex(plot.figure.get_facecolor()) == get_theme("light").background.as_hex()
+    assert to_hex(plot.line.get_color()) == get_theme("light").text.as_hex()
+    w.tabs.setCurrentIndex(0)
+    qtbot.waitExposed(plot)
+    plot.draw()
+    full = plot.ax.get_xlim()
+    x = 3.0
+    px, py = plot.ax.transData.transform((x, float(np.mean(plot.ax.get_ylim()))))
+    ratio = plot.devicePixelRatioF()
+    pos = QPointF(px / ratio, plot.height() - py / ratio)
+    for _ in range(3):                                                # three notches of the wheel, up: zoom in
+        QApplication.sendEvent(plot, QWheelEvent(pos, plot.mapToGlobal(pos), QPoint(0, 0), QPoint(0, 120),
+                                                 Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                                                 Qt.ScrollPhase.NoScrollPhase, False))
+    a, b = plot.ax.get_xlim()
+    assert b - a == pytest.approx((full[1] - full[0]) * 0.8 ** 3, rel=0.02) and a < x < b
+    visible = w._mean_spectrum[(w.dataset.energies >= a) & (w.dataset.energies <= b)]
+    assert plot.ax.get_ylim()[1] == pytest.approx(visible.max() + 0.05 * np.ptp(visible), rel=1e-3)
+    w.show_spectrum(w._mean_spectrum, "again")                        # a new spectrum keeps the zoom
+    assert plot.ax.get_xlim() == pytest.approx((a, b))
+    QTest.mouseDClick(plot, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos.toPoint())
+    assert plot.ax.get_xlim() == pytest.approx(full)

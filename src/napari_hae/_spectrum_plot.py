@@ -1,5 +1,6 @@
 """A small matplotlib canvas for a dock: one spectrum with the scalarizer band(s) shaded, the fitted power-law
-background drawn over its window, and band 1 draggable with the mouse.
+background drawn over its window, band 1 draggable with the mouse, the wheel zooming the energy axis (a double
+click shows it all), in napari's theme colours.
 
 Energies come in eV and are drawn in the unit the user types bands in (:meth:`SpectrumPlot.set_units`: keV for
 EDS). Artists are reused between updates and the layout is fixed (no tight_layout), so a redraw stays in the
@@ -38,6 +39,9 @@ class SpectrumPlot(FigureCanvasQTAgg):
         self.on_band: Callable[[float, float], None] | None = None   # called with (a, b) in eV after a drag
         self._drag = None     # (what, x at press, band at press) while the mouse button is down
         self._spectrum = None
+        self._xlim: tuple[float, float] | None = None   # zoomed energy range (plot units), None: the whole axis
+        self._x = None
+        self.mpl_connect("scroll_event", self._scroll)
         self.mpl_connect("button_press_event", self._press)
         self.mpl_connect("motion_notify_event", self._move)
         self.mpl_connect("button_release_event", self._release)
@@ -62,9 +66,10 @@ class SpectrumPlot(FigureCanvasQTAgg):
             x = np.arange(len(spectrum)) if energy is None else np.asarray(energy) / self.per_unit
             self._spectrum = spectrum
             self.line.set_data(x, spectrum)
+            self._x = x
             self._place_bands(bands)
             self.show_background(energy, background)
-            ax.set_xlim(float(x.min()), float(x.max()))
+            ax.set_xlim(*(self._xlim or (float(x.min()), float(x.max()))))
             self._limits(spectrum)
             ax.set_xlabel(f"energy ({self.units})" if energy is not None else "channel", fontsize=7)
             ax.set_ylabel("counts", fontsize=7)
@@ -78,6 +83,11 @@ class SpectrumPlot(FigureCanvasQTAgg):
         self.draw_idle()
 
     def _limits(self, spectrum) -> None:
+        """Counts axis fitted to the part of the spectrum in view."""
+        if self._x is not None and len(self._x) == len(spectrum):
+            a, b = self.ax.get_xlim()
+            seen = spectrum[(self._x >= a) & (self._x <= b)]
+            spectrum = seen if seen.size else spectrum
         lo, hi = float(np.min(spectrum)), float(np.max(spectrum))
         if self.log:
             pos = spectrum[spectrum > 0]
@@ -122,7 +132,40 @@ class SpectrumPlot(FigureCanvasQTAgg):
         p = self.bands[0]
         return p.get_x() * self.per_unit, (p.get_x() + p.get_width()) * self.per_unit
 
+    def set_theme(self, background: str, text: str) -> None:
+        """napari's theme colours: the figure on the dock's background, text, ticks, spines and the spectrum in
+        its text colour (a white figure in napari's dark theme glared)."""
+        self.figure.set_facecolor(background)
+        self.ax.set_facecolor(background)
+        for spine in self.ax.spines.values():
+            spine.set_color(text)
+        self.ax.tick_params(colors=text)
+        for label in (self.ax.xaxis.label, self.ax.yaxis.label, self.ax.title):
+            label.set_color(text)
+        self.line.set_color(text)
+        self.draw_idle()
+
+    # -- zoom: the wheel zooms the energy axis around the cursor, a double click shows the whole axis ----------
+    def _scroll(self, event) -> None:
+        if event.inaxes is not self.ax or event.xdata is None or self._x is None:
+            return
+        a, b = self.ax.get_xlim()
+        f = 0.8 if event.button == "up" else 1.25
+        x = float(event.xdata)
+        full = (float(self._x.min()), float(self._x.max()))
+        a, b = max(full[0], x - (x - a) * f), min(full[1], x + (b - x) * f)
+        self._xlim = None if (a, b) == full else (a, b)
+        self.ax.set_xlim(a, b)
+        self._limits(self._spectrum)
+        self.draw_idle()
+
     def _press(self, event) -> None:
+        if event.dblclick and event.inaxes is self.ax and self._x is not None:
+            self._drag, self._xlim = None, None
+            self.ax.set_xlim(float(self._x.min()), float(self._x.max()))
+            self._limits(self._spectrum)
+            self.draw_idle()
+            return
         if event.inaxes is not self.ax or event.xdata is None or self._spectrum is None or event.button != 1:
             return
         patch, x = self.bands[0], float(event.xdata)

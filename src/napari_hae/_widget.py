@@ -123,6 +123,8 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         for field in (*self.target.bands, self.background):
             field.changed.connect(self._on_target_fields)
         self.plot.on_band = self.target.set_band   # a dragged band fills the fields, which redraw and check it
+        self._follow_theme()
+        napari_viewer.events.theme.connect(self._follow_theme)
         connections = [
             (self.layer_combo.changed, self._on_dataset_changed),
             (self.structural_combo.changed, self._on_structural),
@@ -151,6 +153,12 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
             shortcut = QShortcut(QKeySequence(key), self)
             shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
             shortcut.activated.connect(slot)
+
+    def _follow_theme(self, *_):
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(self.viewer.theme)
+        self.plot.set_theme(theme.background.as_hex(), theme.text.as_hex())
 
     def _pause_or_resume(self):
         if self.controller.paused:
