@@ -20,36 +20,52 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
 
 
+class EventLoopGaps:
+    """The gaps (s) between the ticks of a ``period_ms`` timer in the GUI thread, while started."""
+
+    def __init__(self, period_ms: int = 10):
+        self.gaps: list[float] = []
+        self._last = time.perf_counter()
+        from qtpy.QtCore import QTimer
+
+        self._timer = QTimer()
+        self._timer.timeout.connect(self._tick)
+        self._period = period_ms
+
+    def _tick(self):
+        now = time.perf_counter()
+        self.gaps.append(now - self._last)
+        self._last = now
+
+    def start(self):
+        self.gaps.clear()
+        self._last = time.perf_counter()
+        self._timer.start(self._period)
+        return self
+
+    def stop(self) -> list[float]:
+        self._timer.stop()
+        return self.gaps
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
     args = ap.parse_args()
     import napari
     from make_screenshots import SAMPLE_MENU, click, menu, new_viewer, open_dock, run_until
-    from qtpy.QtCore import QTimer
-
     load = os.getloadavg()
     app = napari.qt.get_qapp()
     viewer, win = new_viewer((1920, 1080))
     menu(win, SAMPLE_MENU).trigger()
     w = open_dock(viewer, win)
     w.budget.value = args.steps
-    gaps, last = [], [time.perf_counter()]
-
-    def tick():
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.timeout.connect(tick)
-    timer.start(10)
+    recorder = EventLoopGaps(10).start()
     t0 = time.perf_counter()
     click(w.start_btn)
     run_until(app, lambda: w.experiment is not None and w.worker is None, 1800)
     wall = time.perf_counter() - t0
-    timer.stop()
-    g = np.asarray(gaps) * 1000
+    g = np.asarray(recorder.stop()) * 1000
     out = {"load_avg_1_5_15": [round(x, 2) for x in load], "cpus": os.cpu_count(), "steps": w.experiment.step_index,
            "wall_s": round(wall, 1), "ticks": len(g), "median_ms": round(float(np.median(g)), 1),
            "p99_ms": round(float(np.percentile(g, 99)), 1), "max_ms": round(float(g.max()), 1),

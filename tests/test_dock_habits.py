@@ -13,6 +13,7 @@ from qtpy.QtTest import QTest  # noqa: E402
 
 from napari_hae._layers import dataset_layer_data  # noqa: E402
 from napari_hae._widget import MAPS, SEEDS, HAEWidget  # noqa: E402
+from qt_input import click_canvas  # noqa: E402
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 120_000
@@ -92,12 +93,7 @@ def test_a_click_shows_the_spectrum_whatever_layer_is_selected(shown, qtbot):
     viewer, w, ref, _ = shown
     viewer.reset_view()
     viewer.layers.selection.active = viewer.layers[SEEDS]            # not the dataset layer
-    canvas = viewer.window._qt_viewer.canvas.native
-    wy, wx = np.asarray(ref.data_to_world((20, 31)))[-2:]
-    cy, cx = viewer.camera.center[-2:]
-    z = viewer.camera.zoom
-    point = QPoint(int(round((wx - cx) * z + canvas.width() / 2)), int(round((wy - cy) * z + canvas.height() / 2)))
-    QTest.mouseClick(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, point)
+    click_canvas(viewer, ref, 20, 31)
     assert w.plot.title.startswith("pre-acquired at (20, 31): ")
 
 

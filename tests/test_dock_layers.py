@@ -9,11 +9,12 @@ import pytest
 
 napari = pytest.importorskip("napari")
 
-from qtpy.QtCore import QPoint, Qt  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
 from qtpy.QtTest import QTest  # noqa: E402
 
 from napari_hae._layers import dataset_layer_data  # noqa: E402
 from napari_hae._widget import MAPS, OBJECTS, SEEDS, TRAJECTORY, HAEWidget  # noqa: E402
+from qt_input import choose, click_canvas, drag_canvas  # noqa: E402
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 120_000
@@ -34,43 +35,6 @@ def _dock(viewer, qtbot):
     return w
 
 
-def _canvas_point(viewer, ref, y: float, x: float) -> QPoint:
-    """Where scan pixel (y, x) of layer ``ref`` is on napari's canvas (napari's 2-D camera: zoom canvas pixels
-    per world unit around the camera centre)."""
-    canvas = viewer.window._qt_viewer.canvas.native
-    wy, wx = np.asarray(ref.data_to_world((y, x)))[-2:]
-    cy, cx = viewer.camera.center[-2:]
-    z = viewer.camera.zoom
-    return QPoint(int(round((wx - cx) * z + canvas.width() / 2)), int(round((wy - cy) * z + canvas.height() / 2)))
-
-
-def _click(viewer, ref, y, x):
-    canvas = viewer.window._qt_viewer.canvas.native
-    QTest.mouseClick(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
-                     _canvas_point(viewer, ref, y, x))
-
-
-def _drag(viewer, ref, start, end, qtbot):
-    canvas = viewer.window._qt_viewer.canvas.native
-    p0, p1 = _canvas_point(viewer, ref, *start), _canvas_point(viewer, ref, *end)
-    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, p0)
-    for t in np.linspace(0.1, 1.0, 8):
-        QTest.mouseMove(canvas, QPoint(int(p0.x() + t * (p1.x() - p0.x())), int(p0.y() + t * (p1.y() - p0.y()))))
-        qtbot.wait(5)
-    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, p1)
-
-
-def _choose(combo, text: str) -> None:
-    """Pick ``text`` in a combo box with the keyboard (Home, then Down as often as needed), as a user does."""
-    native = combo.native
-    items = [native.itemText(i) for i in range(native.count())]
-    assert text in items, items
-    native.setFocus()
-    QTest.keyClick(native, Qt.Key.Key_Home)
-    for _ in range(items.index(text)):
-        QTest.keyClick(native, Qt.Key.Key_Down)
-
-
 @pytest.mark.slow
 def test_a_second_dataset_moves_seeds_and_maps_onto_its_scale(make_napari_viewer, small_sample, qtbot, monkeypatch,
                                                               tmp_path):
@@ -83,14 +47,14 @@ def test_a_second_dataset_moves_seeds_and_maps_onto_its_scale(make_napari_viewer
     in_um = dataclasses.replace(small_sample, name="in_um", pixel_size=0.002, pixel_units="um")
     second = _open(viewer, in_um)
     assert tuple(second.scale) == pytest.approx((2.0, 2.0)) and tuple(map(str, second.units)) == ("nanometer",) * 2
-    _choose(w.layer_combo, second.name)
+    choose(w.layer_combo, second.name)
     seeds = viewer.layers[SEEDS]
     assert tuple(seeds.scale) == pytest.approx((2.0, 2.0)) and seeds.units == second.units
     viewer.reset_view()
     viewer.layers.selection.active = seeds
     seeds.mode = "add"
-    _click(viewer, second, 30, 30)
-    _click(viewer, second, 10, 40)
+    click_canvas(viewer, second, 30, 30)
+    click_canvas(viewer, second, 10, 40)
     assert w.view.seed_positions() == [(30, 30), (10, 40)]
     w.budget.value = 1
     QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
@@ -167,21 +131,21 @@ def test_objects_keep_their_mode_colour_and_a_seed_inside_avoid_is_refused(make_
     objects = viewer.layers[OBJECTS]
     viewer.layers.selection.active = objects
     objects.mode = "add_rectangle"
-    _drag(viewer, ref, (5, 5), (20, 20), qtbot)
+    drag_canvas(viewer, ref, (5, 5), (20, 20), qtbot)
     assert len(objects.data) == 1
     red = np.array([1.0, 0.0, 0.0, 1.0])
     np.testing.assert_allclose(objects.edge_color[0], red)
-    _choose(w.object_mode, "visit")
+    choose(w.object_mode, "visit")
     np.testing.assert_allclose(objects.edge_color[0], red)            # still avoid, still red
-    _drag(viewer, ref, (30, 30), (40, 40), qtbot)
+    drag_canvas(viewer, ref, (30, 30), (40, 40), qtbot)
     assert len(objects.data) == 2
     np.testing.assert_allclose(objects.edge_color[1], [0.0, 1.0, 0.0, 1.0])
     assert [mode for _, mode, _ in w._objects_at_start] == ["avoid", "visit"]
     seeds = viewer.layers[SEEDS]
     viewer.layers.selection.active = seeds
     seeds.mode = "add"
-    _click(viewer, ref, 12, 12)                                      # inside the avoid rectangle
-    _click(viewer, ref, 44, 4)
+    click_canvas(viewer, ref, 12, 12)                                      # inside the avoid rectangle
+    click_canvas(viewer, ref, 44, 4)
     QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
     assert w.worker is None
     assert w.status.value == ("Cannot start: Seed position(s) [[12, 12]] (y, x) lie inside an 'avoid' object: they "

@@ -9,41 +9,12 @@ import pytest
 
 napari = pytest.importorskip("napari")
 
-from qtpy.QtCore import QElapsedTimer, Qt, QTimer  # noqa: E402
+from qtpy.QtCore import QElapsedTimer, Qt  # noqa: E402
 from qtpy.QtTest import QTest  # noqa: E402
 
-from napari_hae._layers import dataset_layer_data  # noqa: E402
-from napari_hae._widget import HAEWidget  # noqa: E402
+from qt_input import EventLoopGaps, choose, open_dock, type_into  # noqa: E402
 
 pytestmark = pytest.mark.gui
-
-
-def _dock(make_napari_viewer, data, qtbot, monkeypatch, tmp_path):
-    monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
-    viewer = make_napari_viewer(show=True)
-    for layer_data, kw, _ in dataset_layer_data(data):
-        viewer.add_image(layer_data, **kw)
-    w = HAEWidget(viewer)
-    viewer.window.add_dock_widget(w, name="hAE")
-    qtbot.waitExposed(viewer.window._qt_window)
-    return viewer, w
-
-
-def _choose(combo, text):
-    native = combo.native
-    items = [native.itemText(i) for i in range(native.count())]
-    native.setFocus()
-    QTest.keyClick(native, Qt.Key.Key_Home)
-    for _ in range(items.index(text)):
-        QTest.keyClick(native, Qt.Key.Key_Down)
-
-
-def _type(field, text):
-    line = field.native.lineEdit() if hasattr(field.native, "lineEdit") else field.native
-    field.native.setFocus()
-    QTest.keyClick(line, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
-    QTest.keyClicks(line, text)
-    QTest.keyClick(line, Qt.Key.Key_Return)
 
 
 def _free_port() -> int:
@@ -56,31 +27,22 @@ def _free_port() -> int:
 def test_a_remote_microscope_without_a_server_keeps_napari_responsive(make_napari_viewer, small_sample, qtbot,
                                                                       monkeypatch, tmp_path):
     """The 'remote' microscope with no server blocked the GUI thread for its whole timeout (11 s)."""
-    viewer, w = _dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
-    _choose(w.microscope_kind, "remote")
+    viewer, w = open_dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
+    choose(w.microscope_kind, "remote")
     form = w.run_panel.microscope_params
     port = _free_port()
-    _type(form.address, f"tcp://127.0.0.1:{port}")
-    _type(form.timeout, "2")
-    gaps, clock = [], QElapsedTimer()
+    type_into(form.address, f"tcp://127.0.0.1:{port}")
+    type_into(form.timeout, "2")
+    clock = QElapsedTimer()
     clock.start()
-    last = [clock.elapsed()]
-
-    def tick():
-        now = clock.elapsed()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.timeout.connect(tick)
-    timer.start(20)
+    recorder = EventLoopGaps(20).start()
     t0 = time.perf_counter()
     QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
     assert time.perf_counter() - t0 < 0.2                   # the click returns at once (it took the timeout)
     assert w.status.value.startswith("Connecting to the remote microscope (up to 2.0 s)")
     assert not w.start_btn.enabled
     qtbot.waitUntil(lambda: w.status.value.startswith("Cannot start"), timeout=30_000)
-    timer.stop()
+    gaps = [1000 * g for g in recorder.stop()]
     assert f"No microscope answers at tcp://127.0.0.1:{port}" in w.status.value and "Fix: start the server" in \
         w.status.value
     # the event loop kept turning while it waited (the first gap holds the worker's first import of pyzmq)
@@ -95,7 +57,7 @@ def test_feature_space_cancel_and_napari_closed_while_it_trains(make_napari_view
                                                                  monkeypatch, tmp_path):
     """The feature space had no cancel; closing napari while it trained crashed ('terminate called': the
     interpreter killed the training thread inside torch)."""
-    viewer, w = _dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
+    viewer, w = open_dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
     w.patch_size.value = 16
     QTest.mouseClick(w.feature_btn.native, Qt.MouseButton.LeftButton)
     assert w.feature_btn.text == "Cancel feature space"
@@ -118,8 +80,7 @@ def test_feature_space_cancel_and_napari_closed_while_it_trains(make_napari_view
 def test_a_layer_deleted_mid_run_is_said_and_comes_back(make_napari_viewer, small_sample, qtbot, monkeypatch,
                                                        tmp_path):
     """Defect 12: deleting a layer the dock uses during a run gave no message."""
-    viewer, w = _dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
-    w.fit_iterations, w.fit_iterations_first, w.model_params = 10, 60, {"hidden": [32, 16]}
+    viewer, w = open_dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
     w.patch_size.value = 8
     w.budget.value = 4
     QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)

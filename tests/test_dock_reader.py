@@ -7,26 +7,14 @@ import pytest
 
 napari = pytest.importorskip("napari")
 
-from qtpy.QtCore import Qt  # noqa: E402
-from qtpy.QtTest import QTest  # noqa: E402
 
 from napari_hae._layers import dataset_of  # noqa: E402
 from napari_hae._qt.data_panel import FROM_FILE  # noqa: E402
 from napari_hae._widget import HAEWidget  # noqa: E402
 from napari_hae.core.data.io import pair_image, save_spectrum_image_hspy  # noqa: E402
+from qt_input import choose  # noqa: E402
 
 pytestmark = pytest.mark.gui
-
-
-def _choose(combo, text: str) -> None:
-    """Pick ``text`` in a combo box with the keyboard (Home, then Down as often as needed), as a user does."""
-    native = combo.native
-    items = [native.itemText(i) for i in range(native.count())]
-    assert text in items, items
-    native.setFocus()
-    QTest.keyClick(native, Qt.Key.Key_Home)
-    for _ in range(items.index(text)):
-        QTest.keyClick(native, Qt.Key.Key_Down)
 
 
 def test_a_damaged_file_says_what_is_wrong(make_napari_viewer, tmp_path, monkeypatch):
@@ -67,7 +55,7 @@ def test_a_haadf_opened_alone_is_an_image_the_dock_can_use(make_napari_viewer, s
     (haadf,) = viewer.open(str(tmp_path / "Scan_HAADF.hspy"), plugin="napari-hae")
     assert dataset_of(haadf) is None
     np.testing.assert_array_equal(haadf.data, other)
-    _choose(w.structural_combo, "Scan_HAADF")
+    choose(w.structural_combo, "Scan_HAADF")
     assert w.status.value.startswith("Structural image: 'Scan_HAADF' (48 x 48, the dataset's scan grid)")
     np.testing.assert_array_equal(w.dataset.structural, other)
     assert w.dataset.notes == ["structural image: layer 'Scan_HAADF'"]
@@ -77,7 +65,7 @@ def test_a_haadf_opened_alone_is_an_image_the_dock_can_use(make_napari_viewer, s
     np.testing.assert_array_equal(exp.trace.structural, other)
     exp.close()
     viewer.add_image(np.ones((20, 30)), name="another scan")
-    _choose(w.structural_combo, "another scan")                           # not acquired with this map
+    choose(w.structural_combo, "another scan")                           # not acquired with this map
     assert w.structural_combo.value == FROM_FILE
     assert w.status.value.startswith("Structural image: The image 'another scan' is 20 x 30 pixels, the "
                                      "dataset's scan grid 48 x 48")

@@ -9,9 +9,8 @@ napari = pytest.importorskip("napari")
 from qtpy.QtCore import QPoint, Qt  # noqa: E402
 from qtpy.QtTest import QTest  # noqa: E402
 
-from napari_hae._layers import dataset_layer_data  # noqa: E402
-from napari_hae._widget import HAEWidget  # noqa: E402
 from napari_hae.core.data.dataset import EnergyAxis, SpectrumImage  # noqa: E402
+from qt_input import open_dock, type_into  # noqa: E402
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 120_000
@@ -28,43 +27,22 @@ def _eds_data():
                          energy=EnergyAxis(2048, 0.0, 10.0), name="eds", signal_type="EDS_TEM")
 
 
-def _dock(make_napari_viewer, data, qtbot, monkeypatch, tmp_path):
-    monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
-    viewer = make_napari_viewer(show=True)
-    for layer_data, kw, _ in dataset_layer_data(data):
-        viewer.add_image(layer_data, **kw)
-    w = HAEWidget(viewer)
-    viewer.window.add_dock_widget(w, name="hAE")
-    w.fit_iterations, w.fit_iterations_first, w.model_params = 10, 60, {"hidden": [32, 16]}
-    qtbot.waitExposed(viewer.window._qt_window)
-    return viewer, w
-
-
-def _type(field, text: str) -> None:
-    """Select the field's text and type ``text`` then Enter, as a user does."""
-    line = field.native.lineEdit()
-    field.native.setFocus()
-    QTest.keyClick(line, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
-    QTest.keyClicks(line, text)
-    QTest.keyClick(line, Qt.Key.Key_Return)
-
-
 def test_eds_bands_are_typed_in_kev_and_a_kev_band_measures_the_peak(make_napari_viewer, qtbot, monkeypatch,
                                                                       tmp_path):
     """Defect 4: an EDS user typed Si K as 1.64-1.84 into eV fields; the band held no channel and the run measured
     zeros. The fields now show keV and start on the structured peak; 1.64-1.84 typed is 1640-1840 eV."""
-    viewer, w = _dock(make_napari_viewer, _eds_data(), qtbot, monkeypatch, tmp_path)
+    viewer, w = open_dock(make_napari_viewer, _eds_data(), qtbot, monkeypatch, tmp_path)
     assert w.band_a.label == "band start (keV)" and w.band_b.label == "band end (keV)"
     assert w.band_a.value < 1.74 < w.band_b.value                   # suggested: the Si K peak
     assert "Si K peak at 1.7" in w.status.value and "then Start" in w.status.value
     assert w.plot.ax.get_xlabel() == "energy (keV)" and w.plot.ax.get_xlim()[1] == pytest.approx(20.47)
-    _type(w.band_a, "1.64")
-    _type(w.band_b, "1.84")
+    type_into(w.band_a, "1.64")
+    type_into(w.band_b, "1.84")
     sc = w.target.scalarizer()
     assert (sc.params["a"], sc.params["b"]) == pytest.approx((1640.0, 1840.0))
     values = w.dataset.scalarize(sc)
     assert np.ptp(values) > 0 and values[16, 12] > values[0, 0]    # a map, not zeros
-    _type(w.band_a, "1640")                                           # a band typed in eV into keV fields
+    type_into(w.band_a, "1640")                                           # a band typed in eV into keV fields
     assert w.band_a.value == pytest.approx(1640.0)                    # not clamped to the axis
     assert w.status.value == ("Scalarizer: The band [1640, 1.84] keV is reversed or empty (start must be below "
                               "end). Fix: give the lower energy first, e.g. [1.84, 1640] keV.")
@@ -75,10 +53,10 @@ def test_eds_bands_are_typed_in_kev_and_a_kev_band_measures_the_peak(make_napari
 def test_a_value_outside_the_axis_is_said_not_clamped(viewer_widget_shown, qtbot):
     """Defect 7: typing 931 into a band on 0.2-6.2 eV data gave 3.0 with no message."""
     viewer, w = viewer_widget_shown
-    _type(w.band_b, "931")
+    type_into(w.band_b, "931")
     assert w.band_b.value == pytest.approx(931.0)
     assert "extends beyond the energy axis" in w.status.value and "Fix: clip the band to" in w.status.value
-    _type(w.band_b, "2.2")
+    type_into(w.band_b, "2.2")
     assert w.status.value.startswith("Scalarizer fields are valid")
 
 
@@ -91,7 +69,7 @@ def test_patch_size_typed_mid_run_is_one_intervention(viewer_widget_shown, qtbot
     w.controller.request = lambda label, change: (asked.append(label), request(label, change))[1]
     QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
     QTest.mouseClick(w.pause_btn.native, Qt.MouseButton.LeftButton)
-    _type(w.patch_size, "14")
+    type_into(w.patch_size, "14")
     assert asked == ["patch size 14"]
     QTest.mouseClick(w.stop_btn.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
@@ -136,13 +114,13 @@ def test_core_loss_eels_starts_with_the_edge_and_its_background(make_napari_view
 
     d = shared_data / "cuzn_eels"
     data = load_spectrum_image(d / "CuZn_EELS_mapping_tutorial.hspy", d / "CuZn_HAADF.hspy")
-    viewer, w = _dock(make_napari_viewer, data, qtbot, monkeypatch, tmp_path)
+    viewer, w = open_dock(make_napari_viewer, data, qtbot, monkeypatch, tmp_path)
     assert w.background.value and not w.bg_c.native.isHidden() and not w.bg_d.native.isHidden()
     assert w.band_a.label == "band start (eV)" and 900 <= w.band_a.value <= 931 < w.band_b.value
     assert "Cu L2,3 edge" in w.status.value and "power-law background" in w.status.value
     assert w.plot.bg_line.get_visible() and w.plot.bg_window.get_visible()   # the fit drawn over its window
-    _type(w.bg_c, "800")
-    _type(w.bg_d, "900")
+    type_into(w.bg_c, "800")
+    type_into(w.bg_d, "900")
     assert w.target.scalarizer().background == (800.0, 900.0)
     x, y = w.plot.bg_line.get_data()
     assert 800 <= x[0] < 808 and x[-1] > w.band_b.value - 8          # from the window to the band end (8 eV channels)
@@ -153,7 +131,7 @@ def test_core_loss_eels_starts_with_the_edge_and_its_background(make_napari_view
 
 @pytest.fixture
 def viewer_widget_shown(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path):
-    viewer, w = _dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
+    viewer, w = open_dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
     w.patch_size.value = 8
     yield viewer, w
     w.stop()

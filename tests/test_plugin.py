@@ -108,26 +108,16 @@ def test_step_once_and_prompt_stop(viewer_widget, qtbot):
 
 @pytest.mark.slow
 def test_event_loop_stays_responsive_during_a_run(viewer_widget, qtbot):
-    from qtpy.QtCore import QTimer
+    from qt_input import EventLoopGaps
 
     viewer, w = viewer_widget
     w.budget.value = 12
-    gaps, last = [], [time.perf_counter()]
-
-    def tick():
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.timeout.connect(tick)
-    timer.start(10)
+    recorder = EventLoopGaps(10)
     w.start()
     qtbot.waitUntil(lambda: w.experiment.step_index >= 2, timeout=TIMEOUT)
-    gaps.clear()
-    last[0] = time.perf_counter()
+    recorder.start()
     _run_to_end(w, qtbot)
-    timer.stop()
+    gaps = recorder.stop()
     worst, median = max(gaps), float(np.median(gaps))
     print(f"Qt event-loop gaps during {w.experiment.step_index - 2} steps: worst {1000 * worst:.0f} ms, median "
           f"{1000 * median:.0f} ms")
