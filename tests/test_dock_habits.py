@@ -44,6 +44,7 @@ def test_the_dock_opens_without_deprecation_warnings(shown):
     assert bad == []
 
 
+@pytest.mark.slow   # a run in a real window: the full suite
 def test_function_keys_drive_the_run_and_the_dock_shows_progress(shown, qtbot):
     viewer, w, ref, _ = shown
     w.budget.value = 30
@@ -68,6 +69,7 @@ def test_function_keys_drive_the_run_and_the_dock_shows_progress(shown, qtbot):
     assert w.experiment.trace.n_steps < 30
 
 
+@pytest.mark.slow   # a run in a real window: the full suite
 def test_the_contrast_the_user_set_stays(shown, qtbot):
     viewer, w, ref, _ = shown
     w.budget.value = 6

@@ -75,7 +75,8 @@ def _saved_trace(data, tmp_path, budget=3):
     return exp.trace, exp.trace.save(tmp_path / "old.h5")
 
 
-@pytest.mark.parametrize("dataset_open", [pytest.param(True, marks=pytest.mark.slow), False])
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset_open", [True, False])
 def test_a_loaded_trace_replays_into_the_maps_and_trajectory(make_napari_viewer, small_sample, qtbot, monkeypatch,
                                                              tmp_path, dataset_open):
     """Defect 8: in a fresh session Load trace + slider moved only the monitors (no map or trajectory layers);
@@ -119,6 +120,7 @@ def test_a_loaded_trace_replays_into_the_maps_and_trajectory(make_napari_viewer,
     np.testing.assert_array_equal(mean.data, new.map_at("mean", 0))
 
 
+@pytest.mark.slow   # a run in a real window: the full suite
 def test_objects_keep_their_mode_colour_and_a_seed_inside_avoid_is_refused(make_napari_viewer, small_sample,
                                                                             qtbot, monkeypatch, tmp_path):
     """Defect 9: switching 'new objects' to visit recoloured the selected avoid rectangle green while it stayed

@@ -34,6 +34,7 @@ def test_a_damaged_file_says_what_is_wrong(make_napari_viewer, tmp_path, monkeyp
     assert "Fix: check that the file is complete" in shown[0]
 
 
+@pytest.mark.slow   # a run in a real window: the full suite
 def test_a_haadf_opened_alone_is_an_image_the_dock_can_use(make_napari_viewer, small_sample, tmp_path, qtbot,
                                                             monkeypatch):
     monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))

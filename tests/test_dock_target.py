@@ -60,6 +60,7 @@ def test_a_value_outside_the_axis_is_said_not_clamped(viewer_widget_shown, qtbot
     assert w.status.value.startswith("Scalarizer fields are valid")
 
 
+@pytest.mark.slow   # a run in a real window: the full suite
 def test_patch_size_typed_mid_run_is_one_intervention(viewer_widget_shown, qtbot):
     """Defect 7: typing "14" in patch size mid-run applied 1 (clamped to 3), then 14: three interventions."""
     viewer, w = viewer_widget_shown

@@ -8,6 +8,7 @@ controller's worker thread, by the same :class:`~napari_hae.core.run.driver.RunD
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 from magicgui.widgets import Label
@@ -146,7 +147,8 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         # controller, a plain Python object, outlives the widget; a slot of the widget would be disconnected)
         controller, click, viewer = self.controller, self._on_click, napari_viewer
         self.destroyed.connect(lambda *_: (controller.shutdown(), _forget(viewer.mouse_drag_callbacks, click)))
-        QApplication.instance().aboutToQuit.connect(controller.shutdown)
+        alive = weakref.ref(controller)   # the application outlives many docks: it must not keep their runs
+        QApplication.instance().aboutToQuit.connect(lambda: (c := alive()) is not None and c.shutdown())
         # keys while napari's window is active (the canvas focused too): F5 Start, F6 Pause/Resume, F7 Step, F8 Stop
         for key, slot in (("F5", self.start), ("F6", self._pause_or_resume), ("F7", self.step_once),
                           ("F8", self.stop)):
