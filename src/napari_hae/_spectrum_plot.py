@@ -58,8 +58,9 @@ class SpectrumPlot(FigureCanvasQTAgg):
             self.draw_idle()
 
     def show_spectrum(self, energy: np.ndarray | None, spectrum: np.ndarray, bands=(), title: str = "",
-                      units: str | None = None, background=None) -> None:
-        """``background``: (window (eV), fitted curve over ``energy``) to draw, or None."""
+                      background=None) -> None:
+        """``energy`` and ``bands`` in eV (drawn in :attr:`units`); ``background``: (window (eV), fitted curve over
+        ``energy``) to draw, or None."""
         ax = self.ax
         spectrum = np.asarray(spectrum)
         if spectrum.ndim == 1:
