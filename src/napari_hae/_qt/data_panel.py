@@ -9,6 +9,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, SpinBox
 
 from .._layers import dataset_of
+from ..core.data.io import TOTAL_INTENSITY_NOTE
 from ..core.errors import HAEInputError
 from ..core.run.settings import ExperimentSettings
 from .forms import commit_on_enter
@@ -71,7 +72,7 @@ class DataPanel(Container):
                                 f"acquired with this map.",
                                 "choose the HAADF acquired with the spectrum image (same scan grid), or keep "
                                 f"'{FROM_FILE}'.")
-        notes = [n for n in base.notes if not n.startswith("No structural image given")]
+        notes = [n for n in base.notes if n != TOTAL_INTENSITY_NOTE]
         return dataclasses.replace(base, structural=image, notes=[*notes, f"structural image: layer {layer.name!r}"])
 
     def fit_to(self, data) -> None:

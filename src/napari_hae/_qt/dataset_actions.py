@@ -7,6 +7,7 @@ import numpy as np
 from napari.utils.notifications import show_error, show_warning
 
 from .._layers import dataset_of
+from ..core.data.io import TOTAL_INTENSITY_NOTE
 from ..core.errors import HAEInputError
 from ..core.targets.suggest import band_units, suggest_target
 from .data_panel import FROM_FILE
@@ -49,14 +50,12 @@ class DatasetActions:
                 " Seeds and objects drawn before now follow this dataset's scale at the same pixel positions.")
         target = (f"Target: {suggestion.reason}. Change the band in Scalarizer or drag it on the spectrum; "
                   if data.energy is not None else "")
-        self.status.value = (f"{target}click points into the Seeds layer or leave it empty; then Start.{kept}"
-                             f"{self._structural_warning()}")
-        if target:
-            self.status.value = self.status.value[0].upper() + self.status.value[1:]
+        line = f"{target}click points into the Seeds layer or leave it empty; then Start."
+        self.status.value = f"{line[0].upper()}{line[1:]}{kept}{self._structural_warning()}"
 
     def _structural_warning(self) -> str:
         data = self.dataset
-        if data is None or not any(n.startswith("No structural image given") for n in data.notes):
+        if data is None or TOTAL_INTENSITY_NOTE not in data.notes:
             return ""
         return (" No HAADF was found beside the file: the model learns from the total spectrum intensity, which "
                 "makes runs look better than an instrument would. Open the HAADF (File > Open File(s)...) and "
