@@ -42,6 +42,17 @@ def fast_settings(**kw):
     return ExperimentSettings(**base)
 
 
+def saved_trace(data, tmp_path, budget=3):
+    """A finished run of ``budget`` steps on ``data``, saved to ``tmp_path/old.h5``: (trace, path)."""
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.run.experiment import Experiment
+
+    exp = Experiment(SimulatedMicroscope(data), fast_settings(budget=budget),
+                     dataset_info={**data.describe(), "fingerprint": data.fingerprint()})
+    exp.run()
+    return exp.trace, exp.trace.save(tmp_path / "old.h5")
+
+
 def gaussian(e, a, mu, sigma):
     return a * np.exp(-0.5 * ((e - mu) / sigma) ** 2)
 

@@ -132,3 +132,66 @@ def test_the_spectrum_follows_the_theme_and_zooms_with_the_wheel(shown, qtbot):
     assert plot.ax.get_xlim() == pytest.approx((a, b))
     QTest.mouseDClick(plot, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos.toPoint())
     assert plot.ax.get_xlim() == pytest.approx(full)
+
+
+def test_the_monitors_follow_the_theme(shown, qtbot, tmp_path, monkeypatch):
+    """The monitor figure was white in napari's dark theme, its measured values black on it; a loaded trace's
+    monitors are drawn on the theme's background and redrawn when the theme changes."""
+    from napari.utils.theme import get_theme
+    from qtpy.QtWidgets import QFileDialog
+
+    from conftest import saved_trace
+
+    viewer, w, _, _ = shown
+    _, path = saved_trace(w.dataset, tmp_path)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a: (str(path), a[-1]))
+    QTest.mouseClick(w.load_btn.native, Qt.MouseButton.LeftButton)
+    plot = w.monitor_plot
+
+    def corner():
+        plot.wait()
+        qtbot.waitUntil(lambda: not plot.pixmap().isNull(), timeout=10_000)
+        return plot.pixmap().toImage().pixelColor(2, 2).name()
+
+    assert corner() == get_theme(viewer.theme).background.as_hex()
+    viewer.theme = "light" if viewer.theme == "dark" else "dark"
+    qtbot.waitUntil(lambda: corner() == get_theme(viewer.theme).background.as_hex(), timeout=10_000)
+
+
+def test_trajectory_colours_stand_apart_from_the_mean_map(make_napari_viewer):
+    """The trajectory was coloured by all of plasma: its first steps dark blue-purple and its last yellow, the
+    colours of the mean map's viridis at its low and high end (CIE76 distance 1.2). Every step's colour, seeds
+    included, must stand apart from every colour of the mean layer's colormap."""
+    from skimage.color import rgb2lab
+
+    from napari_hae._qt.layer_view import TRAJECTORY, LayerView
+
+    viewer = make_napari_viewer()
+    view = LayerView(viewer)
+    view.prepare_output_layers({"scale": (1.0, 1.0), "units": ("pixel", "pixel")}, (40, 40))
+    budget = 60
+    steps = np.arange(-5, budget)
+    view.show_points(np.c_[steps % 40, steps % 40 + 0], steps, np.zeros(len(steps)), ["x"] * len(steps), budget)
+    faces = np.asarray(viewer.layers[TRAJECTORY].face_color)[:, :3]
+    cmap = viewer.layers[MAPS["mean"][0]].colormap.map(np.linspace(0, 1, 256))[:, :3]
+    lab_f, lab_m = rgb2lab(faces[None])[0], rgb2lab(cmap[None])[0]
+    distance = np.sqrt(((lab_f[:, None] - lab_m[None]) ** 2).sum(-1))
+    assert distance.min() >= 25
+    assert len({tuple(c) for c in faces.round(3)}) > budget // 2      # the steps still tell apart by colour
+
+
+def test_the_monitors_give_travel_in_the_dataset_length_units(small_sample, tmp_path):
+    """Travel was drawn in scan pixels whatever the calibration; with a pixel size it is in the dataset's units."""
+    import dataclasses
+
+    from conftest import saved_trace
+    from napari_hae._monitor_figure import MonitorFigure, snapshot
+    from napari_hae.core.analysis.monitors import policy_travel
+
+    data = dataclasses.replace(small_sample, pixel_size=0.25, pixel_units="nm")
+    tr, _ = saved_trace(data, tmp_path, budget=4)
+    fig = MonitorFigure()
+    fig.draw_artists(snapshot(tr))
+    assert fig.ax_travel.get_title() == "cumulative travel (nm)"
+    np.testing.assert_allclose(fig.l_travel.get_ydata(), 0.25 * policy_travel(tr))
+    assert policy_travel(tr)[-1] > 0

@@ -14,6 +14,7 @@ from qtpy.QtTest import QTest  # noqa: E402
 
 from napari_hae._layers import dataset_layer_data  # noqa: E402
 from napari_hae._widget import MAPS, OBJECTS, SEEDS, TRAJECTORY, HAEWidget  # noqa: E402
+from conftest import saved_trace  # noqa: E402
 from qt_input import choose, click_canvas, drag_canvas  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -64,17 +65,6 @@ def test_a_second_dataset_moves_seeds_and_maps_onto_its_scale(make_napari_viewer
     assert tuple(viewer.layers[TRAJECTORY].scale) == pytest.approx((2.0, 2.0))
 
 
-def _saved_trace(data, tmp_path, budget=3):
-    from conftest import fast_settings
-    from napari_hae.core.instrument.microscope import SimulatedMicroscope
-    from napari_hae.core.run.experiment import Experiment
-
-    exp = Experiment(SimulatedMicroscope(data), fast_settings(budget=budget),
-                     dataset_info={**data.describe(), "fingerprint": data.fingerprint()})
-    exp.run()
-    return exp.trace, exp.trace.save(tmp_path / "old.h5")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset_open", [True, False])
 def test_a_loaded_trace_replays_into_the_maps_and_trajectory(make_napari_viewer, small_sample, qtbot, monkeypatch,
@@ -85,7 +75,7 @@ def test_a_loaded_trace_replays_into_the_maps_and_trajectory(make_napari_viewer,
     from qtpy.QtWidgets import QFileDialog
 
     monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
-    tr, path = _saved_trace(small_sample, tmp_path)
+    tr, path = saved_trace(small_sample, tmp_path)
     viewer = make_napari_viewer(show=True)
     if dataset_open:
         _open(viewer, small_sample)

@@ -23,7 +23,8 @@ def snapshot(trace, upto: int | None = None) -> dict:
     return {"curves": c, "stuck": np.flatnonzero(np.nan_to_num(trace.step_array("stuck")) > 0),
             "overconfident": np.flatnonzero(np.nan_to_num(trace.step_array("overconfident")) > 0),
             "steps": steps[:m], "values": np.asarray(trace.values[:m]), "pos": trace.positions_array()[:m],
-            "nx": trace.structural.shape[1], "upto": upto, "n": trace.n_steps}
+            "nx": trace.structural.shape[1], "upto": upto, "n": trace.n_steps,
+            "length_units": str(trace.dataset.get("pixel_units") or "px")}
 
 
 class MonitorFigure:
@@ -34,7 +35,7 @@ class MonitorFigure:
         f.subplots_adjust(left=0.2, right=0.96, bottom=0.06, top=0.96, hspace=0.75)
         self.ax_std, self.ax_val, self.ax_travel, self.ax_latent = (f.add_subplot(4, 1, i) for i in range(1, 5))
         for ax in (self.ax_std, self.ax_val, self.ax_travel, self.ax_latent):
-            ax.tick_params(labelsize=6)
+            ax.tick_params(labelsize=7)
             ax.xaxis.set_major_locator(MaxNLocator(4))   # few ticks: tick layout is most of the drawing time
             ax.yaxis.set_major_locator(MaxNLocator(3))
         a = self.ax_std
@@ -43,25 +44,45 @@ class MonitorFigure:
         (self.l_next,) = a.plot([], [], ".", ms=2, color="tab:orange", label="next-step σ")
         (self.l_stuck,) = a.plot([], [], "|", color="r", ms=6, label="stuck warning")
         (self.l_over,) = a.plot([], [], "|", color="tab:orange", ms=6, label="model overconfident")
-        a.set_title("uncertainty", fontsize=7)
-        a.legend(fontsize=5, loc="upper right")
+        a.set_title("uncertainty", fontsize=8)
+        a.legend(fontsize=6, loc="upper right")
         a = self.ax_val
         (self.l_val,) = a.plot([], [], ".", ms=2, color="k", label="measured")
         (self.l_best,) = a.plot([], [], lw=1, color="tab:green", label="best so far")
-        a.set_title("scalarizer of measured points", fontsize=7)
-        a.legend(fontsize=5, loc="lower right")
+        a.set_title("scalarizer of measured points", fontsize=8)
+        a.legend(fontsize=6, loc="lower right")
         a = self.ax_travel
         (self.l_travel,) = a.plot([], [], lw=1, color="tab:purple")
-        a.set_title("cumulative travel (px)", fontsize=7)
+        a.set_title("cumulative travel (px)", fontsize=8)
         self.markers = [ax.axvline(0, color="0.5", lw=0.8, visible=False)
                         for ax in (self.ax_std, self.ax_val, self.ax_travel)]
         a = self.ax_latent
-        a.set_title("trajectory in rVAE latent space (not computed)", fontsize=7)
+        a.set_title("trajectory in rVAE latent space (not computed)", fontsize=8)
         self._lat_bg = a.scatter([], [], s=1, c="0.8")
         (self._lat_path,) = a.plot([], [], lw=0.5, color="tab:orange", alpha=0.6)
         self._lat_pts = a.scatter([], [], s=6, c=[], cmap="plasma")
         self._lat_max = a.scatter([], [], marker="*", s=60, c="red", edgecolors="k", zorder=4)
         self.latent = None
+        self.theme = ("white", "black")
+
+    def set_theme(self, background: str, text: str) -> None:
+        """napari's theme colours: the figure on the dock's background; text, ticks, spines, legends and the
+        measured values in its text colour (black points vanished on napari's dark theme)."""
+        self.figure.set_facecolor(background)
+        for ax in (self.ax_std, self.ax_val, self.ax_travel, self.ax_latent):
+            ax.set_facecolor(background)
+            for spine in ax.spines.values():
+                spine.set_color(text)
+            ax.tick_params(colors=text)
+            ax.title.set_color(text)
+            if (legend := ax.get_legend()) is not None:
+                legend.get_frame().set_facecolor(background)
+                legend.get_frame().set_edgecolor(text)
+                for t in legend.get_texts():
+                    t.set_color(text)
+        self.l_val.set_color(text)
+        self.ax_val.get_legend().legend_handles[0].set_color(text)
+        self.theme = (background, text)
 
     def set_latent(self, latent) -> None:
         """All patches' latent coordinates (n_positions, 2), drawn as a grey background."""
@@ -69,7 +90,7 @@ class MonitorFigure:
         a = self.ax_latent
         if self.latent is None:
             self._lat_bg.set_offsets(np.zeros((0, 2)))
-            a.set_title("trajectory in rVAE latent space (not computed)", fontsize=7)
+            a.set_title("trajectory in rVAE latent space (not computed)", fontsize=8)
         else:
             sub = self.latent[:: max(1, len(self.latent) // 4000)]
             self._lat_bg.set_offsets(sub)
@@ -77,7 +98,7 @@ class MonitorFigure:
             pad = 0.05 * (hi - lo + 1e-9)
             a.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
             a.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
-            a.set_title("trajectory in rVAE latent space", fontsize=7)
+            a.set_title("trajectory in rVAE latent space", fontsize=8)
 
     def render(self, d) -> np.ndarray:
         """Draw snapshot ``d`` (see :func:`snapshot`); returns the RGBA image (h, w, 4) uint8."""
@@ -99,7 +120,10 @@ class MonitorFigure:
         pol = steps >= 0
         self.l_val.set_data(steps[pol], vals[pol])
         self.l_best.set_data(s, c["best_so_far"])
-        self.l_travel.set_data(s, c["travel_px"])
+        units = d.get("length_units", "px")
+        in_px = units in ("px", "pixel", "pixels")
+        self.l_travel.set_data(s, c["travel_px"] if in_px else c["travel_units"])
+        self.ax_travel.set_title(f"cumulative travel ({'px' if in_px else units})", fontsize=8)
         for ax in (self.ax_std, self.ax_val, self.ax_travel):
             ax.relim()
             ax.autoscale_view()
@@ -133,7 +157,8 @@ class MonitorFigure:
 
 
 def serve(conn) -> None:
-    """Renderer process: answers ("render", snapshot) with an RGBA array, ("latent", array) and
+    """Renderer process: answers ("render", snapshot) with an RGBA array, ("latent", array), ("theme", background,
+    text) and
     ("save", path, snapshot) with None; exits on ("stop",) or when the pipe closes."""
     fig = MonitorFigure()
     while True:
@@ -147,6 +172,9 @@ def serve(conn) -> None:
                 conn.send(("ok", fig.render(msg[1])))
             elif kind == "latent":
                 fig.set_latent(msg[1])
+                conn.send(("ok", None))
+            elif kind == "theme":
+                fig.set_theme(msg[1], msg[2])
                 conn.send(("ok", None))
             elif kind == "save":
                 fig.save(msg[1], msg[2])

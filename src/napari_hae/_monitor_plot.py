@@ -41,6 +41,8 @@ class _Renderer:
                 return self.local.render(msg[1])
             if kind == "latent":
                 return self.local.set_latent(msg[1])
+            if kind == "theme":
+                return self.local.set_theme(msg[1], msg[2])
             return self.local.save(msg[1], msg[2])
         self.conn.send(msg)
         status, payload = self.conn.recv()      # blocks in the OS, GIL released
@@ -77,6 +79,7 @@ class MonitorPlot(QLabel):
         self._start_lock = threading.Lock()
         self._pending = None
         self._latent = None                     # latent coordinates not yet sent to the renderer
+        self._theme = None                      # napari's theme colours not yet sent to the renderer
         self._busy = False
         self._renderer: _Renderer | None = None
         self.last_snapshot: dict | None = None  # what the figure shows now
@@ -105,6 +108,13 @@ class MonitorPlot(QLabel):
         with self._lock:
             self._latent = ("set", None if latent is None else np.asarray(latent, dtype=np.float32))
 
+    def set_theme(self, background: str, text: str) -> None:
+        """napari's theme colours (hex); what is drawn now is redrawn in them."""
+        with self._lock:
+            self._theme = (background, text)
+        if self.last_snapshot is not None:
+            self._request(self.last_snapshot)
+
     def update_from(self, trace, upto: int | None = None, force: bool = False) -> bool:
         """Request a redraw from ``trace`` (up to step ``upto``; default all). Requests within ``min_interval`` of
         the previous one are dropped unless ``force``. Returns whether a redraw was requested."""
@@ -112,14 +122,16 @@ class MonitorPlot(QLabel):
         if not force and now - self._last_request < self.min_interval:
             return False
         self._last_request = now
-        snap = snapshot(trace, upto)
+        self._request(snapshot(trace, upto))
+        return True
+
+    def _request(self, snap: dict) -> None:
         with self._lock:
             start = not self._busy
             self._pending = snap
             self._busy = True
         if start:
             threading.Thread(target=self._render_loop, name="hae-monitor-render", daemon=True).start()
-        return True
 
     # -- helper thread ------------------------------------------------------------------------------------------
     def _render_loop(self):
@@ -129,13 +141,17 @@ class MonitorPlot(QLabel):
             with self._lock:
                 snap, self._pending = self._pending, None
                 latent, self._latent = self._latent, None
-                if snap is None:
+                theme, self._theme = self._theme, None
+                if snap is None:   # nothing to draw: what arrived meanwhile goes with the next drawing
+                    self._latent, self._theme = latent, theme
                     self._busy = False
                     return
             try:
                 with self._call_lock:
                     if latent is not None:
                         renderer.call("latent", latent[1])
+                    if theme is not None:
+                        renderer.call("theme", *theme)
                     rgba = renderer.call("render", snap)
             except Exception as exc:  # keep the GUI alive; the error is visible in the dock
                 self.errors.append(str(exc))

@@ -160,7 +160,8 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         from napari.utils.theme import get_theme
 
         theme = get_theme(self.viewer.theme)
-        self.plot.set_theme(theme.background.as_hex(), theme.text.as_hex())
+        for plot in (self.plot, self.monitor_plot):
+            plot.set_theme(theme.background.as_hex(), theme.text.as_hex())
 
     def _pause_or_resume(self):
         if self.controller.paused:

@@ -13,6 +13,9 @@ PARETO = "hAE Pareto set"
 MAPS = {"mean": ("hAE predicted mean", "viridis"), "std": ("hAE uncertainty", "magma"),
         "acq": ("hAE acquisition", "cividis")}
 OBJECT_COLORS = {"visit": "lime", "avoid": "red"}
+# the trajectory's step colours: plasma's middle, whose every colour stands apart from every colour of the mean
+# map's viridis (CIE76 distance >= 32; plasma's yellow end is viridis' own yellow, its dark end near its purple)
+TRAJECTORY_COLORS = ("plasma", 0.2, 0.8)
 SCAN_LAYERS = (SEEDS, OBJECTS, VALUES, TRAJECTORY, PARETO, *(name for name, _ in MAPS.values()))   # on the scan grid
 
 
@@ -145,7 +148,7 @@ class LayerView:
         self._auto_limits[name] = tuple(layer.contrast_limits)
 
     def show_points(self, positions, point_steps, values, kinds, budget: int) -> None:
-        """The trajectory: seeds cyan, then coloured by step (plasma)."""
+        """The trajectory: seeds cyan, then coloured by step (:data:`TRAJECTORY_COLORS`)."""
         import matplotlib
 
         layer = self._layer(TRAJECTORY)
@@ -155,9 +158,9 @@ class LayerView:
         layer.data = np.asarray(positions, dtype=float).reshape(-1, 2)
         layer.features = {"step": steps, "value": np.asarray(values), "kind": list(kinds)}
         if len(steps):
-            frac = (steps + 1) / max(1, budget)
-            colors = np.where((steps < 0)[:, None], np.array([[0, 1, 1, 1.0]]),
-                              matplotlib.colormaps["plasma"](np.clip(frac, 0, 1)))
+            cmap, lo, hi = TRAJECTORY_COLORS
+            frac = lo + (hi - lo) * np.clip((steps + 1) / max(1, budget), 0, 1)
+            colors = np.where((steps < 0)[:, None], np.array([[0, 1, 1, 1.0]]), matplotlib.colormaps[cmap](frac))
             layer.face_color = colors
 
     def show_run(self, exp, ref) -> None:
