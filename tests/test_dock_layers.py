@@ -12,9 +12,9 @@ napari = pytest.importorskip("napari")
 from qtpy.QtCore import Qt  # noqa: E402
 from qtpy.QtTest import QTest  # noqa: E402
 
+from conftest import saved_trace  # noqa: E402
 from napari_hae._layers import dataset_layer_data  # noqa: E402
 from napari_hae._widget import MAPS, OBJECTS, SEEDS, TRAJECTORY, HAEWidget  # noqa: E402
-from conftest import saved_trace  # noqa: E402
 from qt_input import choose, click_canvas, drag_canvas  # noqa: E402
 
 pytestmark = pytest.mark.gui
