@@ -195,3 +195,27 @@ def test_the_monitors_give_travel_in_the_dataset_length_units(small_sample, tmp_
     assert fig.ax_travel.get_title() == "cumulative travel (nm)"
     np.testing.assert_allclose(fig.l_travel.get_ydata(), 0.25 * policy_travel(tr))
     assert policy_travel(tr)[-1] > 0
+
+
+def test_a_run_of_spectra_is_blitted_and_looks_as_a_full_redraw_would(qtbot):
+    """Each new spectrum redrew the whole axes (~60 ms of pure Python on the GUI thread). Spectra of one run
+    are now blitted over the saved axes; the picture must be the one a full redraw gives, pixel for pixel."""
+    from napari_hae._spectrum_plot import SpectrumPlot
+
+    plot = SpectrumPlot()
+    qtbot.addWidget(plot)
+    plot.resize(340, 220)
+    plot.show()
+    qtbot.waitExposed(plot)
+    e = np.linspace(0.0, 6.0, 600)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        plot.show_spectrum(e, rng.poisson(100 * np.exp(-e) + 20).astype(float), [(1.0, 2.0 + i / 20)],
+                           f"step {i + 1}")
+        qtbot.wait(1)
+    assert plot.n_full_draws <= 3
+    blitted = np.asarray(plot.buffer_rgba()).copy()
+    plot.draw()
+    np.testing.assert_array_equal(blitted, np.asarray(plot.buffer_rgba()))
+    plot.show_spectrum(e, 10 * rng.poisson(100 * np.exp(-e) + 20).astype(float), [(1.0, 2.0)], "ten times")
+    assert plot.ax.get_ylim()[1] > 10 * 100                           # a spectrum out of the axis rescales it
