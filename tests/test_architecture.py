@@ -283,7 +283,7 @@ def test_unknown_model_or_model_parameter_is_refused(small_sample):
 def _state(exp):
     return {"settings": exp.settings.to_dict(), "policy": exp.policy.to_dict(), "patch": exp.patch_size,
             "scalarizer": exp.scalarizer.to_dict(), "avoid": exp.avoid.copy(), "budget": exp.settings.budget,
-            "patches": exp.patches.copy()}
+            "patches": np.asarray(exp.patches)}
 
 
 def _assert_same_state(a, b):

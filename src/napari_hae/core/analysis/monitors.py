@@ -70,13 +70,13 @@ def complete_model(structural: np.ndarray, truth: np.ndarray, patch_size: int, s
     pairs from every position (a random subset of ``max_points`` when there are more; the exact GP is cubic in the
     training size). Returns the predicted (mean, std) maps in scalarizer units: what the run's model would
     believe with all data."""
-    from ..data.patches import extract_patches
+    from ..data.patches import PatchGrid
     from ..model.base import make_model
     from ..run.settings import ExperimentSettings
 
     settings = settings if settings is not None else ExperimentSettings()
     shape = np.shape(truth)
-    X = extract_patches(structural, patch_size).reshape(shape[0] * shape[1], -1)
+    X = PatchGrid(structural, patch_size)
     y = np.asarray(truth, dtype=np.float64).ravel()
     idx = np.arange(len(y))
     if len(y) > max_points:

@@ -24,9 +24,11 @@ try:  # linear_operator >= 0.5
 except ImportError:  # pragma: no cover
     from gpytorch.utils.errors import NanError, NotPSDError
 
+from ..data.patches import PatchGrid
 from ..registry import ParamSpec
-from . import exact_predict
+from . import exact_predict, large
 from .base import FitReport, Posterior, clip_event, register_model, robust_targets
+from .kernels import FloorRBFKernel
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,9 @@ class _DKLModel(gpytorch.models.ExactGP):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
 
 
+GRID_ABOVE = 65_536   # positions (256 x 256) from which predictor="auto" takes the grid
+
+
 @register_model("dkl", params=(
     ParamSpec("hidden", (64, 32), "", help="hidden layer widths of the MLP"),
     ParamSpec("embed_dim", 2, "", 1, 16, "dimension of the embedding fed to the kernel"),
@@ -95,6 +100,13 @@ class _DKLModel(gpytorch.models.ExactGP):
                                            "the embedding overtrains and the model becomes overconfident)",
               choices=("cold", "warm")),
     ParamSpec("priors", False, "", help="weak priors on lengthscale, outputscale and noise (as BoTorch's)"),
+    ParamSpec("predictor", "auto", "", help="'exact' posterior at every position, 'grid': exact on a grid in the "
+                                             "2-D embedding, interpolated (error measured each step); 'auto': "
+                                             f"grid from {GRID_ABOVE} positions"),
+    ParamSpec("grid_size", 64, "", 8, 512, "grid nodes per embedding axis of the grid predictor"),
+    ParamSpec("max_train", 512, "", 16, 100_000, "points the network and hyperparameters train on (the most "
+                                                 "recent half, the highest quarter, the rest at random); the "
+                                                 "posterior conditions on all"),
     ParamSpec("threads", 1, "", 1, 256, "torch threads for fitting and prediction, fixed so that a run's picks do "
                                         "not depend on the machine's core count (recorded with the model)"),
 ))
@@ -114,7 +126,8 @@ class DKLRegressor:
 
     def __init__(self, input_dim: int, *, embed_dim: int = 2, hidden: tuple[int, ...] = (64, 32),
                  kernel: str = "rbf", lr: float = 0.01, seed: int = 0, dtype=torch.float32,
-                 max_retries: int = 3, threads: int = 1, restart: str = "cold", priors: bool = False):
+                 max_retries: int = 3, threads: int = 1, restart: str = "cold", priors: bool = False,
+                 predictor: str = "auto", grid_size: int = 64, max_train: int = 512):
         from ..errors import HAEInputError
 
         try:
@@ -130,11 +143,16 @@ class DKLRegressor:
         if type(threads) is not int or threads < 1:
             raise HAEInputError(f"Model 'dkl': threads={threads!r} is not a whole number >= 1.",
                                 "use --model-param threads=1 (reproducible on any machine) or more.")
+        if predictor not in ("auto", "exact", "grid") or (predictor == "grid" and embed_dim != 2):
+            raise HAEInputError(f"Model 'dkl': predictor={predictor!r} is not 'auto', 'exact' or 'grid' (the grid "
+                                "needs embed_dim=2).", "use --model-param predictor=auto, exact or grid.")
         if restart not in ("warm", "cold"):
             raise HAEInputError(f"Model 'dkl': restart={restart!r} is not 'warm' or 'cold'.",
                                 "use --model-param restart=cold or restart=warm.")
         self.threads = threads
         self.restart = restart
+        self.predictor, self.grid_size, self.max_train = predictor, int(grid_size), int(max_train)
+        self.last_grid: large.GridReport | None = None   # the grid predictor's measured error, last prediction
         self.priors = bool(priors)
         self.input_dim = int(input_dim)
         self.embed_dim = int(embed_dim)
@@ -195,6 +213,9 @@ class DKLRegressor:
         y, self.y_mean, self.y_std, n_clipped = robust_targets(y)
         events, self.n_clipped = clip_event(n_clipped, self.n_clipped), n_clipped
         yt = torch.as_tensor((y - self.y_mean) / self.y_std, dtype=self.dtype)
+        x_all, yt_all = x, yt
+        sub = large.training_subset(y, self.max_train, self._gen)   # the posterior conditions on all, below
+        x, yt = x[sub], yt[sub]
         if self.model is None or reset:
             self._build(x, yt)
         else:
@@ -223,6 +244,7 @@ class DKLRegressor:
                 log.warning(msg)
                 if attempt > self.max_retries:
                     raise RuntimeError(f"DKL fit failed after {self.max_retries} retries: {exc}") from exc
+        self.model.set_train_data(x_all, yt_all, strict=False)
         self.n_fits += 1
         return report
 
@@ -232,7 +254,8 @@ class DKLRegressor:
         lik.train()
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
-        ctx = gpytorch.settings.cholesky_jitter(float_value=jitter, double_value=jitter) if jitter else _null()
+        ctx = (gpytorch.settings.cholesky_jitter(float_value=jitter, double_value=jitter) if jitter
+               else contextlib.nullcontext())
         with ctx, warnings.catch_warnings():
             warnings.simplefilter("ignore", gpytorch.utils.warnings.NumericalWarning)
             for _ in range(int(iterations)):
@@ -260,13 +283,24 @@ class DKLRegressor:
 
     def _predict(self, X, batch_size, standardized):
         self._check_fitted()
-        x = self._tensor(X)
         self.model.eval()
         self.likelihood.eval()
         if self._factors is None:   # once per fit: the Cholesky factor of the training covariance
             self._factors = exact_predict.training_factors(self.model, self.likelihood)
-        mean, std = exact_predict.predict(self.model, self._factors, x, x.shape[0] if not batch_size
-                                          else int(batch_size))
+        batch = len(X) if not batch_size else int(batch_size)
+        if isinstance(X, PatchGrid):   # every position of a scan: the first layer as one convolution
+            if X.shape[1] != self.input_dim:
+                raise ValueError(f"Expected inputs with {self.input_dim} features, got {X.shape[1]}.")
+            with torch.no_grad():
+                z = self.model.scale_to_bounds(large.embed_positions(self.model.feature_extractor, X, self.dtype))
+            if self.predictor == "grid" or (self.predictor == "auto" and self.embed_dim == 2
+                                            and len(X) >= GRID_ABOVE):
+                mean, std, self.last_grid = large.grid_posterior(self.model, self._factors, z, self.grid_size,
+                                                                 batch, rng=np.random.default_rng(self.n_fits))
+            else:
+                mean, std = exact_predict.predict_embedded(self.model, self._factors, z, batch)
+        else:
+            mean, std = exact_predict.predict(self.model, self._factors, self._tensor(X), batch)
         if standardized:
             return mean, std
         return mean * self.y_std + self.y_mean, std * self.y_std
@@ -274,7 +308,7 @@ class DKLRegressor:
     def posterior(self, X) -> Posterior:
         """Posterior at X in standardized units, with the scale to undo them and joint sampling."""
         mean, std = self.predict(X, standardized=True)
-        return Posterior(mean, std, sample=lambda idx, rng: self.sample(np.asarray(X)[idx], rng)[0],
+        return Posterior(mean, std, sample=lambda idx, rng: self.sample(X[idx], rng)[0],
                          offset=self.y_mean, scale=self.y_std,
                          noise=float(self.likelihood.noise.detach().double().sqrt().ravel()[0]))
 
@@ -344,38 +378,9 @@ def _exact():
     return gpytorch.settings.max_cholesky_size(MAX_CHOLESKY)
 
 
-EXP_FLOOR = -30.0   # exp(-30) = 9e-14: below float32's resolution next to 1, far above its subnormal range
-
-
-class FloorRBFKernel(gpytorch.kernels.RBFKernel):
-    """RBF kernel whose exponent is floored at EXP_FLOOR.
-
-    As training shrinks a lengthscale, most of the kernel's ``exp`` arguments become very negative; torch's exp
-    takes a slow path there (20x slower for results in the subnormal range, 4x for large arguments; flushing
-    subnormals to zero does not help), and the triangular solves of the prediction then crawl through
-    subnormal products. In the soak benchmark prediction time grew 60-120% over 400-600 steps with a fixed-size
-    model (``exp_`` 10 -> 124 ms, ``cholesky_solve`` 30 -> 59 ms per prediction). Flooring changes only kernel
-    values below 9e-14, which float32 cannot resolve next to the diagonal's 1 anyway.
-    """
-
-    def forward(self, x1, x2, diag=False, **params):
-        x1_ = x1.div(self.lengthscale)
-        x2_ = x2.div(self.lengthscale)
-        d = self.covar_dist(x1_, x2_, square_dist=True, diag=diag, **params)
-        return d.div_(-2.0).clamp_(min=EXP_FLOOR).exp_()   # in place, as gpytorch's own RBF
-
-
 def _is_numerical(exc: Exception) -> bool:
     s = str(exc).lower()
     return any(w in s for w in ("cholesky", "positive definite", "singular", "nan", "not psd", "linalg"))
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def r2_score(y_true, y_pred) -> float:

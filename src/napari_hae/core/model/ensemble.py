@@ -74,7 +74,6 @@ class DKLEnsemble:
         means, stds, noise2 = self._member_predictions(X)
         mean = means.mean(0)
         std = np.sqrt(np.mean(stds ** 2, 0) + means.var(0))
-        X = np.asarray(X)
 
         def sample(idx, rng):   # Thompson: a joint sample from one member, chosen at random
             m = self.members[int(rng.integers(len(self.members)))]

@@ -49,13 +49,23 @@ def training_factors(model, likelihood) -> TrainingFactors:
 
 def predict(model, factors: TrainingFactors, x: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean and std of the latent function at ``x`` (standardized units), in batches."""
+    with torch.no_grad():
+        z = torch.cat([model.embed(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    return predict_embedded(model, factors, z, batch_size)
+
+
+def predict_embedded(model, factors: TrainingFactors, z: torch.Tensor, batch_size: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict` at points ``z`` already in the kernel's embedding space."""
     means, stds = [], []
     with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            z = model.embed(x[i:i + batch_size])
-            Ks = model.covar_module(z, factors.z_train).to_dense().double()          # (b, n)
-            prior = model.covar_module(z, diag=True).double()                          # (b,)
+        for i in range(0, z.shape[0], batch_size):
+            zb = z[i:i + batch_size]
+            Ks = model.covar_module(zb, factors.z_train).to_dense().double()         # (b, n)
+            prior = model.covar_module(zb, diag=True).double()                         # (b,)
             v = torch.linalg.solve_triangular(factors.chol, Ks.T, upper=False)         # (n, b)
             means.append((factors.mean_constant + Ks @ factors.alpha)[:, 0].numpy())
             stds.append((prior - (v * v).sum(0)).clamp_min(0).sqrt().numpy())
+    if not means:
+        return np.zeros(0), np.zeros(0)
     return np.concatenate(means), np.concatenate(stds)

@@ -45,6 +45,8 @@ class StepRecord:
     log_score: float = NAN         # log density of the measured value under the prediction (higher: better)
     overconfident: float = NAN     # 1.0 when the calibration monitor judged the model overconfident at this step
     acq_ties: float = NAN          # available candidates sharing the chosen (best) score: > 1 means a tie-break
+    grid_mean_err: float = NAN     # grid predictor: RMS difference of its mean from the exact posterior's on a
+    grid_std_err: float = NAN      # random sample of positions, and of its std (scalarizer units; NaN: exact)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -86,7 +88,9 @@ def migrate_settings(settings: dict) -> dict:
     - format 1 kept the DKL's parameters at the top level: they move into the model spec;
     - runs record their model's parameters in full since the DKL's default became a cold restart every step; a
       DKL recorded without ``restart`` was warm-started (the default before), and is rebuilt so when the run is
-      resumed or replayed.
+      resumed or replayed;
+    - a DKL recorded without ``max_train`` or ``predictor`` (before issue 15) trained on every point and predicted
+      exactly everywhere: it is rebuilt so.
     """
     if not isinstance(settings, dict):
         return settings
@@ -95,5 +99,10 @@ def migrate_settings(settings: dict) -> dict:
     model = settings.get("model") or {"name": "dkl", "params": old}
     if model.get("name", "dkl") == "dkl" and "restart" not in (model.get("params") or {}):
         model = {**model, "params": {**(model.get("params") or {}), "restart": "warm"}}
+    if model.get("name", "dkl") == "dkl":
+        params = model.get("params") or {}
+        before = {"max_train": 100_000} if "max_train" not in params else {}
+        before |= {"predictor": "exact"} if "predictor" not in params else {}
+        model = {**model, "params": {**params, **before}}
     settings["model"] = model
     return settings

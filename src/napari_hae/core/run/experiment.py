@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.patches import extract_patches, flat_index, positions_of, step_lengths
+from ..data.patches import PatchGrid, flat_index, positions_of, step_lengths
 from ..errors import HAEInputError, ModelFitError
 from ..instrument.microscope import AcquisitionGuard, Microscope
 from ..model.base import MODELS, make_model
@@ -138,7 +138,7 @@ class Experiment:
             iv.ChangePatchSize(s.patch_size).check(self)
             if s.patch_size != self._patch_size:
                 self._patch_size = int(s.patch_size)
-                self.patches = extract_patches(self.structural, self._patch_size).reshape(self.n_positions, -1)
+                self.patches = PatchGrid(self.structural, self._patch_size)   # not held: a view on the image
                 # built now, not at the first fit: a model its settings cannot build is a settings error
                 self.model = self.model_factory(self.patches.shape[1], s)
                 self._needs_reset = True
@@ -339,9 +339,7 @@ class Experiment:
             "next_mean": float(mean[choice]),
             "std_mean": float(std.mean()),
             "std_std": float(std.std()),
-            "std_q10": float(np.quantile(std, 0.1)),
-            "std_q50": float(np.quantile(std, 0.5)),
-            "std_q90": float(np.quantile(std, 0.9)),
+            **{f"std_q{q}": float(v) for q, v in zip((10, 50, 90), np.quantile(std, (0.1, 0.5, 0.9)))},
             "mean_max": float(mean.max()),
             "best_so_far": float(sign * measured_y.max()),
             "loss": float(loss),
@@ -359,6 +357,8 @@ class Experiment:
             self.trace.add_event(k, warning)
         pred_std = float(np.hypot(post.std[choice], post.noise) * post.scale)
         record["pred_std"] = pred_std if not self.objective.multi else float("nan")
+        if (grid := getattr(self.model, "last_grid", None)) is not None:   # the grid predictor's measured error
+            record["grid_mean_err"], record["grid_std_err"] = grid.mean_rms * post.scale, grid.std_rms * post.scale
         record["noise_std"] = float(post.noise * post.scale)
         point = self._acquire(choice, kind, k)
         record.update(calibration_scores(point["value"], record["next_mean"], record["pred_std"]))

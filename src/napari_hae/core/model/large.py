@@ -1,0 +1,98 @@
+"""What makes the DKL's cost follow the work instead of the scan (issue 15): the network's first layer over every
+position as one convolution of the image, the posterior on a grid in the 2-D embedding space interpolated to every
+position, and a bounded training subset.
+
+* **Embedding every position.** A patch's first MLP layer is ``W @ patch + b``; over all positions that is the
+  cross-correlation of the standardised, reflect-padded image with the layer's rows seen as N x N filters. It is
+  computed in row blocks (the patches are never held: :class:`~napari_hae.core.data.patches.PatchGrid`), the
+  other layers act on each position's ``hidden[0]`` features.
+* **The posterior on a grid.** The kernel sees only the embedding z (2-D by default), so the exact posterior is a
+  smooth function of z: it is computed exactly on a ``size`` x ``size`` grid spanning the embedded positions
+  (one kernel block and one triangular solve per grid batch, :mod:`.exact_predict`) and interpolated (bilinear) to
+  every position; at the measured points it is exact (computed there directly). Its error against the exact
+  posterior is measured each time on a fixed-size random sample of positions (:class:`GridReport`).
+* **Bounded training subset.** Network and hyperparameters train on at most ``max_train`` points (the most recent
+  half, the highest quarter, the rest drawn at random); the posterior conditions on all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import exact_predict
+
+
+def embed_positions(extractor: torch.nn.Sequential, grid, dtype, rows_per_block: int | None = None) -> torch.Tensor:
+    """The extractor's output at every position of ``grid`` (a :class:`PatchGrid`), (ny * nx, embed_dim)."""
+    first, rest = extractor[0], torch.nn.Sequential(*list(extractor)[1:])
+    n = grid.patch_size
+    ny, nx = grid.scan_shape
+    h = first.out_features
+    weight = first.weight.detach().reshape(h, 1, n, n).to(dtype)
+    bias = first.bias.detach().to(dtype)
+    if rows_per_block is None:   # ~32 MiB of first-layer features per block
+        rows_per_block = max(1, (32 << 20) // (4 * h * nx))
+    padded = torch.as_tensor(grid.padded).to(dtype)
+    out = []
+    with torch.no_grad():
+        for r0 in range(0, ny, rows_per_block):
+            r1 = min(ny, r0 + rows_per_block)
+            block = padded[r0:r1 + n - 1][None, None]
+            feats = torch.nn.functional.conv2d(block, weight, bias)[0]           # (h, rows, nx)
+            out.append(rest(feats.reshape(h, -1).T))
+    return torch.cat(out)
+
+
+@dataclass
+class GridReport:
+    """How the grid posterior compares with the exact one on ``n_checked`` random positions (standardised units)."""
+    n_checked: int
+    mean_rms: float     # RMS difference of the mean
+    std_rms: float      # RMS difference of the std
+    std_scale: float    # RMS of the exact std there, to read std_rms against
+
+
+def grid_posterior(model, factors, z: torch.Tensor, size: int, batch_size: int, exact_at: np.ndarray | None = None,
+                   n_check: int = 256, rng: np.random.Generator | None = None):
+    """Posterior mean and std (standardised) at embedded positions ``z`` (n, 2) from a ``size`` x ``size`` grid;
+    positions ``exact_at`` (flat indices) computed exactly. Returns (mean, std, :class:`GridReport`)."""
+    from scipy.ndimage import map_coordinates
+
+    zz = z.double()
+    lo, hi = zz.min(0).values, zz.max(0).values
+    span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    axes = [torch.linspace(float(lo[d]), float(lo[d] + span[d]), size, dtype=torch.float64) for d in range(2)]
+    g0, g1 = torch.meshgrid(*axes, indexing="ij")
+    nodes = torch.stack([g0.ravel(), g1.ravel()], 1).to(z.dtype)
+    gm, gs = exact_predict.predict_embedded(model, factors, nodes, batch_size)
+    coords = ((zz - lo) / span * (size - 1)).numpy().T                                # (2, n) in grid units
+    mean = map_coordinates(gm.reshape(size, size), coords, order=1, mode="nearest")
+    # the variance is interpolated, not the std: it is the smoother of the two near the measured points
+    std = np.sqrt(np.clip(map_coordinates((gs ** 2).reshape(size, size), coords, order=1, mode="nearest"), 0, None))
+    if exact_at is not None and len(exact_at):
+        idx = np.asarray(exact_at, dtype=int)
+        mean[idx], std[idx] = exact_predict.predict_embedded(model, factors, z[idx], batch_size)
+    rng = rng or np.random.default_rng(0)
+    check = rng.choice(len(z), size=min(n_check, len(z)), replace=False)
+    em, es = exact_predict.predict_embedded(model, factors, z[check], batch_size)
+    report = GridReport(len(check), float(np.sqrt(np.mean((mean[check] - em) ** 2))),
+                        float(np.sqrt(np.mean((std[check] - es) ** 2))), float(np.sqrt(np.mean(es ** 2))))
+    return mean, std, report
+
+
+def training_subset(y: np.ndarray, max_train: int, gen: torch.Generator) -> np.ndarray:
+    """Indices (sorted) of at most ``max_train`` of ``len(y)`` points in measurement order: the most recent half,
+    the highest quarter of the others, the rest at random (the model's generator: reproducible)."""
+    n = len(y)
+    if n <= max_train:
+        return np.arange(n)
+    recent = np.arange(n - max_train // 2, n)
+    older = np.arange(n - max_train // 2)
+    top = older[np.argsort(-np.asarray(y)[older], kind="stable")[: max_train // 4]]
+    rest = np.setdiff1d(older, top)
+    k = max_train - len(recent) - len(top)
+    drawn = rest[torch.randperm(len(rest), generator=gen)[:k].numpy()]
+    return np.sort(np.concatenate([recent, top, drawn]))

@@ -1,0 +1,131 @@
+"""Scale (issue 15): patches not held, the first layer as a convolution, the grid posterior against the exact one,
+the bounded training subset, and old traces rebuilt with the behaviour they had."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hae.core.data.patches import PatchGrid, extract_patches
+from napari_hae.core.model import large
+from napari_hae.core.model.dkl import DKLRegressor
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:40, 0:52]
+    return np.sin(yy / 4.0) * np.cos(xx / 6.0) + 0.3 * rng.standard_normal((40, 52))
+
+
+def _truth(image, patch):
+    """A target that depends on the patch: its mean brightness and contrast."""
+    p = extract_patches(image, patch).reshape(image.size, -1)
+    return 3 * p.mean(1) + p.std(1)
+
+
+def test_patch_grid_is_the_patch_array_without_holding_it(image):
+    grid, full = PatchGrid(image, 7), extract_patches(image, 7).reshape(image.size, -1)
+    assert grid.shape == full.shape and len(grid) == len(full)
+    np.testing.assert_array_equal(np.asarray(grid), full)
+    idx = np.array([0, 51, 52, 2079, 17])
+    np.testing.assert_array_equal(grid[idx], full[idx])
+    np.testing.assert_array_equal(grid[5], full[5])
+    np.testing.assert_array_equal(grid.rows(3, 6), full[3 * 52:6 * 52])
+    assert grid.padded.nbytes < full.nbytes / 30
+
+
+@pytest.mark.parametrize("patch", [6, 7])
+def test_the_first_layer_as_a_convolution_is_the_mlp_on_every_patch(image, patch):
+    model = DKLRegressor(patch * patch, hidden=(16, 8), seed=3)
+    ext = model._new_extractor()
+    grid = PatchGrid(image, patch)
+    with torch.no_grad():
+        direct = ext(torch.as_tensor(np.asarray(grid)))
+    conv = large.embed_positions(ext, grid, torch.float32, rows_per_block=7)   # blocks that do not divide 40
+    np.testing.assert_allclose(conv.numpy(), direct.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def _fitted(image, patch=6, n=120, **kw):
+    y = _truth(image, patch)
+    idx = np.random.default_rng(0).choice(image.size, n, replace=False)
+    grid = PatchGrid(image, patch)
+    model = DKLRegressor(patch * patch, hidden=(16, 8), seed=0, **kw)
+    model.fit(grid[idx], y[idx], iterations=80, warm=False)
+    return model, grid, idx, y
+
+
+def test_exact_posterior_on_a_patch_grid_equals_the_one_on_the_patch_array(image):
+    model, grid, _, _ = _fitted(image, predictor="exact")
+    m_grid, s_grid = model.predict(grid)
+    m_arr, s_arr = model.predict(np.asarray(grid))
+    np.testing.assert_allclose(m_grid, m_arr, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(s_grid, s_arr, rtol=1e-4, atol=1e-4)
+    assert model.last_grid is None
+
+
+def test_the_grid_posterior_agrees_with_the_exact_one_and_says_how_well(image):
+    """Tolerance: with 64 nodes per embedding axis, RMS differences below 0.5% of the standardised target's unit
+    (mean) and below 1% of the exact std's RMS (std); the report's figures are those differences."""
+    exact, grid, _, _ = _fitted(image, predictor="exact")
+    m_e, s_e = exact.predict(grid, standardized=True)
+    fast, _, _, _ = _fitted(image, predictor="grid", grid_size=64)
+    m_g, s_g = fast.predict(grid, standardized=True)
+    np.testing.assert_allclose(m_g, m_e, atol=0.2)              # same fit (same seed): the same posterior
+    assert np.sqrt(np.mean((m_g - m_e) ** 2)) < 0.005
+    assert np.sqrt(np.mean((s_g - s_e) ** 2)) < 0.01 * np.sqrt(np.mean(s_e ** 2))
+    rep = fast.last_grid
+    assert rep.n_checked == 256
+    assert rep.mean_rms < 0.005 and rep.std_rms < 0.01 * rep.std_scale
+    coarse, _, _, _ = _fitted(image, predictor="grid", grid_size=8)
+    coarse.predict(grid, standardized=True)
+    assert coarse.last_grid.std_rms > rep.std_rms                  # a coarser grid is measurably worse
+
+
+def test_the_training_subset_is_recent_high_and_random_and_the_posterior_uses_every_point():
+    y = np.arange(1000.0)[::-1]        # the oldest points are the highest
+    sub = large.training_subset(y, 200, torch.Generator().manual_seed(0))
+    assert len(sub) == 200 and len(np.unique(sub)) == 200
+    assert set(range(900, 1000)) <= set(sub)                       # the most recent half
+    assert set(range(0, 50)) <= set(sub)                           # the highest quarter of the others
+    np.testing.assert_array_equal(large.training_subset(y[:150], 200, torch.Generator()), np.arange(150))
+
+
+def test_a_bounded_fit_conditions_the_posterior_on_all_points(image):
+    model, grid, idx, y = _fitted(image, n=300, max_train=64, predictor="exact")
+    assert model.model.train_inputs[0].shape[0] == 300
+    mean, _ = model.predict(grid)
+    assert np.corrcoef(mean[idx], y[idx])[0, 1] > 0.9               # every measured point informs the map
+
+
+def test_a_trace_from_before_the_bounded_fit_is_rebuilt_as_it_ran():
+    from napari_hae.core.record.schema import migrate_settings
+
+    old = migrate_settings({"model": {"name": "dkl", "params": {"restart": "cold"}}})
+    assert old["model"]["params"] == {"restart": "cold", "max_train": 100_000, "predictor": "exact"}
+    new = {"model": {"name": "dkl", "params": {"restart": "cold", "max_train": 512, "predictor": "auto"}}}
+    assert migrate_settings(new) == new
+
+
+def test_a_grid_predictor_needs_a_2d_embedding():
+    from napari_hae.core.errors import HAEInputError
+
+    with pytest.raises(HAEInputError, match="predictor='grid' is not"):
+        DKLRegressor(36, embed_dim=3, predictor="grid")
+
+
+def test_a_run_with_the_grid_predictor_records_its_error_each_step(small_sample, tmp_path):
+    from conftest import fast_settings
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.record.trace import Trace
+    from napari_hae.core.run.experiment import Experiment
+
+    model = {"name": "dkl", "params": {"hidden": [32, 16], "predictor": "grid", "grid_size": 32}}
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=3, model=model), journal=tmp_path / "j")
+    exp.run()
+    exp.close()
+    err = Trace.load(tmp_path / "j").step_array("grid_mean_err")
+    assert len(err) == 3 and np.all(np.isfinite(err))
+    assert np.all(err < 0.01 * np.ptp(exp.trace.values))           # scalarizer units, small against the values
+    exact = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=1))
+    exact.run()
+    assert np.isnan(exact.trace.step_array("grid_mean_err")).all()
