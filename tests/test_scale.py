@@ -101,8 +101,10 @@ def test_a_trace_from_before_the_bounded_fit_is_rebuilt_as_it_ran():
     from napari_hae.core.record.schema import migrate_settings
 
     old = migrate_settings({"model": {"name": "dkl", "params": {"restart": "cold"}}})
-    assert old["model"]["params"] == {"restart": "cold", "max_train": 100_000, "predictor": "exact"}
-    new = {"model": {"name": "dkl", "params": {"restart": "cold", "max_train": 512, "predictor": "auto"}}}
+    assert old["model"]["params"] == {"restart": "cold", "max_train": 100_000, "predictor": "exact",
+                                      "refit": "always"}
+    new = {"model": {"name": "dkl", "params": {"restart": "cold", "max_train": 512, "predictor": "auto",
+                                               "refit": "auto"}}}
     assert migrate_settings(new) == new
 
 
@@ -129,3 +131,38 @@ def test_a_run_with_the_grid_predictor_records_its_error_each_step(small_sample,
     exact = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=1))
     exact.run()
     assert np.isnan(exact.trace.step_array("grid_mean_err")).all()
+
+
+def test_above_max_train_the_network_is_refitted_on_a_schedule_and_conditions_on_every_point(image):
+    """n = 300 with max_train 64: a refit every ceil(300 / 64) = 5 fits; in between no training (the weights stay
+    as fitted), the new points enter the posterior, and the embedding of every position is reused."""
+    y = _truth(image, 6)
+    order = np.random.default_rng(0).permutation(image.size)
+    grid = PatchGrid(image, 6)
+    model = DKLRegressor(36, hidden=(16, 8), seed=0, max_train=64, predictor="exact")
+    trained = []
+    for n in range(300, 306):
+        idx = order[:n]
+        before = [p.detach().clone() for p in model.model.feature_extractor.parameters()] if model.model else None
+        rep = model.fit(grid[idx], y[idx], iterations=30, warm=True)
+        trained.append(bool(rep.losses))
+        assert model.model.train_inputs[0].shape[0] == n                 # the posterior sees every point
+        if not rep.losses:
+            assert all(torch.equal(a, b) for a, b in zip(before, model.model.feature_extractor.parameters()))
+        z_first = model._embedded(grid)
+        assert model._embedded(grid) is z_first                          # reused until the next fit
+    assert trained == [True, False, False, False, False, True]
+    rep = model.fit(grid[order[:307]], y[order[:307]], iterations=30, warm=True)
+    assert not rep.losses
+    # the posterior is the GP's on all 307 points, in the last fit's standardisation (computed here in numpy)
+    gp = model.model.eval()
+    with torch.no_grad():
+        z, zs = gp.embed(torch.as_tensor(grid[order[:307]])), gp.embed(torch.as_tensor(grid[order[400:420]]))
+        K, Ks = (gp.covar_module(a, z).to_dense().double().numpy() for a in (z, zs))
+    noise, m = float(model.likelihood.noise), float(gp.mean_module.constant)
+    yt = (y[order[:307]] - model.y_mean) / model.y_std
+    expected = m + Ks @ np.linalg.solve(K + noise * np.eye(307), yt - m)
+    np.testing.assert_allclose(model.predict(grid[order[400:420]], standardized=True)[0], expected, atol=2e-4)
+    assert not DKLRegressor(36, max_train=64, refit="always")._reconditions(300)
+    model.fit(grid[order[:308]], y[order[:308]], iterations=30, warm=False)     # an intervention: a full fit
+    assert model._since_fit == 0

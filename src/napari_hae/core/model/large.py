@@ -13,6 +13,10 @@ position, and a bounded training subset.
   posterior is measured each time on a fixed-size random sample of positions (:class:`GridReport`).
 * **Bounded training subset.** Network and hyperparameters train on at most ``max_train`` points (the most recent
   half, the highest quarter, the rest drawn at random); the posterior conditions on all of them.
+* **Refit schedule.** Above ``max_train`` points one new point hardly moves the fit, so the network and
+  hyperparameters are refitted every ``ceil(n / max_train)`` steps (every 8th at n = 2,000 with the default 256);
+  in between, the posterior is conditioned on all points with the last fit (no training, so nothing overtrains),
+  and the embedding of every position is reused (:class:`ScalableFit`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 
 from . import exact_predict
+from .base import FitReport
 
 
 def embed_positions(extractor: torch.nn.Sequential, grid, dtype, rows_per_block: int | None = None) -> torch.Tensor:
@@ -81,6 +86,42 @@ def grid_posterior(model, factors, z: torch.Tensor, size: int, batch_size: int, 
     report = GridReport(len(check), float(np.sqrt(np.mean((mean[check] - em) ** 2))),
                         float(np.sqrt(np.mean((std[check] - es) ** 2))), float(np.sqrt(np.mean(es ** 2))))
     return mean, std, report
+
+
+class ScalableFit:
+    """The refit schedule and the cached embedding, for :class:`~napari_hae.core.model.dkl.DKLRegressor`."""
+
+    _since_fit = 0
+    _z_cache = None   # (the PatchGrid, the fit it was embedded with, z)
+
+    def _reconditions(self, n: int) -> bool:
+        """Whether this fit may condition on the new points instead of training (see the module docstring)."""
+        return (self.model is not None and self.refit == "auto" and n > self.max_train
+                and self._since_fit + 1 < -(-n // self.max_train))
+
+    def _recondition(self, X, y) -> FitReport:
+        """All points as the posterior's data, with the last fit's network, hyperparameters and standardisation."""
+        from .base import robust_targets
+
+        x = self._tensor(X)
+        y = np.asarray(y, dtype=np.float64).ravel()
+        if len(y) != x.shape[0] or not np.all(np.isfinite(y)):
+            raise ValueError(f"{x.shape[0]} inputs for {len(y)} targets, or targets that are not finite.")
+        yt = (robust_targets(y)[0] - self.y_mean) / self.y_std
+        self.model.set_train_data(x, torch.as_tensor(yt, dtype=self.dtype), strict=False)
+        self._factors = None
+        self._since_fit += 1
+        return FitReport()
+
+    def _embedded(self, grid) -> torch.Tensor:
+        """Every position of ``grid`` embedded by the current network (computed once per fit)."""
+        cache = self._z_cache
+        if cache is None or cache[0] is not grid or cache[1] != self.n_fits:
+            self.model.eval()   # in training mode the embedding's scaling would take these points' bounds
+            with torch.no_grad():
+                z = self.model.scale_to_bounds(embed_positions(self.model.feature_extractor, grid, self.dtype))
+            self._z_cache = cache = (grid, self.n_fits, z)
+        return cache[2]
 
 
 def training_subset(y: np.ndarray, max_train: int, gen: torch.Generator) -> np.ndarray:

@@ -89,8 +89,8 @@ def migrate_settings(settings: dict) -> dict:
     - runs record their model's parameters in full since the DKL's default became a cold restart every step; a
       DKL recorded without ``restart`` was warm-started (the default before), and is rebuilt so when the run is
       resumed or replayed;
-    - a DKL recorded without ``max_train`` or ``predictor`` (before issue 15) trained on every point and predicted
-      exactly everywhere: it is rebuilt so.
+    - a DKL recorded without ``max_train``, ``predictor`` or ``refit`` (before issue 15) trained on every point at
+      every step and predicted exactly everywhere: it is rebuilt so.
     """
     if not isinstance(settings, dict):
         return settings
@@ -101,8 +101,8 @@ def migrate_settings(settings: dict) -> dict:
         model = {**model, "params": {**(model.get("params") or {}), "restart": "warm"}}
     if model.get("name", "dkl") == "dkl":
         params = model.get("params") or {}
-        before = {"max_train": 100_000} if "max_train" not in params else {}
-        before |= {"predictor": "exact"} if "predictor" not in params else {}
+        before = {k: v for k, v in (("max_train", 100_000), ("predictor", "exact"), ("refit", "always"))
+                  if k not in params}
         model = {**model, "params": {**params, **before}}
     settings["model"] = model
     return settings
