@@ -166,3 +166,34 @@ def test_above_max_train_the_network_is_refitted_on_a_schedule_and_conditions_on
     assert not DKLRegressor(36, max_train=64, refit="always")._reconditions(300)
     model.fit(grid[order[:308]], y[order[:308]], iterations=30, warm=False)     # an intervention: a full fit
     assert model._since_fit == 0
+
+
+def test_maps_are_stored_every_k_steps_and_the_newest_always_kept(small_sample, tmp_path):
+    """Per-step maps cost 12 MB a step at 1024 x 1024 (24 GB in 2,000 steps): they are stored every
+    ``maps_every`` steps and at the last; the newest are kept in memory, written by save, and replay finds them."""
+    from conftest import fast_settings
+    from napari_hae.core.analysis.replay import replay_state
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.record.trace import Trace
+    from napari_hae.core.run.experiment import Experiment, ExperimentSettings
+
+    assert ExperimentSettings().maps_every(96 * 96) == 1 and ExperimentSettings().maps_every(1024 * 1024) == 16
+    assert ExperimentSettings(map_every=3).maps_every(1024 * 1024) == 3
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=6, map_every=2), journal=tmp_path / "j")
+    results = list(exp.iter_steps(4))                                    # stopped after step index 3
+    exp.close()
+    tr = exp.trace
+    assert tr.map_steps == [0, 2] and tr.latest_maps[0] == 3
+    f32 = [{k: np.float32(getattr(r, k)) for k in ("mean", "std")} for r in results]   # maps are kept in float32
+    np.testing.assert_array_equal(tr.map_at("mean", 3), f32[3]["mean"])
+    assert tr.map_at("mean", 1) is None
+    saved = Trace.load(tr.save(tmp_path / "t.h5"))
+    assert saved.map_steps == [0, 2, 3]
+    np.testing.assert_array_equal(saved.map_at("std", 3), f32[3]["std"])
+    np.testing.assert_array_equal(replay_state(saved, 3).maps["mean"], f32[3]["mean"])
+    assert Trace.load(tmp_path / "j").map_steps == [0, 2]                # the journal: the stored ones
+    between = replay_state(saved, 1)                                    # a step without maps: the last before
+    assert between.maps_step == 0 and np.array_equal(between.maps["mean"], f32[0]["mean"])
+    full = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=4, map_every=3))
+    full.run()
+    assert full.trace.map_steps == [0, 3] and full.trace.latest_maps is None   # the budget's last step is stored

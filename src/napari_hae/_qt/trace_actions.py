@@ -92,7 +92,8 @@ class TraceActions:
         self.monitor_plot.update_from(trace, upto=step, force=True)
         rec = st.record
         self.status.value = (f"Replay: step {step + 1}/{trace.n_steps} at {tuple(rec['position'])}, policy "
-                             f"{rec['policy']}, mean uncertainty {rec['std_mean']:.3g}")
+                             f"{rec['policy']}, mean uncertainty {rec['std_mean']:.3g}"
+                             + ("" if st.maps_step in (step, None) else f"; maps of step {st.maps_step + 1}"))
 
     def compute_feature_space(self, *_, epochs: int | None = None):
         """Train AtomAI's rVAE on all patches in a worker (progress bar), then draw the latent trajectory."""

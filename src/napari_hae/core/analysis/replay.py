@@ -25,20 +25,24 @@ class ReplayState:
     positions: np.ndarray       # (m, 2) measured so far, pixels
     values: np.ndarray          # (m,) scalarizer at measurement time
     point_steps: np.ndarray     # (m,) -1 for seeds
-    maps: dict                  # name -> (ny, nx) map of that step, or None when not stored
+    maps: dict                  # name -> (ny, nx) map of step ``maps_step``, or None when none is stored
     record: dict                # that step's scalars (empty after the seeds)
+    maps_step: int | None = None   # the step the maps are of: ``step``, or the last stored before it
 
 
 def replay_state(trace: Trace, step: int) -> ReplayState:
-    """State after policy step ``step`` (0-based; -1 = seeds only). Maps are the stored ones, unchanged."""
+    """State after policy step ``step`` (0-based; -1 = seeds only). Maps are the stored ones, unchanged: the
+    step's own, or (maps stored every k steps) those of the last step before it that has them."""
     if not -1 <= step < trace.n_steps:
         raise HAEInputError(f"Step {step} is not in this trace (it has {trace.n_steps} steps).",
                             f"use a step from -1 (seeds) to {trace.n_steps - 1}.")
     ps = np.asarray(trace.point_steps)
     m = int(np.sum(ps <= step))
-    maps = {k: trace.map_at(k, step) for k in MAP_NAMES} if step >= 0 else {k: None for k in MAP_NAMES}
+    stored = trace.map_steps + ([trace.latest_maps[0]] if trace.latest_maps else [])
+    at = max((s for s in stored if s <= step), default=None) if step >= 0 else None
+    maps = {k: None if at is None else trace.map_at(k, at) for k in MAP_NAMES}
     record = {k: trace.steps[k][step] for k in trace.steps} if step >= 0 else {}
-    return ReplayState(step, trace.positions_array()[:m], np.asarray(trace.values[:m]), ps[:m], maps, record)
+    return ReplayState(step, trace.positions_array()[:m], np.asarray(trace.values[:m]), ps[:m], maps, record, at)
 
 
 class TraceMicroscope:

@@ -88,7 +88,7 @@ class _DKLModel(gpytorch.models.ExactGP):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
 
 
-GRID_ABOVE = 65_536   # positions (256 x 256) from which predictor="auto" takes the grid
+GRID_WORK = 10_000_000   # positions x measured points from which predictor="auto" takes the grid
 
 
 @register_model("dkl", params=(
@@ -103,7 +103,7 @@ GRID_ABOVE = 65_536   # positions (256 x 256) from which predictor="auto" takes 
     ParamSpec("priors", False, "", help="weak priors on lengthscale, outputscale and noise (as BoTorch's)"),
     ParamSpec("predictor", "auto", "", help="'exact' posterior at every position, 'grid': exact on a grid in the "
                                              "2-D embedding, interpolated (error measured each step); 'auto': "
-                                             f"grid from {GRID_ABOVE} positions"),
+                                             f"grid from {GRID_WORK:.0e} positions x points"),
     ParamSpec("grid_size", 32, "", 8, 512, "grid nodes per embedding axis of the grid predictor"),
     ParamSpec("max_train", 256, "", 16, 100_000, "points the network and hyperparameters train on (the most "
                                                  "recent half, the highest quarter, the rest at random); the "
@@ -307,7 +307,7 @@ class DKLRegressor(large.ScalableFit):
                 raise ValueError(f"Expected inputs with {self.input_dim} features, got {X.shape[1]}.")
             z = self._embedded(X)
             if self.predictor == "grid" or (self.predictor == "auto" and self.embed_dim == 2
-                                            and len(X) >= GRID_ABOVE):
+                                            and len(X) * len(self._factors.alpha) >= GRID_WORK):
                 mean, std, self.last_grid = large.grid_posterior(self.model, self._factors, z, self.grid_size,
                                                                  batch, rng=np.random.default_rng(self.n_fits))
             else:

@@ -269,7 +269,7 @@ def bytes_needed(settings, signal_shape, n_positions: int) -> int:
     s = settings
     n_seed = s.n_seed_points
     per_point = int(np.prod(signal_shape)) * 8 + 2048
-    per_step = per_point + (3 * 4 * n_positions if s.record_maps else 0)
+    per_step = per_point + (3 * 4 * n_positions // s.maps_every(n_positions) if s.record_maps else 0)
     return 2 * (n_seed * per_point + s.budget * per_step + 8 * n_positions)
 
 

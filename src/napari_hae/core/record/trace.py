@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import HAEInputError
 from .journal import MAGIC, Journal, JournalContents, read_records, set_aside
-from .schema import MAP_NAMES, POINT_KINDS, STEP_SCALARS, StepRecord, migrate_settings
+from .schema import MAP_NAMES, POINT_KINDS, StepRecord, migrate_settings
 
 FORMAT_VERSION = 2     # 2: settings hold typed specs (model spec added); version 1 traces still load
 TRACE_NAME = "trace.h5"          # names inside a run's output folder
@@ -37,15 +37,6 @@ def software_versions() -> dict:
     return out
 
 
-def _dataset(group, name: str, data, **kw):
-    """A dataset with a Fletcher-32 checksum (non-empty ones), so that a damaged trace.h5 fails to read instead of
-    reading back wrong numbers."""
-    data = np.asarray(data)
-    if data.size:
-        kw.setdefault("fletcher32", True)
-    return group.create_dataset(name, data=data, **kw)
-
-
 @dataclass
 class Trace:
     """In-memory trace; grows as the experiment runs. ``save``/``load`` round-trip it exactly."""
@@ -61,6 +52,7 @@ class Trace:
     steps: dict = field(default_factory=lambda: {k: [] for k in StepRecord.names()})
     maps: dict = field(default_factory=lambda: {k: [] for k in MAP_NAMES})
     map_steps: list = field(default_factory=list)
+    latest_maps: tuple | None = None                     # (step, maps) of the newest step when not stored above
     interventions: list = field(default_factory=list)    # dicts: step, kind, old, new
     objects: list = field(default_factory=list)          # dicts: mode, label, mask (bool array)
     events: list = field(default_factory=list)           # dicts: step, message (fit retries, faults...)
@@ -141,10 +133,12 @@ class Trace:
     def add_point(self, position, spectrum, value, kind, step):
         self._add("point", self._point_fields(position, value, kind, step), {"spectrum": np.asarray(spectrum)})
 
-    def add_step(self, record: dict, maps: dict | None = None, point: dict | None = None, rng: dict | None = None):
+    def add_step(self, record: dict, maps: dict | None = None, point: dict | None = None, rng: dict | None = None,
+                 latest: dict | None = None):
         """Record a policy step; with ``point`` (``add_point``'s arguments as a dict) and ``rng`` (the generator's
         state after the step), the measurement, the decision and the state are one record: a crash leaves either
-        all of them on disk or none."""
+        all of them on disk or none. ``latest``: this step's maps when they are not stored (``maps`` None), kept
+        in memory as :attr:`latest_maps` (not journaled; :meth:`save` writes them)."""
         row = StepRecord.row(record)   # checked before anything is written
         arrays = {} if maps is None else {k: np.asarray(maps[k], dtype=np.float32) for k in MAP_NAMES}
         fields = {"record": row}
@@ -154,6 +148,8 @@ class Trace:
         if rng is not None:
             fields["rng"] = json.loads(json.dumps(rng))
         self._add("step", fields, arrays or None)
+        self.latest_maps = (self.n_steps - 1, {k: np.asarray(latest[k], dtype=np.float32) for k in MAP_NAMES}) \
+            if maps is None and latest is not None else None
 
     def add_intervention(self, step: int, kind: str, old, new) -> dict:
         d = json.loads(json.dumps({"step": int(step), "kind": kind, "old": old, "new": new}))
@@ -269,53 +265,15 @@ class Trace:
         try:
             i = self.map_steps.index(step)
         except ValueError:
-            return None
+            return self.latest_maps[1][name] if self.latest_maps and self.latest_maps[0] == step else None
         return self.maps[name][i]
 
     # -- persistence ---------------------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """Write the whole trace to an HDF5 file (written to a temporary name, then renamed)."""
-        import h5py
+        """Write the whole trace to an HDF5 file (written to a temporary name, then renamed; maps one by one)."""
+        from .hdf5 import write
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with h5py.File(tmp, "w", libver="latest") as f:   # latest: checksummed metadata
-            f.attrs["format"] = "napari-hae trace"
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["run_id"] = self.run_id
-            for key in ("settings", "dataset", "interventions", "events", "versions", "rng_state"):
-                f.attrs[key] = json.dumps(getattr(self, key))
-            _dataset(f, "structural", data=self.structural)
-            p = f.create_group("points")
-            _dataset(p, "positions", data=self.positions_array())
-            if self.spectra:
-                _dataset(p, "spectra", data=self.spectra_array(), compression="gzip", compression_opts=1)
-            _dataset(p, "values", data=np.asarray(self.values, dtype=np.float64))
-            _dataset(p, "kinds", data=np.asarray([POINT_KINDS.index(k) for k in self.kinds], dtype=np.int8))
-            _dataset(p, "steps", data=np.asarray(self.point_steps, dtype=np.int64))
-            s = f.create_group("steps")
-            _dataset(s, "position", data=np.asarray(self.steps["position"], dtype=np.int64).reshape(-1, 2))
-            for k in StepRecord.text_names():
-                s.attrs[k] = json.dumps(self.steps[k])
-            for k in STEP_SCALARS:
-                _dataset(s, k, data=np.asarray(self.steps[k], dtype=np.float64))
-            m = f.create_group("maps")
-            _dataset(m, "steps", data=np.asarray(self.map_steps, dtype=np.int64))
-            for k in MAP_NAMES:
-                if self.maps[k]:
-                    _dataset(m, k, data=np.stack(self.maps[k]), compression="gzip", compression_opts=1,
-                                     chunks=(1, *self.structural.shape))
-            mon = f.create_group("monitors")
-            for k, v in self.monitors.items():
-                _dataset(mon, k, data=np.asarray(v))
-            o = f.create_group("objects")
-            for i, obj in enumerate(self.objects):
-                d = _dataset(o, str(i), data=np.asarray(obj["mask"], dtype=bool))
-                d.attrs["mode"] = obj["mode"]
-                d.attrs["label"] = obj.get("label", "")
-        tmp.replace(path)
-        return path
+        return write(self, path)
 
     @classmethod
     def _load_folder(cls, folder: Path) -> Trace:
@@ -381,29 +339,6 @@ class Trace:
 
     @classmethod
     def _read_h5(cls, f) -> Trace:
-        t = cls(structural=f["structural"][()], run_id=str(f.attrs.get("run_id", "")))
-        for key in ("settings", "dataset", "interventions", "events", "versions", "rng_state"):
-            if key in f.attrs:
-                setattr(t, key, json.loads(f.attrs[key]))
-        t.settings = migrate_settings(t.settings)
-        p = f["points"]
-        t.positions = [tuple(int(c) for c in row) for row in p["positions"][()]]
-        t.spectra = list(p["spectra"][()]) if "spectra" in p else []
-        t.values = [float(v) for v in p["values"][()]]
-        t.kinds = [POINT_KINDS[int(k)] for k in p["kinds"][()]]
-        t.point_steps = [int(v) for v in p["steps"][()]]
-        s = f["steps"]
-        t.steps["position"] = [tuple(int(c) for c in row) for row in s["position"][()]]
-        for k in StepRecord.text_names():
-            t.steps[k] = json.loads(s.attrs[k])
-        for k in STEP_SCALARS:   # a scalar added in a later version reads as NaN from older traces
-            t.steps[k] = [float(v) for v in s[k][()]] if k in s else [float("nan")] * len(t.steps["position"])
-        m = f["maps"]
-        t.map_steps = [int(v) for v in m["steps"][()]]
-        for k in MAP_NAMES:
-            t.maps[k] = list(m[k][()]) if k in m else []
-        if "monitors" in f:
-            t.monitors = {k: d[()] for k, d in f["monitors"].items()}
-        t.objects = [{"mode": d.attrs["mode"], "label": d.attrs["label"], "mask": d[()]}
-                     for _, d in sorted(f["objects"].items(), key=lambda kv: int(kv[0]))]
-        return t
+        from .hdf5 import read
+
+        return read(cls, f)

@@ -335,10 +335,8 @@ class Experiment:
             "policy": self.policy.label(),
             "scalarizer": self.scalarizer.label(),
             "acq_value": float(scores[choice]), "acq_ties": float(ties),
-            "next_std": float(std[choice]),
-            "next_mean": float(mean[choice]),
-            "std_mean": float(std.mean()),
-            "std_std": float(std.std()),
+            "next_std": float(std[choice]), "next_mean": float(mean[choice]),
+            "std_mean": float(std.mean()), "std_std": float(std.std()),
             **{f"std_q{q}": float(v) for q, v in zip((10, 50, 90), np.quantile(std, (0.1, 0.5, 0.9)))},
             "mean_max": float(mean.max()),
             "best_so_far": float(sign * measured_y.max()),
@@ -355,8 +353,8 @@ class Experiment:
         record.update(flags)
         if warning:
             self.trace.add_event(k, warning)
-        pred_std = float(np.hypot(post.std[choice], post.noise) * post.scale)
-        record["pred_std"] = pred_std if not self.objective.multi else float("nan")
+        record["pred_std"] = float(np.hypot(post.std[choice], post.noise) * post.scale) if not self.objective.multi \
+            else float("nan")
         if (grid := getattr(self.model, "last_grid", None)) is not None:   # the grid predictor's measured error
             record["grid_mean_err"], record["grid_std_err"] = grid.mean_rms * post.scale, grid.std_rms * post.scale
         record["noise_std"] = float(post.noise * post.scale)
@@ -366,8 +364,9 @@ class Experiment:
         maps = {"mean": mean.reshape(self.scan_shape), "std": std.reshape(self.scan_shape),
                 "acq": acq.reshape(self.scan_shape)}
         # one record: the spectrum, the decision and the random state are on disk together or not at all
-        self.trace.add_step(record, maps if self.settings.record_maps else None, point=point,
-                            rng=self.rng.bit_generator.state)
+        s = self.settings   # maps every k steps (and the last); the newest are kept in memory in any case
+        self.trace.add_step(record, maps if s.stores_maps(k, self.n_positions) else None, point=point,
+                            rng=self.rng.bit_generator.state, latest=maps if s.record_maps else None)
         return StepResult(k, position, kind, point["value"], record, **maps)
 
     def iter_steps(self, n: int | None = None) -> Iterator[StepResult]:

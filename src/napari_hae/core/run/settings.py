@@ -108,9 +108,20 @@ class ExperimentSettings(Spec):
     fit_iterations_first: int = Field(150, ge=1)   # the first fit (and after a new target or patch size)
     fit_iterations: int = Field(60, ge=1)          # fits of later steps (from fresh weights with the default model)
     record_maps: bool = True
+    map_every: int = Field(0, ge=0)                # store maps every k steps (and the last); 0: auto, see maps_every
     acquire_retries: int = Field(2, ge=0)          # further attempts after a failed acquisition
     acquire_timeout: float | None = 120.0          # seconds per acquisition; None: no timeout
     acquire_retry_wait: float = Field(0.5, ge=0)   # seconds before the first retry (grows linearly)
+
+    def maps_every(self, n_positions: int) -> int:
+        """Steps between stored per-step maps: ``map_every``, or with 0 one stored step per 65,536 positions'
+        worth (every step up to 256 x 256, every 16th at 1024 x 1024: 12 MB of maps a step would be 24 GB in
+        2,000 steps). The last step's maps are always kept (:attr:`Trace.latest_maps`)."""
+        return int(self.map_every) or max(1, -(-int(n_positions) // 65_536))
+
+    def stores_maps(self, step: int, n_positions: int) -> bool:
+        """Whether step ``step``'s maps are recorded (every :meth:`maps_every` steps, and the budget's last)."""
+        return self.record_maps and (step % self.maps_every(n_positions) == 0 or step == self.budget - 1)
 
     @property
     def n_seed_points(self) -> int:
