@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import warnings
 
 import gpytorch
@@ -113,8 +112,9 @@ GRID_WORK = 10_000_000   # positions x measured points from which predictor="aut
                                         "point in between; 'always': every step"),
     ParamSpec("threads", 1, "", 1, 256, "torch threads for fitting, fixed so that a run's picks do not depend on "
                                         "the machine's core count (recorded with the model)"),
-    ParamSpec("predict_threads", 0, "", 0, 256, "torch threads for prediction; 0: the machine's cores (up to 8). "
-                                                "The posterior differs by ~1e-12 relative between counts"),
+    ParamSpec("predict_threads", 0, "", 0, 256, "torch threads for prediction; 0: the process's (the CLI: all "
+                                                "cores, the dock: all but one). The posterior differs by ~1e-12 "
+                                                "relative between counts"),
 ))
 class DKLRegressor(large.ScalableFit):
     """DKL Gaussian-process regressor for patch -> scalar.
@@ -291,7 +291,7 @@ class DKLRegressor(large.ScalableFit):
         The training covariance is factorised once per fit; each batch costs one kernel block and one triangular
         solve (:mod:`.exact_predict`).
         """
-        threads = self.predict_threads or min(os.cpu_count() or 1, 8)
+        threads = self.predict_threads or torch.get_num_threads()   # the process's: CLI all, dock cores - 1
         with dtype_scope(self.dtype), _exact(), threads_scope(threads):
             return self._predict(X, batch_size, standardized)
 
