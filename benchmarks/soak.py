@@ -1,6 +1,10 @@
 """Soak: a long run on the sample data, printing memory and step time as it goes.
 
     python benchmarks/soak.py --steps 1000 --patch 8 --fit-iterations 5
+    python benchmarks/soak.py --steps 1000 --scan 512 --patch 16 --fit-iterations 60   # issue 15: 512 x 512
+
+``--scan S`` runs on the synthetic S x S scan of ``benchmarks/scale.py`` with the default model (bounded training
+subset, refit schedule, grid predictor) and the default iterations given.
 
 Memory is the process's resident set size (psutil); step time is the median over the last 50 steps (with its fit and
 predict parts). The run is journaled to a temporary folder (as the CLI does), maps are not stored (they would
@@ -49,12 +53,23 @@ def main(argv=None):
     p.add_argument("--fit-iterations", type=int, default=5)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--window", type=int, default=0, help="train on the last M points only (0: all)")
+    p.add_argument("--scan", type=int, default=0, help="the synthetic S x S scan of scale.py (0: the sample)")
     a = p.parse_args(argv)
     proc = psutil.Process()
-    data = load_sample("nanoparticles")
+    if a.scan:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from scale import synthetic
+
+        data = synthetic(a.scan)
+    else:
+        data = load_sample("nanoparticles")
     settings = ExperimentSettings(patch_size=a.patch, budget=a.steps, n_seeds=10, fit_iterations=a.fit_iterations,
                                   fit_iterations_first=100, record_maps=False,
-                                  policy={"name": "ucb", "params": {"beta": 4.0}})
+                                  policy={"name": "ucb", "params": {"beta": 4.0}},
+                                  **({"scalarizer": {"name": "band_integral", "params": {"a": 3.0, "b": 5.0}}}
+                                     if a.scan else {}))
     with tempfile.TemporaryDirectory() as tmp:
         journal = Path(tmp) / "trace.journal"
         factory = None

@@ -88,6 +88,7 @@ class _DKLModel(gpytorch.models.ExactGP):
 
 
 GRID_WORK = 10_000_000   # positions x measured points from which predictor="auto" takes the grid
+LARGE_SCAN = 65_536      # positions (256 x 256) from which prediction uses the process's threads
 
 
 @register_model("dkl", params=(
@@ -112,9 +113,9 @@ GRID_WORK = 10_000_000   # positions x measured points from which predictor="aut
                                         "point in between; 'always': every step"),
     ParamSpec("threads", 1, "", 1, 256, "torch threads for fitting, fixed so that a run's picks do not depend on "
                                         "the machine's core count (recorded with the model)"),
-    ParamSpec("predict_threads", 0, "", 0, 256, "torch threads for prediction; 0: the process's (the CLI: all "
-                                                "cores, the dock: all but one). The posterior differs by ~1e-12 "
-                                                "relative between counts"),
+    ParamSpec("predict_threads", 0, "", 0, 256, "torch threads for prediction; 0: 'threads' below 256 x 256 "
+                                                "positions, the process's above (the CLI: all cores, the dock: all "
+                                                "but one; the posterior differs by ~1e-12 relative between counts)"),
 ))
 class DKLRegressor(large.ScalableFit):
     """DKL Gaussian-process regressor for patch -> scalar.
@@ -291,7 +292,9 @@ class DKLRegressor(large.ScalableFit):
         The training covariance is factorised once per fit; each batch costs one kernel block and one triangular
         solve (:mod:`.exact_predict`).
         """
-        threads = self.predict_threads or torch.get_num_threads()   # the process's: CLI all, dock cores - 1
+        # the model's own (reproducible on any machine) on small scans; on large ones the process's (CLI all cores,
+        # dock all but one), where prediction is most of a step and differs by ~1e-12 relative between counts
+        threads = self.predict_threads or (torch.get_num_threads() if len(X) >= LARGE_SCAN else self.threads)
         with dtype_scope(self.dtype), _exact(), threads_scope(threads):
             return self._predict(X, batch_size, standardized)
 

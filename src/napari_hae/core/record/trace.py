@@ -332,7 +332,7 @@ class Trace:
                                     "pass a trace written by napari-hae (trace.h5).")
             try:
                 return cls._read_h5(f)
-            except (OSError, KeyError, ValueError, TypeError) as exc:
+            except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:   # h5py: damaged metadata
                 raise HAEInputError(f"The trace {str(path)!r} is damaged ({type(exc).__name__}: {exc}).",
                                     "load the run's trace.journal instead (or its folder: the most complete "
                                     "record is read); see docs/reliability.md.") from None
