@@ -8,7 +8,7 @@ from napari_hae.cli import main
 def test_cli_run_writes_trace_summary_and_figure(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["run", "--sample", "nanoparticles", "--steps", "3", "--n-seeds", "5", "--patch", "8",
-               "--policy", "ei", "--xi", "0.05", "--out", str(out), "-q"])
+               "--policy", "ei", "--xi", "0.05", "--map-every", "3", "--out", str(out), "-q"])
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["policy_steps"] == 3 and s["points_measured"] == 8 and s["policy"] == "ei(xi=0.05)"
@@ -17,7 +17,8 @@ def test_cli_run_writes_trace_summary_and_figure(tmp_path, capsys):
     assert (out / "summary.png").stat().st_size > 10_000
     from napari_hae.core.record.trace import Trace
 
-    assert Trace.load(out / "trace.h5").n_points == 8
+    trace = Trace.load(out / "trace.h5")
+    assert trace.n_points == 8 and trace.map_steps == [0, 2]              # every 3rd step's maps, and the last
 
 
 def test_cli_bad_band_exits_2_with_fix(tmp_path, capsys):

@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
                         "weights with the default model)")
     r.add_argument("--out", default="runs/latest", help="output folder for trace.h5, summary.json, summary.png")
     r.add_argument("--no-maps", action="store_true", help="do not store per-step maps in the trace")
+    r.add_argument("--map-every", type=int, default=d.map_every, metavar="K",
+                   help="store per-step maps every K steps and at the last (default 0: every step up to 256 x 256 "
+                        "positions, every 16th at 1024 x 1024)")
     r.add_argument("--overwrite", action="store_true",
                    help="start afresh even if --out holds an unfinished run (its measurements are discarded)")
     r.add_argument("--acquire-timeout", type=float, default=d.acquire_timeout,
@@ -73,7 +76,8 @@ def settings(args, sc):
         patch_size=args.patch, scalarizer=sc.to_dict(), policy=opt.policy(args), model=opt.model(args),
         goal=args.goal, n_seeds=args.n_seeds, seed_mode="given" if args.seed_at else args.seed_mode,
         seed_positions=args.seed_at, budget=args.steps, random_seed=args.random_seed,
-        fit_iterations=args.fit_iterations, record_maps=not args.no_maps, acquire_timeout=args.acquire_timeout,
+        fit_iterations=args.fit_iterations, record_maps=not args.no_maps, map_every=args.map_every,
+        acquire_timeout=args.acquire_timeout,
         acquire_retries=args.acquire_retries,
         objectives=[opt.objective_text(t) for t in args.also] if args.also else None)
 
@@ -124,7 +128,8 @@ def cmd_run(args) -> int:
 _FIXED_ON_RESUME = {"sample": "--sample", "spectrum": "--spectrum", "image": "--image", "microscope": "--microscope",
                     "n_seeds": "--n-seeds", "seed_mode": "--seed-mode", "seed_at": "--seed-at", "goal": "--goal",
                     "random_seed": "--random-seed", "model": "--model", "model_param": "--model-param",
-                    "also": "--also", "noise": "--noise", "no_maps": "--no-maps", "overwrite": "--overwrite",
+                    "also": "--also", "noise": "--noise", "no_maps": "--no-maps", "map_every": "--map-every",
+                    "overwrite": "--overwrite",
                     "fit_iterations": "--fit-iterations", "acquire_timeout": "--acquire-timeout",
                     "acquire_retries": "--acquire-retries", "out": "--out"}
 _SCALARIZER_OPTIONS = {"scalarizer", "band", "band2", "background", "scalarizer_param"}
