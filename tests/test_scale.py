@@ -76,6 +76,11 @@ def test_the_grid_posterior_agrees_with_the_exact_one_and_says_how_well(image):
     rep = fast.last_grid
     assert rep.n_checked == 256
     assert rep.mean_rms < 0.005 and rep.std_rms < 0.01 * rep.std_scale
+    z = fast._embedded(grid)                                             # positions asked for exactly are exact
+    gm, gs, _ = large.grid_posterior(fast.model, fast._factors, z, 8, 512, exact_at=np.array([3, 700]))
+    em, es = large.exact_predict.predict_embedded(fast.model, fast._factors, z[[3, 700]], 512)
+    np.testing.assert_array_equal(gm[[3, 700]], em)
+    np.testing.assert_array_equal(gs[[3, 700]], es)
     coarse, _, _, _ = _fitted(image, predictor="grid", grid_size=8)
     coarse.predict(grid, standardized=True)
     assert coarse.last_grid.std_rms > rep.std_rms                  # a coarser grid is measurably worse

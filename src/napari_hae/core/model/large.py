@@ -9,8 +9,8 @@ position, and a bounded training subset.
 * **The posterior on a grid.** The kernel sees only the embedding z (2-D by default), so the exact posterior is a
   smooth function of z: it is computed exactly on a ``size`` x ``size`` grid spanning the embedded positions
   (one kernel block and one triangular solve per grid batch, :mod:`.exact_predict`) and interpolated (bilinear) to
-  every position; at the measured points it is exact (computed there directly). Its error against the exact
-  posterior is measured each time on a fixed-size random sample of positions (:class:`GridReport`).
+  every position (``exact_at``: positions to compute exactly instead). Its error against the exact posterior is
+  measured each time on a fixed-size random sample of positions (:class:`GridReport`).
 * **Bounded training subset.** Network and hyperparameters train on at most ``max_train`` points (the most recent
   half, the highest quarter, the rest drawn at random); the posterior conditions on all of them.
 * **Refit schedule.** Above ``max_train`` points one new point hardly moves the fit, so the network and
