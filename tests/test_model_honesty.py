@@ -54,7 +54,8 @@ def test_dkl_still_learns_the_other_targets_beside_one_outlier():
 def test_cold_restart_starts_every_fit_from_fresh_weights():
     rng = np.random.default_rng(1)
     X, y = _blob_patches(120, rng)
-    warm, cold = DKLRegressor(64, seed=0, restart="warm"), DKLRegressor(64, seed=0)   # cold: the default
+    # cold: the default; refit_points=0: every fit trains (past 100 points the schedule would only condition)
+    warm, cold = DKLRegressor(64, seed=0, restart="warm", refit_points=0), DKLRegressor(64, seed=0, refit_points=0)
     warm.fit(X[:100], y[:100], iterations=100)
     cold.fit(X[:100], y[:100], iterations=100)
     w2 = warm.fit(X[:110], y[:110], iterations=5, warm=True)
@@ -129,7 +130,7 @@ def test_a_run_records_its_model_parameters_in_full(small_sample, tmp_path):
     params = Trace.load(tmp_path / "j").settings["model"]["params"]
     assert params == {"hidden": [32, 16], "embed_dim": 2, "kernel": "rbf", "lr": 0.01, "restart": "cold",
                       "priors": False, "threads": 1, "predictor": "auto", "grid_size": 32, "max_train": 256,
-                      "predict_threads": 0, "refit": "auto"}
+                      "predict_threads": 0, "refit_points": 100}
 
 
 def test_a_trace_from_before_the_cold_default_resumes_warm(small_sample, tmp_path):

@@ -107,9 +107,9 @@ def test_a_trace_from_before_the_bounded_fit_is_rebuilt_as_it_ran():
 
     old = migrate_settings({"model": {"name": "dkl", "params": {"restart": "cold"}}})
     assert old["model"]["params"] == {"restart": "cold", "max_train": 100_000, "predictor": "exact",
-                                      "refit": "always"}
+                                      "refit_points": 0}
     new = {"model": {"name": "dkl", "params": {"restart": "cold", "max_train": 512, "predictor": "auto",
-                                               "refit": "auto"}}}
+                                               "refit_points": 100}}}
     assert migrate_settings(new) == new
 
 
@@ -138,13 +138,13 @@ def test_a_run_with_the_grid_predictor_records_its_error_each_step(small_sample,
     assert np.isnan(exact.trace.step_array("grid_mean_err")).all()
 
 
-def test_above_max_train_the_network_is_refitted_on_a_schedule_and_conditions_on_every_point(image):
-    """n = 300 with max_train 64: a refit every ceil(300 / 64) = 5 fits; in between no training (the weights stay
+def test_above_refit_points_the_network_is_refitted_on_a_schedule_and_conditions_on_every_point(image):
+    """n = 300 with refit_points 64: a refit every ceil(300 / 64) = 5 fits; in between no training (the weights stay
     as fitted), the new points enter the posterior, and the embedding of every position is reused."""
     y = _truth(image, 6)
     order = np.random.default_rng(0).permutation(image.size)
     grid = PatchGrid(image, 6)
-    model = DKLRegressor(36, hidden=(16, 8), seed=0, max_train=64, predictor="exact")
+    model = DKLRegressor(36, hidden=(16, 8), seed=0, max_train=64, refit_points=64, predictor="exact")
     trained = []
     for n in range(300, 306):
         idx = order[:n]
@@ -168,7 +168,8 @@ def test_above_max_train_the_network_is_refitted_on_a_schedule_and_conditions_on
     yt = (y[order[:307]] - model.y_mean) / model.y_std
     expected = m + Ks @ np.linalg.solve(K + noise * np.eye(307), yt - m)
     np.testing.assert_allclose(model.predict(grid[order[400:420]], standardized=True)[0], expected, atol=2e-4)
-    assert not DKLRegressor(36, max_train=64, refit="always")._reconditions(300)
+    assert not DKLRegressor(36, refit_points=0)._reconditions(300)
+    assert DKLRegressor(36)._reconditions(70) is False                   # the default: every step up to 100 points
     model.fit(grid[order[:308]], y[order[:308]], iterations=30, warm=False)     # an intervention: a full fit
     assert model._since_fit == 0
 

@@ -108,9 +108,9 @@ LARGE_SCAN = 65_536      # positions (256 x 256) from which prediction uses the 
     ParamSpec("max_train", 256, "", 16, 100_000, "points the network and hyperparameters train on (the most "
                                                  "recent half, the highest quarter, the rest at random); the "
                                                  "posterior conditions on all"),
-    ParamSpec("refit", "auto", "", help="'auto': above max_train points, network and hyperparameters are refitted "
-                                        "every ceil(n / max_train) steps, the posterior conditioned on every "
-                                        "point in between; 'always': every step"),
+    ParamSpec("refit_points", 100, "", 0, 100_000, "above this many points, network and hyperparameters are "
+                                                   "refitted every ceil(n / refit_points) steps, the posterior "
+                                                   "conditioned on every point in between; 0: every step"),
     ParamSpec("threads", 1, "", 1, 256, "torch threads for fitting, fixed so that a run's picks do not depend on "
                                         "the machine's core count (recorded with the model)"),
     ParamSpec("predict_threads", 0, "", 0, 256, "torch threads for prediction; 0: 'threads' below 256 x 256 "
@@ -135,7 +135,7 @@ class DKLRegressor(large.ScalableFit):
                  kernel: str = "rbf", lr: float = 0.01, seed: int = 0, dtype=torch.float32,
                  max_retries: int = 3, threads: int = 1, restart: str = "cold", priors: bool = False,
                  predictor: str = "auto", grid_size: int = 32, max_train: int = 256, predict_threads: int = 0,
-                 refit: str = "auto"):
+                 refit_points: int = 100):
         from ..errors import HAEInputError
 
         try:
@@ -154,16 +154,13 @@ class DKLRegressor(large.ScalableFit):
         if predictor not in ("auto", "exact", "grid") or (predictor == "grid" and embed_dim != 2):
             raise HAEInputError(f"Model 'dkl': predictor={predictor!r} is not 'auto', 'exact' or 'grid' (the grid "
                                 "needs embed_dim=2).", "use --model-param predictor=auto, exact or grid.")
-        if refit not in ("auto", "always"):
-            raise HAEInputError(f"Model 'dkl': refit={refit!r} is not 'auto' or 'always'.",
-                                "use --model-param refit=auto or refit=always.")
         if restart not in ("warm", "cold"):
             raise HAEInputError(f"Model 'dkl': restart={restart!r} is not 'warm' or 'cold'.",
                                 "use --model-param restart=cold or restart=warm.")
         self.threads = threads
         self.restart = restart
         self.predictor, self.grid_size, self.max_train = predictor, int(grid_size), int(max_train)
-        self.predict_threads, self.refit = int(predict_threads), refit
+        self.predict_threads, self.refit_points = int(predict_threads), int(refit_points)
         self.last_grid: large.GridReport | None = None   # the grid predictor's measured error, last prediction
         self.priors = bool(priors)
         self.input_dim = int(input_dim)
@@ -210,7 +207,8 @@ class DKLRegressor(large.ScalableFit):
 
     def fit(self, X, y, *, iterations: int = 100, warm: bool = True) -> FitReport:
         """Train on (X, y) for ``iterations`` Adam steps: from fresh weights, or continuing from the current ones
-        when ``warm`` is asked, the model's ``restart`` is "warm" and it was fitted before."""
+        when ``warm`` is asked, the model's ``restart`` is "warm" and it was fitted before. Above ``refit_points``
+        points a ``warm`` fit between scheduled refits only conditions the posterior on (X, y) (see :mod:`.large`)."""
         with dtype_scope(self.dtype), _exact(), threads_scope(self.threads):
             if warm and self._reconditions(len(np.atleast_1d(y))):
                 return self._recondition(X, y)

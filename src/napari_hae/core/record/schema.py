@@ -89,8 +89,8 @@ def migrate_settings(settings: dict) -> dict:
     - runs record their model's parameters in full since the DKL's default became a cold restart every step; a
       DKL recorded without ``restart`` was warm-started (the default before), and is rebuilt so when the run is
       resumed or replayed;
-    - a DKL recorded without ``max_train``, ``predictor`` or ``refit`` (before issue 15) trained on every point at
-      every step and predicted exactly everywhere: it is rebuilt so.
+    - a DKL recorded without ``max_train``, ``predictor`` or ``refit_points`` (before issue 15) trained on every
+      point at every step and predicted exactly everywhere: it is rebuilt so.
     """
     if not isinstance(settings, dict):
         return settings
@@ -101,7 +101,7 @@ def migrate_settings(settings: dict) -> dict:
         model = {**model, "params": {**(model.get("params") or {}), "restart": "warm"}}
     if model.get("name", "dkl") == "dkl":
         params = model.get("params") or {}
-        before = {k: v for k, v in (("max_train", 100_000), ("predictor", "exact"), ("refit", "always"))
+        before = {k: v for k, v in (("max_train", 100_000), ("predictor", "exact"), ("refit_points", 0))
                   if k not in params}
         model = {**model, "params": {**params, **before}}
     settings["model"] = model
