@@ -72,7 +72,8 @@ def main():
 
     ours, exp = step_times(data, args.repeats)
     r = exp.trace.steps
-    print(f"napari-hae step: median {np.median(ours):.3f} s (min {ours.min():.3f}, max {ours.max():.3f}) over "
+    print(f"napari-hae step: median {np.median(ours):.3f} s, mean {ours.mean():.3f} s (min {ours.min():.3f}, max "
+          f"{ours.max():.3f}) over "
           f"{len(ours)} steps; fit {np.median(r['fit_time'][1:]):.3f} s ({exp.settings.fit_iterations} iterations, "
           f"restart={exp.settings.model.params['restart']}), predict {np.median(r['predict_time'][1:]):.3f} s; "
           f"MLP {_hidden(exp.settings)}", flush=True)
