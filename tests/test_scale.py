@@ -78,9 +78,13 @@ def test_the_grid_posterior_agrees_with_the_exact_one_and_says_how_well(image):
     assert rep.mean_rms < 0.005 and rep.std_rms < 0.01 * rep.std_scale
     z = fast._embedded(grid)                                             # positions asked for exactly are exact
     gm, gs, _ = large.grid_posterior(fast.model, fast._factors, z, 8, 512, exact_at=np.array([3, 700]))
-    em, es = large.exact_predict.predict_embedded(fast.model, fast._factors, z[[3, 700]], 512)
-    np.testing.assert_array_equal(gm[[3, 700]], em)
-    np.testing.assert_array_equal(gs[[3, 700]], es)
+    em, es = large.exact_predict.predict_embedded(fast.model, fast._factors, z, 512)
+    np.testing.assert_allclose(gm[[3, 700]], em[[3, 700]], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(gs[[3, 700]], es[[3, 700]], rtol=1e-6, atol=1e-9)
+    for grid_value, exact_value in ((gm, em), (gs, es), (gm + 2 * gs, em + 2 * es)):   # where policies decide
+        assert np.argmax(grid_value) == np.argmax(exact_value)                        # even on an 8 x 8 grid
+    coarse_only, _, _ = large.grid_posterior(fast.model, fast._factors, z, 8, 512, exact_top=0)
+    assert np.abs(coarse_only - em).max() > 10 * np.abs(gm - em)[np.argsort(-gm)[:256]].max()
     coarse, _, _, _ = _fitted(image, predictor="grid", grid_size=8)
     coarse.predict(grid, standardized=True)
     assert coarse.last_grid.std_rms > rep.std_rms                  # a coarser grid is measurably worse

@@ -9,8 +9,9 @@ position, and a bounded training subset.
 * **The posterior on a grid.** The kernel sees only the embedding z (2-D by default), so the exact posterior is a
   smooth function of z: it is computed exactly on a ``size`` x ``size`` grid spanning the embedded positions
   (one kernel block and one triangular solve per grid batch, :mod:`.exact_predict`) and interpolated (bilinear) to
-  every position (``exact_at``: positions to compute exactly instead). Its error against the exact posterior is
-  measured each time on a fixed-size random sample of positions (:class:`GridReport`).
+  every position, except where a policy decides: the 256 highest by mean, by std and by mean + 2 std are computed
+  exactly. The interpolation's error against the exact posterior is measured each time on a fixed-size random
+  sample of positions (:class:`GridReport`).
 * **Bounded training subset.** Network and hyperparameters train on at most ``max_train`` points (the most recent
   half, the highest quarter, the rest drawn at random); the posterior conditions on all of them.
 * **Refit schedule.** Above ``refit_points`` points (default 100) one new point hardly moves the fit, so the
@@ -62,9 +63,10 @@ class GridReport:
 
 
 def grid_posterior(model, factors, z: torch.Tensor, size: int, batch_size: int, exact_at: np.ndarray | None = None,
-                   n_check: int = 256, rng: np.random.Generator | None = None):
+                   n_check: int = 256, rng: np.random.Generator | None = None, exact_top: int = 256):
     """Posterior mean and std (standardised) at embedded positions ``z`` (n, 2) from a ``size`` x ``size`` grid;
-    positions ``exact_at`` (flat indices) computed exactly. Returns (mean, std, :class:`GridReport`)."""
+    positions ``exact_at`` (flat indices) and the ``exact_top`` highest by mean, by std and by mean + 2 std
+    computed exactly. Returns (mean, std, :class:`GridReport` of the interpolation at random positions)."""
     from scipy.ndimage import map_coordinates
 
     zz = z.double()
@@ -78,14 +80,19 @@ def grid_posterior(model, factors, z: torch.Tensor, size: int, batch_size: int, 
     mean = map_coordinates(gm.reshape(size, size), coords, order=1, mode="nearest")
     # the variance is interpolated, not the std: it is the smoother of the two near the measured points
     std = np.sqrt(np.clip(map_coordinates((gs ** 2).reshape(size, size), coords, order=1, mode="nearest"), 0, None))
-    if exact_at is not None and len(exact_at):
-        idx = np.asarray(exact_at, dtype=int)
-        mean[idx], std[idx] = exact_predict.predict_embedded(model, factors, z[idx], batch_size)
     rng = rng or np.random.default_rng(0)
-    check = rng.choice(len(z), size=min(n_check, len(z)), replace=False)
+    check = rng.choice(len(z), size=min(n_check, len(z)), replace=False)   # the interpolation's own error
     em, es = exact_predict.predict_embedded(model, factors, z[check], batch_size)
     report = GridReport(len(check), float(np.sqrt(np.mean((mean[check] - em) ** 2))),
                         float(np.sqrt(np.mean((std[check] - es) ** 2))), float(np.sqrt(np.mean(es ** 2))))
+    # exact where a policy decides: the highest mean, std and mean + 2 std (the argmax of UCB, MU, EI lies there
+    # unless the interpolation misplaced it by more than these candidates' spread)
+    picks = [np.argpartition(-v, exact_top)[:exact_top] for v in (mean, std, mean + 2 * std)] \
+        if 0 < exact_top < len(z) else [np.arange(len(z))] if exact_top else []
+    idx = np.union1d(np.concatenate(picks, dtype=int) if picks else np.zeros(0, int),
+                     np.zeros(0, int) if exact_at is None else np.asarray(exact_at, dtype=int))
+    if len(idx):
+        mean[idx], std[idx] = exact_predict.predict_embedded(model, factors, z[idx], batch_size)
     return mean, std, report
 
 
