@@ -207,3 +207,23 @@ def test_maps_are_stored_every_k_steps_and_the_newest_always_kept(small_sample, 
     full = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=4, map_every=3))
     full.run()
     assert full.trace.map_steps == [0, 3] and full.trace.latest_maps is None   # the budget's last step is stored
+
+
+def test_the_complete_model_trains_on_all_its_points_not_the_runs_subset(small_sample, monkeypatch):
+    """The complete model is 'what the run's model would believe with all data': the DKL's bounded training subset
+    (256 points, the 'most recent' half of which would be the image's last rows here) must not apply to it."""
+    from napari_hae.core.analysis.monitors import complete_model
+    from napari_hae.core.model import base
+    from napari_hae.core.targets.scalarizers import Scalarizer
+
+    made = []
+    real = base.make_model
+
+    def spy(spec, *a, **kw):
+        made.append(spec)
+        return real(spec, *a, **kw)
+
+    monkeypatch.setattr(base, "make_model", spy)
+    truth = Scalarizer("band_integral", {"a": 1.2, "b": 2.25})(small_sample.spectra, small_sample.energies)
+    mean, _ = complete_model(small_sample.structural, truth, 8, max_points=400, iterations=20)
+    assert made[0]["params"]["max_train"] == 400 and mean.shape == truth.shape

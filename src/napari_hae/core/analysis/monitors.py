@@ -81,7 +81,10 @@ def complete_model(structural: np.ndarray, truth: np.ndarray, patch_size: int, s
     idx = np.arange(len(y))
     if len(y) > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(len(y), max_points, replace=False))
-    model = make_model(settings.model.to_dict(), X.shape[1], seed=seed)
+    spec = settings.model.to_dict()
+    if spec["name"] == "dkl":   # trained on all max_points, not the run's bounded subset (issue 15)
+        spec = {**spec, "params": {**spec["params"], "max_train": max(max_points, len(idx))}}
+    model = make_model(spec, X.shape[1], seed=seed)
     model.fit(X[idx], y[idx], iterations=iterations, warm=False)
     mean, std = model.posterior(X).in_units()
     return mean.reshape(shape), std.reshape(shape)
