@@ -38,8 +38,7 @@ def replay_state(trace: Trace, step: int) -> ReplayState:
                             f"use a step from -1 (seeds) to {trace.n_steps - 1}.")
     ps = np.asarray(trace.point_steps)
     m = int(np.sum(ps <= step))
-    stored = trace.map_steps + ([trace.latest_maps[0]] if trace.latest_maps else [])
-    at = max((s for s in stored if s <= step), default=None) if step >= 0 else None
+    at = max((s for s in trace.maps_held if s <= step), default=None) if step >= 0 else None
     maps = {k: None if at is None else trace.map_at(k, at) for k in MAP_NAMES}
     record = {k: trace.steps[k][step] for k in trace.steps} if step >= 0 else {}
     return ReplayState(step, trace.positions_array()[:m], np.asarray(trace.values[:m]), ps[:m], maps, record, at)

@@ -37,6 +37,12 @@ def standardize_image(image: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def _padded(img: np.ndarray, n: int) -> np.ndarray:
+    """``img`` reflect-padded so that every pixel has an N x N patch around it (see the module docstring)."""
+    before = n // 2
+    return np.pad(img, ((before, n - 1 - before), (before, n - 1 - before)), mode="reflect")
+
+
 def extract_patches(image: np.ndarray, patch_size: int, positions: np.ndarray | None = None,
                     normalize: bool = True) -> np.ndarray:
     """Patches of ``image`` (ny, nx) centred on ``positions`` (n, 2) or on every pixel (row-major).
@@ -46,10 +52,7 @@ def extract_patches(image: np.ndarray, patch_size: int, positions: np.ndarray | 
     """
     image = np.asarray(image)
     n = check_patch_size(patch_size, image.shape)
-    img = standardize_image(image) if normalize else image.astype(np.float32)
-    before = n // 2
-    after = n - 1 - before
-    padded = np.pad(img, ((before, after), (before, after)), mode="reflect")
+    padded = _padded(standardize_image(image) if normalize else image.astype(np.float32), n)
     windows = np.lib.stride_tricks.sliding_window_view(padded, (n, n))  # (ny, nx, n, n) view
     if positions is None:
         return np.ascontiguousarray(windows.reshape(-1, n, n))
@@ -70,9 +73,7 @@ class PatchGrid:
         image = np.asarray(image)
         self.patch_size = n = check_patch_size(patch_size, image.shape)
         self.scan_shape = tuple(int(v) for v in image.shape)
-        before = n // 2
-        self.padded = np.pad(standardize_image(image), ((before, n - 1 - before), (before, n - 1 - before)),
-                             mode="reflect")
+        self.padded = _padded(standardize_image(image), n)
         self.shape = (self.scan_shape[0] * self.scan_shape[1], n * n)
         self.dtype = np.dtype(np.float32)
         self.ndim = 2

@@ -26,7 +26,6 @@ def write(trace, path) -> Path:
 
     from .trace import FORMAT_VERSION
 
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -51,10 +50,10 @@ def write(trace, path) -> Path:
         for k in STEP_SCALARS:
             _dataset(s, k, data=np.asarray(trace.steps[k], dtype=np.float64))
         m = f.create_group("maps")
-        latest = [trace.latest_maps] if trace.latest_maps else []
-        _dataset(m, "steps", data=np.asarray(trace.map_steps + [step for step, _ in latest], dtype=np.int64))
+        held = trace.maps_held
+        _dataset(m, "steps", data=np.asarray(held, dtype=np.int64))
         for k in MAP_NAMES:   # written map by map: never a second copy of them all in memory
-            stack = trace.maps[k] + [d[k] for _, d in latest]
+            stack = [trace.map_at(k, step) for step in held]
             if stack:
                 d = _dataset(m, k, shape=(len(stack), *np.shape(stack[0])), dtype=np.float32,
                              compression="gzip", compression_opts=1, chunks=(1, *np.shape(stack[0])))

@@ -260,6 +260,11 @@ class Trace:
     def step_array(self, key: str) -> np.ndarray:
         return np.asarray(self.steps[key], dtype=float)
 
+    @property
+    def maps_held(self) -> list[int]:
+        """Steps whose maps this trace holds: the stored ones and the newest kept in memory (:attr:`latest_maps`)."""
+        return self.map_steps + ([self.latest_maps[0]] if self.latest_maps else [])
+
     def map_at(self, name: str, step: int) -> np.ndarray | None:
         """The stored map ``name`` ('mean', 'std', 'acq') of policy step ``step``, or None if not recorded."""
         try:
