@@ -57,13 +57,16 @@ def test_function_keys_drive_the_run_and_the_dock_shows_progress(shown, qtbot):
     assert w.worker is not None
     qtbot.waitUntil(lambda: w.experiment.step_index >= 1, timeout=TIMEOUT)
     QTest.keyClick(canvas, Qt.Key.Key_F6)
-    qtbot.waitUntil(lambda: w._paused and w.experiment.step_index >= 1, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: w.status.value.startswith("Paused after step"), timeout=TIMEOUT)  # not mid-step
+    said = f"Paused after step {w.experiment.step_index} of 30: Resume (F6), Step once (F7) or Stop (F8)."
+    assert w.status.value == said
     qtbot.waitUntil(lambda: w.run_panel.progress.value == w.experiment.step_index, timeout=TIMEOUT)
     bar = w.run_panel.progress
     assert bar.max == 30 and bar.native.text() == f"{w.experiment.step_index} / 30 steps"
     n = w.experiment.step_index
     QTest.keyClick(canvas, Qt.Key.Key_F7)                               # one step
-    qtbot.waitUntil(lambda: w.experiment.step_index == n + 1 and w._paused, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: w.experiment.step_index > n and w.controller.driver.idle, timeout=TIMEOUT)
+    assert w.experiment.step_index == n + 1 and w._paused
     QTest.keyClick(canvas, Qt.Key.Key_F8)
     qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
     assert w.experiment.trace.n_steps < 30

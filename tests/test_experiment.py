@@ -228,3 +228,31 @@ def test_messages_end_in_one_full_stop():
     err = HAEInputError("The band is empty.", "widen it.")
     assert f"stopped: {sentence(err)} Kept." == "stopped: The band is empty. Fix: widen it. Kept."
     assert sentence("no answer") == "no answer." and sentence("really?") == "really?"
+
+
+def test_step_once_is_one_step_even_when_pressed_while_a_step_is_being_measured(small_sample):
+    """Pause pressed during a step, then Step once before that step ends: the step in flight is the one step
+    (the dock made two, and its F-key test timed out waiting for exactly one)."""
+    from napari_hae.core.run.driver import Event, RunDriver
+    from napari_hae.core.run.experiment import StepResult
+
+    exp = _exp(small_sample, budget=6)
+    driver = RunDriver(exp, idle_wait=0.001)
+    step = exp.step
+
+    def step_with_presses():
+        assert driver.stepping and not driver.idle
+        driver.pause()
+        driver.step_once()          # pressed while this step is still being measured
+        return step()
+
+    exp.step = step_with_presses
+    events = driver.events()
+    assert isinstance(next(events), Event)                     # seeds
+    assert isinstance(next(events), StepResult)
+    exp.step = step
+    assert next(events) == Event("paused") and driver.idle and not driver.stepping
+    n = exp.step_index
+    driver.step_once()                                         # pressed while idle: exactly one step
+    assert isinstance(next(events), StepResult) and exp.step_index == n + 1
+    assert next(events) == Event("paused") and exp.step_index == n + 1

@@ -23,6 +23,8 @@ from .microscope_actions import MicroscopeActions
 class RunActions(MicroscopeActions):
     """Mixed into :class:`~napari_hae._widget.HAEWidget` (uses its panels, layer view and controller)."""
 
+    _say_paused = False   # Pause or Step once pressed: say "Paused after step N" once the step in flight ends
+
     def build_experiment(self, mic=None) -> Experiment:
         """The experiment the panels describe, on ``mic`` (default: the run panel's microscope, made here)."""
         data = self.dataset
@@ -103,14 +105,19 @@ class RunActions(MicroscopeActions):
     def pause(self, *_):
         self.controller.pause()
         self.status.value = "Pausing after the current step."
+        self._say_paused = True
         self._update_buttons()
 
     def resume(self, *_):
         self.controller.resume()
+        self._say_paused = False
+        self.status.value = "Running."
         self._update_buttons()
 
     def step_once(self, *_):
         self.controller.step_once()
+        self._say_paused = True
+        self.status.value = "One step, then a pause."
         self._update_buttons()
 
     def stop(self, *_):
@@ -133,6 +140,11 @@ class RunActions(MicroscopeActions):
                 self._update_buttons()
             elif item.kind == "done":
                 self._finished_status()
+            elif item.kind == "paused" and self._say_paused:   # the step in flight has ended
+                self._say_paused = False
+                exp = self.experiment
+                self.status.value = (f"Paused after step {exp.step_index} of {exp.settings.budget}: Resume (F6), "
+                                     "Step once (F7) or Stop (F8).")
             return
         # Each piece of drawing is its own event-loop task, so timers and input are served in between. They draw
         # the experiment that made the step: a new run may have started before they are served.
@@ -159,7 +171,7 @@ class RunActions(MicroscopeActions):
     def _draw_step_info(self, res, exp=None):
         exp = exp or self.experiment
         sc = exp.scalarizer
-        if not self.status.value.startswith("Run "):
+        if not self.status.value.startswith(("Run ", "Paused")):   # a run's end and a pause stay said
             rec = res.record
             self.status.value = (f"step {res.step + 1}/{exp.settings.budget} ({res.kind}) at (y, x) = "
                                  f"{res.position}: {sc.name} = {res.value:.4g}; best {rec['best_so_far']:.4g}; "
@@ -200,7 +212,7 @@ class RunActions(MicroscopeActions):
         if self.experiment is not None:
             self.view.show_run(self.experiment, self.layer_combo.value)   # the final state, drawn now
             self._enable_replay(self.experiment.trace)
-            if not self.status.value.startswith("Run "):
+            if not self.status.value.startswith(("Run ", "Paused")):   # a run's end and a pause stay said
                 self._finished_status()
         self._update_buttons()
 

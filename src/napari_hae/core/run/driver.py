@@ -39,6 +39,8 @@ class RunDriver:
         self.paused = False
         self._step_once = False
         self.stopped = False
+        self.stepping = False   # a step is being measured and learned from
+        self.idle = False       # the loop is waiting in a pause: what is shown is where the run stands
 
     # -- called from any thread --------------------------------------------------------------------------
     def request(self, label: str, change: Callable[[Experiment], None]) -> None:
@@ -53,8 +55,10 @@ class RunDriver:
         self.paused = False
 
     def step_once(self) -> None:
-        self.paused = True
-        self._step_once = True
+        """One step, then pause. Pressed while a step is being measured, that step is the one."""
+        with self._lock:
+            self.paused = True
+            self._step_once = not self.stepping
 
     def stop(self) -> None:
         self.stopped = True
@@ -87,13 +91,16 @@ class RunDriver:
             # when the queue is empty (a change queued while others were being applied waits for no step).
             if self.paused and not self._step_once:
                 yield from self._apply_pending()
+                self.idle = True
                 time.sleep(self.idle_wait)
                 yield Event("paused")
                 continue
+            self.idle = False
             if self._has_pending():
                 yield from self._apply_pending()
                 continue
-            self._step_once = False
+            with self._lock:
+                self._step_once, self.stepping = False, True
             try:
                 res = exp.step()
             except HAERunError as exc:   # instrument or model fault: the trace is intact
@@ -102,6 +109,8 @@ class RunDriver:
                 self.paused = True
                 yield Event("fault", str(exc))
                 continue
+            finally:
+                self.stepping = False
             yield res
         yield from self._apply_pending()
         yield Event("done")
