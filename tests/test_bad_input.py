@@ -7,7 +7,8 @@ from conftest import fast_settings
 from napari_hae.core.data.dataset import EnergyAxis, SpectrumImage
 from napari_hae.core.data.io import load_spectrum_image
 from napari_hae.core.errors import HAEInputError
-from napari_hae.core.instrument.microscope import AcquisitionGuard, SimulatedMicroscope
+from napari_hae.core.instrument.guard import AcquisitionGuard
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
 from napari_hae.core.record.trace import Trace
 from napari_hae.core.run.experiment import Experiment
 from napari_hae.core.targets.scalarizers import Scalarizer

@@ -36,3 +36,18 @@ class MicroscopeFault(HAERunError):
 
 class ModelFitError(HAERunError):
     """The DKL model could not be fitted, even with more jitter and a fresh feature extractor."""
+
+
+class InstrumentError(RuntimeError):
+    """Raised by a microscope adapter for a condition of the instrument. Plain exceptions from ``acquire`` count as
+    transient (retried); these subclasses tell the loop more."""
+
+
+class InstrumentRefused(InstrumentError):
+    """The instrument refuses this request (a coordinate out of range, a setting it cannot take): retrying would
+    not help, so the run pauses at once with the instrument's reason."""
+
+
+class InstrumentDisconnected(InstrumentError):
+    """The connection or session to the instrument is lost: the adapter's ``reconnect()`` is tried (if it has one)
+    before the acquisition is retried."""

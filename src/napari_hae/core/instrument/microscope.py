@@ -1,23 +1,18 @@
 """The microscope interface, and a simulated microscope that replays a pre-acquired spectrum image.
 
 A live instrument plugs in by implementing :class:`Microscope` (structural image, scan shape, energy axis,
-``acquire(y, x)``); the experiment loop only talks to this interface.
+``acquire(y, x)``) and, optionally, a dwell, blanking, abort and reconnect (see :mod:`.guard`, through which the
+experiment loop makes every call).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import logging
-import time
-from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from ..data.dataset import EnergyAxis, SpectrumImage
-from ..errors import HAEInputError, MicroscopeFault
-
-log = logging.getLogger(__name__)
+from ..errors import HAEInputError
 
 
 @runtime_checkable
@@ -93,75 +88,3 @@ class SimulatedMicroscope:
         if self.noise == "poisson":
             return self._rng.poisson(np.clip(s, 0, None) * self.dose).astype(np.float64) / self.dose
         return s.copy()
-
-
-class AcquisitionGuard:
-    """Calls ``microscope.acquire`` with a timeout, checks what comes back, and retries a bounded number of times.
-
-    A spectrum counts as failed if ``acquire`` raises (other than :class:`HAEInputError`, which is a caller's bug
-    and is not retried), takes longer than ``timeout`` seconds, or returns an array of the wrong shape or with
-    NaN/inf. After ``retries`` further failures :class:`MicroscopeFault` is raised; nothing is recorded for that
-    position, so the run can pause and resume at the same step.
-
-    ``timeout=None`` calls the microscope directly on the caller's thread. Otherwise calls run on one dedicated
-    thread (replaced if a call hangs: the hung call is abandoned, not killed).
-    """
-
-    def __init__(self, microscope, retries: int = 2, timeout: float | None = 120.0, wait: float = 0.5,
-                 on_event: Callable[[str], None] | None = None):
-        if int(retries) < 0:
-            raise HAEInputError(f"acquire_retries={retries} is negative.", "use 0 or more retries.")
-        if timeout is not None and not timeout > 0:
-            raise HAEInputError(f"acquire_timeout={timeout} s is not positive.", "use seconds > 0, or None.")
-        self.microscope = microscope
-        self.retries = int(retries)
-        self.timeout = timeout
-        self.wait = float(wait)
-        self.on_event = on_event or (lambda msg: None)
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-
-    def _call(self, y: int, x: int):
-        if self.timeout is None:
-            return self.microscope.acquire(y, x)
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hae-acquire")
-        fut = self._pool.submit(self.microscope.acquire, y, x)
-        try:
-            return fut.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
-            self._pool.shutdown(wait=False)
-            self._pool = None
-            raise TimeoutError(f"no spectrum within {self.timeout:g} s") from None
-
-    def __call__(self, y: int, x: int, signal_shape: tuple[int, ...]) -> np.ndarray:
-        last = None
-        for attempt in range(self.retries + 1):
-            try:
-                s = np.asarray(self._call(y, x), dtype=np.float64)
-                if s.shape != tuple(signal_shape):
-                    raise ValueError(f"spectrum of shape {s.shape}, expected {tuple(signal_shape)}")
-                if not np.all(np.isfinite(s)):
-                    raise ValueError(f"spectrum with {int(np.size(s) - np.isfinite(s).sum())} NaN/inf values")
-                return s
-            except HAEInputError:
-                raise
-            except Exception as exc:  # an instrument may raise anything; it is reported, never swallowed
-                last = exc
-                msg = (f"acquisition at (y, x) = ({y}, {x}) failed (attempt {attempt + 1} of {self.retries + 1}): "
-                       f"{type(exc).__name__}: {exc}")
-                log.warning(msg)
-                self.on_event(msg)
-                if attempt < self.retries:
-                    time.sleep(self.wait * (attempt + 1))
-        raise MicroscopeFault(
-            f"The microscope failed to acquire at (y, x) = ({y}, {x}) {self.retries + 1} times "
-            f"(last: {type(last).__name__}: {last}). The run is paused; every spectrum measured so far is in the "
-            "trace.",
-            "check the instrument (beam, detector, connection), then resume the run (Resume in napari, or "
-            "napari-hae run --resume OUT).",
-        )
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None

@@ -47,6 +47,7 @@ class StepRecord:
     acq_ties: float = NAN          # available candidates sharing the chosen (best) score: > 1 means a tie-break
     grid_mean_err: float = NAN     # grid predictor: RMS difference of its mean from the exact posterior's on a
     grid_std_err: float = NAN      # random sample of positions, and of its std (scalarizer units; NaN: exact)
+    blanked_s: float = NAN         # seconds the beam was blanked before this step's measurement (NaN: not blanked)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

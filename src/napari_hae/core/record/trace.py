@@ -9,6 +9,7 @@ the full mean / std / acquisition maps. Interventions: what the user changed, an
 from __future__ import annotations
 
 import json
+import math
 import platform
 import uuid
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class Trace:
     values: list = field(default_factory=list)           # float, scalarizer at measurement time
     kinds: list = field(default_factory=list)            # str in POINT_KINDS
     point_steps: list = field(default_factory=list)      # int, -1 for seeds
+    dwells: list = field(default_factory=list)           # float, seconds asked of the instrument (NaN: its own)
     steps: dict = field(default_factory=lambda: {k: [] for k in StepRecord.names()})
     maps: dict = field(default_factory=lambda: {k: [] for k in MAP_NAMES})
     map_steps: list = field(default_factory=list)
@@ -79,6 +81,7 @@ class Trace:
             self.values.append(float(f["value"]))
             self.kinds.append(f["point_kind"])
             self.point_steps.append(int(f["step"]))
+            self.dwells.append(float(f.get("dwell", math.nan)))   # journals before dwells were recorded: NaN
         elif kind == "step":
             if "point" in f:   # a policy step is one record: its measured point, the decision and the rng after
                 self._apply("point", f["point"], {"spectrum": a["spectrum"]})
@@ -107,7 +110,8 @@ class Trace:
         """``(kind, fields, arrays)`` records that rebuild this trace (header excluded), for a new journal."""
         for i in range(self.n_points):
             yield "point", {"position": self.positions[i], "value": self.values[i], "point_kind": self.kinds[i],
-                            "step": self.point_steps[i]}, {"spectrum": np.asarray(self.spectra[i])}
+                            "step": self.point_steps[i], "dwell": self.dwells[i]}, \
+                {"spectrum": np.asarray(self.spectra[i])}
         for i in range(self.n_steps):
             maps = None
             if i in self.map_steps:
@@ -124,14 +128,14 @@ class Trace:
             yield "rng", {"state": self.rng_state}, None
 
     @staticmethod
-    def _point_fields(position, value, kind, step) -> dict:
+    def _point_fields(position, value, kind, step, dwell=math.nan) -> dict:
         if kind not in POINT_KINDS:
             raise ValueError(f"kind must be one of {POINT_KINDS}")
         return {"position": (int(position[0]), int(position[1])), "value": float(value), "point_kind": kind,
-                "step": int(step)}
+                "step": int(step), "dwell": float(math.nan if dwell is None else dwell)}
 
-    def add_point(self, position, spectrum, value, kind, step):
-        self._add("point", self._point_fields(position, value, kind, step), {"spectrum": np.asarray(spectrum)})
+    def add_point(self, position, spectrum, value, kind, step, dwell=math.nan):
+        self._add("point", self._point_fields(position, value, kind, step, dwell), {"spectrum": np.asarray(spectrum)})
 
     def add_step(self, record: dict, maps: dict | None = None, point: dict | None = None, rng: dict | None = None,
                  latest: dict | None = None):
@@ -332,11 +336,13 @@ class Trace:
             raise HAEInputError(f"{str(path)!r} is not a readable HDF5 trace ({exc}).",
                                 "pass a trace written by napari-hae (trace.h5).") from exc
         with f:
-            if f.attrs.get("format") != "napari-hae trace":
-                raise HAEInputError(f"{str(path)!r} is an HDF5 file but not a napari-hae trace.",
-                                    "pass a trace written by napari-hae (trace.h5).")
-            try:
+            try:   # the format attribute too: a damaged byte may sit in it
+                if f.attrs.get("format") != "napari-hae trace":
+                    raise HAEInputError(f"{str(path)!r} is an HDF5 file but not a napari-hae trace.",
+                                        "pass a trace written by napari-hae (trace.h5).")
                 return cls._read_h5(f)
+            except HAEInputError:
+                raise
             except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:   # h5py: damaged metadata
                 raise HAEInputError(f"The trace {str(path)!r} is damaged ({type(exc).__name__}: {exc}).",
                                     "load the run's trace.journal instead (or its folder: the most complete "

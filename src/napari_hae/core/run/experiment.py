@@ -20,7 +20,8 @@ import numpy as np
 
 from ..data.patches import PatchGrid, flat_index, positions_of, step_lengths
 from ..errors import HAEInputError, ModelFitError
-from ..instrument.microscope import AcquisitionGuard, Microscope
+from ..instrument.guard import AcquisitionGuard
+from ..instrument.microscope import Microscope
 from ..model.base import MODELS, make_model
 from ..policy import AcquisitionContext, AcquisitionFunction, policy_from_dict, select
 from ..record.journal import bytes_needed, check_free_space
@@ -104,16 +105,16 @@ class Experiment:
         self.rng = np.random.default_rng(s.random_seed)
         self.stuck_window = STUCK_WINDOW
         self.follow: list | None = None   # positions to measure instead of the policy's picks (counterfactuals)
-        info = dict(dataset_info or {})
-        info.setdefault("energy", None if energy is None else energy.to_dict())   # replays need the axis
+        info = {"energy": None if energy is None else energy.to_dict(), **(dataset_info or {})}   # replays need it
         self.trace = Trace(structural=self.structural.copy(), settings=s.to_dict(), dataset=info)
         if journal is not None:
             check_free_space(Path(journal).parent, bytes_needed(s, self.signal_shape, self.n_positions),
                              "" if not s.record_maps else ", or do not store per-step maps (--no-maps)")
             self.trace.attach_journal(journal)
         self.guard = AcquisitionGuard(microscope, s.acquire_retries, s.acquire_timeout, s.acquire_retry_wait,
-                                      on_event=lambda msg: self.trace.add_event(self.step_index, msg))
-        self.started = False
+                                      on_event=lambda msg: self.trace.add_event(self.step_index, msg),
+                                      dwell=s.dwell, blank=s.blank_between)
+        self.started, self._seeds = False, None
 
     # -- what is derived from the settings ----------------------------------------------------------------
     def _derive(self, kind: str) -> None:
@@ -206,7 +207,8 @@ class Experiment:
             self.trace.add_event(step if step >= 0 else self.step_index,
                                  f"point ({y}, {x}): {why}; the spectrum is kept, its value is NaN and it is left "
                                  "out of training")
-        return {"position": (y, x), "spectrum": spectrum, "value": value, "kind": kind, "step": step}
+        return {"position": (y, x), "spectrum": spectrum, "value": value, "kind": kind, "step": step,
+                "dwell": self.guard.dwell}
 
     def _measure(self, flat: int, kind: str, step: int) -> float:
         point = self._acquire(flat, kind, step)
@@ -219,10 +221,11 @@ class Experiment:
         return picking.seed_indices(self.settings, self.scan_shape, self.rng, self.avoid)
 
     def start(self) -> None:
-        """Measure the seed positions (once)."""
+        """Measure the seed positions (once; drawn once: a start that faulted goes on with the same seeds)."""
         if self.started:
             return
-        for flat in self.seed_indices():
+        self._seeds = self.seed_indices() if self._seeds is None else self._seeds
+        for flat in self._seeds:
             if not self.measured[flat]:   # after a resume, seeds measured before the crash are kept
                 self._measure(int(flat), "seed", -1)
         self.started = True
@@ -360,6 +363,7 @@ class Experiment:
         record["noise_std"] = float(post.noise * post.scale)
         point = self._acquire(choice, kind, k)
         record.update(calibration_scores(point["value"], record["next_mean"], record["pred_std"]))
+        record["blanked_s"] = self.guard.last_blanked_s
         record["step_time"] = time.perf_counter() - t_step
         maps = {"mean": mean.reshape(self.scan_shape), "std": std.reshape(self.scan_shape),
                 "acq": acq.reshape(self.scan_shape)}
@@ -384,13 +388,10 @@ class Experiment:
                model_factory=None, budget: int | None = None) -> Experiment:
         """Continue a run from its trace, with the settings, model and interventions it had.
 
-        ``trace`` is a :class:`Trace` or a path (HDF5 trace, journal, or run folder). Measured points are kept and
-        not measured again; the recorded interventions are re-applied (the same ``apply`` as live); the model
-        named in the settings is rebuilt; the random generator continues from its recorded state. The model is
-        retrained from scratch on all points, so picks after a resume are not bit-identical to an uninterrupted
-        run. ``journal``: where to continue journaling (``append_journal=True`` continues the journal there if it
-        is this run's and intact; otherwise it is kept aside and a fresh one written). ``budget`` may extend the
-        run (recorded as an intervention). See :mod:`napari_hae.core.run.resuming`.
+        ``trace``: a :class:`Trace` or a path (HDF5 trace, journal, or run folder). Measured points are kept, the
+        recorded interventions re-applied, the model retrained on all points, the random generator continued.
+        ``journal``: where to journal on (``append_journal``: continue this run's intact journal there); ``budget``
+        may extend the run. See :mod:`napari_hae.core.run.resuming`.
         """
         from .resuming import resume
 

@@ -110,8 +110,10 @@ class ExperimentSettings(Spec):
     record_maps: bool = True
     map_every: int = Field(0, ge=0)                # store maps every k steps (and the last); 0: auto, see maps_every
     acquire_retries: int = Field(2, ge=0)          # further attempts after a failed acquisition
-    acquire_timeout: float | None = 120.0          # seconds per acquisition; None: no timeout
+    acquire_timeout: float | None = 120.0          # seconds per acquisition beyond the dwell; None: no timeout
     acquire_retry_wait: float = Field(0.5, ge=0)   # seconds before the first retry (grows linearly)
+    dwell: float | None = Field(None, gt=0)        # seconds per spectrum, passed to the instrument; None: its own
+    blank_between: bool = True                     # blank the beam between acquisitions (while the model fits)
 
     def maps_every(self, n_positions: int) -> int:
         """Steps between stored per-step maps: ``map_every``, or with 0 one stored step per 65,536 positions'

@@ -1,0 +1,238 @@
+"""Every call the run makes to an instrument goes through :class:`AcquisitionGuard`: the dwell passed on, the beam
+blanked between acquisitions, one acquisition in flight at most, bounded retries, and errors told apart.
+
+What the guard uses of a microscope beyond :class:`~napari_hae.core.instrument.microscope.Microscope`, each
+optional: ``acquire(y, x, dwell=...)`` (a ``dwell`` keyword: seconds per spectrum), ``blank()`` and ``unblank()``
+(both, or blanking is not used), ``abort()`` (ends a running acquisition; called from another thread than the
+one acquiring), ``reconnect()`` (re-opens a lost session). Errors an adapter raises:
+:class:`~napari_hae.core.errors.InstrumentRefused` (not retried), :class:`~napari_hae.core.errors.
+InstrumentDisconnected` (``reconnect()`` first), anything else (retried).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import inspect
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import HAEInputError, InstrumentDisconnected, InstrumentRefused, MicroscopeFault, sentence
+
+log = logging.getLogger(__name__)
+
+MIN_GRACE = 1.0   # s an acquisition that timed out (and was aborted) gets to return before the run pauses
+
+
+def takes_dwell(microscope) -> bool:
+    """Whether ``microscope.acquire`` takes a ``dwell`` keyword."""
+    try:
+        params = inspect.signature(microscope.acquire).parameters
+    except (TypeError, ValueError):   # a C or remote callable without a signature: ask it for nothing new
+        return False
+    return "dwell" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def can_blank(microscope) -> bool:
+    return callable(getattr(microscope, "blank", None)) and callable(getattr(microscope, "unblank", None))
+
+
+class _StillRunning(Exception):
+    """The acquisition that timed out has not returned, even after abort: nothing else may start."""
+
+
+class AcquisitionGuard:
+    """Calls ``microscope.acquire`` with a timeout, checks what comes back, and retries a bounded number of times.
+
+    A spectrum counts as failed if ``acquire`` raises, takes longer than ``timeout`` + ``dwell`` seconds, or
+    returns an array of the wrong shape or with NaN/inf. :class:`HAEInputError` is a caller's bug and
+    :class:`InstrumentRefused` the instrument's "no": neither is retried. After ``retries`` further failures
+    :class:`MicroscopeFault` is raised; nothing is recorded for that position, so the run can pause and resume at
+    the same step.
+
+    ``timeout=None`` calls the microscope on the caller's thread. Otherwise every call runs on one thread that
+    owns the instrument (never replaced). An acquisition that times out is aborted (``abort()``, if the
+    microscope has it) and given ``max(timeout, 1 s)`` to return; until it has, no other acquisition starts and
+    the run pauses. If it returns later with a spectrum of the position asked next, that spectrum is used.
+    """
+
+    def __init__(self, microscope, retries: int = 2, timeout: float | None = 120.0, wait: float = 0.5,
+                 on_event: Callable[[str], None] | None = None, dwell: float | None = None, blank: bool = True):
+        if int(retries) < 0:
+            raise HAEInputError(f"acquire_retries={retries} is negative.", "use 0 or more retries.")
+        if timeout is not None and not timeout > 0:
+            raise HAEInputError(f"acquire_timeout={timeout} s is not positive.", "use seconds > 0, or None.")
+        if dwell is not None and not takes_dwell(microscope):
+            raise HAEInputError(f"The microscope ({type(microscope).__name__}) does not take a dwell time: its "
+                                "acquire(y, x) has no 'dwell'.",
+                                "leave the dwell unset (the instrument's own exposure is used), or use an adapter "
+                                "that sets the exposure.")
+        self.microscope = microscope
+        self.retries = int(retries)
+        self.timeout = timeout
+        self.wait = float(wait)
+        self.dwell = None if dwell is None else float(dwell)
+        self.blank = bool(blank) and can_blank(microscope)
+        self.on_event = on_event or (lambda msg: None)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._late: tuple[tuple[int, int], concurrent.futures.Future] | None = None   # timed out, not returned
+        self._blanked_at: float | None = None
+        self.last_blanked_s = math.nan   # how long the beam was blanked before the latest acquisition
+
+    # -- the owner thread ----------------------------------------------------------------------------------
+    def _run(self, fn, *args, timeout: float | None = None, **kw):
+        if self.timeout is None:
+            return fn(*args, **kw)
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hae-instrument")
+        fut = self._pool.submit(fn, *args, **kw)
+        return fut if timeout == -1 else fut.result(timeout=timeout)
+
+    def _settle_late(self, y: int, x: int):
+        """The acquisition that timed out earlier and had not returned: its spectrum when it was of (y, x) and has
+        now returned; raises :class:`_StillRunning` while it runs."""
+        where, fut = self._late
+        try:
+            s = fut.result(timeout=max(self.timeout, MIN_GRACE))
+        except concurrent.futures.TimeoutError:
+            raise _StillRunning(where) from None
+        except Exception:   # it ended in an error (e.g. aborted): nothing to keep
+            s = None
+        self._late = None
+        if s is not None and where != (y, x):
+            self.on_event(f"the acquisition at (y, x) = {where} that timed out returned later; the run has moved "
+                          "on, so it is not recorded")
+            return None
+        if s is not None:
+            self.on_event(f"the acquisition at (y, x) = ({y}, {x}) that timed out returned later: its spectrum is "
+                          "used")
+        return s
+
+    def _acquire_once(self, y: int, x: int):
+        kw = {} if self.dwell is None else {"dwell": self.dwell}
+        if self.timeout is None:
+            return self.microscope.acquire(y, x, **kw)
+        fut = self._run(self.microscope.acquire, y, x, timeout=-1, **kw)
+        limit = self.timeout + (self.dwell or 0.0)
+        t0 = time.perf_counter()
+        try:
+            return fut.result(timeout=limit)
+        except concurrent.futures.TimeoutError:
+            pass
+        abort = getattr(self.microscope, "abort", None)
+        if callable(abort):
+            try:
+                abort()
+            except Exception as exc:  # an abort that fails is said; the wait below decides
+                self.on_event(f"abort() failed: {type(exc).__name__}: {exc}")
+        try:   # never a second acquisition while this one runs: it gets a grace period to end
+            s = fut.result(timeout=max(self.timeout, MIN_GRACE))
+        except concurrent.futures.TimeoutError:
+            self._late = ((y, x), fut)
+            raise _StillRunning((y, x)) from None
+        except Exception:
+            raise TimeoutError(f"no spectrum within {limit:g} s (aborted)") from None
+        self.on_event(f"the acquisition at (y, x) = ({y}, {x}) took {time.perf_counter() - t0:.3g} s, longer than "
+                      f"its timeout of {limit:g} s (TimeoutError); its spectrum is used")
+        return s
+
+    # -- one acquisition, with blanking, retries and reconnects ---------------------------------------------
+    def __call__(self, y: int, x: int, signal_shape: tuple[int, ...]) -> np.ndarray:
+        try:
+            return self._call(y, x, signal_shape)
+        except _StillRunning as busy:
+            raise MicroscopeFault(
+                f"The microscope has not returned the acquisition at (y, x) = {busy.args[0]} "
+                f"{self.timeout + (self.dwell or 0.0):g} s after it was due, even after abort: no further "
+                "acquisition is started while it runs. The run is paused; every spectrum measured so far is in the "
+                "trace.",
+                "check the instrument (exposure, detector, connection); resume when it answers (a spectrum it "
+                "returns late for the same position is used), or raise acquire_timeout (--acquire-timeout).",
+            ) from None
+
+    def _call(self, y: int, x: int, signal_shape) -> np.ndarray:
+        if self._late is not None:
+            late = self._settle_late(y, x)
+            if late is not None:
+                try:
+                    return self._checked(late, signal_shape)
+                except ValueError as exc:
+                    self.on_event(f"the late spectrum at (y, x) = ({y}, {x}) is unusable ({exc}): acquiring again")
+        last, attempt, reconnected = None, 0, False
+        while attempt <= self.retries:
+            try:
+                self._set_beam(on=True)
+                try:
+                    s = self._acquire_once(y, x)
+                finally:   # the beam off until the next acquisition (after a stuck one returns, on its thread)
+                    self._set_beam(on=False)
+                return self._checked(s, signal_shape)
+            except (HAEInputError, _StillRunning):
+                raise
+            except InstrumentRefused as exc:
+                raise MicroscopeFault(
+                    f"The microscope refused the acquisition at (y, x) = ({y}, {x}): {sentence(exc)} Retrying would "
+                    "not help; the run is paused and every spectrum measured so far is in the trace.",
+                    "check the adapter's coordinates and the instrument's limits, then resume; or mark the region "
+                    "to avoid.") from exc
+            except Exception as exc:  # an instrument may raise anything; it is reported, never swallowed
+                last = exc
+                msg = (f"acquisition at (y, x) = ({y}, {x}) failed (attempt {attempt + 1} of {self.retries + 1}): "
+                       f"{type(exc).__name__}: {exc}")
+                log.warning(msg)
+                self.on_event(msg)
+                if isinstance(exc, InstrumentDisconnected) and not reconnected:
+                    reconnected = True
+                    if self._reconnect():
+                        continue   # a fresh session: this attempt is not counted against the instrument
+                if attempt < self.retries:
+                    time.sleep(self.wait * (attempt + 1))
+                attempt += 1
+        raise MicroscopeFault(
+            f"The microscope failed to acquire at (y, x) = ({y}, {x}) {self.retries + 1} times "
+            f"(last: {type(last).__name__}: {last}). The run is paused; every spectrum measured so far is in the "
+            "trace.",
+            "check the instrument (beam, detector, connection), then resume the run (Resume in napari, or "
+            "napari-hae run --resume OUT).",
+        )
+
+    def _reconnect(self) -> bool:
+        hook = getattr(self.microscope, "reconnect", None)
+        if not callable(hook):
+            return False
+        try:
+            self._run(hook)
+        except Exception as exc:
+            self.on_event(f"reconnect() failed: {type(exc).__name__}: {exc}")
+            return False
+        self.on_event("the connection to the microscope was lost and reconnected")
+        return True
+
+    def _set_beam(self, on: bool) -> None:
+        """Unblank before an acquisition, blank after it (queued behind an acquisition that has not returned)."""
+        if not self.blank:
+            return
+        if on and self._blanked_at is not None:
+            self.last_blanked_s = time.perf_counter() - self._blanked_at
+            self._blanked_at = None
+        self._run(self.microscope.unblank if on else self.microscope.blank,
+                  timeout=-1 if self._late is not None else None)
+        if not on:
+            self._blanked_at = time.perf_counter()
+
+    @staticmethod
+    def _checked(s, signal_shape) -> np.ndarray:
+        s = np.asarray(s, dtype=np.float64)
+        if s.shape != tuple(signal_shape):
+            raise ValueError(f"spectrum of shape {s.shape}, expected {tuple(signal_shape)}")
+        if not np.all(np.isfinite(s)):
+            raise ValueError(f"spectrum with {int(np.size(s) - np.isfinite(s).sum())} NaN/inf values")
+        return s
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None

@@ -1,0 +1,178 @@
+"""The microscope interface's live-instrument capabilities: dwell passed through and recorded per point, the beam
+blanked while the model fits, one acquisition in flight at most (abort, a timeout that grows with the dwell),
+permanent errors not retried, a reconnect hook tried before pausing."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import assert_traces_equal, fast_settings
+from napari_hae.core.errors import HAEInputError, InstrumentDisconnected, InstrumentRefused, MicroscopeFault
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
+from napari_hae.core.record.trace import Trace
+from napari_hae.core.run.experiment import Experiment
+
+
+class LiveFake(SimulatedMicroscope):
+    """A simulated microscope with a live instrument's capabilities, logging every call and how many
+    acquisitions ran at once."""
+
+    def __init__(self, data, exposure=0.0, abort_works=True):
+        super().__init__(data)
+        self.exposure, self.abort_works = exposure, abort_works
+        self.log, self.dwells = [], []
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._abort = threading.Event()
+        self.blanked = False
+
+    def acquire(self, y, x, dwell=None):
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self.log.append(("acquire", self.blanked))
+            self.dwells.append(dwell)
+            self._abort.clear()
+            if self._abort.wait(self.exposure):
+                raise RuntimeError("acquisition aborted")
+            return super().acquire(y, x)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def blank(self):
+        self.log.append(("blank", self.blanked))
+        self.blanked = True
+
+    def unblank(self):
+        self.log.append(("unblank", self.blanked))
+        self.blanked = False
+
+    def abort(self):
+        self.log.append(("abort", self.blanked))
+        if self.abort_works:
+            self._abort.set()
+
+
+def test_the_dwell_reaches_the_instrument_and_every_point_records_it(small_sample, tmp_path):
+    mic = LiveFake(small_sample)
+    exp = Experiment(mic, fast_settings(budget=3, dwell=0.004), journal=tmp_path / "journal.bin")
+    exp.run()
+    assert mic.dwells == [0.004] * 9 and exp.trace.dwells == [0.004] * 9
+    exp.trace.save(tmp_path / "t.h5")
+    assert_traces_equal(Trace.load(tmp_path / "t.h5"), exp.trace)
+    assert Trace.load(tmp_path / "journal.bin").dwells == [0.004] * 9
+    exp.close()
+
+
+def test_a_dwell_the_instrument_cannot_take_is_refused_before_anything_is_measured(small_sample):
+    mic = SimulatedMicroscope(small_sample)   # its acquire(y, x) has no dwell
+    with pytest.raises(HAEInputError, match=r"does not take a dwell time.* Fix: leave the dwell unset"):
+        Experiment(mic, fast_settings(dwell=0.01))
+    assert mic.n_acquisitions == 0
+    exp = Experiment(mic, fast_settings(budget=1))
+    exp.run()
+    assert np.isnan(exp.trace.dwells).all() and len(exp.trace.dwells) == 7   # unknown: the instrument's own
+
+
+def test_the_beam_is_blanked_while_the_model_fits_and_each_step_records_how_long(small_sample):
+    mic = LiveFake(small_sample)
+    exp = Experiment(mic, fast_settings(budget=3))
+    exp.run()
+    # every acquisition with the beam on, and blanked right after it
+    assert [k for k, _ in mic.log] == ["unblank", "acquire", "blank"] * 9
+    assert all(not blanked for k, blanked in mic.log if k == "acquire")
+    blanked = exp.trace.steps["blanked_s"]
+    fits = np.add(exp.trace.steps["fit_time"], exp.trace.steps["predict_time"])
+    assert all(b >= f for b, f in zip(blanked, fits))   # blanked through the fit and the prediction
+    exp.close()
+
+
+def test_blanking_can_be_turned_off_and_an_instrument_without_it_records_nan(small_sample):
+    mic = LiveFake(small_sample)
+    exp = Experiment(mic, fast_settings(budget=1, blank_between=False))
+    exp.run()
+    assert [k for k, _ in mic.log] == ["acquire"] * 7 and np.isnan(exp.trace.steps["blanked_s"]).all()
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=1))
+    exp.run()
+    assert np.isnan(exp.trace.steps["blanked_s"]).all()
+
+
+def test_a_slow_acquisition_is_aborted_and_never_two_run_at_once(small_sample):
+    """The issue's 2.5 s exposure with a 1 s timeout (scaled down): 4 acquisitions ran at once before."""
+    mic = LiveFake(small_sample, exposure=1.6, abort_works=False)   # longer than timeout + grace (0.1 + 1 s)
+    exp = Experiment(mic, fast_settings(budget=2, n_seeds=2, acquire_timeout=0.1, acquire_retries=3,
+                                        acquire_retry_wait=0.0))
+    t0 = time.perf_counter()
+    with pytest.raises(MicroscopeFault) as e:
+        exp.start()
+    assert mic.max_in_flight == 1
+    assert str(e.value).startswith("The microscope has not returned the acquisition at (y, x) = (")
+    assert "no further acquisition is started while it runs" in str(e.value) and "Fix: " in str(e.value)
+    assert exp.trace.n_points == 0 and time.perf_counter() - t0 < 2.0
+    time.sleep(0.6)                                                # the instrument answers at last: resume
+    mic.exposure = 0.0
+    exp.run()
+    assert exp.done and exp.trace.n_points == 4 and mic.max_in_flight == 1
+    assert mic.n_acquisitions == 4   # the late spectrum was used: no position measured twice
+    assert any("returned later: its spectrum is used" in e["message"] for e in exp.trace.events)
+    exp.close()
+
+
+def test_an_abort_that_works_ends_the_slow_call_and_the_acquisition_is_retried(small_sample):
+    mic = LiveFake(small_sample, exposure=5.0)
+    exp = Experiment(mic, fast_settings(budget=1, n_seeds=2, acquire_timeout=0.1, acquire_retries=1,
+                                        acquire_retry_wait=0.0))
+    t0 = time.perf_counter()
+    with pytest.raises(MicroscopeFault, match="failed to acquire .* 2 times"):
+        exp.start()
+    assert time.perf_counter() - t0 < 2.0 and [k for k, _ in mic.log].count("abort") == 2
+    assert mic.max_in_flight == 1 and any("TimeoutError" in e["message"] for e in exp.trace.events)
+    exp.close()
+
+
+def test_the_timeout_grows_with_the_dwell(small_sample):
+    mic = LiveFake(small_sample, exposure=0.3)   # longer than the timeout, shorter than timeout + dwell
+    exp = Experiment(mic, fast_settings(budget=1, n_seeds=2, acquire_timeout=0.1, dwell=0.3))
+    exp.run()
+    assert exp.done and "abort" not in [k for k, _ in mic.log] and exp.trace.events == []
+    exp.close()
+
+
+class Refusing(LiveFake):
+    def __init__(self, data, error):
+        super().__init__(data)
+        self.error, self.calls, self.reconnects = error, 0, 0
+
+    def acquire(self, y, x, dwell=None):
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return super().acquire(y, x, dwell)
+
+
+class Reconnecting(Refusing):
+    def reconnect(self):
+        self.reconnects += 1
+        self.error = None
+
+
+def test_a_refused_coordinate_is_not_retried_and_says_so(small_sample):
+    mic = Refusing(small_sample, InstrumentRefused("position (3, 4) is outside the beam-shift range"))
+    exp = Experiment(mic, fast_settings(acquire_retries=3, acquire_retry_wait=0.0))
+    with pytest.raises(MicroscopeFault, match=r"refused the acquisition at \(y, x\) = .*: position \(3, 4\) is "
+                                              r"outside the beam-shift range\. Retrying would not help"):
+        exp.start()
+    assert mic.calls == 1 and exp.trace.n_points == 0
+
+
+def test_a_lost_connection_is_reconnected_before_the_run_pauses(small_sample):
+    mic = Reconnecting(small_sample, InstrumentDisconnected("server session lost"))
+    exp = Experiment(mic, fast_settings(budget=1, acquire_retries=0))
+    exp.run()
+    assert exp.done and mic.reconnects == 1
+    assert any("reconnected" in e["message"] for e in exp.trace.events)
+    exp.close()
