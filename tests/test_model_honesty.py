@@ -37,6 +37,16 @@ def test_one_wild_target_does_not_set_the_scale():
     assert np.std(((clipped - offset) / scale)[np.arange(50) != 7]) > 0.1
 
 
+def test_a_second_population_is_not_clipped_as_outliers():
+    """Nion's simulated STEM: a third of the first spectra fall on particles (band integrals ~1e6), the rest on
+    vacuum (~0 with tiny noise); the fence clipped the particles, the very targets the run looks for."""
+    rng = np.random.default_rng(2)
+    y = np.concatenate([rng.normal(0.0, 1e-3, 6), rng.normal(1e6, 1e4, 3)])
+    clipped, offset, scale, n = robust_targets(y)
+    assert n == 0 and np.array_equal(clipped, y)
+    assert (offset, scale) == pytest.approx((y.mean(), y.std()), rel=1e-12)
+
+
 def test_dkl_still_learns_the_other_targets_beside_one_outlier():
     rng = np.random.default_rng(0)
     X, y = _blob_patches(81, rng)

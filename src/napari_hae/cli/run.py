@@ -59,6 +59,10 @@ def add_parser(sub) -> None:
                    help=f"seconds per acquisition (default {d.acquire_timeout:g})")
     r.add_argument("--acquire-retries", type=int, default=d.acquire_retries,
                    help=f"retries of a failed acquisition (default {d.acquire_retries})")
+    r.add_argument("--dwell", type=float, default=None, metavar="S",
+                   help="seconds per spectrum, set on the instrument and recorded per point (default: its own)")
+    r.add_argument("--no-blank", action="store_true",
+                   help="leave the beam on between acquisitions (default: blanked while the model fits)")
     r.add_argument("--feature-space", action="store_true",
                    help="train AtomAI's rVAE on all patches and draw the trajectory in its latent plane")
     r.add_argument("--complete-model", action="store_true",
@@ -77,8 +81,8 @@ def settings(args, sc):
         goal=args.goal, n_seeds=args.n_seeds, seed_mode="given" if args.seed_at else args.seed_mode,
         seed_positions=args.seed_at, budget=args.steps, random_seed=args.random_seed,
         fit_iterations=args.fit_iterations, record_maps=not args.no_maps, map_every=args.map_every,
-        acquire_timeout=args.acquire_timeout,
-        acquire_retries=args.acquire_retries,
+        acquire_timeout=args.acquire_timeout, acquire_retries=args.acquire_retries, dwell=args.dwell,
+        blank_between=not args.no_blank,
         objectives=[opt.objective_text(t) for t in args.also] if args.also else None)
 
 
@@ -112,7 +116,8 @@ def cmd_run(args) -> int:
     else:
         name, energy = getattr(mic, "name", adapter), mic.energy
         info = {"name": name, "scan_shape": list(mic.scan_shape), "signal_shape": list(mic.signal_shape),
-                "energy": None if mic.energy is None else mic.energy.to_dict(), "source": source}
+                "energy": None if mic.energy is None else mic.energy.to_dict(), "source": source,
+                **(mic.describe() if callable(getattr(mic, "describe", None)) else {})}   # geometry (nm)
     sc = opt.scalarizer(args, name, energy, data)
     s = settings(args, sc)
     out = Path(args.out)
@@ -131,7 +136,8 @@ _FIXED_ON_RESUME = {"sample": "--sample", "spectrum": "--spectrum", "image": "--
                     "also": "--also", "noise": "--noise", "no_maps": "--no-maps", "map_every": "--map-every",
                     "overwrite": "--overwrite",
                     "fit_iterations": "--fit-iterations", "acquire_timeout": "--acquire-timeout",
-                    "acquire_retries": "--acquire-retries", "out": "--out"}
+                    "acquire_retries": "--acquire-retries", "dwell": "--dwell", "no_blank": "--no-blank",
+                    "out": "--out"}
 _SCALARIZER_OPTIONS = {"scalarizer", "band", "band2", "background", "scalarizer_param"}
 
 
@@ -235,6 +241,7 @@ def drive(exp, data, out: Path, args) -> int:
     from tqdm import tqdm
 
     from ..core.analysis.summary import summarize
+    from ..core.instrument.adapters import close_microscope
     from ..core.plots.report import summary_figure
     from ..core.run.driver import RunDriver
     from ..core.run.experiment import StepResult
@@ -264,6 +271,7 @@ def drive(exp, data, out: Path, args) -> int:
         err = KeyboardInterrupt()
     wall = time.perf_counter() - t0
     exp.close()
+    close_microscope(exp.microscope)   # the beam blanked, cameras stopped
     try:
         trace_path = exp.trace.save(out / TRACE_NAME)   # first, before anything else can fail
     except OSError as exc:

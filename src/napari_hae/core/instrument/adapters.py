@@ -18,7 +18,8 @@ from .microscope import SimulatedMicroscope
 
 
 def _entry(factory, name: str, params=(), needs_data: bool | None = None) -> Entry:
-    specs = tuple(params) or specs_from_signature(factory, keyword_only=True, skip=("seed",))
+    specs = tuple(params) or tuple(getattr(factory, "params", ())) \
+        or specs_from_signature(factory, keyword_only=True, skip=("seed",))
     needs = bool(getattr(factory, "needs_data", False)) if needs_data is None else needs_data
     return Entry(name, factory, specs, (factory.__doc__ or "").strip().split("\n")[0], {"needs_data": needs})
 
@@ -44,6 +45,13 @@ def make_microscope(name: str, data=None, seed: int = 0, **params):
         raise HAEInputError(f"The {name!r} microscope replays pre-acquired data, but none was given.",
                             "give the data (--sample NAME or --spectrum FILE; in napari, open a dataset).")
     return entry.obj(data, seed=int(seed), **params)
+
+
+def close_microscope(mic) -> None:
+    """Release an instrument the run made (blank the beam, stop its cameras, end a simulator): its ``close()``."""
+    close = getattr(mic, "close", None)
+    if callable(close):
+        close()
 
 
 def recorded_params(name: str, params: dict) -> dict:

@@ -60,7 +60,8 @@ class AcquisitionGuard:
     """
 
     def __init__(self, microscope, retries: int = 2, timeout: float | None = 120.0, wait: float = 0.5,
-                 on_event: Callable[[str], None] | None = None, dwell: float | None = None, blank: bool = True):
+                 on_event: Callable[[str], None] | None = None, dwell: float | None = None, blank: bool = True,
+                 energy=None):
         if int(retries) < 0:
             raise HAEInputError(f"acquire_retries={retries} is negative.", "use 0 or more retries.")
         if timeout is not None and not timeout > 0:
@@ -76,6 +77,7 @@ class AcquisitionGuard:
         self.wait = float(wait)
         self.dwell = None if dwell is None else float(dwell)
         self.blank = bool(blank) and can_blank(microscope)
+        self.energy = energy   # the run's energy axis: a spectrum that comes with another one is refused
         self.on_event = on_event or (lambda msg: None)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._late: tuple[tuple[int, int], concurrent.futures.Future] | None = None   # timed out, not returned
@@ -169,8 +171,10 @@ class AcquisitionGuard:
                     s = self._acquire_once(y, x)
                 finally:   # the beam off until the next acquisition (after a stuck one returns, on its thread)
                     self._set_beam(on=False)
-                return self._checked(s, signal_shape)
-            except (HAEInputError, _StillRunning):
+                s = self._checked(s, signal_shape)
+                self._check_energy(y, x)
+                return s
+            except (HAEInputError, _StillRunning, MicroscopeFault):
                 raise
             except InstrumentRefused as exc:
                 raise MicroscopeFault(
@@ -222,6 +226,25 @@ class AcquisitionGuard:
                   timeout=-1 if self._late is not None else None)
         if not on:
             self._blanked_at = time.perf_counter()
+
+    def _check_energy(self, y: int, x: int) -> None:
+        """A spectrum whose energy axis (``microscope.last_energy``) is not the run's is never mixed in."""
+        got, run = getattr(self.microscope, "last_energy", None), self.energy
+        if got is None or run is None:
+            return
+        if got.size == run.size and got.units == run.units and abs(got.offset - run.offset) <= 0.01 * abs(run.scale) \
+                and abs(got.scale / run.scale - 1.0) <= 1e-6:
+            return
+        self.on_event(f"energy axis changed at (y, x) = ({y}, {x}): {got.size} channels, offset {got.offset:g} "
+                      f"{got.units}, dispersion {got.scale:g} (the run's: {run.size}, {run.offset:g} {run.units}, "
+                      f"{run.scale:g}); the spectrum is not recorded")
+        raise MicroscopeFault(
+            f"The spectrometer's energy axis changed mid-run at (y, x) = ({y}, {x}): offset {run.offset:g} -> "
+            f"{got.offset:g} {got.units}, dispersion {run.scale:g} -> {got.scale:g} {got.units}/channel, "
+            f"{run.size} -> {got.size} channels. Its spectra would not be comparable with the run's, so this one is "
+            "not recorded; the run is paused and every spectrum measured so far is in the trace.",
+            "restore the spectrometer's calibration (energy offset, dispersion) and resume; or start a new run for "
+            "the new axis.")
 
     @staticmethod
     def _checked(s, signal_shape) -> np.ndarray:

@@ -46,6 +46,7 @@ class Posterior:
 
 
 OUTLIER_FENCE = 50.0   # robust standard deviations (1.4826 MAD) from the median
+OUTLIER_SHARE = 0.05   # more targets than this share (or than one) beyond the fence are a population, kept
 
 
 def robust_targets(y) -> tuple[np.ndarray, float, float, int]:
@@ -56,7 +57,9 @@ def robust_targets(y) -> tuple[np.ndarray, float, float, int]:
     artefact (a failed background fit at -2e6 among band integrals of order 10) would otherwise set the scale,
     every other target would standardise to ~0, and the GP would spend its noise term on that one point. The
     fence is far outside real targets' spread: on the bundled sample the highest target is ~28 robust standard
-    deviations above the median, so nothing there is clipped. Returns ``(y, offset, scale, n_clipped)``; the
+    deviations above the median, so nothing there is clipped. More than one target and more than
+    ``OUTLIER_SHARE`` of them beyond the fence are a second population (particles on vacuum), not artefacts, and
+    nothing is clipped. Returns ``(y, offset, scale, n_clipped)``; the
     measured values themselves are never changed (the trace keeps them).
     """
     y = np.asarray(y, dtype=np.float64).ravel()
@@ -66,7 +69,10 @@ def robust_targets(y) -> tuple[np.ndarray, float, float, int]:
     if mad > 0:
         lo, hi = med - OUTLIER_FENCE * mad, med + OUTLIER_FENCE * mad
         n_clipped = int(np.sum((y < lo) | (y > hi)))
-        y = np.clip(y, lo, hi)
+        if n_clipped > max(1, int(OUTLIER_SHARE * y.size)):   # a population (particles beside vacuum), not
+            n_clipped = 0                                     # artefacts: nothing is clipped
+        else:
+            y = np.clip(y, lo, hi)
     offset, scale = float(y.mean()), float(y.std())
     return y, offset, (scale if scale > 1e-12 * max(1.0, abs(offset)) else 1.0), n_clipped
 
@@ -75,6 +81,8 @@ def clip_event(n_clipped: int, before: int) -> list[str]:
     """The fit event to record when the number of clipped training targets changes (else none)."""
     if n_clipped == before:
         return []
+    if n_clipped == 0:
+        return ["no training target is clipped any more (the targets' spread has grown past the fence)"]
     return [f"{n_clipped} training target(s) lie beyond {OUTLIER_FENCE:g} robust standard deviations of the "
             f"median and are clipped to it for the model (measured values unchanged); check the scalarizer "
             f"(e.g. its background window) at those points"]

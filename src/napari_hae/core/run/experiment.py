@@ -113,7 +113,7 @@ class Experiment:
             self.trace.attach_journal(journal)
         self.guard = AcquisitionGuard(microscope, s.acquire_retries, s.acquire_timeout, s.acquire_retry_wait,
                                       on_event=lambda msg: self.trace.add_event(self.step_index, msg),
-                                      dwell=s.dwell, blank=s.blank_between)
+                                      dwell=s.dwell, blank=s.blank_between, energy=energy)
         self.started, self._seeds = False, None
 
     # -- what is derived from the settings ----------------------------------------------------------------

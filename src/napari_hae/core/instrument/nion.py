@@ -1,0 +1,231 @@
+"""Nion Swift instruments (``pip install "napari-hae[nion]"``): the HAADF from the scan hardware source, a spectrum
+from the EELS camera with the probe parked at a pixel's centre.
+
+Two adapters, one class: ``nion`` uses the hardware sources of a running Nion Swift (on the microscope PC, by
+their ids), ``nion-usim`` starts Nion's simulated STEM (``nionswift-usim``) headless in this process: the same
+code path, driven as the real instrument is.
+
+Geometry: the structural image is recorded with the stated frame parameters (pixels, field of view, pixel time),
+and that frame is made the current scan context, so that probe positions, which Nion takes as fractions of the
+current scan frame, refer to the recorded image (recording alone does not make its frame current). The scan
+context is checked before every spectrum: a frame changed on the instrument mid-run is refused, not followed.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from ..data.dataset import EnergyAxis
+from ..errors import HAEInputError, InstrumentRefused
+from ..registry import ParamSpec
+from .geometry import ScanGeometry
+
+FRAME_PARAMS = (
+    ParamSpec("size", 64, "px", 8, 4096, "scan pixels per side of the structural image (and of the run)"),
+    ParamSpec("fov_nm", 100.0, "nm", 0.1, 1e5, "field of view of the scan"),
+    ParamSpec("pixel_time_us", 10.0, "us", 0.1, 1e4, "dwell per pixel of the structural image"),
+    ParamSpec("channel", "HAADF", help="scan channel of the structural image"),
+    ParamSpec("exposure_ms", 10.0, "ms", 0.01, 1e5, "EELS exposure when the run gives no dwell"),
+)
+
+
+def _need_nion():
+    try:
+        from nion.instrumentation import HardwareSource  # noqa: F401
+        from nion.utils import Geometry  # noqa: F401
+    except ImportError as exc:
+        raise HAEInputError(f"Nion Swift's instrumentation is not installed ({exc}).",
+                            'pip install "napari-hae[nion]" (nionswift-instrumentation; nionswift-usim for the '
+                            "simulated STEM).") from exc
+
+
+class NionMicroscope:
+    """A STEM driven through Nion Swift's hardware sources (scan, EELS camera, instrument controller)."""
+
+    def __init__(self, scan, eels, instrument, *, size: int = 64, fov_nm: float = 100.0,
+                 pixel_time_us: float = 10.0, channel: str = "HAADF", exposure_ms: float = 10.0, on_close=None):
+        from nion.utils import Geometry
+
+        self._G = Geometry
+        self.scan, self.eels, self.instrument = scan, eels, instrument
+        self._on_close = on_close
+        self._lock = threading.Lock()
+        self.name = f"Nion {scan.hardware_source_id} + {eels.hardware_source_id}"
+        fp = scan.get_current_frame_parameters()
+        fp.size = Geometry.IntSize(int(size), int(size))
+        fp.fov_nm = float(fov_nm)
+        fp.pixel_time_us = float(pixel_time_us)
+        scan.set_current_frame_parameters(fp)   # the recorded frame is the current scan context
+        frames = scan.record_immediate(fp)
+        names = [(x.metadata or {}).get("hardware_source", {}).get("channel_name") for x in frames]
+        if channel not in names:
+            raise HAEInputError(f"The scan has no channel {channel!r} (it recorded {names}).",
+                                f"choose one of {names} (channel=NAME).")
+        image = frames[names.index(channel)]
+        self._structural = np.asarray(image.data, dtype=np.float64)
+        cal = image.dimensional_calibrations[-1]
+        rotation = math.degrees(float(getattr(fp, "rotation_rad", 0.0) or 0.0))
+        self.geometry = ScanGeometry(tuple(self._structural.shape), float(cal.scale) or fov_nm / size,
+                                     cal.units or "nm", rotation)
+        self.structural_params = {"size": int(size), "fov_nm": float(fov_nm), "pixel_time_us": float(pixel_time_us),
+                                  "detector": channel}
+        self._context = self._scan_context()
+        self._exposure_ms = None
+        self._set_exposure(float(exposure_ms))
+        self.blank()
+        self._playing = False
+        spectrum, self.energy = self._grab()   # with the beam blanked: the axis, no dose
+        self.last_energy = self.energy
+        self.signal_shape = spectrum.shape
+
+    # -- the interface ------------------------------------------------------------------------------------
+    @property
+    def scan_shape(self) -> tuple[int, int]:
+        return self.geometry.shape
+
+    def structural_image(self) -> np.ndarray:
+        return self._structural
+
+    def describe(self) -> dict:
+        """Geometry and the structural image's acquisition, for the trace."""
+        return {**self.geometry.describe(), "structural_acquisition": dict(self.structural_params)}
+
+    def acquire(self, y: int, x: int, dwell: float | None = None) -> np.ndarray:
+        fy, fx = self.geometry.to_fraction(int(y), int(x))
+        if self._scan_context() != self._context:
+            raise InstrumentRefused(f"the scan frame changed on the instrument (now {self._scan_context()}, the run's "
+                                    f"is {self._context}): positions would land elsewhere")
+        self._set_exposure(self._exposure_ms if dwell is None else float(dwell) * 1000.0)
+        self.instrument.set_probe_position(self._G.FloatPoint(y=fy, x=fx))
+        spectrum, self.last_energy = self._grab()
+        return spectrum
+
+    def blank(self) -> None:
+        self.instrument.SetVal("C_Blank", 1.0)
+
+    def unblank(self) -> None:
+        self.instrument.SetVal("C_Blank", 0.0)
+
+    def abort(self) -> None:
+        self.eels.abort_playing()
+        self._playing = False
+
+    def close(self) -> None:
+        try:
+            if self._playing:
+                self.eels.stop_playing(sync_timeout=5.0)
+            self._playing = False
+            self.blank()
+            self.instrument.set_probe_position(None)
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+                self._on_close = None
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _scan_context(self) -> str:
+        c = self.instrument.scan_context
+        return f"{c.size} {c.fov_nm} nm {getattr(c, 'rotation_rad', 0.0)} rad"
+
+    def _set_exposure(self, ms: float) -> None:
+        if ms == self._exposure_ms:
+            return
+        fp = self.eels.get_current_frame_parameters()
+        fp.exposure_ms = float(ms)
+        self.eels.set_current_frame_parameters(fp)
+        self._exposure_ms = float(ms)
+
+    def _grab(self) -> tuple[np.ndarray, EnergyAxis]:
+        """The next frame that starts after now (the probe is where it was sent), summed to a spectrum."""
+        if not self._playing:
+            self.eels.start_playing()
+            self._playing = True
+        frame = self.eels.grab_next_to_start()[0]
+        data = np.asarray(frame.data, dtype=np.float64)
+        spectrum = data.reshape(-1, data.shape[-1]).sum(0)
+        cal = frame.dimensional_calibrations[-1]
+        return spectrum, EnergyAxis(spectrum.size, float(cal.offset), float(cal.scale), cal.units or "eV")
+
+
+# -- Nion's simulated STEM, headless ---------------------------------------------------------------------------
+_USIM = {"config": None, "dir": None}
+
+
+def _start_usim(sample_index: int):
+    import tempfile
+
+    from nion.instrumentation import HardwareSource, camera_base, scan_base
+    from nion.usim_device import DeviceConfiguration
+
+    _stop_usim()
+    folder = tempfile.TemporaryDirectory(prefix="napari-hae-usim-")
+    HardwareSource.run()
+    camera_base.run(folder.name)
+    scan_base.run(folder.name)
+    # set_configuration_location=False: the default would delete and re-create ./test_data
+    cfg = DeviceConfiguration.AcquisitionContextConfiguration(sample_index=sample_index,
+                                                              set_configuration_location=False)
+    cfg.run()
+    _USIM.update(config=cfg, dir=folder)
+    hsm = HardwareSource.HardwareSourceManager()
+    scan = hsm.get_hardware_source_for_hardware_source_id(cfg.scan_module.device.scan_device_id)
+    eels = hsm.get_hardware_source_for_hardware_source_id(cfg.eels_camera_device_id)
+    return scan, eels, cfg.instrument
+
+
+def _stop_usim():
+    cfg = _USIM["config"]
+    if cfg is None:
+        return
+    from nion.instrumentation import HardwareSource, camera_base, scan_base
+
+    cfg.stop()
+    camera_base.stop()
+    scan_base.stop()
+    HardwareSource.stop()
+    _USIM["dir"].cleanup()
+    _USIM.update(config=None, dir=None)
+
+
+def usim(data=None, *, seed: int = 0, sample_index: int = 0, **frame) -> NionMicroscope:
+    """Nion Swift's simulated STEM (nionswift-usim), started headless in this process."""
+    _need_nion()
+    try:
+        from nion.usim_device import DeviceConfiguration  # noqa: F401
+    except ImportError as exc:
+        raise HAEInputError(f"Nion's simulated STEM is not installed ({exc}).",
+                            'pip install "napari-hae[nion]" (it brings nionswift-usim).') from exc
+    scan, eels, instrument = _start_usim(int(sample_index))
+    try:
+        return NionMicroscope(scan, eels, instrument, on_close=_stop_usim, **frame)
+    except BaseException:
+        _stop_usim()
+        raise
+
+
+usim.params = (ParamSpec("sample_index", 0, "", 0, 10, "which of usim's simulated samples"), *FRAME_PARAMS)
+
+
+def swift(data=None, *, seed: int = 0, scan_id: str = "", eels_id: str = "", **frame) -> NionMicroscope:
+    """The hardware sources of a running Nion Swift (on the microscope PC)."""
+    _need_nion()
+    from nion.instrumentation import HardwareSource
+    from nion.utils import Registry
+
+    hsm = HardwareSource.HardwareSourceManager()
+    sources = {h.hardware_source_id: h for h in hsm.hardware_sources}
+    for name, hid in (("scan_id", scan_id), ("eels_id", eels_id)):
+        if hid not in sources:
+            raise HAEInputError(f"No Nion hardware source {hid!r} ({name}).", f"choose one of {sorted(sources)}.")
+    instrument = Registry.get_component("stem_controller")
+    if instrument is None:
+        raise HAEInputError("Nion Swift has no STEM controller registered.",
+                            "start napari-hae inside Nion Swift's Python (where the instrument is registered).")
+    return NionMicroscope(sources[scan_id], sources[eels_id], instrument, **frame)
+
+
+swift.params = (ParamSpec("scan_id", "", help="the scan hardware source id (as in Nion Swift)"),
+                ParamSpec("eels_id", "", help="the EELS camera hardware source id"), *FRAME_PARAMS)
