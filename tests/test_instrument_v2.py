@@ -2,6 +2,7 @@
 blanked while the model fits, one acquisition in flight at most (abort, a timeout that grows with the dwell),
 permanent errors not retried, a reconnect hook tried before pausing."""
 
+import re
 import threading
 import time
 
@@ -18,6 +19,8 @@ from napari_hae.core.run.experiment import Experiment
 class LiveFake(SimulatedMicroscope):
     """A simulated microscope with a live instrument's capabilities, logging every call and how many
     acquisitions ran at once."""
+
+    replays = False   # a live instrument (its structural image is acquired, not stored)
 
     def __init__(self, data, exposure=0.0, abort_works=True):
         super().__init__(data)
@@ -176,3 +179,89 @@ def test_a_lost_connection_is_reconnected_before_the_run_pauses(small_sample):
     assert exp.done and mic.reconnects == 1
     assert any("reconnected" in e["message"] for e in exp.trace.events)
     exp.close()
+
+
+class Drifted(LiveFake):
+    """The same specimen after the stage drifted by ``d`` pixels: what was at pixel p is now at p + d (a fresh,
+    noisy structural image of it), and a spectrum at instrument pixel q is the specimen's at q - d."""
+
+    def __init__(self, data, d, noise=0.02, seed=1):
+        super().__init__(data)
+        self.d = d
+        rng = np.random.default_rng(seed)
+        img = np.roll(data.structural, d, axis=(0, 1))
+        self.image = img + noise * float(img.std()) * rng.standard_normal(img.shape)
+
+    def structural_image(self):
+        return self.image
+
+    def acquire(self, y, x, dwell=None):
+        ny, nx = self.scan_shape
+        return super().acquire((y - self.d[0]) % ny, (x - self.d[1]) % nx, dwell)
+
+
+def test_resume_on_a_reacquired_image_registers_the_drift_and_measures_where_the_run_left_off(small_sample,
+                                                                                              tmp_path):
+    exp = Experiment(LiveFake(small_sample), fast_settings(budget=6), journal=tmp_path / "j.bin")
+    exp.run(3)
+    exp.close()                                                       # the process dies here
+    mic = Drifted(small_sample, (2, -3))
+    exp = Experiment.resume(tmp_path / "j.bin", mic, journal=tmp_path / "j.bin", append_journal=True)
+    assert np.array_equal(exp.structural, small_sample.structural)   # the run's frame: the recorded image
+    said = [e["message"] for e in exp.trace.events if "registered" in e["message"]]
+    assert len(said) == 1 and "shift (dy, dx) = (2, -3) px" in said[0]
+    exp.run()
+    assert exp.done and len(set(exp.trace.positions)) == exp.trace.n_points == 12
+    for p, s in zip(exp.trace.positions[9:], exp.trace.spectra[9:]):   # where the run's image says
+        np.testing.assert_array_equal(s, small_sample.spectrum(*p))
+    exp.close()
+
+
+def test_resume_on_an_image_that_does_not_register_is_refused_and_replays_still_need_the_same_image(
+        small_sample, tmp_path):
+    exp = Experiment(LiveFake(small_sample), fast_settings(budget=4), journal=tmp_path / "j.bin")
+    exp.run(2)
+    exp.close()
+    other = Drifted(small_sample, (0, 0))
+    other.image = np.random.default_rng(5).random(small_sample.scan_shape)   # another field altogether
+    with pytest.raises(HAEInputError, match=r"could not be registered to the recorded one .* Fix: "):
+        Experiment.resume(tmp_path / "j.bin", other)
+    replay = SimulatedMicroscope(small_sample)
+    replay.data = Drifted(small_sample, (2, -3)).data
+    replay.structural_image = lambda: np.roll(small_sample.structural, 1, axis=0)
+    with pytest.raises(HAEInputError, match="structural image differs from the one recorded"):
+        Experiment.resume(tmp_path / "j.bin", replay)
+
+
+def test_an_energy_axis_that_changes_mid_run_pauses_the_run_and_mixes_nothing(small_sample):
+    from napari_hae.core.data.dataset import EnergyAxis
+
+    mic = LiveFake(small_sample)
+    e = small_sample.energy
+    mic.last_energy = e
+    exp = Experiment(mic, fast_settings(budget=3))
+    exp.run(1)
+    n = exp.trace.n_points
+    mic.last_energy = EnergyAxis(e.size, e.offset + 0.5, e.scale, e.units)   # the drift tube moved by 0.5 eV
+    with pytest.raises(MicroscopeFault, match=r"energy axis changed mid-run at \(y, x\) = .*: offset "
+                                              r"[-0-9.]+ -> [-0-9.]+ eV.* this one is not recorded.* Fix: restore"):
+        exp.step()
+    assert exp.trace.n_points == n and any("energy axis changed" in ev["message"] for ev in exp.trace.events)
+    mic.last_energy = e                                                      # restored: the run goes on
+    exp.run()
+    assert exp.done
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("nosuch", r"Unknown microscope 'nosuch'\. Fix: choose one of \["),
+    ("simulator:zoom=3", r"The microscope 'simulator' has no parameter\(s\) \['zoom'\]\. Fix: its parameters are"),
+    ("remote:timeout=abc", r"got timeout='abc', which is not a number\. Fix: give timeout \(10 s, 0\.1-3600\)"),
+    ("nion-usim:size=3", r"got size=3, which is not >= 8\. Fix: give size \(64 px, 8-4096\)"),
+])
+def test_bad_microscope_names_and_options_are_clear_errors(spec, match, capsys):
+    from napari_hae.cli import main
+
+    data = ["--sample", "nanoparticles"] if spec.startswith("simulator") else []
+    assert main(["run", *data, "--microscope", spec, "--steps", "1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "Fix:" in err, err

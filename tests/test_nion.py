@@ -107,3 +107,36 @@ def test_the_cli_runs_on_the_simulated_nion_stem_and_the_trace_holds_the_geometr
     pos = t.positions_array()
     corr = np.corrcoef(h[pos[:, 0], pos[:, 1]], t.values)[0, 1]
     assert corr > 0.5 and not math.isnan(corr), corr
+
+
+@pytest.mark.slow   # two processes on the simulated instrument (~40 s)
+def test_a_killed_nion_run_resumes_on_a_fresh_haadf_registered_to_the_recorded_one(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from napari_hae.core.record.trace import Trace
+
+    out = tmp_path / "nion"
+    cmd = [sys.executable, "-m", "napari_hae.cli", "run", "--microscope", "nion-usim:size=32,exposure_ms=2",
+           "--steps", "15", "--band", str(BAND[0]), str(BAND[1]), "--patch", "8", "--out", str(out), "-q"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        journal = out / "trace.journal"
+        if journal.exists() and Trace.load(journal).n_steps >= 4:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
+    proc.kill()                                                          # mid-run, no clean-up
+    proc.wait()
+    before = Trace.load(out)
+    done = subprocess.run([sys.executable, "-m", "napari_hae.cli", "run", "--resume", str(out), "-q"],
+                          capture_output=True, text=True, timeout=300)   # a new process: a fresh instrument
+    assert done.returncode == 0, done.stderr
+    t = Trace.load(out / "trace.h5")
+    assert t.n_steps == 15 and len(set(t.positions)) == t.n_points == 25   # no point measured twice
+    assert t.positions[:before.n_points] == before.positions
+    said = [e["message"] for e in t.events if "was registered to the recorded one" in e["message"]]
+    assert len(said) == 1 and "shift (dy, dx) = (0, 0) px" in said[0] and "nm)" in said[0], said
+    assert np.array_equal(t.structural, before.structural)               # the run's frame stays the recorded one

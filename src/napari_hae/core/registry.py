@@ -105,6 +105,18 @@ class Entry:
         return [p.name for p in self.params]
 
 
+def _misfit(v, spec: ParamSpec) -> str:
+    """Why ``v`` is not a number of ``spec``'s kind (an int: whole) within its range ("" when it is)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or \
+            (spec.kind is int and float(v) != int(v)):
+        return "not a whole number" if spec.kind is int else "not a number"
+    if spec.low is not None and v < spec.low:
+        return f"not >= {spec.low:g}"
+    if spec.high is not None and v > spec.high:
+        return f"not <= {spec.high:g}"
+    return ""
+
+
 class Registry:
     """Named plug-ins of one kind, filled by decorators and by the entry-point group ``group``."""
 
@@ -172,9 +184,15 @@ class Registry:
             raise HAEInputError(f"The {self.kind} {name!r} has no parameter(s) {sorted(unknown)}.",
                                 f"its parameters are {entry.param_names() or 'none'}.")
         for spec in entry.params:
-            if spec.choices and spec.name in params and params[spec.name] not in spec.choices:
-                raise HAEInputError(f"The {self.kind} {name!r} got {spec.name}={params[spec.name]!r}.",
+            if spec.name not in params:
+                continue
+            v = params[spec.name]
+            if spec.choices and v not in spec.choices:
+                raise HAEInputError(f"The {self.kind} {name!r} got {spec.name}={v!r}.",
                                     f"use one of {list(spec.choices)}.")
+            if spec.kind in (int, float) and (why := _misfit(v, spec)):
+                raise HAEInputError(f"The {self.kind} {name!r} got {spec.name}={v!r}, which is {why}.",
+                                    f"give {spec.describe()}.")
 
     def __contains__(self, name) -> bool:
         self.load_entry_points()

@@ -28,7 +28,9 @@ MIN_GRACE = 1.0   # s an acquisition that timed out (and was aborted) gets to re
 
 
 def takes_dwell(microscope) -> bool:
-    """Whether ``microscope.acquire`` takes a ``dwell`` keyword."""
+    """Whether ``microscope.acquire`` takes a ``dwell`` keyword (a wrapper's: its ``inner`` microscope's)."""
+    while hasattr(type(microscope), "inner") or "inner" in getattr(microscope, "__dict__", {}):
+        microscope = microscope.inner
     try:
         params = inspect.signature(microscope.acquire).parameters
     except (TypeError, ValueError):   # a C or remote callable without a signature: ask it for nothing new

@@ -49,6 +49,8 @@ class SimulatedMicroscope:
     seed : random seed of the noise.
     """
 
+    replays = True   # pre-acquired data: a resume needs the very same structural image
+
     def __init__(self, data: SpectrumImage, noise: str | None = None, dose: float = 1.0, seed: int = 0):
         if noise not in (None, "poisson"):
             raise HAEInputError(f"Unknown noise model {noise!r}.", "use None or 'poisson'.")

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..data.patches import flat_index
 from ..errors import HAEInputError
+from ..instrument.registration import Registered, register
 from ..record.trace import Trace
 from . import interventions as iv
 from .settings import ExperimentSettings
@@ -16,12 +17,17 @@ def resume(cls, trace, microscope, journal=None, append_journal: bool = False, m
            budget: int | None = None):
     if not isinstance(trace, Trace):
         trace = Trace.load(trace)
+    new = np.asarray(microscope.structural_image(), dtype=np.float64)
+    registered = None
+    if new.shape != trace.structural.shape or not np.allclose(new, trace.structural):
+        if getattr(microscope, "replays", False):   # pre-acquired data: only the very same image is the same run
+            raise HAEInputError(
+                "The microscope's structural image differs from the one recorded in the trace.",
+                "resume on the same dataset / the same scan region the run started on.")
+        registered = register(trace.structural, new)   # a live instrument: acquired again, maybe drifted
+        microscope = Registered(microscope, trace.structural, registered[0])
     exp = cls(microscope, ExperimentSettings.from_dict(trace.settings), dataset_info=trace.dataset,
               model_factory=model_factory)
-    if exp.structural.shape != trace.structural.shape or not np.allclose(exp.structural, trace.structural):
-        raise HAEInputError(
-            "The microscope's structural image differs from the one recorded in the trace.",
-            "resume on the same dataset / the same scan region the run started on.")
     exp.trace = trace
     if trace.n_points:
         exp.measured[flat_index(trace.positions_array(), exp.scan_shape)] = True
@@ -34,6 +40,16 @@ def resume(cls, trace, microscope, journal=None, append_journal: bool = False, m
     if journal is not None:
         trace.attach_journal(journal, append=append_journal)
     trace.add_event(trace.n_steps, f"resumed with {trace.n_points} points and {trace.n_steps} steps measured")
+    if registered is not None:
+        (dy, dx), sub, corr = registered
+        gone = ~microscope.reachable().ravel() & ~exp.measured
+        exp.avoid |= gone
+        size, units = trace.dataset.get("pixel_size", 1.0), trace.dataset.get("pixel_units", "px")
+        trace.add_event(trace.n_steps, f"the re-acquired structural image was registered to the recorded one: shift "
+                                       f"(dy, dx) = ({dy}, {dx}) px ({sub[0]:.2f}, {sub[1]:.2f} px sub-pixel; "
+                                       f"{dy * size:.3g}, {dx * size:.3g} {units}), correlation {corr:.2f}; "
+                                       f"positions are sent there; {int(gone.sum())} that drifted out of the field "
+                                       "are avoided")
     if budget is not None and int(budget) != exp.settings.budget:
         exp.set_budget(int(budget))
     return exp
