@@ -11,6 +11,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from ..core.errors import HAEInputError, sentence
+from ..core.instrument.adapters import close_microscope
 from ..core.record.trace import JOURNAL_NAME
 from ..core.run.diagnostics import calibration_verdict, window_verdict
 from ..core.run.driver import Event
@@ -212,7 +213,7 @@ class RunActions(MicroscopeActions):
         if self.experiment is not None:
             self.view.show_run(self.experiment, self.layer_combo.value)   # the final state, drawn now
             self._enable_replay(self.experiment.trace)
-            if not self.status.value.startswith(("Run ", "Paused")):   # a run's end and a pause stay said
+            if not self.status.value.startswith("Run "):
                 self._finished_status()
         self._update_buttons()
 
@@ -220,5 +221,6 @@ class RunActions(MicroscopeActions):
         exp = self.experiment
         where = f" Journal: {exp.trace.journal.path}." if exp.trace.journal is not None else ""
         exp.close()
+        close_microscope(exp.microscope)   # a live instrument: the beam blanked, its cameras stopped
         self.status.value = (f"Run {'finished' if exp.done else 'stopped'}: {exp.trace.n_steps} steps, "
                              f"{exp.trace.n_points} spectra.{where} Save the trace to keep it as HDF5.")
