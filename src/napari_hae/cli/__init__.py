@@ -13,7 +13,8 @@ warnings.filterwarnings("ignore", category=FutureWarning)   # torch's own deprec
 import importlib  # noqa: E402
 
 # subcommand -> module; a command imports only its own module, so 'serve' on a microscope PC needs no torch
-SUBCOMMANDS = {"run": "run", "serve": "serve", "sweep": "sweep", "sweep-report": "sweep", "report": "report"}
+SUBCOMMANDS = {"run": "run", "serve": "serve", "sweep": "sweep", "sweep-report": "sweep", "report": "report",
+               "check-microscope": "check"}
 
 
 def build_parser(argv=None) -> argparse.ArgumentParser:

@@ -12,8 +12,10 @@ from . import _options as opt
 
 
 def add_parser(sub) -> None:
-    sv = sub.add_parser("serve", help="serve a (simulated) microscope over the network for 'run --microscope'")
-    opt.add_source(sv, required=True)
+    sv = sub.add_parser("serve", help="serve a microscope (any adapter) over the network for 'run --microscope'")
+    opt.add_source(sv, required=False)
+    sv.add_argument("--microscope", metavar="NAME[:PARAM=V,...]", default="simulator",
+                    help="the adapter to serve (default: the simulator on --sample/--spectrum), e.g. nion-usim")
     sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     sv.add_argument("--port", type=_port, default=5555, help="TCP port (0: any free port; default 5555)")
     sv.add_argument("--token", help="require this access token (default: $NAPARI_HAE_TOKEN if set)")
@@ -60,20 +62,38 @@ def _curve_secret(args) -> str | None:
 
 
 def cmd_serve(args) -> int:
-    """Serve a simulated microscope (on pre-acquired data) until Ctrl-C."""
+    """Serve a microscope (the simulator on pre-acquired data, or any adapter) until Ctrl-C."""
+    from ..core.errors import HAEInputError
+    from ..core.instrument.adapters import MICROSCOPES, close_microscope, make_microscope
     from ..core.instrument.remote import MicroscopeServer
 
-    data = load_source(opt.source(args))
-    mic = opt.simulator(data, args.noise, args.random_seed)
+    name, params = opt.microscope(args)
+    needs_data = MICROSCOPES.get(name).extra.get("needs_data")
+    if needs_data and not (args.sample or args.spectrum):
+        raise HAEInputError(f"The {name!r} microscope replays pre-acquired data, but none was given.",
+                            "give --sample NAME or --spectrum FILE, or serve a live adapter (--microscope NAME).")
+    if not needs_data and (args.sample or args.spectrum):
+        raise HAEInputError(f"--sample/--spectrum give data to replay, but the {name!r} microscope brings its own.",
+                            f"drop them for --microscope {name}, or serve the simulator.")
+    data = load_source(opt.source(args)) if needs_data else None
+    mic = opt.simulator(data, args.noise, args.random_seed) if name == "simulator" else \
+        make_microscope(name, data, seed=args.random_seed, **params)
+    label = data.name if data is not None else getattr(mic, "name", name)
     token = opt.token(args)
-    server = MicroscopeServer(mic, host=args.host, port=args.port, token=token, name=data.name,
-                              curve_secret_key=_curve_secret(args), allow_insecure=args.insecure)
-    print(f"serving {data.name} {data.scan_shape[0]}x{data.scan_shape[1]} on {server.address}"
-          f"{' (token required)' if token else ''}", flush=True)
+    try:
+        server = MicroscopeServer(mic, host=args.host, port=args.port, token=token, name=label,
+                                  curve_secret_key=_curve_secret(args), allow_insecure=args.insecure)
+    except BaseException:
+        close_microscope(mic)
+        raise
+    ny, nx = mic.scan_shape
+    print(f"serving {label} {ny}x{nx} on {server.address}{' (token required)' if token else ''}", flush=True)
     if server.public_key:
         print(f"CURVE public key (give it to clients as server_key): {server.public_key}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         server.close()
+    finally:
+        close_microscope(mic)   # a live instrument: the beam blanked, its cameras stopped
     return 0

@@ -31,6 +31,9 @@ def takes_dwell(microscope) -> bool:
     """Whether ``microscope.acquire`` takes a ``dwell`` keyword (a wrapper's: its ``inner`` microscope's)."""
     while hasattr(type(microscope), "inner") or "inner" in getattr(microscope, "__dict__", {}):
         microscope = microscope.inner
+    caps = getattr(microscope, "capabilities", None)
+    if isinstance(caps, dict):   # a client of a served instrument says what the instrument behind it can do
+        return bool(caps.get("dwell"))
     try:
         params = inspect.signature(microscope.acquire).parameters
     except (TypeError, ValueError):   # a C or remote callable without a signature: ask it for nothing new
@@ -39,6 +42,9 @@ def takes_dwell(microscope) -> bool:
 
 
 def can_blank(microscope) -> bool:
+    caps = getattr(microscope, "capabilities", None)
+    if isinstance(caps, dict) and not caps.get("blank"):
+        return False
     return callable(getattr(microscope, "blank", None)) and callable(getattr(microscope, "unblank", None))
 
 

@@ -143,7 +143,11 @@ class NionMicroscope:
         if not self._playing:
             self.eels.start_playing()
             self._playing = True
-        frame = self.eels.grab_next_to_start()[0]
+        frames = self.eels.grab_next_to_start()
+        if not frames or frames[0] is None:   # aborted while waiting: no frame (transient, retried)
+            self._playing = False
+            raise RuntimeError("the EELS camera returned no frame (acquisition aborted)")
+        frame = frames[0]
         data = np.asarray(frame.data, dtype=np.float64)
         spectrum = data.reshape(-1, data.shape[-1]).sum(0)
         cal = frame.dimensional_calibrations[-1]

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from ..data.dataset import EnergyAxis
-from ..errors import HAEInputError
+from ..errors import HAEInputError, InstrumentRefused
+from .guard import can_blank, takes_dwell
 
 log = logging.getLogger(__name__)
 PROTOCOL = "napari-hae-microscope/1"
@@ -183,14 +184,18 @@ class MicroscopeServer:
         if op == "info":
             e = m.energy
             return {"ok": True, "protocol": PROTOCOL, "name": self.name, "scan_shape": list(m.scan_shape),
-                    "signal_shape": list(m.signal_shape), "energy": None if e is None else e.to_dict()}, None
+                    "signal_shape": list(m.signal_shape), "energy": None if e is None else e.to_dict(),
+                    "capabilities": {"dwell": takes_dwell(m), "blank": can_blank(m)},
+                    "describe": m.describe() if callable(getattr(m, "describe", None)) else {}}, None
         if op == "structural_image":
             return {"ok": True}, np.asarray(m.structural_image(), dtype=np.float64)
         if op == "status":
             return {"ok": True, "blanked": self.blanked, "position": getattr(m, "position", None),
                     "requests": self.n_requests, "acquisitions": self.n_acquisitions}, None
-        if op == "blank":
+        if op == "blank":   # the served instrument's own blanking, where it has one
             self.blanked = header.get("on", True)
+            if can_blank(m):
+                (m.blank if self.blanked else m.unblank)()
             return {"ok": True, "blanked": self.blanked}, None
         if op in ("acquire", "move"):
             y, x = header["y"], header["x"]
@@ -202,8 +207,11 @@ class MicroscopeServer:
                 if hasattr(m, "position"):
                     m.position = (y, x)
                 return {"ok": True}, None
-            self.blanked = False
-            spectrum = np.asarray(m.acquire(y, x), dtype=np.float64)
+            dwell = header.get("dwell")
+            if dwell is not None and not takes_dwell(m):
+                return {"ok": False, "kind": "bad_request",
+                        "error": "the served microscope takes no dwell (its acquire(y, x) has none)"}, None
+            spectrum = np.asarray(m.acquire(y, x, **({} if dwell is None else {"dwell": dwell})), dtype=np.float64)
             self.n_acquisitions += 1
             return {"ok": True}, spectrum
         # shutdown: only an authenticated client may stop the server
@@ -226,6 +234,8 @@ class MicroscopeServer:
             return self._handle(header)
         except HAEInputError as exc:
             return {"ok": False, "kind": "bad_request", "error": str(exc)}, None
+        except InstrumentRefused as exc:   # the instrument's "no": the client does not retry it
+            return {"ok": False, "kind": "refused", "error": str(exc)}, None
         except Exception as exc:  # the instrument failed: tell the client, keep serving
             log.exception("the instrument failed on %s", header.get("op"))
             return {"ok": False, "kind": "instrument_error", "error": f"{type(exc).__name__}: {exc}"}, None
@@ -296,6 +306,9 @@ class RemoteMicroscope:
         self._signal_shape = tuple(info["signal_shape"])
         self._energy = EnergyAxis(**info["energy"]) if info.get("energy") else None
         self.name = info.get("name", "remote")
+        # what the served instrument can do (older servers: nothing beyond acquire)
+        self.capabilities = {"dwell": False, "blank": False, **info.get("capabilities", {})}
+        self._describe = dict(info.get("describe") or {})
         self._structural = None
 
     def _socket(self):
@@ -339,6 +352,8 @@ class RemoteMicroscope:
             if kind == "out_of_field":
                 raise HAEInputError(f"The microscope server refused the position: {msg}.",
                                     "pick a position inside the scan field.")
+            if kind == "refused":
+                raise InstrumentRefused(msg)
             raise RemoteRefused(kind, msg)
         return reply, arr
 
@@ -373,6 +388,13 @@ class RemoteMicroscope:
 
     def blank(self, on: bool = True) -> None:
         self.request("blank", on=bool(on))
+
+    def unblank(self) -> None:
+        self.request("blank", on=False)
+
+    def describe(self) -> dict:
+        """The served instrument's geometry (pixel size in nm...), as it describes itself."""
+        return dict(self._describe)
 
     def status(self) -> dict:
         return self.request("status")[0]

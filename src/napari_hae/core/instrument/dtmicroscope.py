@@ -1,0 +1,124 @@
+"""pycroscopy's DTMicroscope digital twin (``pip install "napari-hae[dtmicroscope]"``): a Pyro5 client of its STEM
+server.
+
+The server's calls, as DTMicroscope's ``server_stem`` defines them: ``initialize_microscope("STEM")``,
+``register_data(path)``, ``get_overview_image()``, ``get_point_data(key, x, y)`` and
+``get_spectrum_image_e_axis(key)``; arrays come back as ``(list, shape, dtype)``. Its ``x`` is the ROW index (it
+indexes ``dataset[key][x][y]``): this adapter passes the run's row y as DTMicroscope's x, and nowhere else is that
+convention known. Its energies come without units: they are taken as ``energy_units`` (eV unless told).
+
+A real server: ``python server_stem.py`` in DTMicroscope's ``DTMicroscope/server`` folder (port 9091), then
+``napari-hae run --microscope dtmicroscope:uri=PYRO:microscope.server@HOST:9091,data_source=PATH``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.dataset import EnergyAxis
+from ..errors import HAEInputError, InstrumentDisconnected, InstrumentRefused
+from ..registry import ParamSpec
+
+
+def _array(reply) -> np.ndarray:
+    """A DTMicroscope array: ``(list, shape, dtype)``, or a plain list."""
+    if isinstance(reply, (list, tuple)) and len(reply) == 3 and isinstance(reply[2], str):
+        data, shape, dtype = reply
+        return np.asarray(data, dtype=dtype).reshape(tuple(shape))
+    return np.asarray(reply)
+
+
+class DTMicroscope:
+    """A DTMicroscope STEM server (Pyro5)."""
+
+    replays = False   # the server may replay a file, but napari-hae cannot see it: a resume registers its image
+
+    def __init__(self, uri: str, data_source: str = "", spectrum_key: str = "Channel_001",
+                 initialize: bool = True, energy_units: str = "eV"):
+        try:
+            import Pyro5.api
+            import Pyro5.errors
+        except ImportError as exc:
+            raise HAEInputError(f"Pyro5 is not installed ({exc}).",
+                                'pip install "napari-hae[dtmicroscope]".') from exc
+        self._api, self._errors = Pyro5.api, Pyro5.errors
+        self.uri, self.key, self.name = uri, spectrum_key, f"DTMicroscope at {uri}"
+        self._proxy = self._connect()
+        try:
+            if initialize:
+                self._call("initialize_microscope", "STEM")
+            if data_source:
+                self._call("register_data", data_source)
+            self._structural = np.asarray(_array(self._call("get_overview_image")), dtype=np.float64)
+            energies = np.asarray(_array(self._call("get_spectrum_image_e_axis", spectrum_key)), np.float64).ravel()
+        except InstrumentDisconnected as exc:
+            raise HAEInputError(f"No DTMicroscope server answers at {uri} ({exc}).",
+                                "start it (python server_stem.py in DTMicroscope/server) or check the uri.") from exc
+        if self._structural.ndim != 2:
+            raise HAEInputError(f"DTMicroscope's overview image has shape {self._structural.shape}, not (rows, "
+                                "columns).", "register a dataset whose first channel is the HAADF image.")
+        self.energy = self._linear_axis(energies, energy_units)
+        self.signal_shape = (energies.size,)
+
+    @staticmethod
+    def _linear_axis(e: np.ndarray, units: str) -> EnergyAxis:
+        step = np.diff(e)
+        if e.size < 2 or not np.allclose(step, step[0], rtol=1e-6, atol=1e-9 * max(1.0, abs(float(e[-1])))):
+            raise HAEInputError(f"DTMicroscope's energy axis ({e.size} values) is not evenly spaced (steps "
+                                f"{step.min() if step.size else 0:g} to {step.max() if step.size else 0:g}).",
+                                "give a dataset with a linear energy axis (napari-hae's bands assume one).")
+        return EnergyAxis(e.size, float(e[0]), float((e[-1] - e[0]) / (e.size - 1)), units)
+
+    def _connect(self):
+        return self._api.Proxy(self.uri)
+
+    def _call(self, name: str, *args):
+        self._proxy._pyroClaimOwnership()   # Pyro5 proxies belong to one thread: the caller's is now the owner
+        try:
+            return getattr(self._proxy, name)(*args)
+        except self._errors.CommunicationError as exc:   # connection lost or refused: a reconnect may help
+            raise InstrumentDisconnected(f"{type(exc).__name__}: {exc}") from exc
+
+    @property
+    def scan_shape(self) -> tuple[int, int]:
+        return tuple(int(v) for v in self._structural.shape)
+
+    def structural_image(self) -> np.ndarray:
+        return self._structural
+
+    def describe(self) -> dict:
+        return {"scan_shape": list(self.scan_shape), "source_uri": self.uri, "spectrum_key": self.key}
+
+    def acquire(self, y: int, x: int) -> np.ndarray:
+        ny, nx = self.scan_shape
+        if not (0 <= y < ny and 0 <= x < nx):
+            raise InstrumentRefused(f"({y}, {x}) is outside DTMicroscope's {ny} x {nx} field")
+        try:
+            reply = self._call("get_point_data", self.key, int(y), int(x))   # its x is the row
+        except (IndexError, KeyError) as exc:
+            raise InstrumentRefused(f"the server refused ({y}, {x}): {type(exc).__name__}: {exc}") from exc
+        return np.asarray(_array(reply), dtype=np.float64).ravel()
+
+    def reconnect(self) -> None:
+        self.close()
+        self._proxy = self._connect()
+
+    def close(self) -> None:
+        self._proxy._pyroClaimOwnership()   # the run's acquisition thread may own it now
+        self._proxy._pyroRelease()
+
+
+def dtmicroscope(data=None, *, seed: int = 0, uri: str = "PYRO:microscope.server@localhost:9091",
+                 data_source: str = "", spectrum_key: str = "Channel_001", initialize: bool = True,
+                 energy_units: str = "eV") -> DTMicroscope:
+    """pycroscopy's DTMicroscope STEM digital twin, over Pyro5."""
+    return DTMicroscope(uri.strip(), data_source, spectrum_key, initialize, energy_units)
+
+
+dtmicroscope.params = (
+    ParamSpec("uri", "PYRO:microscope.server@localhost:9091", help="the server's Pyro5 URI"),
+    ParamSpec("data_source", "", help="a dataset file on the server to register (empty: the one it has)"),
+    ParamSpec("spectrum_key", "Channel_001", help="the spectrum image's key in the server's dataset"),
+    ParamSpec("initialize", True, help="call initialize_microscope('STEM') first"),
+    ParamSpec("energy_units", "eV", help="units of the server's energies (it sends none)"),
+)

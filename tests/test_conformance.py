@@ -1,0 +1,141 @@
+"""The adapter conformance kit on every shipped adapter: the simulator, the ZeroMQ remote (serving Nion's simulated
+STEM through 'napari-hae serve --microscope'), nion-usim, and dtmicroscope against a DTMicroscope protocol server;
+and on adapters that break the rules, so that each check is seen to fail."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_hae.core.instrument.adapters import make_microscope
+from napari_hae.core.instrument.conformance import check_microscope
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
+
+ALL = ("structural image", "energy axis", "corners", "outside the field", "spectra match the image", "dwell",
+       "blanking", "one acquisition in flight", "resume by registration")
+
+
+def test_the_simulator_conforms(small_sample):
+    report = check_microscope(lambda: make_microscope("simulator", small_sample))
+    assert report.ok, report.text()
+    assert [c.name for c in report.checks] == list(ALL)
+    assert report.outcome("dwell") == "skip" and report.outcome("blanking") == "skip"
+
+
+def test_nion_usim_conforms():
+    pytest.importorskip("nion.usim_device", reason="Nion's simulated STEM (napari-hae[nion]) is absent")
+    report = check_microscope(lambda: make_microscope("nion-usim", None, size=32, exposure_ms=2.0))
+    assert report.ok, report.text()
+    assert {c.name: c.outcome for c in report.checks} == dict.fromkeys(ALL, "pass"), report.text()
+
+
+def test_dtmicroscope_conforms_and_its_row_is_its_x(small_sample):
+    pytest.importorskip("Pyro5", reason="Pyro5 (napari-hae[dtmicroscope]) is absent")
+    from dtm_server import serve
+
+    data = _non_square(small_sample)
+    uri, server, stop = serve(data)
+    try:
+        mic = make_microscope("dtmicroscope", None, uri=uri)
+        assert server.initialized == "STEM" and mic.scan_shape == (48, 40)
+        for y, x in ((0, 39), (47, 0), (20, 31)):      # a swapped row and column would fail (or IndexError)
+            np.testing.assert_array_equal(mic.acquire(y, x), data.spectra[y, x])
+        e = mic.energy
+        assert (e.size, e.offset, e.scale, e.units) == (data.energy.size, pytest.approx(data.energy.offset),
+                                                        pytest.approx(data.energy.scale, rel=1e-9), "eV")
+        mic.close()
+        report = check_microscope(lambda: make_microscope("dtmicroscope", None, uri=uri))
+        assert report.ok, report.text()
+    finally:
+        stop()
+
+
+def _non_square(data):
+    from napari_hae.core.data.dataset import SpectrumImage
+
+    return SpectrumImage(structural=data.structural[:, :40].copy(), spectra=data.spectra[:, :40].copy(),
+                         energy=data.energy, name="non-square")
+
+
+@pytest.mark.slow   # a server process with Nion's simulated STEM
+def test_the_remote_adapter_conforms_serving_any_adapter(tmp_path):
+    pytest.importorskip("nion.usim_device", reason="Nion's simulated STEM (napari-hae[nion]) is absent")
+    cmd = [sys.executable, "-m", "napari_hae.cli", "serve", "--microscope", "nion-usim:size=32,exposure_ms=2",
+           "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NAPARI_HAE_TOKEN": ""})
+    try:
+        line = proc.stdout.readline()
+        assert "serving Nion" in line and " on tcp://127.0.0.1:" in line, proc.stderr.read()
+        address = line.split(" on ")[1].split()[0]
+        report = check_microscope(lambda: make_microscope("remote", None, address=address))
+        assert report.ok, report.text()
+        assert report.outcome("dwell") == "pass" and report.outcome("blanking") == "pass", report.text()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+class Swapped(SimulatedMicroscope):
+    def acquire(self, y, x):
+        return super().acquire(x, y)
+
+
+class Raises(SimulatedMicroscope):
+    def acquire(self, y, x):
+        return self.data.spectra[y, x].astype(float)      # outside the field: IndexError, not a refusal
+
+
+class Blind(SimulatedMicroscope):
+    replays = False
+
+    def acquire(self, y, x, dwell=None):                  # takes a dwell and ignores it
+        return super().acquire(y, x)
+
+    def blank(self):
+        pass
+
+    def unblank(self):
+        pass
+
+
+def test_each_check_fails_on_an_adapter_that_breaks_it(small_sample):
+    data = _non_square(small_sample)
+    assert check_microscope(lambda: Swapped(data)).outcome("corners") == "fail"
+    square = check_microscope(lambda: Swapped(small_sample))
+    assert square.outcome("spectra match the image") == "fail", square.text()
+    assert check_microscope(lambda: Raises(small_sample)).outcome("outside the field") == "fail"
+    blind = check_microscope(lambda: Blind(small_sample))
+    assert blind.outcome("dwell") == "fail" and blind.outcome("blanking") == "pass", blind.text()
+    rng = np.random.default_rng(0)
+    noise = check_microscope(lambda: _with_image(small_sample, rng.random(small_sample.scan_shape)))
+    assert noise.outcome("resume by registration") == "fail", noise.text()
+
+
+def _with_image(data, image):
+    mic = SimulatedMicroscope(data)
+    mic.structural_image = lambda: image
+    return mic
+
+
+def test_check_microscope_prints_the_table_and_fails_a_broken_adapter(capsys):
+    from napari_hae.cli import main
+    from napari_hae.core.instrument.adapters import MICROSCOPES, register_microscope
+
+    assert main(["check-microscope", "simulator", "--sample", "nanoparticles"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  corners" in out and out.rstrip().endswith("simulator: conforms (2 checks skipped: capabilities it "
+                                                            "does not have)")
+
+    @register_microscope("test-swapped", needs_data=True)
+    def swapped(data, *, seed=0):
+        return Swapped(_non_square(data))
+
+    try:
+        assert main(["check-microscope", "test-swapped", "--sample", "nanoparticles"]) == 1
+        out = capsys.readouterr().out
+        assert "FAIL  corners" in out and "test-swapped: FAILS corners" in out
+    finally:
+        MICROSCOPES.pop("test-swapped")
