@@ -29,7 +29,7 @@ from ..record.trace import Trace
 from ..targets.objective import Objective
 from ..targets.scalarizers import Scalarizer
 from . import interventions as iv
-from . import picking
+from . import memory, picking
 from .diagnostics import STUCK_WINDOW, calibration_scores, step_flags
 from .settings import ExperimentSettings, PolicySpec, ScalarizerSpec
 
@@ -371,12 +371,11 @@ class Experiment:
         s = self.settings   # maps every k steps (and the last); the newest are kept in memory in any case
         self.trace.add_step(record, maps if s.stores_maps(k, self.n_positions) else None, point=point,
                             rng=self.rng.bit_generator.state, latest=maps if s.record_maps else None)
+        memory.after_step(k + 1)   # the free heap back to the OS every few steps (glibc keeps it otherwise)
         return StepResult(k, position, kind, point["value"], record, **maps)
 
     def iter_steps(self, n: int | None = None) -> Iterator[StepResult]:
         """Generator over up to ``n`` steps (default: until the budget); interventions may happen between yields."""
-        if not self.started:
-            self.start()
         count = 0
         while not self.done and (n is None or count < n):
             yield self.step()
