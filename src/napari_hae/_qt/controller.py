@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from napari.qt.threading import create_worker
 
+from ..core.instrument.adapters import close_microscope
 from ..core.run.driver import RunDriver
 
 
@@ -18,6 +19,13 @@ class RunController:
         self.driver: RunDriver | None = None
         self.worker = None
         self.feature_worker = None   # the rVAE feature space training, when one runs
+        # (adapter, params, microscope, LiveImage): a live instrument connected by Acquire image, not yet in a run
+        self.idle_instrument = None
+
+    def close_idle_instrument(self) -> None:
+        if self.idle_instrument is not None:
+            mic, self.idle_instrument = self.idle_instrument[2], None
+            close_microscope(mic)
 
     @property
     def running(self) -> bool:
@@ -87,6 +95,8 @@ class RunController:
         QThreadPool.globalInstance().waitForDone(int(wait * 1000))
         if self.driver is not None:
             self.driver.experiment.close()   # the journal, closed cleanly (it already holds every measurement)
+            close_microscope(self.driver.experiment.microscope)
+        self.close_idle_instrument()
 
     def stop(self):
         if self.driver is not None:

@@ -9,7 +9,7 @@ from napari.utils.notifications import show_error, show_warning
 from .._layers import dataset_of
 from ..core.data.io import TOTAL_INTENSITY_NOTE
 from ..core.errors import HAEInputError
-from ..core.targets.suggest import band_units, suggest_target
+from ..core.targets.suggest import band_units, fallback_target, suggest_target
 from .data_panel import FROM_FILE
 from .layer_view import OBJECTS, SCAN_LAYERS, SEEDS
 
@@ -31,7 +31,8 @@ class DatasetActions:
         self._mean_spectrum = data.mean_spectrum()
         units, per_unit = band_units(data.signal_type)
         self.plot.set_units(units, per_unit)
-        suggestion = suggest_target(data, self._mean_spectrum)
+        suggestion = suggest_target(data, self._mean_spectrum) if self._mean_spectrum is not None else \
+            fallback_target(data.name, data.energy)   # a live instrument: no spectrum before the run
         self.target.set_target(data.energy, units, per_unit, suggestion)
         self.data.fit_to(data)
         layer = self.layer_combo.value

@@ -7,8 +7,10 @@ from __future__ import annotations
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
+from .._layers import DATASET_KEY, dataset_layer_data
 from ..core.errors import HAEInputError
-from ..core.instrument.adapters import MICROSCOPES, make_microscope
+from ..core.instrument.adapters import MICROSCOPES, close_microscope, make_microscope
+from ..core.instrument.live import LiveImage
 
 
 class MicroscopeActions:
@@ -32,12 +34,56 @@ class MicroscopeActions:
     def with_microscope(self, seed: int, then) -> None:
         """Call ``then(mic)`` with the run panel's microscope. An adapter replaying the open data is made at once;
         one that connects to an instrument is made in a worker (no server answering blocked napari for the
-        whole timeout), with Start greyed meanwhile; its error is shown like any other."""
+        whole timeout), with Start greyed meanwhile; its error is shown like any other. The instrument whose image
+        Acquire image opened is used as it is (the run then owns it)."""
         name, params = self.run_panel.microscope()
         if MICROSCOPES.get(name).extra.get("needs_data"):
             then(self._microscope(self.dataset, seed))
             return
-        data = self.dataset
+        live = self.controller.idle_instrument
+        if live is not None and live[:2] == (name, params) and self.dataset is live[3]:
+            self.controller.idle_instrument = None
+            then(live[2])
+            return
+        self._connect(name, params, seed, then)
+
+    def acquire_image(self, *_):
+        """Connect to the run panel's live instrument (in a worker) and open its structural image as a layer, to
+        draw seeds and objects on before Start."""
+        name, params = self.run_panel.microscope()
+        if self.controller.running or self._connecting is not None:
+            show_error("A run is going (or a microscope is connecting): stop it first.")
+            return
+        if MICROSCOPES.get(name).extra.get("needs_data"):
+            self._cannot_start(f"The {name} microscope replays the open dataset: it has no image of its own to "
+                               "acquire. Fix: choose a live instrument (e.g. nion-usim) under microscope.")
+            return
+        self._connect(name, params, int(self.random_seed.value), lambda mic: self._show_instrument(name, params, mic),
+                      data=None)
+
+    def _show_instrument(self, name, params, mic):
+        self.controller.close_idle_instrument()   # one instrument held at a time
+        live = LiveImage.of(mic, name)
+        (image, kw, _), = dataset_layer_data(live)
+        layer = self.viewer.add_image(image, **kw)
+        self.controller.idle_instrument = (name, params, mic, live)
+        self.layer_combo.value = layer
+        ny, nx = live.scan_shape
+        self.status.value = (f"Acquired the {name} structural image ({ny} x {nx} pixels of {live.pixel_size:.4g} "
+                             f"{live.pixel_units}): click seeds or draw objects on it, set the target, then Start.")
+
+    def _refresh_live_layer(self, mic, data):
+        """A new connection's image in place of the layer's (the instrument used by a run was released)."""
+        layer = self.layer_combo.value
+        live = LiveImage.of(mic, self.run_panel.microscope()[0])
+        if layer is not None and layer.metadata.get(DATASET_KEY) is data and live.scan_shape == data.scan_shape:
+            layer.metadata[DATASET_KEY] = live
+            layer.data = live.structural
+            self.status.value = "The structural image was acquired again for this run."
+        return mic
+
+    def _connect(self, name, params, seed, then, data=...):
+        data = self.dataset if data is ... else data
 
         def connect():   # (microscope, error): a raised error, or a returned one, napari would report itself
             try:
@@ -49,8 +95,8 @@ class MicroscopeActions:
         self._connecting = worker
         worker.returned.connect(lambda result: self._connected(then, *result, data))
         worker.finished.connect(self._connect_done)
-        self.status.value = (f"Connecting to the {name} microscope (up to {params.get('timeout', '?')} s); napari "
-                             f"stays usable meanwhile...")
+        wait = f" (up to {params['timeout']:g} s)" if "timeout" in params else ""
+        self.status.value = f"Connecting to the {name} microscope{wait}; napari stays usable meanwhile..."
         worker.start()
         self._update_buttons()
 
@@ -60,8 +106,11 @@ class MicroscopeActions:
                                f"connecting to the microscope failed ({type(error).__name__}: {error})")
             return
         try:
-            then(self._on_grid(mic, data))
+            if isinstance(data, LiveImage):
+                mic = self._refresh_live_layer(mic, data)
+            then(self._on_grid(mic, data) if data is not None else mic)
         except HAEInputError as exc:
+            close_microscope(mic)
             self._cannot_start(exc)
 
     def _connect_done(self):

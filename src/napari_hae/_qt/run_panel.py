@@ -22,6 +22,8 @@ class RunPanel(Container):
         self.microscope_kind = ComboBox(label="microscope", choices=MICROSCOPES.names(), value="simulator",
                                         tooltip="the instrument: an installed microscope adapter")
         self.microscope_params = ParamForm()   # the adapter's parameters, from its specs
+        self.acquire_btn = PushButton(text="Acquire image", tooltip="connect to the live instrument and open its "
+                                      "structural image as a layer: click seeds and draw objects on it, then Start")
         self.object_mode = ComboBox(label="new objects", choices=["avoid", "visit"], value="avoid")
         self.start_btn = PushButton(text="Start", tooltip="start a run (F5)")
         self.pause_btn = PushButton(text="Pause", tooltip="pause after the current step (F6)")
@@ -36,7 +38,7 @@ class RunPanel(Container):
         row = dict(layout="horizontal", labels=False)
         super().__init__(widgets=[
             self.n_seeds, self.budget, self.random_seed, self.microscope_kind, self.microscope_params,
-            self.object_mode,
+            self.acquire_btn, self.object_mode,
             Container(widgets=[self.start_btn, self.pause_btn, self.step_btn], **row),
             Container(widgets=[self.resume_btn, self.stop_btn], **row), self.progress,
             Container(widgets=[self.save_btn, self.load_btn, self.resume_trace_btn], **row)], label="Run")
@@ -44,7 +46,9 @@ class RunPanel(Container):
         self._on_kind()
 
     def _on_kind(self, *_):
-        self.microscope_params.show(MICROSCOPES.get(self.microscope_kind.value).params)
+        entry = MICROSCOPES.get(self.microscope_kind.value)
+        self.microscope_params.show(entry.params)
+        self.acquire_btn.visible = not entry.extra.get("needs_data")   # a live instrument: its own image
 
     def microscope(self) -> tuple[str, dict]:
         """(adapter name, parameters) as the form shows them."""

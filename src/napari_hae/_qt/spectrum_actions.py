@@ -23,7 +23,7 @@ class SpectrumActions:
             self.status.value = "Scalarizer fields are valid: Apply scalarizer during a run, or Start."
 
     def _show_mean_spectrum(self):
-        if self.dataset is not None:
+        if self.dataset is not None and self._mean_spectrum is not None:
             self.show_spectrum(self._mean_spectrum, "mean spectrum")
 
     def show_spectrum(self, spectrum, title: str, sc=None) -> None:
@@ -47,6 +47,8 @@ class SpectrumActions:
             return tr.spectra[i], tr.values[i], "measured"
         data = self.dataset
         spectrum = data.spectrum(y, x)
+        if spectrum is None:   # a live instrument's image: nothing measured there yet
+            return None, float("nan"), "not measured yet"
         return spectrum, float(self.target.scalarizer()(spectrum[None], data.energies)[0]), "pre-acquired"
 
     def _on_click(self, viewer, event):
@@ -59,4 +61,7 @@ class SpectrumActions:
         if not (0 <= y < data.scan_shape[0] and 0 <= x < data.scan_shape[1]):
             return
         spectrum, value, source = self.spectrum_at(y, x)
+        if spectrum is None:
+            self.status.value = f"({y}, {x}) is {source}: a live instrument's spectra exist once the run measures them."
+            return
         self.show_spectrum(spectrum, f"{source} at ({y}, {x}): {value:.4g}")

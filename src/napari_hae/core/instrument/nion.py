@@ -54,6 +54,7 @@ class NionMicroscope:
         self._on_close = on_close
         self._lock = threading.Lock()
         self.name = f"Nion {scan.hardware_source_id} + {eels.hardware_source_id}"
+        self.signal_type = "EELS"
         fp = scan.get_current_frame_parameters()
         fp.size = Geometry.IntSize(int(size), int(size))
         fp.fov_nm = float(fov_nm)
@@ -159,12 +160,17 @@ _USIM = {"config": None, "dir": None}
 
 
 def _start_usim(sample_index: int):
+    import asyncio
     import tempfile
 
     from nion.instrumentation import HardwareSource, camera_base, scan_base
     from nion.usim_device import DeviceConfiguration
 
     _stop_usim()
+    try:   # Nion's registration listeners want an asyncio loop in this thread (a worker thread has none)
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
     folder = tempfile.TemporaryDirectory(prefix="napari-hae-usim-")
     HardwareSource.run()
     camera_base.run(folder.name)
@@ -177,6 +183,11 @@ def _start_usim(sample_index: int):
     hsm = HardwareSource.HardwareSourceManager()
     scan = hsm.get_hardware_source_for_hardware_source_id(cfg.scan_module.device.scan_device_id)
     eels = hsm.get_hardware_source_for_hardware_source_id(cfg.eels_camera_device_id)
+    if scan is None or eels is None:
+        _stop_usim()
+        raise HAEInputError("Nion's simulated STEM started without its scan or EELS hardware source.",
+                            "check the nionswift-instrumentation and nionswift-usim versions (pip install "
+                            '"napari-hae[nion]" --upgrade).')
     return scan, eels, cfg.instrument
 
 

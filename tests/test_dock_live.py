@@ -1,0 +1,49 @@
+"""A run on a live instrument from the dock (Nion's simulated STEM): Acquire image opens the instrument's HAADF as
+a layer to click seeds on, Start runs on that instrument. Real clicks and keys in a shown window."""
+
+import math
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+pytest.importorskip("nion.usim_device", reason="Nion's simulated STEM (pip install 'napari-hae[nion]') is absent")
+
+from qtpy.QtCore import Qt  # noqa: E402
+from qtpy.QtTest import QTest  # noqa: E402
+
+from qt_input import choose, click_canvas, open_dock, type_into  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.mark.slow   # a run on the simulated instrument in a shown window
+def test_acquire_image_then_start_runs_on_the_live_instrument(make_napari_viewer, small_sample, qtbot, monkeypatch,
+                                                               tmp_path):
+    from napari_hae.core.instrument import nion
+
+    viewer, w = open_dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
+    assert w.acquire_btn.native.isHidden()                             # the simulator replays the open data
+    choose(w.microscope_kind, "nion-usim")
+    assert not w.acquire_btn.native.isHidden()
+    form = w.run_panel.microscope_params
+    type_into(form.size, "32")
+    type_into(form.exposure_ms, "2")
+    QTest.mouseClick(w.acquire_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.status.value.startswith("Acquired the nion-usim structural image"), timeout=60_000)
+    assert w.status.value.startswith("Acquired the nion-usim structural image (32 x 32 pixels of 3.125 nm)")
+    layer = w.layer_combo.value
+    assert layer.name.endswith("(structural)") and layer.data.shape == (32, 32)
+    assert tuple(layer.scale) == pytest.approx((3.125, 3.125))
+    click_canvas(viewer, layer, 10, 12)                                 # nothing measured there yet
+    assert w.status.value.startswith("(10, 12) is not measured yet")
+    type_into(w.budget, "3")
+    type_into(w.patch_size, "8")
+    QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.worker is None and w.experiment is not None and w.experiment.done, timeout=120_000)
+    t = w.experiment.trace
+    assert t.n_steps == 3 and t.dataset["pixel_units"] == "nm" and t.dataset["live"] is True
+    assert np.array_equal(t.structural, layer.data)                     # the instrument the image came from
+    assert all(b > 0 for b in t.steps["blanked_s"]) and all(math.isnan(d) for d in t.dwells)
+    assert w.status.value.startswith("Run finished: 3 steps")
+    assert nion._USIM["config"] is None                                 # released when the run ended
