@@ -31,7 +31,7 @@ class LiveImage:
         info = mic.describe() if callable(getattr(mic, "describe", None)) else {}
         return cls(np.asarray(mic.structural_image(), dtype=np.float64), mic.energy, tuple(mic.signal_shape),
                    float(info.get("pixel_size", 1.0)), str(info.get("pixel_units", "px")),
-                   f"{adapter} {getattr(mic, 'name', '')}".strip(), str(getattr(mic, "signal_type", "")),
+                   f"{adapter} live", str(getattr(mic, "signal_type", "")),
                    acquisition=info)
 
     @property
