@@ -265,3 +265,41 @@ def test_bad_microscope_names_and_options_are_clear_errors(spec, match, capsys):
     assert main(["run", *data, "--microscope", spec, "--steps", "1", "-q"]) == 2
     err = capsys.readouterr().err
     assert re.search(match, err) and "Fix:" in err, err
+
+
+class Batching(LiveFake):
+    def __init__(self, data, fail=False):
+        super().__init__(data)
+        self.batches, self.fail = [], fail
+
+    def acquire_many(self, positions, dwell=None):
+        self.batches.append(list(positions))
+        if self.fail:
+            raise RuntimeError("the batch scan engine is busy")
+        return [SimulatedMicroscope.acquire(self, y, x) for y, x in positions]
+
+
+def test_seeds_are_acquired_in_one_batch_where_the_instrument_can(small_sample):
+    mic = Batching(small_sample)
+    exp = Experiment(mic, fast_settings(budget=2))
+    exp.run()
+    assert len(mic.batches) == 1 and len(mic.batches[0]) == 6           # the six seeds, one call
+    assert [k for k, _ in mic.log].count("acquire") == 2                 # the policy's steps, one at a time
+    assert [tuple(p) for p in mic.batches[0]] == exp.trace.positions[:6]
+    for p, s in zip(exp.trace.positions, exp.trace.spectra):             # each spectrum where it was asked
+        np.testing.assert_array_equal(s, small_sample.spectrum(*p))
+    plain = Experiment(LiveFake(small_sample), fast_settings(budget=2))
+    plain.run()
+    assert plain.trace.positions == exp.trace.positions
+    exp.close()
+    plain.close()
+
+
+def test_a_failed_batch_falls_back_to_one_by_one_and_says_so(small_sample):
+    mic = Batching(small_sample, fail=True)
+    exp = Experiment(mic, fast_settings(budget=1))
+    exp.run()
+    assert len(mic.batches) == 1 and exp.trace.n_points == 7
+    assert any("batch acquisition of 6 points failed (RuntimeError: the batch scan engine is busy); acquiring them "
+               "one by one" in e["message"] for e in exp.trace.events)
+    exp.close()

@@ -140,3 +140,30 @@ def test_a_killed_nion_run_resumes_on_a_fresh_haadf_registered_to_the_recorded_o
     said = [e["message"] for e in t.events if "was registered to the recorded one" in e["message"]]
     assert len(said) == 1 and "shift (dy, dx) = (0, 0) px" in said[0] and "nm)" in said[0], said
     assert np.array_equal(t.structural, before.structural)               # the run's frame stays the recorded one
+
+
+@pytest.mark.slow   # the case on the simulated instrument: a 2.5 s exposure and a 1 s timeout
+def test_a_long_exposure_under_a_short_timeout_never_overlaps_and_pauses_the_run(usim):
+    from napari_hae.core.errors import MicroscopeFault
+    from napari_hae.core.run.experiment import Experiment, ExperimentSettings
+
+    mic = usim(exposure_ms=2500.0)
+    inner, now, most = mic.acquire, [0], [0]
+
+    def counted(y, x, **kw):
+        now[0] += 1
+        most[0] = max(most[0], now[0])
+        try:
+            return inner(y, x, **kw)
+        finally:
+            now[0] -= 1
+
+    mic.acquire = counted
+    s = ExperimentSettings(patch_size=8, n_seeds=3, budget=2, acquire_timeout=1.0, acquire_retries=2,
+                           acquire_retry_wait=0.0, scalarizer={"name": "band_integral", "params": {"a": 5, "b": 480}})
+    exp = Experiment(mic, s)
+    with pytest.raises(MicroscopeFault, match=r"failed to acquire at \(y, x\) = .* 3 times \(last: TimeoutError: no "
+                                              r"spectrum within 1 s \(aborted\)\)\. The run is paused.* Fix: "):
+        exp.start()
+    assert most[0] == 1 and exp.trace.n_points == 0
+    exp.close()

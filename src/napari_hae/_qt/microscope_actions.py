@@ -95,7 +95,7 @@ class MicroscopeActions:
         self._connecting = worker
         worker.returned.connect(lambda result: self._connected(then, *result, data))
         worker.finished.connect(self._connect_done)
-        wait = f" (up to {params['timeout']:g} s)" if "timeout" in params else ""
+        wait = f" (up to {params['timeout']} s)" if "timeout" in params else ""
         self.status.value = f"Connecting to the {name} microscope{wait}; napari stays usable meanwhile..."
         worker.start()
         self._update_buttons()

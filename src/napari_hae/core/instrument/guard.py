@@ -4,7 +4,8 @@ blanked between acquisitions, one acquisition in flight at most, bounded retries
 What the guard uses of a microscope beyond :class:`~napari_hae.core.instrument.microscope.Microscope`, each
 optional: ``acquire(y, x, dwell=...)`` (a ``dwell`` keyword: seconds per spectrum), ``blank()`` and ``unblank()``
 (both, or blanking is not used), ``abort()`` (ends a running acquisition; called from another thread than the
-one acquiring), ``reconnect()`` (re-opens a lost session). Errors an adapter raises:
+one acquiring), ``reconnect()`` (re-opens a lost session), ``acquire_many(positions, dwell=...)`` (several
+points in one call: the seeds). Errors an adapter raises:
 :class:`~napari_hae.core.errors.InstrumentRefused` (not retried), :class:`~napari_hae.core.errors.
 InstrumentDisconnected` (``reconnect()`` first), anything else (retried).
 """
@@ -90,6 +91,7 @@ class AcquisitionGuard:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._late: tuple[tuple[int, int], concurrent.futures.Future] | None = None   # timed out, not returned
         self._blanked_at: float | None = None
+        self._prefetched: dict[tuple[int, int], np.ndarray] = {}   # spectra of a batch, not yet recorded
         self.last_blanked_s = math.nan   # how long the beam was blanked before the latest acquisition
 
     # -- the owner thread ----------------------------------------------------------------------------------
@@ -163,7 +165,39 @@ class AcquisitionGuard:
                 "returns late for the same position is used), or raise acquire_timeout (--acquire-timeout).",
             ) from None
 
+    def prefetch(self, positions, signal_shape) -> int:
+        """Acquire ``positions`` in one ``acquire_many`` call where the instrument has one (the seeds); the next
+        calls for those positions return them. Returns how many were fetched; a batch that fails is said and the
+        points are acquired one by one (with the usual retries)."""
+        many = getattr(self.microscope, "acquire_many", None)
+        positions = [(int(y), int(x)) for y, x in positions]
+        if not callable(many) or len(positions) < 2 or self._late is not None:
+            return 0
+        kw = {} if self.dwell is None else {"dwell": self.dwell}
+        limit = None if self.timeout is None else self.timeout + len(positions) * (self.dwell or 0.0)
+        try:
+            self._set_beam(on=True)
+            try:
+                spectra = self._run(many, positions, timeout=limit, **kw)
+            finally:
+                self._set_beam(on=False)
+            spectra = [self._checked(s, signal_shape) for s in spectra]
+            if len(spectra) != len(positions):
+                raise ValueError(f"{len(spectra)} spectra for {len(positions)} positions")
+            for y, x in positions[:1]:
+                self._check_energy(y, x)
+        except MicroscopeFault:
+            raise
+        except Exception as exc:  # a timed-out batch still runs on the instrument's thread: the next call waits
+            self.on_event(f"batch acquisition of {len(positions)} points failed ({type(exc).__name__}: {exc}); "
+                          "acquiring them one by one")
+            return 0
+        self._prefetched.update(zip(positions, spectra))
+        return len(positions)
+
     def _call(self, y: int, x: int, signal_shape) -> np.ndarray:
+        if (y, x) in self._prefetched:
+            return self._prefetched.pop((y, x))
         if self._late is not None:
             late = self._settle_late(y, x)
             if late is not None:

@@ -111,8 +111,8 @@ class NionMicroscope:
         self.instrument.SetVal("C_Blank", 0.0)
 
     def abort(self) -> None:
-        self.eels.abort_playing()
         self._playing = False
+        self.eels.abort_playing(sync_timeout=5.0)   # stopped when this returns: the next frame is a fresh start
 
     def close(self) -> None:
         try:

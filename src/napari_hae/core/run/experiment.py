@@ -225,6 +225,7 @@ class Experiment:
         if self.started:
             return
         self._seeds = self.seed_indices() if self._seeds is None else self._seeds
+        self.guard.prefetch([self.grid_positions[f] for f in self._seeds if not self.measured[f]], self.signal_shape)
         for flat in self._seeds:
             if not self.measured[flat]:   # after a resume, seeds measured before the crash are kept
                 self._measure(int(flat), "seed", -1)
