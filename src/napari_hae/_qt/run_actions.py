@@ -127,7 +127,7 @@ class RunActions(MicroscopeActions):
     def _update_buttons(self):
         self.run_panel.update_buttons(self.controller.running, self.controller.paused)
         if self._connecting is not None:
-            self.start_btn.enabled = self.resume_trace_btn.enabled = False
+            self.start_btn.enabled = self.resume_trace_btn.enabled = self.acquire_btn.enabled = False
 
     # -- what the worker yields (GUI thread) -------------------------------------------------------------------
     def _on_item(self, item):

@@ -60,3 +60,4 @@ class RunPanel(Container):
         self.resume_btn.enabled = running and paused
         self.step_btn.enabled = running
         self.stop_btn.enabled = running
+        self.resume_trace_btn.enabled = self.acquire_btn.enabled = not running
