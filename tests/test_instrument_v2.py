@@ -303,3 +303,31 @@ def test_a_failed_batch_falls_back_to_one_by_one_and_says_so(small_sample):
     assert any("batch acquisition of 6 points failed (RuntimeError: the batch scan engine is busy); acquiring them "
                "one by one" in e["message"] for e in exp.trace.events)
     exp.close()
+
+
+def test_a_batch_that_hangs_pauses_the_run_instead_of_blocking_it(small_sample):
+    release = threading.Event()
+
+    class Hanging(Batching):
+        def acquire_many(self, positions, dwell=None):
+            release.wait(30)                                              # the scan engine hangs
+            return super().acquire_many(positions, dwell)
+
+    mic = Hanging(small_sample)
+    exp = Experiment(mic, fast_settings(budget=1, acquire_timeout=0.1, acquire_retry_wait=0.0))
+    outcome = []
+
+    def start():
+        try:
+            exp.start()
+            outcome.append("started")
+        except MicroscopeFault as exc:
+            outcome.append(str(exc))
+
+    t = threading.Thread(target=start, daemon=True)
+    t.start()
+    t.join(10)
+    release.set()
+    assert outcome and outcome[0].startswith("The microscope has not returned the acquisition"), outcome
+    assert any("batch acquisition of 6 points failed (TimeoutError" in e["message"] for e in exp.trace.events)
+    exp.close()

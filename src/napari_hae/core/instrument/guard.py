@@ -30,7 +30,7 @@ MIN_GRACE = 1.0   # s an acquisition that timed out (and was aborted) gets to re
 
 def takes_dwell(microscope) -> bool:
     """Whether ``microscope.acquire`` takes a ``dwell`` keyword (a wrapper's: its ``inner`` microscope's)."""
-    while hasattr(type(microscope), "inner") or "inner" in getattr(microscope, "__dict__", {}):
+    while "inner" in getattr(microscope, "__dict__", {}):   # a wrapper (registration, a test's counter)
         microscope = microscope.inner
     caps = getattr(microscope, "capabilities", None)
     if isinstance(caps, dict):   # a client of a served instrument says what the instrument behind it can do
@@ -114,6 +114,11 @@ class AcquisitionGuard:
         except Exception:   # it ended in an error (e.g. aborted): nothing to keep
             s = None
         self._late = None
+        if isinstance(where, list):   # a batch of seeds: what it returned late is used point by point
+            if s is not None and len(s) == len(where):
+                self._prefetched.update(zip(where, s))
+                self.on_event(f"the batch of {len(where)} points that timed out returned later: its spectra are used")
+            return self._prefetched.pop((y, x), None)
         if s is not None and where != (y, x):
             self.on_event(f"the acquisition at (y, x) = {where} that timed out returned later; the run has moved "
                           "on, so it is not recorded")
@@ -156,8 +161,10 @@ class AcquisitionGuard:
         try:
             return self._call(y, x, signal_shape)
         except _StillRunning as busy:
+            where = busy.args[0]
+            where = f"of {len(where)} points" if isinstance(where, list) else f"at (y, x) = {where}"
             raise MicroscopeFault(
-                f"The microscope has not returned the acquisition at (y, x) = {busy.args[0]} "
+                f"The microscope has not returned the acquisition {where} "
                 f"{self.timeout + (self.dwell or 0.0):g} s after it was due, even after abort: no further "
                 "acquisition is started while it runs. The run is paused; every spectrum measured so far is in the "
                 "trace.",
@@ -177,11 +184,14 @@ class AcquisitionGuard:
         limit = None if self.timeout is None else self.timeout + len(positions) * (self.dwell or 0.0)
         try:
             self._set_beam(on=True)
+            spectra = self._run(many, positions, timeout=-1, **kw)
             try:
-                spectra = self._run(many, positions, timeout=limit, **kw)
+                spectra = spectra if self.timeout is None else spectra.result(timeout=limit)
+            except concurrent.futures.TimeoutError:   # it still runs: settled (or waited for) before the next call
+                self._late = (positions, spectra)
+                raise TimeoutError(f"no spectra within {limit:g} s") from None
             finally:
                 self._set_beam(on=False)
-            spectra = [self._checked(s, signal_shape) for s in spectra]
             if len(spectra) != len(positions):
                 raise ValueError(f"{len(spectra)} spectra for {len(positions)} positions")
             for y, x in positions[:1]:
@@ -196,15 +206,15 @@ class AcquisitionGuard:
         return len(positions)
 
     def _call(self, y: int, x: int, signal_shape) -> np.ndarray:
-        if (y, x) in self._prefetched:
-            return self._prefetched.pop((y, x))
-        if self._late is not None:
-            late = self._settle_late(y, x)
-            if late is not None:
-                try:
-                    return self._checked(late, signal_shape)
-                except ValueError as exc:
-                    self.on_event(f"the late spectrum at (y, x) = ({y}, {x}) is unusable ({exc}): acquiring again")
+        early = self._prefetched.pop((y, x), None)   # from a batch, or returned late
+        if early is None and self._late is not None:
+            early = self._settle_late(y, x)
+        if early is not None:
+            try:
+                return self._checked(early, signal_shape)
+            except ValueError as exc:
+                self.on_event(f"the spectrum fetched earlier at (y, x) = ({y}, {x}) is unusable ({exc}): acquiring "
+                              "again")
         last, attempt, reconnected = None, 0, False
         while attempt <= self.retries:
             try:
