@@ -21,12 +21,13 @@ import numpy as np  # noqa: E402
 
 from napari_hae.cli import _options as opt  # noqa: E402
 from napari_hae.cli import build_parser  # noqa: E402
-from napari_hae.core.data.io import load_source  # noqa: E402
+from napari_hae.core.instrument.adapters import make_microscope  # noqa: E402
 from napari_hae.core.instrument.remote import MicroscopeServer, RemoteMicroscope  # noqa: E402
 
 args = build_parser(["serve"]).parse_args(["serve", "--sample", "nanoparticles", "--port", "0"])
-data = load_source(opt.source(args))
-server = MicroscopeServer(opt.simulator(data, args.noise, args.random_seed), port=0, name=data.name)
+name, params = opt.microscope(args)   # what 'napari-hae serve' does
+data = opt.replay_data(args, name, "give --sample")
+server = MicroscopeServer(make_microscope(name, data, seed=args.random_seed, **params), port=0, name=data.name)
 t = threading.Thread(target=server.serve_forever, daemon=True)
 t.start()
 client = RemoteMicroscope(server.address, timeout=20)

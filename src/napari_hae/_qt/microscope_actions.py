@@ -72,7 +72,7 @@ class MicroscopeActions:
         self.status.value = (f"Acquired the {name} structural image ({ny} x {nx} pixels of {live.pixel_size:.4g} "
                              f"{live.pixel_units}): click seeds or draw objects on it, set the target, then Start.")
 
-    def _refresh_live_layer(self, mic, data):
+    def _refresh_live_layer(self, mic, data) -> None:
         """A new connection's image in place of the layer's (the instrument used by a run was released)."""
         layer = self.layer_combo.value
         live = LiveImage.of(mic, self.run_panel.microscope()[0])
@@ -80,7 +80,6 @@ class MicroscopeActions:
             layer.metadata[DATASET_KEY] = live
             layer.data = live.structural
             self.status.value = "The structural image was acquired again for this run."
-        return mic
 
     def _connect(self, name, params, seed, then, data=...):
         data = self.dataset if data is ... else data
@@ -107,7 +106,7 @@ class MicroscopeActions:
             return
         try:
             if isinstance(data, LiveImage):
-                mic = self._refresh_live_layer(mic, data)
+                self._refresh_live_layer(mic, data)
             then(self._on_grid(mic, data) if data is not None else mic)
         except HAEInputError as exc:
             close_microscope(mic)

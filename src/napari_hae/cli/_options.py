@@ -64,12 +64,6 @@ def _resolved(path: str) -> str:
                             "reaches one).") from None
 
 
-def simulator(data, noise: str, seed: int):
-    from ..core.instrument.adapters import make_microscope
-
-    return make_microscope("simulator", data, seed=seed, noise=noise)
-
-
 def add_microscope(p: argparse.ArgumentParser) -> None:
     from ..core.instrument.adapters import MICROSCOPES
 
@@ -95,6 +89,23 @@ def microscope(args) -> tuple[str, dict]:
     if name == "simulator" and getattr(args, "noise", "none") != "none":
         params.setdefault("noise", args.noise)
     return name.strip(), params
+
+
+def replay_data(args, adapter: str, missing: str):
+    """The data --sample/--spectrum give for ``adapter`` to replay (None when none is given); refused for an adapter
+    that brings its own spectra. ``missing``: the fix when ``adapter`` replays data and none was given."""
+    from ..core.data.io import load_source
+    from ..core.instrument.adapters import MICROSCOPES
+
+    needs_data = MICROSCOPES.get(adapter).extra.get("needs_data")
+    given = bool(args.sample or args.spectrum)
+    if given and not needs_data:
+        raise HAEInputError(f"--sample/--spectrum give data to replay, but the {adapter!r} microscope brings its own "
+                            "(its spectra would be compared with a file they did not come from).",
+                            f"drop --sample/--spectrum for --microscope {adapter}, or use --microscope simulator.")
+    if needs_data and not given:
+        raise HAEInputError("No data given.", missing)
+    return load_source(source(args)) if given else None
 
 
 def token(args):
@@ -247,5 +258,5 @@ def objective_text(text: str) -> dict:
     return parse_name_params(text, "--also band_integral:a=3.45,b=4.05")
 
 
-__all__ = ["at_least", "defaults", "add_source", "source", "simulator", "token", "add_microscope", "microscope",
+__all__ = ["at_least", "defaults", "add_source", "source", "replay_data", "token", "add_microscope", "microscope",
            "add_target", "scalarizer", "add_policy", "policy", "add_model", "model", "objective_text"]

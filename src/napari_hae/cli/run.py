@@ -87,21 +87,14 @@ def settings(args, sc):
 
 
 def cmd_run(args) -> int:
-    from ..core.instrument.adapters import MICROSCOPES, make_microscope, recorded_params
+    from ..core.instrument.adapters import make_microscope, recorded_params
     from ..core.run.experiment import Experiment
 
     if args.resume:
         return _resume(args)
     adapter, params = opt.microscope(args)
-    needs_data = MICROSCOPES.get(adapter).extra.get("needs_data")
-    if (args.sample or args.spectrum) and not needs_data:
-        raise HAEInputError(f"--sample/--spectrum give data to replay, but the {adapter!r} microscope brings its own "
-                            "(its spectra would be compared with a file they did not come from).",
-                            f"drop --sample/--spectrum for --microscope {adapter}, or use --microscope simulator.")
-    data = load_source(opt.source(args)) if (args.sample or args.spectrum) else None
-    if data is None and needs_data:
-        raise HAEInputError("No data given.", "use --sample nanoparticles, --spectrum FILE [--image FILE], "
-                                              "--microscope NAME for a live instrument, or --resume RUN_FOLDER.")
+    data = opt.replay_data(args, adapter, "use --sample nanoparticles, --spectrum FILE [--image FILE], --microscope "
+                                          "NAME for a live instrument, or --resume RUN_FOLDER.")
     mic = make_microscope(adapter, data, seed=args.random_seed, **params)
     source = {**(opt.source(args, params.get("noise", "none")) if data is not None else {}),
               "microscope": adapter, "microscope_params": recorded_params(adapter, params)}

@@ -7,7 +7,6 @@ import contextlib
 import os
 from pathlib import Path
 
-from ..core.data.io import load_source
 from . import _options as opt
 
 
@@ -63,21 +62,13 @@ def _curve_secret(args) -> str | None:
 
 def cmd_serve(args) -> int:
     """Serve a microscope (the simulator on pre-acquired data, or any adapter) until Ctrl-C."""
-    from ..core.errors import HAEInputError
-    from ..core.instrument.adapters import MICROSCOPES, close_microscope, make_microscope
+    from ..core.instrument.adapters import close_microscope, make_microscope
     from ..core.instrument.remote import MicroscopeServer
 
-    name, params = opt.microscope(args)
-    needs_data = MICROSCOPES.get(name).extra.get("needs_data")
-    if needs_data and not (args.sample or args.spectrum):
-        raise HAEInputError(f"The {name!r} microscope replays pre-acquired data, but none was given.",
-                            "give --sample NAME or --spectrum FILE, or serve a live adapter (--microscope NAME).")
-    if not needs_data and (args.sample or args.spectrum):
-        raise HAEInputError(f"--sample/--spectrum give data to replay, but the {name!r} microscope brings its own.",
-                            f"drop them for --microscope {name}, or serve the simulator.")
-    data = load_source(opt.source(args)) if needs_data else None
-    mic = opt.simulator(data, args.noise, args.random_seed) if name == "simulator" else \
-        make_microscope(name, data, seed=args.random_seed, **params)
+    name, params = opt.microscope(args)   # the simulator's --noise is among its parameters
+    data = opt.replay_data(args, name, "give --sample NAME or --spectrum FILE, or serve a live adapter "
+                                       "(--microscope NAME).")
+    mic = make_microscope(name, data, seed=args.random_seed, **params)
     label = data.name if data is not None else getattr(mic, "name", name)
     token = opt.token(args)
     try:
