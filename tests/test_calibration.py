@@ -8,7 +8,8 @@ import pytest
 from conftest import fast_settings
 from napari_hae.core.instrument.microscope import SimulatedMicroscope
 from napari_hae.core.model.base import FitReport, Posterior
-from napari_hae.core.run.diagnostics import calibration_scores, calibration_verdict
+from napari_hae.core.model.warp import LOG, calibration_scores
+from napari_hae.core.run.diagnostics import calibration_verdict
 from napari_hae.core.run.experiment import Experiment
 
 
@@ -18,6 +19,11 @@ def test_calibration_scores_known_answer():
     assert s["log_score"] == pytest.approx(-0.5 - np.log(2.0) - 0.5 * np.log(2 * np.pi), rel=1e-12)
     assert np.isnan(calibration_scores(float("nan"), 1.0, 2.0)["z_score"])
     assert np.isnan(calibration_scores(1.0, 1.0, 0.0)["log_score"])
+    # on a log scale: median 1 and spread 1 put e at z = 1; its density in units carries the Jacobian 1/e
+    s = calibration_scores(np.e, 1.0, 1.0, LOG)
+    assert s["z_score"] == pytest.approx(1.0, rel=1e-12)
+    assert s["log_score"] == pytest.approx(-0.5 - 0.5 * np.log(2 * np.pi) - 1.0, rel=1e-12)
+    assert np.isnan(calibration_scores(-1.0, 1.0, 1.0, LOG)["z_score"])   # a value the log cannot take
 
 
 def test_calibration_verdict_windows():
@@ -73,9 +79,11 @@ def test_calibration_is_in_the_trace_summary_and_report(small_sample, tmp_path):
     t = Trace.load(tmp_path / "t.h5")
     np.testing.assert_array_equal(t.step_array("z_score"), exp.trace.step_array("z_score"))
     rec = t.steps
+    assert t.settings["model"]["params"]["warp"] == "log" and min(t.values) > 0   # the default on counts
     for k in range(t.n_steps):   # the score is the one of the value measured at the step's position
         i = t.positions.index(tuple(rec["position"][k]))
-        assert rec["z_score"][k] == pytest.approx((t.values[i] - rec["next_mean"][k]) / rec["pred_std"][k])
+        m, sd = rec["next_mean"][k], rec["pred_std"][k]   # median and half the 68% interval: m sinh(spread)
+        assert rec["z_score"][k] == pytest.approx(np.log(t.values[i] / m) / np.arcsinh(sd / m), rel=1e-6)
         assert rec["pred_std"][k] >= rec["next_std"][k]          # the observation noise is included
     s = summarize(t)
     assert s["calibration"]["n"] == 4 and 0 <= s["calibration"]["coverage_2sigma"] <= 1
@@ -93,7 +101,8 @@ def test_the_stuck_run_of_the_issue_is_flagged_and_the_readme_run_is_not(tmp_pat
     from napari_hae.cli import main
 
     assert main(["run", "--sample", "nanoparticles", "--steps", "60", "--policy", "ucb", "--beta", "4",
-                 "--model-param", "threads=2", "--model-param", "restart=warm", "--fit-iterations", "30",
+                 "--model-param", "threads=2", "--model-param", "restart=warm", "--model-param", "warp=none",
+                 "--fit-iterations", "30",
                  "--out", str(tmp_path / "then"), "-q"]) == 0
     s = json.loads((tmp_path / "then" / "summary.json").read_text())
     assert s["steps_to_top1pct"] is None and s["best_fraction_of_truth_best"] < 0.5      # the stuck run

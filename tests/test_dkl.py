@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from napari_hae.core.model.dkl import DKLRegressor, r2_score
+from napari_hae.core.analysis.metrics import r2_score
+from napari_hae.core.model.dkl import DKLRegressor
 
 
 def _blob_patches(n, rng, size=8):

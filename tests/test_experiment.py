@@ -76,8 +76,8 @@ def test_policy_change_is_recorded_and_used(small_sample):
     exp.run(2)
     exp.set_policy("mu")
     exp.run()
-    # the default policy (one default for core, CLI, dock and sweep: log EI, xi 0.01), then the change
-    assert exp.trace.steps["policy"] == ["ei(xi=0.01)", "ei(xi=0.01)", "mu", "mu"]
+    # the default policy (one default for core, CLI, dock and sweep: log EI, xi 0), then the change
+    assert exp.trace.steps["policy"] == ["ei(xi=0)", "ei(xi=0)", "mu", "mu"]
     # maximum uncertainty picks the argmax of the stored std map among unmeasured positions
     std = exp.trace.map_at("std", 3).ravel().copy()
     measured_before = exp.trace.positions[: 6 + 3]

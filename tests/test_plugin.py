@@ -76,7 +76,7 @@ def test_interventions_while_paused_apply_to_the_next_picks(viewer_widget, qtbot
     tr = w.experiment.trace
     kinds = [(iv["kind"], iv["step"]) for iv in tr.interventions]
     assert kinds == [("policy", k), ("object", k), ("scalarizer", k)]
-    assert tr.steps["policy"][:k] == ["ei(xi=0.01)"] * k and set(tr.steps["policy"][k:]) == {"mu"}
+    assert tr.steps["policy"][:k] == ["ei(xi=0)"] * k and set(tr.steps["policy"][k:]) == {"mu"}
     assert all(x > 23 for (_, x) in tr.steps["position"][k:])
     assert tr.steps["scalarizer"][k] == "band_integral(a=3.45, b=4.05)"
     assert tr.objects[0]["mode"] == "avoid" and tr.objects[0]["mask"][:, :24].all()

@@ -46,3 +46,11 @@ def random_median_steps(n_remaining: int, n_targets: int) -> int:
     """Median number of random draws to the first target (the exact random-sampling baseline)."""
     s = np.arange(0, n_remaining + 1)
     return int(s[np.argmax(random_first_hit_cdf(n_remaining, n_targets, s) >= 0.5)])
+
+
+def r2_score(y_true, y_pred) -> float:
+    """Coefficient of determination."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    ss_res = float(np.sum((y_true - np.asarray(y_pred)) ** 2))
+    ss_tot = float(np.sum((y_true - y_true.mean()) ** 2))
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else -np.inf)

@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..registry import Entry, ParamSpec, Registry, specs_from_signature
+from .warp import NONE, Warp, calibration_scores
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Posterior:
     ``sample(idx, rng)`` draws one joint sample at candidates ``idx`` (standardized), when the model can.
     ``std`` is the latent function's; ``noise`` the observation noise's std (standardized), so that a new
     measurement is predicted with std ``sqrt(std^2 + noise^2)`` (the calibration monitor's prediction).
+    All of these are on the ``warp``'s scale (:mod:`.warp`: the log of positive targets by default); ``in_units``
+    gives the median and half the central 68% interval in scalarizer units.
     """
 
     mean: np.ndarray
@@ -37,12 +40,29 @@ class Posterior:
     offset: float = 0.0
     scale: float = 1.0
     noise: float = 0.0
+    warp: Warp = NONE
 
     def in_units(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.mean * self.scale + self.offset, self.std * self.scale
+        return self.warp.to_units(self.mean * self.scale + self.offset, self.std * self.scale)
 
     def standardize(self, y) -> np.ndarray | float:
-        return (np.asarray(y, dtype=np.float64) - self.offset) / self.scale
+        return (self.warp.forward(y) - self.offset) / self.scale
+
+    def measurement(self, i: int, value: float | None = None) -> dict:
+        """The predictive distribution of a new measurement at candidate ``i`` (latent std and noise): ``pred_std``
+        and ``noise_std`` in scalarizer units (half the central 68% interval), and for a measured ``value`` (in the
+        model's target units) its ``z_score`` and ``log_score`` (the calibration monitor)."""
+        center, spread = self.mean[i] * self.scale + self.offset, float(np.hypot(self.std[i], self.noise) * self.scale)
+        out = {k: float(self.warp.to_units(center, v)[1]) for k, v in (("pred_std", spread),
+                                                                         ("noise_std", self.noise * self.scale))}
+        if value is not None:
+            out.update(calibration_scores(value, float(self.warp.inverse(center)), spread, self.warp))
+        return out
+
+    def z_scores(self, values) -> np.ndarray:
+        """Where each of ``values`` (scalarizer units, one per candidate) lies in its predictive distribution
+        (latent std and noise): |z| <= 1 and <= 2 are the central 68% and 95% intervals."""
+        return (self.standardize(values) - self.mean) / np.hypot(self.std, self.noise)
 
 
 OUTLIER_FENCE = 50.0   # robust standard deviations (1.4826 MAD) from the median

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import warnings
 
 import gpytorch
@@ -27,8 +26,9 @@ except ImportError:  # pragma: no cover
 from ..data.patches import PatchGrid
 from ..registry import ParamSpec
 from . import exact_predict, large
+from . import warp as _warp
 from .base import FitReport, Posterior, clip_event, register_model, robust_targets
-from .kernels import FloorRBFKernel
+from .kernels import FloorMaternKernel, FloorRBFKernel
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class _DKLModel(gpytorch.models.ExactGP):
         if kernel == "rbf":
             base = FloorRBFKernel(ard_num_dims=embed_dim, lengthscale_prior=ls_prior)
         elif kernel == "matern":
-            base = gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=embed_dim, lengthscale_prior=ls_prior)
+            base = FloorMaternKernel(ard_num_dims=embed_dim, lengthscale_prior=ls_prior)
         else:
             raise ValueError(f"Unknown kernel {kernel!r}; use 'rbf' or 'matern'.")
         self.covar_module = gpytorch.kernels.ScaleKernel(
@@ -94,12 +94,15 @@ LARGE_SCAN = 65_536      # positions (256 x 256) from which prediction uses the 
 @register_model("dkl", params=(
     ParamSpec("hidden", (64, 32), "", help="hidden layer widths of the MLP"),
     ParamSpec("embed_dim", 2, "", 1, 16, "dimension of the embedding fed to the kernel"),
-    ParamSpec("kernel", "rbf", "", help="'rbf' or 'matern'"),
+    ParamSpec("kernel", "matern", "", help="'matern' (5/2) or 'rbf'", choices=("matern", "rbf")),
     ParamSpec("lr", 0.01, "", 1e-5, 1.0, "Adam learning rate"),
     ParamSpec("restart", "cold", "", help="'cold': every fit starts from fresh weights (calibrated uncertainty); "
                                            "'warm': later fits continue from the current weights (faster, but "
                                            "the embedding overtrains and the model becomes overconfident)",
               choices=("cold", "warm")),
+    ParamSpec("warp", "log", "", help="'log': the GP models log(target) while every target is > 0 (relative "
+                                        "misfit: calibrated on counts); 'none': the target as it is",
+              choices=_warp.MODES),
     ParamSpec("priors", False, "", help="weak priors on lengthscale, outputscale and noise (as BoTorch's)"),
     ParamSpec("predictor", "auto", "", help="'exact' posterior at every position, 'grid': exact on a grid in the "
                                              "2-D embedding, interpolated (error measured each step); 'auto': "
@@ -125,17 +128,17 @@ class DKLRegressor(large.ScalableFit):
     input_dim : length of a flattened patch (N*N).
     embed_dim : dimension of the learned embedding fed to the kernel (default 2, as in AtomAI).
     hidden : hidden layer widths of the MLP.
-    kernel : "rbf" or "matern" (nu = 5/2), scaled, with one lengthscale per embedding dimension.
+    kernel : "matern" (nu = 5/2) or "rbf", scaled, with one lengthscale per embedding dimension.
     lr : Adam learning rate for network and GP hyperparameters jointly.
     seed : torch seed for the weight initialisation.
     dtype : torch.float32 (default) or torch.float64.
     """
 
     def __init__(self, input_dim: int, *, embed_dim: int = 2, hidden: tuple[int, ...] = (64, 32),
-                 kernel: str = "rbf", lr: float = 0.01, seed: int = 0, dtype=torch.float32,
+                 kernel: str = "matern", lr: float = 0.01, seed: int = 0, dtype=torch.float32,
                  max_retries: int = 3, threads: int = 1, restart: str = "cold", priors: bool = False,
                  predictor: str = "auto", grid_size: int = 32, max_train: int = 256, predict_threads: int = 0,
-                 refit_points: int = 100):
+                 refit_points: int = 100, warp: str = "log"):
         from ..errors import HAEInputError
 
         try:
@@ -157,7 +160,9 @@ class DKLRegressor(large.ScalableFit):
         if restart not in ("warm", "cold"):
             raise HAEInputError(f"Model 'dkl': restart={restart!r} is not 'warm' or 'cold'.",
                                 "use --model-param restart=cold or restart=warm.")
-        self.threads = threads
+        if warp not in _warp.MODES:
+            raise HAEInputError(f"Model 'dkl': warp={warp!r} is not 'log' or 'none'.", "use --model-param warp=log.")
+        self.threads, self.warp_mode, self.warp = threads, warp, _warp.NONE
         self.restart = restart
         self.predictor, self.grid_size, self.max_train = predictor, int(grid_size), int(max_train)
         self.predict_threads, self.refit_points = int(predict_threads), int(refit_points)
@@ -210,7 +215,7 @@ class DKLRegressor(large.ScalableFit):
         when ``warm`` is asked, the model's ``restart`` is "warm" and it was fitted before. Above ``refit_points``
         points a ``warm`` fit between scheduled refits only conditions the posterior on (X, y) (see :mod:`.large`)."""
         with dtype_scope(self.dtype), _exact(), threads_scope(self.threads):
-            if warm and self._reconditions(len(np.atleast_1d(y))):
+            if warm and self._reconditions(len(np.atleast_1d(y))) and self.warp.fits(y):
                 return self._recondition(X, y)
             return self._fit(X, y, iterations, not warm or self.restart == "cold")
 
@@ -222,8 +227,9 @@ class DKLRegressor(large.ScalableFit):
             raise ValueError(f"X has {x.shape[0]} rows but y has {len(y)} values.")
         if not np.all(np.isfinite(y)):
             raise ValueError("Training targets contain NaN or inf; check the scalarizer and the spectra.")
-        y, self.y_mean, self.y_std, n_clipped = robust_targets(y)
-        events, self.n_clipped = clip_event(n_clipped, self.n_clipped), n_clipped
+        self.warp, events = _warp.choose(y, self.warp_mode, self.warp if self.n_fits else None)
+        y, self.y_mean, self.y_std, n_clipped = robust_targets(self.warp.forward(y))
+        events, self.n_clipped = events + clip_event(n_clipped, self.n_clipped), n_clipped
         yt = torch.as_tensor((y - self.y_mean) / self.y_std, dtype=self.dtype)
         x_all, yt_all = x, yt
         sub = large.training_subset(y, self.max_train, self._gen)   # the posterior conditions on all, below
@@ -315,15 +321,13 @@ class DKLRegressor(large.ScalableFit):
                 mean, std = exact_predict.predict_embedded(self.model, self._factors, z, batch)
         else:
             mean, std = exact_predict.predict(self.model, self._factors, self._tensor(X), batch)
-        if standardized:
-            return mean, std
-        return mean * self.y_std + self.y_mean, std * self.y_std
+        return (mean, std) if standardized else self.warp.to_units(mean * self.y_std + self.y_mean, std * self.y_std)
 
     def posterior(self, X) -> Posterior:
         """Posterior at X in standardized units, with the scale to undo them and joint sampling."""
         mean, std = self.predict(X, standardized=True)
         return Posterior(mean, std, sample=lambda idx, rng: self.sample(X[idx], rng)[0],
-                         offset=self.y_mean, scale=self.y_std,
+                         offset=self.y_mean, scale=self.y_std, warp=self.warp,
                          noise=float(self.likelihood.noise.detach().double().sqrt().ravel()[0]))
 
     def sample(self, X, rng: np.random.Generator, n_samples: int = 1) -> np.ndarray:
@@ -395,11 +399,3 @@ def _exact():
 def _is_numerical(exc: Exception) -> bool:
     s = str(exc).lower()
     return any(w in s for w in ("cholesky", "positive definite", "singular", "nan", "not psd", "linalg"))
-
-
-def r2_score(y_true, y_pred) -> float:
-    """Coefficient of determination."""
-    y_true = np.asarray(y_true, dtype=np.float64)
-    ss_res = float(np.sum((y_true - np.asarray(y_pred)) ** 2))
-    ss_tot = float(np.sum((y_true - y_true.mean()) ** 2))
-    return 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else -math.inf)

@@ -36,7 +36,7 @@ class DKLEnsemble:
             raise HAEInputError(f"Model 'dkl_ensemble': members={members!r} is not a whole number >= 2.",
                                 "use --model-param members=4 (or the plain 'dkl' model for one member).")
         self.members = [DKLRegressor(input_dim, hidden=hidden, embed_dim=embed_dim, lr=lr, threads=threads,
-                                     restart=restart, seed=seed * 1009 + j) for j in range(members)]
+                                     restart=restart, seed=seed * 1009 + j, warp="none") for j in range(members)]
         self.bootstrap = bool(bootstrap)
         self._rng = np.random.default_rng(seed)
         self.y_mean, self.y_std, self.n_clipped = 0.0, 1.0, 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import gpytorch
+import torch
 
 EXP_FLOOR = -30.0   # exp(-30) = 9e-14: below float32's resolution next to 1, far above its subnormal range
 
@@ -23,3 +26,19 @@ class FloorRBFKernel(gpytorch.kernels.RBFKernel):
         x2_ = x2.div(self.lengthscale)
         d = self.covar_dist(x1_, x2_, square_dist=True, diag=diag, **params)
         return d.div_(-2.0).clamp_(min=EXP_FLOOR).exp_()   # in place, as gpytorch's own RBF
+
+
+class FloorMaternKernel(gpytorch.kernels.MaternKernel):
+    """Matern 5/2 kernel whose distance is capped where exp(-sqrt(5) d) reaches exp(EXP_FLOOR), for the same
+    reason as :class:`FloorRBFKernel` (kernel values below ~3e-11 are one constant). gpytorch's formula otherwise."""
+
+    CAP = -EXP_FLOOR / math.sqrt(5.0)
+
+    def __init__(self, **kwargs):
+        super().__init__(nu=2.5, **kwargs)
+
+    def forward(self, x1, x2, diag=False, **params):
+        mean = x1.mean(dim=-2, keepdim=True)
+        d = self.covar_dist((x1 - mean).div(self.lengthscale), (x2 - mean).div(self.lengthscale), diag=diag,
+                            **params).clamp(max=self.CAP)
+        return (math.sqrt(5.0) * d).add(1).add(5.0 / 3.0 * d**2) * torch.exp(-math.sqrt(5.0) * d)

@@ -115,7 +115,7 @@ class ScalableFit:
         y = np.asarray(y, dtype=np.float64).ravel()
         if len(y) != x.shape[0] or not np.all(np.isfinite(y)):
             raise ValueError(f"{x.shape[0]} inputs for {len(y)} targets, or targets that are not finite.")
-        yt = (robust_targets(y)[0] - self.y_mean) / self.y_std
+        yt = (robust_targets(self.warp.forward(y))[0] - self.y_mean) / self.y_std
         self.model.set_train_data(x, torch.as_tensor(yt, dtype=self.dtype), strict=False)
         self._factors = None
         self._since_fit += 1

@@ -60,6 +60,27 @@ def log_expected_improvement(mean, std, best, xi=0.0):
         return np.where(pos, np.log(safe) + log_h(imp / safe), np.log(np.maximum(imp, 0.0)))
 
 
+def log_expected_improvement_lognormal(mean, std, log_best):
+    """``log E[(exp(W) - exp(log_best))+]`` for W ~ N(mean, std^2): the expected improvement of a value whose log
+    the model predicts (its log scale, :mod:`..model.warp`), in the value's own units:
+    EI = exp(m + s^2/2) Phi(d + s) - b Phi(d), d = (m - log b) / s. Where the two terms cancel to float precision
+    (far below the best with a tiny std) it falls back to log b + log EI of W itself, a lower bound with the same
+    ranking there (exp(x) - 1 >= x)."""
+    m, s = np.asarray(mean, float), np.asarray(std, float)
+    u = m - log_best
+    pos = s > 0
+    safe = np.where(pos, s, 1.0)
+    d = u / safe
+    la = u + 0.5 * safe**2 + log_ndtr(d + safe)
+    lb = log_ndtr(d)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = np.exp(lb - la)
+        exact = log_best + la + np.log1p(-np.minimum(ratio, 1.0))
+        lower = log_best + np.log(safe) + log_h(d)
+        out = np.where(ratio < 1.0 - 1e-9, exact, lower)
+        return np.where(pos, out, np.log(np.maximum(np.exp(m) - np.exp(log_best), 0.0)))
+
+
 def log_probability_of_improvement(mean, std, best, xi=0.0):
     """``log PI`` for maximisation: log Phi((mu - best - xi) / sigma), without underflow."""
     mean, std = np.asarray(mean, float), np.asarray(std, float)
@@ -90,10 +111,13 @@ class ExpectedImprovement(AcquisitionFunction):
     params = ("xi",)
     log_scale = True
 
-    def __init__(self, xi: float = 0.01):
+    def __init__(self, xi: float = 0.0):
         self.xi = _nonneg("xi", xi)
 
     def __call__(self, post, ctx):
+        if post.warp.name == "log":   # the improvement of the measured value, not of its logarithm
+            return log_expected_improvement_lognormal(post.mean * post.scale + post.offset, post.std * post.scale,
+                                                      (ctx.best + self.xi) * post.scale + post.offset)
         return log_expected_improvement(post.mean, post.std, ctx.best, self.xi)
 
 

@@ -102,7 +102,8 @@ def migrate_settings(settings: dict) -> dict:
         model = {**model, "params": {**(model.get("params") or {}), "restart": "warm"}}
     if model.get("name", "dkl") == "dkl":
         params = model.get("params") or {}
-        before = {k: v for k, v in (("max_train", 100_000), ("predictor", "exact"), ("refit_points", 0))
+        before = {k: v for k, v in (("max_train", 100_000), ("predictor", "exact"), ("refit_points", 0),
+                                                  ("warp", "none"), ("kernel", "rbf"))
                   if k not in params}
         model = {**model, "params": {**params, **before}}
     settings["model"] = model

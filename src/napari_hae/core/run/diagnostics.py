@@ -119,15 +119,6 @@ class CalibrationReport:
     suggestions: list = field(default_factory=list)
 
 
-def calibration_scores(value: float, mean: float, std: float) -> dict:
-    """``z_score`` and ``log_score`` (Gaussian log density) of a measured ``value`` under the prediction
-    ``mean`` +- ``std`` made before it was measured (NaN where either is undefined)."""
-    if not (np.isfinite(value) and np.isfinite(mean) and np.isfinite(std) and std > 0):
-        return {"z_score": float("nan"), "log_score": float("nan")}
-    z = (value - mean) / std
-    return {"z_score": float(z), "log_score": float(-0.5 * z * z - np.log(std) - 0.5 * np.log(2 * np.pi))}
-
-
 def calibration_verdict(z_scores, log_scores=None, k: int = CALIBRATION_WINDOW) -> CalibrationReport | None:
     """Judge the last ``k`` finite z-scores (measured minus predicted, in predicted standard deviations). A
     calibrated model covers about 68% within 1 sigma and 95% within 2; the run is flagged overconfident when fewer

@@ -30,7 +30,7 @@ from ..targets.objective import Objective
 from ..targets.scalarizers import Scalarizer
 from . import interventions as iv
 from . import memory, picking
-from .diagnostics import STUCK_WINDOW, calibration_scores, step_flags
+from .diagnostics import STUCK_WINDOW, step_flags
 from .settings import ExperimentSettings, PolicySpec, ScalarizerSpec
 
 log = logging.getLogger(__name__)
@@ -357,13 +357,13 @@ class Experiment:
         record.update(flags)
         if warning:
             self.trace.add_event(k, warning)
-        record["pred_std"] = float(np.hypot(post.std[choice], post.noise) * post.scale) if not self.objective.multi \
-            else float("nan")
+        record.update(post.measurement(choice))   # the measurement's predicted spread (latent std and noise)
         if (grid := getattr(self.model, "last_grid", None)) is not None:   # the grid predictor's measured error
             record["grid_mean_err"], record["grid_std_err"] = grid.mean_rms * post.scale, grid.std_rms * post.scale
-        record["noise_std"] = float(post.noise * post.scale)
         point = self._acquire(choice, kind, k)
-        record.update(calibration_scores(point["value"], record["next_mean"], record["pred_std"]))
+        cal = post.measurement(choice, np.nan if self.objective.multi else sign * point["value"])
+        record.update(z_score=sign * cal["z_score"], log_score=cal["log_score"],   # z > 0: above the prediction
+                      pred_std=np.nan if self.objective.multi else cal["pred_std"])
         record["blanked_s"] = self.guard.last_blanked_s
         record["step_time"] = time.perf_counter() - t_step
         maps = {"mean": mean.reshape(self.scan_shape), "std": std.reshape(self.scan_shape),

@@ -15,7 +15,7 @@ from ..errors import HAEInputError
 
 # the defaults used everywhere (core, CLI, dock, sweep)
 DEFAULT_SCALARIZER = {"name": "band_integral", "params": {"a": 1.2, "b": 2.25}, "background": None}
-DEFAULT_POLICY = {"name": "ei", "params": {"xi": 0.01}}   # log EI: measured best in benchmarks/discovery.py
+DEFAULT_POLICY = {"name": "ei", "params": {"xi": 0.0}}   # log EI: measured best in benchmarks/discovery.py
 DEFAULT_MODEL = {"name": "dkl", "params": {}}
 
 
