@@ -30,7 +30,10 @@ class FloorRBFKernel(gpytorch.kernels.RBFKernel):
 
 class FloorMaternKernel(gpytorch.kernels.MaternKernel):
     """Matern 5/2 kernel whose distance is capped where exp(-sqrt(5) d) reaches exp(EXP_FLOOR), for the same
-    reason as :class:`FloorRBFKernel` (kernel values below ~3e-11 are one constant). gpytorch's formula otherwise."""
+    reason as :class:`FloorRBFKernel` (kernel values below ~3e-11 are one constant). gpytorch's formula otherwise,
+    without its centring on the first argument's mean: the embedding is already scaled to [-1, 1], and centring
+    made a point's kernel values depend on the other points of its batch (the grid predictor's exact candidates
+    differed from the exact posterior by 3e-6 relative)."""
 
     CAP = -EXP_FLOOR / math.sqrt(5.0)
 
@@ -38,7 +41,5 @@ class FloorMaternKernel(gpytorch.kernels.MaternKernel):
         super().__init__(nu=2.5, **kwargs)
 
     def forward(self, x1, x2, diag=False, **params):
-        mean = x1.mean(dim=-2, keepdim=True)
-        d = self.covar_dist((x1 - mean).div(self.lengthscale), (x2 - mean).div(self.lengthscale), diag=diag,
-                            **params).clamp(max=self.CAP)
+        d = self.covar_dist(x1.div(self.lengthscale), x2.div(self.lengthscale), diag=diag, **params).clamp(max=self.CAP)
         return (math.sqrt(5.0) * d).add(1).add(5.0 / 3.0 * d**2) * torch.exp(-math.sqrt(5.0) * d)

@@ -150,10 +150,11 @@ class UpperConfidenceBound(AcquisitionFunction):
 
 @register_policy("mu")
 class MaximumUncertainty(AcquisitionFunction):
-    """Pure exploration: the largest predictive standard deviation."""
+    """Pure exploration: the largest predictive standard deviation in the target's units (the std map as shown;
+    on a log-scale model the absolute, not the relative, uncertainty)."""
 
     def __call__(self, post, ctx):
-        return np.asarray(post.std, float).copy()
+        return np.asarray(post.in_units()[1], float).copy()
 
 
 @register_policy("thompson")
