@@ -84,6 +84,8 @@ def test_calibration_is_in_the_trace_summary_and_report(small_sample, tmp_path):
         i = t.positions.index(tuple(rec["position"][k]))
         m, sd = rec["next_mean"][k], rec["pred_std"][k]   # median and half the 68% interval: m sinh(spread)
         assert rec["z_score"][k] == pytest.approx(np.log(t.values[i] / m) / np.arcsinh(sd / m), rel=1e-6)
+        spread = np.arcsinh(sd / m)   # the 95% interval is a factor exp(2 spread) either side of the median
+        assert (rec["pred_lo"][k], rec["pred_hi"][k]) == pytest.approx((m / np.exp(2 * spread), m * np.exp(2 * spread)))
         assert rec["pred_std"][k] >= rec["next_std"][k]          # the observation noise is included
     s = summarize(t)
     assert s["calibration"]["n"] == 4 and 0 <= s["calibration"]["coverage_2sigma"] <= 1

@@ -48,13 +48,16 @@ class Posterior:
     def standardize(self, y) -> np.ndarray | float:
         return (self.warp.forward(y) - self.offset) / self.scale
 
-    def measurement(self, i: int, value: float | None = None) -> dict:
+    def measurement(self, i: int, value: float | None = None, sign: float = 1.0) -> dict:
         """The predictive distribution of a new measurement at candidate ``i`` (latent std and noise): ``pred_std``
-        and ``noise_std`` in scalarizer units (half the central 68% interval), and for a measured ``value`` (in the
-        model's target units) its ``z_score`` and ``log_score`` (the calibration monitor)."""
+        and ``noise_std`` in scalarizer units (half the central 68% interval), ``pred_lo``/``pred_hi`` its central
+        95% interval (times ``sign``, the goal's: in the scalarizer's own sign), and for a measured ``value`` (in
+        the model's target units) its ``z_score`` and ``log_score`` (the calibration monitor)."""
         center, spread = self.mean[i] * self.scale + self.offset, float(np.hypot(self.std[i], self.noise) * self.scale)
         out = {k: float(self.warp.to_units(center, v)[1]) for k, v in (("pred_std", spread),
                                                                          ("noise_std", self.noise * self.scale))}
+        ends = sorted(float(sign * self.warp.inverse(center + k * spread)) for k in (-2.0, 2.0))
+        out.update(pred_lo=ends[0], pred_hi=ends[1])
         if value is not None:
             out.update(calibration_scores(value, float(self.warp.inverse(center)), spread, self.warp))
         return out

@@ -89,8 +89,10 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
         vals = np.asarray(trace.values)[~seeds]
         pm, ps = trace.step_array("next_mean"), trace.step_array("pred_std")
         if np.isfinite(ps).any():   # the calibration monitor: what the model predicted before each measurement
-            a.fill_between(steps, pm - 2 * ps, pm + 2 * ps, color="tab:green", alpha=0.2, step="mid",
-                           label="predicted +- 2 sigma")
+            lo, hi = trace.step_array("pred_lo"), trace.step_array("pred_hi")   # NaN in traces from before
+            lo, hi = np.where(np.isfinite(lo), lo, pm - 2 * ps), np.where(np.isfinite(hi), hi, pm + 2 * ps)
+            a.fill_between(steps, np.where(np.isfinite(ps), lo, np.nan), np.where(np.isfinite(ps), hi, np.nan),
+                           color="tab:green", alpha=0.2, step="mid", label="predicted 95% interval")
             z = trace.step_array("z_score")
             z = z[np.isfinite(z)]
             if len(z):

@@ -39,9 +39,12 @@ class StepRecord:
     travel_px: float = NAN         # cumulative probe travel since the seeds, px
     stuck: float = NAN             # 1.0 when the stuck-run detector fired at this step
     objective_weight: float = NAN  # multi-objective mode: weight of the primary objective this step
-    pred_std: float = NAN          # predictive std of the measurement at the choice (latent std and noise)
-    noise_std: float = NAN         # the model's observation-noise std (scalarizer units) at this step
-    z_score: float = NAN           # (measured value - next_mean) / pred_std: the calibration monitor
+    pred_std: float = NAN          # predictive std of the measurement at the choice (latent std and noise; on a
+    noise_std: float = NAN         # log-scale model half the central 68% interval), and the noise's own
+    pred_lo: float = NAN           # central 95% predictive interval of the measurement at the choice
+    pred_hi: float = NAN
+    z_score: float = NAN           # where the measured value fell in the prediction (|z| <= 2: inside pred_lo..hi;
+                                   # on the model's scale: log(value / next_mean) / spread on a log scale)
     log_score: float = NAN         # log density of the measured value under the prediction (higher: better)
     overconfident: float = NAN     # 1.0 when the calibration monitor judged the model overconfident at this step
     acq_ties: float = NAN          # available candidates sharing the chosen (best) score: > 1 means a tie-break

@@ -357,7 +357,7 @@ class Experiment:
         record.update(flags)
         if warning:
             self.trace.add_event(k, warning)
-        record.update(post.measurement(choice))   # the measurement's predicted spread (latent std and noise)
+        record.update(post.measurement(choice, sign=sign))   # the measurement's predicted spread (latent std and noise)
         if (grid := getattr(self.model, "last_grid", None)) is not None:   # the grid predictor's measured error
             record["grid_mean_err"], record["grid_std_err"] = grid.mean_rms * post.scale, grid.std_rms * post.scale
         point = self._acquire(choice, kind, k)
