@@ -100,6 +100,9 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
         a.plot(np.arange(len(vals)), vals, ".", ms=3, label="measured value")
         if truth is not None:
             a.axhline(float(np.max(truth)), color="r", ls=":", label="truth max")
+        seen = np.concatenate([vals, [np.max(truth)] if truth is not None else []])
+        if seen.size and np.all(np.isfinite(seen)) and np.ptp(seen) > 0:   # a log model's upper ends are far out:
+            a.set_ylim(seen.min() - 0.1 * np.ptp(seen), seen.max() + 0.3 * np.ptp(seen))   # the values set the axis
     a.set_xlabel("step")
     a.legend(fontsize=7)
     a.set_title(panel_title, fontsize=9)
