@@ -357,12 +357,12 @@ class Experiment:
         record.update(flags)
         if warning:
             self.trace.add_event(k, warning)
-        record.update(post.measurement(choice, sign=sign))   # the measurement's predicted spread (latent std and noise)
         if (grid := getattr(self.model, "last_grid", None)) is not None:   # the grid predictor's measured error
             record["grid_mean_err"], record["grid_std_err"] = grid.mean_rms * post.scale, grid.std_rms * post.scale
         point = self._acquire(choice, kind, k)
-        cal = post.measurement(choice, np.nan if self.objective.multi else sign * point["value"])
-        record.update(z_score=sign * cal["z_score"], log_score=cal["log_score"],   # z > 0: above the prediction
+        # what the model had predicted for this measurement (latent std and noise), and where the value fell in it
+        cal = post.measurement(choice, np.nan if self.objective.multi else sign * point["value"], sign=sign)
+        record.update(cal, z_score=sign * cal["z_score"],   # z > 0: above the prediction
                       pred_std=np.nan if self.objective.multi else cal["pred_std"])
         record["blanked_s"] = self.guard.last_blanked_s
         record["step_time"] = time.perf_counter() - t_step
