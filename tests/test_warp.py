@@ -127,3 +127,36 @@ def test_the_floored_matern_kernel_is_gpytorchs_until_its_values_are_negligible(
     torch.testing.assert_close(a[near], b[near], rtol=1e-9, atol=0)
     assert torch.all(a[~near] == a[~near].max()) and float(a[~near].max()) == pytest.approx(floor, rel=1e-9)
     assert torch.allclose(ours(x1, x1, diag=True), torch.ones(50, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("warp", ["log", "none"])
+def test_the_grid_predictors_error_is_reported_in_scalarizer_units(warp):
+    """The recorded grid error (`grid_mean_err`, `grid_std_err`) is in scalarizer units: on a log-scale model the
+    standardised differences are log ratios, and the scale alone would not turn them into counts."""
+    from napari_hae.core.data.patches import PatchGrid
+    from napari_hae.core.model import exact_predict, large
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:40, 0:52]
+    image = np.sin(yy / 4.0) * np.cos(xx / 6.0) + 0.3 * rng.standard_normal((40, 52))
+    grid = PatchGrid(image, 6)
+    y = 50.0 * np.exp(np.asarray(grid).mean(1))                         # positive, varying by factors
+    idx = np.random.default_rng(0).choice(image.size, 120, replace=False)
+    model = DKLRegressor(36, hidden=(16, 8), seed=0, predictor="grid", grid_size=8, warp=warp)
+    model.fit(grid[idx], y[idx], iterations=60, warm=False)
+    model.predict(grid)
+    rep = model.last_grid
+    assert np.isfinite(rep.mean_units) and rep.mean_units > 0
+    units = lambda m, s: model.warp.to_units(m * model.y_std + model.y_mean, s * model.y_std)   # noqa: E731
+    z = model._embedded(grid)
+    mean, std, again = large.grid_posterior(model.model, model._factors, z, 8, 1024, exact_top=0, units=units,
+                                            rng=np.random.default_rng(model.n_fits))
+    check = np.random.default_rng(model.n_fits).choice(len(z), size=256, replace=False)   # the report's positions
+    em, es = exact_predict.predict_embedded(model.model, model._factors, z[check], 1024)
+    (gm_u, gs_u), (em_u, es_u) = units(mean[check], std[check]), units(em, es)
+    assert again.mean_units == pytest.approx(np.sqrt(np.mean((gm_u - em_u) ** 2)), rel=1e-9)
+    assert again.std_units == pytest.approx(np.sqrt(np.mean((gs_u - es_u) ** 2)), rel=1e-9)
+    if warp == "none":
+        assert rep.mean_units == pytest.approx(rep.mean_rms * model.y_std, rel=1e-9)
+    else:   # a log ratio is not counts: the old record (mean_rms x scale) was ~level times too small
+        assert rep.mean_units > 5 * rep.mean_rms * model.y_std

@@ -315,8 +315,9 @@ class DKLRegressor(large.ScalableFit):
             z = self._embedded(X)
             if self.predictor == "grid" or (self.predictor == "auto" and self.embed_dim == 2
                                             and len(X) * len(self._factors.alpha) >= GRID_WORK):
-                mean, std, self.last_grid = large.grid_posterior(self.model, self._factors, z, self.grid_size,
-                                                                 batch, rng=np.random.default_rng(self.n_fits))
+                mean, std, self.last_grid = large.grid_posterior(
+                    self.model, self._factors, z, self.grid_size, batch, rng=np.random.default_rng(self.n_fits),
+                    units=lambda m, s: self.warp.to_units(m * self.y_std + self.y_mean, s * self.y_std))
             else:
                 mean, std = exact_predict.predict_embedded(self.model, self._factors, z, batch)
         else:

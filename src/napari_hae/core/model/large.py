@@ -55,18 +55,23 @@ def embed_positions(extractor: torch.nn.Sequential, grid, dtype, rows_per_block:
 
 @dataclass
 class GridReport:
-    """How the grid posterior compares with the exact one on ``n_checked`` random positions (standardised units)."""
+    """How the grid posterior compares with the exact one on ``n_checked`` random positions (standardised units;
+    ``*_units``: the same differences of the median and std in scalarizer units, through the model's warp)."""
     n_checked: int
     mean_rms: float     # RMS difference of the mean
     std_rms: float      # RMS difference of the std
     std_scale: float    # RMS of the exact std there, to read std_rms against
+    mean_units: float = float("nan")
+    std_units: float = float("nan")
 
 
 def grid_posterior(model, factors, z: torch.Tensor, size: int, batch_size: int, exact_at: np.ndarray | None = None,
-                   n_check: int = 256, rng: np.random.Generator | None = None, exact_top: int = 256):
+                   n_check: int = 256, rng: np.random.Generator | None = None, exact_top: int = 256,
+                   units=None):
     """Posterior mean and std (standardised) at embedded positions ``z`` (n, 2) from a ``size`` x ``size`` grid;
     positions ``exact_at`` (flat indices) and the ``exact_top`` highest by mean, by std and by mean + 2 std
-    computed exactly. Returns (mean, std, :class:`GridReport` of the interpolation at random positions)."""
+    computed exactly. Returns (mean, std, :class:`GridReport` of the interpolation at random positions, also in
+    scalarizer units when ``units(mean, std)`` turns standardised values into them)."""
     from scipy.ndimage import map_coordinates
 
     zz = z.double()
@@ -85,6 +90,10 @@ def grid_posterior(model, factors, z: torch.Tensor, size: int, batch_size: int, 
     em, es = exact_predict.predict_embedded(model, factors, z[check], batch_size)
     report = GridReport(len(check), float(np.sqrt(np.mean((mean[check] - em) ** 2))),
                         float(np.sqrt(np.mean((std[check] - es) ** 2))), float(np.sqrt(np.mean(es ** 2))))
+    if units is not None:
+        (gm_u, gs_u), (em_u, es_u) = units(mean[check], std[check]), units(em, es)
+        report.mean_units = float(np.sqrt(np.mean((gm_u - em_u) ** 2)))
+        report.std_units = float(np.sqrt(np.mean((gs_u - es_u) ** 2)))
     # exact where a policy decides: the highest mean, std and mean + 2 std (the argmax of UCB, MU, EI lies there
     # unless the interpolation misplaced it by more than these candidates' spread)
     picks = [np.argpartition(-v, exact_top)[:exact_top] for v in (mean, std, mean + 2 * std)] \

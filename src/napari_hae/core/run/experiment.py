@@ -358,7 +358,7 @@ class Experiment:
         if warning:
             self.trace.add_event(k, warning)
         if (grid := getattr(self.model, "last_grid", None)) is not None:   # the grid predictor's measured error
-            record["grid_mean_err"], record["grid_std_err"] = grid.mean_rms * post.scale, grid.std_rms * post.scale
+            record["grid_mean_err"], record["grid_std_err"] = grid.mean_units, grid.std_units
         point = self._acquire(choice, kind, k)
         # what the model had predicted for this measurement (latent std and noise), and where the value fell in it
         cal = post.measurement(choice, np.nan if self.objective.multi else sign * point["value"], sign=sign)
