@@ -317,12 +317,16 @@ class DKLRegressor(large.ScalableFit):
                                             and len(X) * len(self._factors.alpha) >= GRID_WORK):
                 mean, std, self.last_grid = large.grid_posterior(
                     self.model, self._factors, z, self.grid_size, batch, rng=np.random.default_rng(self.n_fits),
-                    units=lambda m, s: self.warp.to_units(m * self.y_std + self.y_mean, s * self.y_std))
+                    units=self._in_units)
             else:
                 mean, std = exact_predict.predict_embedded(self.model, self._factors, z, batch)
         else:
             mean, std = exact_predict.predict(self.model, self._factors, self._tensor(X), batch)
-        return (mean, std) if standardized else self.warp.to_units(mean * self.y_std + self.y_mean, std * self.y_std)
+        return (mean, std) if standardized else self._in_units(mean, std)
+
+    def _in_units(self, mean, std):
+        """Standardised mean and std on the model's scale -> median and half the 68% interval in target units."""
+        return self.warp.to_units(mean * self.y_std + self.y_mean, std * self.y_std)
 
     def posterior(self, X) -> Posterior:
         """Posterior at X in standardized units, with the scale to undo them and joint sampling."""
