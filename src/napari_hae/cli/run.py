@@ -144,6 +144,9 @@ def _resume(args) -> int:
                             "give the run's output folder (or its trace.journal / trace.h5).")
     out = path if path.is_dir() else path.parent
     given = getattr(args, "explicit", set())
+    device = opt._json_params(args.model_param, "--model-param device=cpu").get("device")
+    if "model_param" in given and [p.partition("=")[0].strip() for p in args.model_param] == ["device"]:
+        given = given - {"model_param"}   # where the model computes: this machine's matter (a GPU gone)
     fixed = sorted(flag for dest, flag in _FIXED_ON_RESUME.items() if dest in given)
     if "out" in given and Path(args.out).resolve() == out.resolve():
         fixed.remove("--out")
@@ -151,11 +154,12 @@ def _resume(args) -> int:
         raise HAEInputError(f"{', '.join(fixed)} cannot change when a run is resumed: they define the run "
                             f"(its data, instrument, seeds, model and output).",
                             "drop them; --steps, --policy (and its parameters), the scalarizer options and --patch "
-                            "may be given with --resume: they are recorded as interventions.")
+                            "may be given with --resume: they are recorded as interventions (and --model-param "
+                            "device=..., where the model computes on this machine).")
     with RunLock(out):   # a stale lock taken over here is recorded by the run's journal (the lock is re-entrant)
         trace = Trace.load(out)   # the most complete record in the folder
         data, mic = recorded_microscope(trace, opt.token(args), args.request_timeout)
-        exp = Experiment.resume(trace, mic, journal=out / JOURNAL_NAME, append_journal=True)
+        exp = Experiment.resume(trace, mic, journal=out / JOURNAL_NAME, append_journal=True, device=device)
         changes = _resume_changes(args, given, exp)
         for change in changes:   # all checked first: a refused option leaves the run as it was
             change.check(exp)

@@ -25,30 +25,12 @@ except ImportError:  # pragma: no cover
 
 from ..data.patches import PatchGrid
 from ..registry import ParamSpec
-from . import exact_predict, large
+from . import compute, exact_predict, large
 from . import warp as _warp
 from .base import FitReport, Posterior, clip_event, register_model, robust_targets
 from .kernels import FloorMaternKernel, FloorRBFKernel
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def dtype_scope(dtype):
-    """Run with torch's default dtype set to ``dtype``, restoring it afterwards.
-
-    Some libraries change the process-wide default (AtomAI's models call ``torch.set_default_tensor_type``), which
-    would silently switch parts of gpytorch's arithmetic to float64; the DKL model pins its own dtype instead.
-    """
-    prev = torch.get_default_dtype()
-    if prev == dtype:
-        yield
-        return
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(prev)
 
 
 class MLPFeatureExtractor(torch.nn.Sequential):
@@ -116,11 +98,13 @@ LARGE_SCAN = 65_536      # positions (256 x 256) from which prediction uses the 
                                                    "conditioned on every point in between; 0: every step"),
     ParamSpec("threads", 1, "", 1, 256, "torch threads for fitting, fixed so that a run's picks do not depend on "
                                         "the machine's core count (recorded with the model)"),
+    ParamSpec("device", "auto", "", help="'auto': the first CUDA GPU when torch sees one (the CPU if it fails there), "
+                                         "else the CPU; 'cpu'; 'cuda' or 'cuda:N'"),
     ParamSpec("predict_threads", 0, "", 0, 256, "torch threads for prediction; 0: 'threads' below 256 x 256 "
                                                 "positions, the process's above (the CLI: all cores, the dock: all "
                                                 "but one; the posterior differs by ~1e-12 relative between counts)"),
 ))
-class DKLRegressor(large.ScalableFit):
+class DKLRegressor(large.ScalableFit, compute.OnDevice):
     """DKL Gaussian-process regressor for patch -> scalar.
 
     Parameters
@@ -138,7 +122,7 @@ class DKLRegressor(large.ScalableFit):
                  kernel: str = "matern", lr: float = 0.01, seed: int = 0, dtype=torch.float32,
                  max_retries: int = 3, threads: int = 1, restart: str = "cold", priors: bool = False,
                  predictor: str = "auto", grid_size: int = 32, max_train: int = 256, predict_threads: int = 0,
-                 refit_points: int = 100, warp: str = "log"):
+                 refit_points: int = 100, warp: str = "log", device: str = "auto"):
         from ..errors import HAEInputError
 
         try:
@@ -163,6 +147,7 @@ class DKLRegressor(large.ScalableFit):
         if warp not in _warp.MODES:
             raise HAEInputError(f"Model 'dkl': warp={warp!r} is not 'log' or 'none'.", "use --model-param warp=log.")
         self.threads, self.warp_mode, self.warp = threads, warp, _warp.NONE
+        self.device_spec, self.device = str(device), compute.resolve(device)
         self.restart = restart
         self.predictor, self.grid_size, self.max_train = predictor, int(grid_size), int(max_train)
         self.predict_threads, self.refit_points = int(predict_threads), int(refit_points)
@@ -184,26 +169,38 @@ class DKLRegressor(large.ScalableFit):
         self.n_fits = 0
         self.n_clipped = 0
         self._factors = None   # exact_predict.TrainingFactors of the current fit
+        self._last_fit = None
 
     # -- construction ---------------------------------------------------------------------------------------
     def _new_extractor(self) -> MLPFeatureExtractor:
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen)))
-        return MLPFeatureExtractor(self.input_dim, self.hidden, self.embed_dim).to(self.dtype)
+        return MLPFeatureExtractor(self.input_dim, self.hidden, self.embed_dim).to(self.device, self.dtype)
 
     def _build(self, x, y):
         noise_prior = gpytorch.priors.GammaPrior(1.1, 0.05) if self.priors else None
         lik = gpytorch.likelihoods.GaussianLikelihood(noise_prior=noise_prior,
                                                       noise_constraint=gpytorch.constraints.GreaterThan(1e-4))
         self.model = _DKLModel(x, y, lik, self._new_extractor(), self.embed_dim, self.kernel,
-                               self.priors).to(self.dtype)
-        self.likelihood = lik.to(self.dtype)
+                               self.priors).to(self.device, self.dtype)
+        self.likelihood = lik.to(self.device, self.dtype)
+
+    def _to_device(self, device):
+        """Move the model to ``device``; what was computed on the old one is computed again when needed. A device
+        that cannot give its tensors back (a crashed GPU) leaves the model to be fitted again on the new one."""
+        self.device, self._factors, self._z_cache = device, None, None
+        if self.model is not None:
+            try:
+                self.model.to(device)
+                self.likelihood.to(device)
+            except RuntimeError:
+                self.model = self.likelihood = None
 
     def _tensor(self, X) -> torch.Tensor:
         X = np.asarray(X)
         X = X.reshape(X.shape[0], -1)
         if X.shape[1] != self.input_dim:
             raise ValueError(f"Expected inputs with {self.input_dim} features, got {X.shape[1]}.")
-        return torch.as_tensor(X, dtype=self.dtype)
+        return torch.as_tensor(X, dtype=self.dtype, device=self.device)
 
     # -- fit ------------------------------------------------------------------------------------------------
     @property
@@ -214,10 +211,18 @@ class DKLRegressor(large.ScalableFit):
         """Train on (X, y) for ``iterations`` Adam steps: from fresh weights, or continuing from the current ones
         when ``warm`` is asked, the model's ``restart`` is "warm" and it was fitted before. Above ``refit_points``
         points a ``warm`` fit between scheduled refits only conditions the posterior on (X, y) (see :mod:`.large`)."""
-        with dtype_scope(self.dtype), _exact(), threads_scope(self.threads):
-            if warm and self._reconditions(len(np.atleast_1d(y))) and self.warp.fits(y):
-                return self._recondition(X, y)
-            return self._fit(X, y, iterations, not warm or self.restart == "cold")
+        if self.n_fits == 0 and self.device.type != "cpu":
+            self._note(f"The model runs on {compute.describe(self.device)}.")
+        self._last_fit = (X, y, iterations)   # to fit again where a failed GPU kept the model
+        with compute.dtype_scope(self.dtype), compute.exact(), compute.threads_scope(self.threads):
+            report = self._run_on_device("fit", self._fit_or_condition, X, y, iterations, warm)
+        report.events[:0] = self._device_events()
+        return report
+
+    def _fit_or_condition(self, X, y, iterations, warm) -> FitReport:
+        if warm and self._reconditions(len(np.atleast_1d(y))) and self.warp.fits(y):
+            return self._recondition(X, y)
+        return self._fit(X, y, iterations, not warm or self.restart == "cold")
 
     def _fit(self, X, y, iterations, reset) -> FitReport:
         self._factors, self._since_fit = None, 0   # the posterior's training factors belong to the old weights
@@ -230,7 +235,7 @@ class DKLRegressor(large.ScalableFit):
         self.warp, events = _warp.choose(y, self.warp_mode, self.warp if self.n_fits else None)
         y, self.y_mean, self.y_std, n_clipped = robust_targets(self.warp.forward(y))
         events, self.n_clipped = events + clip_event(n_clipped, self.n_clipped), n_clipped
-        yt = torch.as_tensor((y - self.y_mean) / self.y_std, dtype=self.dtype)
+        yt = torch.as_tensor((y - self.y_mean) / self.y_std, dtype=self.dtype, device=self.device)
         x_all, yt_all = x, yt
         sub = large.training_subset(y, self.max_train, self._gen)   # the posterior conditions on all, below
         x, yt = x[sub], yt[sub]
@@ -247,7 +252,7 @@ class DKLRegressor(large.ScalableFit):
                 self._train_loop(x, yt, iterations, report, jitter)
                 break
             except (NotPSDError, NanError, RuntimeError, FloatingPointError) as exc:
-                if isinstance(exc, RuntimeError) and not _is_numerical(exc):
+                if isinstance(exc, RuntimeError) and not compute.numerical(exc):
                     raise
                 attempt += 1
                 report.retries += 1
@@ -299,10 +304,12 @@ class DKLRegressor(large.ScalableFit):
         # the model's own (reproducible on any machine) on small scans; on large ones the process's (CLI all cores,
         # dock all but one), where prediction is most of a step and differs by ~1e-12 relative between counts
         threads = self.predict_threads or (torch.get_num_threads() if len(X) >= LARGE_SCAN else self.threads)
-        with dtype_scope(self.dtype), _exact(), threads_scope(threads):
-            return self._predict(X, batch_size, standardized)
+        with compute.dtype_scope(self.dtype), compute.exact(), compute.threads_scope(threads):
+            return self._run_on_device("prediction", self._predict, X, batch_size, standardized)
 
     def _predict(self, X, batch_size, standardized):
+        if self.model is None and self._last_fit is not None:   # moved off a GPU that kept the model
+            self._fit(*self._last_fit, reset=True)
         self._check_fitted()
         self.model.eval()
         self.likelihood.eval()
@@ -340,12 +347,12 @@ class DKLRegressor(large.ScalableFit):
         self._check_fitted()
         x = self._tensor(X)
         self.model.eval()
-        with dtype_scope(self.dtype), _exact(), threads_scope(self.threads), torch.no_grad(), \
+        with compute.dtype_scope(self.dtype), compute.exact(), compute.threads_scope(self.threads), torch.no_grad(), \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore", gpytorch.utils.warnings.NumericalWarning)
             post = self.model(x)
-            mean = post.mean.double().numpy()
-            cov = post.covariance_matrix.double().numpy()
+            mean = post.mean.double().cpu().numpy()
+            cov = post.covariance_matrix.double().cpu().numpy()
         cov = 0.5 * (cov + cov.T)
         jitter = 1e-6 * max(float(np.mean(np.diag(cov))), 1e-12)
         for _ in range(6):
@@ -363,44 +370,14 @@ class DKLRegressor(large.ScalableFit):
         """Kernel-space embedding (n, embed_dim) of inputs, scaled as the GP sees them."""
         self._check_fitted()
         self.model.eval()
-        with dtype_scope(self.dtype), torch.no_grad():
-            return self.model.embed(self._tensor(X)).double().numpy()
+        with compute.dtype_scope(self.dtype), torch.no_grad():
+            return self.model.embed(self._tensor(X)).double().cpu().numpy()
 
     def hyperparameters(self) -> dict:
         self._check_fitted()
         k = self.model.covar_module
         return {
             "outputscale": float(k.outputscale.detach()),
-            "lengthscale": k.base_kernel.lengthscale.detach().double().numpy().ravel().tolist(),
+            "lengthscale": k.base_kernel.lengthscale.detach().double().cpu().numpy().ravel().tolist(),
             "noise": float(self.likelihood.noise.detach().ravel()[0]),
         }
-
-
-MAX_CHOLESKY = 8192
-
-
-@contextlib.contextmanager
-def threads_scope(n: int):
-    """Run with ``n`` torch intra-op threads, restoring the previous count afterwards. The count changes the order
-    of floating-point reductions, so a fixed count makes a run's picks the same on every machine."""
-    prev = torch.get_num_threads()
-    if prev == n:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
-
-
-def _exact():
-    """Cholesky solves up to MAX_CHOLESKY training points. gpytorch switches to conjugate gradients with random
-    probe vectors above 800 by default: slower at our sizes (the soak benchmark's step time doubled past 800
-    points) and not reproducible run to run."""
-    return gpytorch.settings.max_cholesky_size(MAX_CHOLESKY)
-
-
-def _is_numerical(exc: Exception) -> bool:
-    s = str(exc).lower()
-    return any(w in s for w in ("cholesky", "positive definite", "singular", "nan", "not psd", "linalg"))

@@ -24,19 +24,22 @@ from .dkl import DKLRegressor
     ParamSpec("embed_dim", 2, "", 1, 16, "dimension of each member's embedding"),
     ParamSpec("lr", 0.01, "", 1e-5, 1.0, "Adam learning rate"),
     ParamSpec("threads", 1, "", 1, 256, "torch threads (fixed: picks do not depend on the machine)"),
+    ParamSpec("device", "auto", "", help="'auto' (a CUDA GPU when torch sees one), 'cpu', 'cuda' or 'cuda:N'"),
 ))
 class DKLEnsemble:
     """Ensemble of DKL members (initialisations and bootstrap resamples): mixture mean and variance."""
 
     def __init__(self, input_dim: int, *, members: int = 4, bootstrap: bool = True, restart: str = "cold",
-                 hidden=(64, 32), embed_dim: int = 2, lr: float = 0.01, threads: int = 1, seed: int = 0):
+                 hidden=(64, 32), embed_dim: int = 2, lr: float = 0.01, threads: int = 1, seed: int = 0,
+                 device: str = "auto"):
         from ..errors import HAEInputError
 
         if type(members) is not int or members < 2:
             raise HAEInputError(f"Model 'dkl_ensemble': members={members!r} is not a whole number >= 2.",
                                 "use --model-param members=4 (or the plain 'dkl' model for one member).")
         self.members = [DKLRegressor(input_dim, hidden=hidden, embed_dim=embed_dim, lr=lr, threads=threads,
-                                     restart=restart, seed=seed * 1009 + j, warp="none") for j in range(members)]
+                                     restart=restart, seed=seed * 1009 + j, warp="none",
+                                     device=device) for j in range(members)]
         self.bootstrap = bool(bootstrap)
         self._rng = np.random.default_rng(seed)
         self.y_mean, self.y_std, self.n_clipped = 0.0, 1.0, 0

@@ -32,7 +32,7 @@ def training_factors(model, likelihood) -> TrainingFactors:
     with torch.no_grad():
         z = model.embed(x)
         K = model.covar_module(z).to_dense().double()
-        eye = torch.eye(len(y), dtype=torch.float64)
+        eye = torch.eye(len(y), dtype=torch.float64, device=y.device)
         K = K + float(likelihood.noise.detach().double().ravel()[0]) * eye
         jitter = 0.0
         for _ in range(6):
@@ -64,8 +64,8 @@ def predict_embedded(model, factors: TrainingFactors, z: torch.Tensor, batch_siz
             Ks = model.covar_module(zb, factors.z_train).to_dense().double()         # (b, n)
             prior = model.covar_module(zb, diag=True).double()                         # (b,)
             v = torch.linalg.solve_triangular(factors.chol, Ks.T, upper=False)         # (n, b)
-            means.append((factors.mean_constant + Ks @ factors.alpha)[:, 0].numpy())
-            stds.append((prior - (v * v).sum(0)).clamp_min(0).sqrt().numpy())
+            means.append((factors.mean_constant + Ks @ factors.alpha)[:, 0].cpu().numpy())
+            stds.append((prior - (v * v).sum(0)).clamp_min(0).sqrt().cpu().numpy())
     if not means:
         return np.zeros(0), np.zeros(0)
     return np.concatenate(means), np.concatenate(stds)

@@ -42,7 +42,7 @@ def embed_positions(extractor: torch.nn.Sequential, grid, dtype, rows_per_block:
     bias = first.bias.detach().to(dtype)
     if rows_per_block is None:   # ~32 MiB of first-layer features per block
         rows_per_block = max(1, (32 << 20) // (4 * h * nx))
-    padded = torch.as_tensor(grid.padded).to(dtype)
+    padded = torch.as_tensor(grid.padded).to(weight.device, dtype)
     out = []
     with torch.no_grad():
         for r0 in range(0, ny, rows_per_block):
@@ -77,11 +77,12 @@ def grid_posterior(model, factors, z: torch.Tensor, size: int, batch_size: int, 
     zz = z.double()
     lo, hi = zz.min(0).values, zz.max(0).values
     span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-    axes = [torch.linspace(float(lo[d]), float(lo[d] + span[d]), size, dtype=torch.float64) for d in range(2)]
+    axes = [torch.linspace(float(lo[d]), float(lo[d] + span[d]), size, dtype=torch.float64, device=z.device)
+            for d in range(2)]
     g0, g1 = torch.meshgrid(*axes, indexing="ij")
     nodes = torch.stack([g0.ravel(), g1.ravel()], 1).to(z.dtype)
     gm, gs = exact_predict.predict_embedded(model, factors, nodes, batch_size)
-    coords = ((zz - lo) / span * (size - 1)).numpy().T                                # (2, n) in grid units
+    coords = ((zz - lo) / span * (size - 1)).cpu().numpy().T                                # (2, n) in grid units
     mean = map_coordinates(gm.reshape(size, size), coords, order=1, mode="nearest")
     # the variance is interpolated, not the std: it is the smoother of the two near the measured points
     std = np.sqrt(np.clip(map_coordinates((gs ** 2).reshape(size, size), coords, order=1, mode="nearest"), 0, None))
@@ -125,7 +126,7 @@ class ScalableFit:
         if len(y) != x.shape[0] or not np.all(np.isfinite(y)):
             raise ValueError(f"{x.shape[0]} inputs for {len(y)} targets, or targets that are not finite.")
         yt = (robust_targets(self.warp.forward(y))[0] - self.y_mean) / self.y_std
-        self.model.set_train_data(x, torch.as_tensor(yt, dtype=self.dtype), strict=False)
+        self.model.set_train_data(x, torch.as_tensor(yt, dtype=self.dtype, device=self.device), strict=False)
         self._factors = None
         self._since_fit += 1
         return FitReport()

@@ -385,17 +385,17 @@ class Experiment:
     # -- resuming -----------------------------------------------------------------------------------------
     @classmethod
     def resume(cls, trace: Trace | str, microscope: Microscope, journal=None, append_journal: bool = False,
-               model_factory=None, budget: int | None = None) -> Experiment:
+               model_factory=None, budget: int | None = None, device: str | None = None) -> Experiment:
         """Continue a run from its trace, with the settings, model and interventions it had.
 
         ``trace``: a :class:`Trace` or a path (HDF5 trace, journal, or run folder). Measured points are kept, the
         recorded interventions re-applied, the model retrained on all points, the random generator continued.
         ``journal``: where to journal on (``append_journal``: continue this run's intact journal there); ``budget``
-        may extend the run. See :mod:`napari_hae.core.run.resuming`.
+        may extend the run; ``device`` moves the model (another machine's). See :mod:`napari_hae.core.run.resuming`.
         """
         from .resuming import resume
 
-        return resume(cls, trace, microscope, journal, append_journal, model_factory, budget)
+        return resume(cls, trace, microscope, journal, append_journal, model_factory, budget, device)
 
     def close(self) -> None:
         """Release the acquisition thread and close the journal (the trace stays usable in memory)."""

@@ -14,9 +14,20 @@ from .settings import ExperimentSettings
 
 
 def resume(cls, trace, microscope, journal=None, append_journal: bool = False, model_factory=None,
-           budget: int | None = None):
+           budget: int | None = None, device: str | None = None):
     if not isinstance(trace, Trace):
         trace = Trace.load(trace)
+    settings = ExperimentSettings.from_dict(trace.settings)
+    was = settings.model.params.get("device", "auto")
+    if device is not None:   # where the model computes is this machine's matter, not the run's (a GPU gone)
+        from ..model import MODELS
+
+        settings.model.params = {**settings.model.params, "device": device}
+        MODELS.check_params(settings.model.name, settings.model.params)
+    if "device" in settings.model.params:   # a device this machine lacks is refused before anything is touched
+        from ..model import compute
+
+        compute.resolve(settings.model.params["device"])
     new = np.asarray(microscope.structural_image(), dtype=np.float64)
     registered = None
     if new.shape != trace.structural.shape or not np.allclose(new, trace.structural):
@@ -26,8 +37,7 @@ def resume(cls, trace, microscope, journal=None, append_journal: bool = False, m
                 "resume on the same dataset / the same scan region the run started on.")
         registered = register(trace.structural, new)   # a live instrument: acquired again, maybe drifted
         microscope = Registered(microscope, trace.structural, registered[0])
-    exp = cls(microscope, ExperimentSettings.from_dict(trace.settings), dataset_info=trace.dataset,
-              model_factory=model_factory)
+    exp = cls(microscope, settings, dataset_info=trace.dataset, model_factory=model_factory)
     exp.trace = trace
     if trace.n_points:
         exp.measured[flat_index(trace.positions_array(), exp.scan_shape)] = True
@@ -40,6 +50,9 @@ def resume(cls, trace, microscope, journal=None, append_journal: bool = False, m
     if journal is not None:
         trace.attach_journal(journal, append=append_journal)
     trace.add_event(trace.n_steps, f"resumed with {trace.n_points} points and {trace.n_steps} steps measured")
+    if device is not None and device != was:
+        trace.add_event(trace.n_steps, f"the model's device is {device!r} from here on (the run started with "
+                                       f"{was!r})")
     if registered is not None:
         (dy, dx), sub, corr = registered
         gone = ~microscope.reachable().ravel() & ~exp.measured

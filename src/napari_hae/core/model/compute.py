@@ -1,0 +1,135 @@
+"""Where and how the DKL computes: its device, torch threads, default dtype and exact solves.
+
+``device="auto"`` (the default) takes the first CUDA GPU when torch sees one, else the CPU.
+
+A GPU changes the arithmetic's rounding, not the maths: the posterior agrees with the CPU's within float32
+rounding (``tests/test_device.py``, run where a GPU is present), and a run's picks can differ at near-ties as they
+do between thread counts. With ``"auto"`` a failure on the GPU (out of memory on a small card, a driver fault) does
+not stop the run: the model moves to the CPU for the rest of it, says so in the trace's events, and repeats the
+failed fit or prediction there. ``"cuda"`` / ``"cuda:N"`` insist on the GPU (its errors are raised); ``"cpu"``
+never touches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import gpytorch
+import torch
+
+log = logging.getLogger(__name__)
+
+CPU = torch.device("cpu")
+
+
+def resolve(spec: str) -> torch.device:
+    """The torch device for a model's ``device`` parameter ("auto", "cpu", "cuda" or "cuda:N")."""
+    from ..errors import HAEInputError
+
+    spec = str(spec).strip().lower()
+    if spec in ("auto", "cpu"):
+        return cuda_if_available() if spec == "auto" else CPU
+    kind, _, index = spec.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise HAEInputError(f"Model device {spec!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'.",
+                            "use --model-param device=auto (a GPU when there is one, else the CPU).")
+    if not torch.cuda.is_available():
+        raise HAEInputError(f"Model device {spec!r} was asked for, but torch sees no CUDA GPU "
+                            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}).",
+                            "use --model-param device=auto or device=cpu, or install the torch build for this "
+                            "machine's CUDA driver.")
+    device = torch.device(spec if index else "cuda:0")
+    if device.index >= torch.cuda.device_count():
+        raise HAEInputError(f"Model device {spec!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s), "
+                            f"numbered from 0.", "use --model-param device=cuda:0 or device=auto.")
+    return device
+
+
+def cuda_if_available() -> torch.device:
+    return torch.device("cuda:0") if torch.cuda.is_available() else CPU
+
+
+def describe(device: torch.device) -> str:
+    """"cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu"."""
+    if device.type != "cuda":
+        return str(device)
+    return f"{device} ({torch.cuda.get_device_name(device)})"
+
+
+class OnDevice:
+    """Runs a model's fits and predictions on its device, and moves it to the CPU for good when the GPU fails
+    under ``device="auto"`` (see the module docstring). The model provides ``device_spec``, ``device``,
+    ``_to_device(device)`` (move its modules, drop what was computed on the old device) and ``_device_events``."""
+
+    device_spec = "cpu"
+    device = CPU
+
+    def _device_events(self) -> list[str]:
+        out, self._pending = getattr(self, "_pending", []), []
+        return out
+
+    def _note(self, message: str):
+        log.warning(message)
+        self._pending = [*getattr(self, "_pending", []), message]
+
+    def _run_on_device(self, what: str, fn, *args):
+        try:
+            return fn(*args)
+        except RuntimeError as exc:   # CUDA out of memory, driver faults, a tensor left on the other device
+            if self.device.type == "cpu" or self.device_spec != "auto" or numerical(exc):
+                raise
+            self._note(f"The model's {what} failed on {describe(self.device)} ({type(exc).__name__}: "
+                       f"{str(exc)[:120]}); the model runs on the CPU from here on.")
+            self._to_device(CPU)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return fn(*args)
+
+
+def numerical(exc: Exception) -> bool:
+    """Whether an error is the GP's arithmetic (handled by the fit's retries), not the device's."""
+    s = str(exc).lower()
+    return any(w in s for w in ("cholesky", "positive definite", "singular", "nan", "not psd", "linalg"))
+
+
+@contextlib.contextmanager
+def dtype_scope(dtype):
+    """Run with torch's default dtype set to ``dtype``, restoring it afterwards.
+
+    Some libraries change the process-wide default (AtomAI's models call ``torch.set_default_tensor_type``), which
+    would silently switch parts of gpytorch's arithmetic to float64; the DKL model pins its own dtype instead.
+    """
+    prev = torch.get_default_dtype()
+    if prev == dtype:
+        yield
+        return
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(prev)
+
+MAX_CHOLESKY = 8192
+
+
+@contextlib.contextmanager
+def threads_scope(n: int):
+    """Run with ``n`` torch intra-op threads, restoring the previous count afterwards. The count changes the order
+    of floating-point reductions, so a fixed count makes a run's picks the same on every machine."""
+    prev = torch.get_num_threads()
+    if prev == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def exact():
+    """Cholesky solves up to MAX_CHOLESKY training points. gpytorch switches to conjugate gradients with random
+    probe vectors above 800 by default: slower at our sizes (the soak benchmark's step time doubled past 800
+    points) and not reproducible run to run."""
+    return gpytorch.settings.max_cholesky_size(MAX_CHOLESKY)
