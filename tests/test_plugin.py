@@ -254,6 +254,33 @@ def test_resume_a_crashed_run_from_its_journal(viewer_widget, qtbot, small_sampl
 
 
 @pytest.mark.slow
+def test_the_dock_resumes_a_run_started_on_a_gpu_this_pc_lacks(viewer_widget, qtbot, small_sample, tmp_path,
+                                                               monkeypatch):
+    """The dock has no device field: a run recorded with device='cuda' continues on 'auto', and says so."""
+    import torch
+
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.model import compute
+    from napari_hae.core.run.experiment import Experiment, ExperimentSettings
+
+    viewer, w = viewer_widget
+    with monkeypatch.context() as m:
+        m.setattr(compute, "resolve", lambda spec: torch.device("cpu"))
+        crashed = Experiment(SimulatedMicroscope(small_sample), ExperimentSettings(
+            patch_size=8, n_seeds=5, budget=4, fit_iterations_first=60, fit_iterations=10,
+            model={"name": "dkl", "params": {"hidden": [32, 16], "device": "cuda"}}),
+            journal=tmp_path / "old" / "trace.journal")
+        crashed.run(2)
+        crashed.close()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    exp = w.resume_trace(tmp_path / "old")
+    _run_to_end(w, qtbot)
+    assert exp.done and exp.trace.positions[:7] == crashed.trace.positions and exp.trace.n_points == 9
+    assert "the model's device is 'auto' from here on (the run started with 'cuda')" in \
+        [e["message"] for e in exp.trace.events]
+
+
+@pytest.mark.slow
 def test_monitors_replay_export_and_stuck_warning(viewer_widget, qtbot, tmp_path):
     viewer, w = viewer_widget
     w.budget.value = 4

@@ -11,6 +11,7 @@ from .._layers import layer_scale
 from ..core.analysis.feature_space import TrainingCancelled
 from ..core.analysis.replay import replay_state
 from ..core.errors import HAEInputError
+from ..core.model import compute
 from ..core.record.trace import JOURNAL_NAME, Trace
 from ..core.run.experiment import Experiment
 from .monitor_panel import feature_space_worker
@@ -64,7 +65,9 @@ class TraceActions:
         started = []
 
         def resume_on(mic):
-            self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME)
+            recorded = tr.settings.get("model", {}).get("params", {}).get("device")
+            self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME,
+                                                device=compute.usable(recorded))   # a GPU this PC lacks: auto
             started.append(self.experiment)
             self._launch()
 

@@ -46,6 +46,17 @@ def resolve(spec: str) -> torch.device:
     return device
 
 
+def usable(spec: str | None) -> str | None:
+    """None where a recorded ``device`` works on this machine, else "auto" (for resuming where it cannot be asked)."""
+    from ..errors import HAEInputError
+
+    try:
+        resolve("auto" if spec is None else spec)
+    except HAEInputError:
+        return "auto"
+    return None
+
+
 def cuda_if_available() -> torch.device:
     return torch.device("cuda:0") if torch.cuda.is_available() else CPU
 
