@@ -24,6 +24,7 @@ def test_the_simulator_conforms(small_sample):
     assert report.outcome("dwell") == "skip" and report.outcome("blanking") == "skip"
 
 
+@pytest.mark.slow
 def test_nion_usim_conforms():
     pytest.importorskip("nion.usim_device", reason="Nion's simulated STEM (napari-hae[nion]) is absent")
     report = check_microscope(lambda: make_microscope("nion-usim", None, size=32, exposure_ms=2.0))

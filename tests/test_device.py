@@ -185,7 +185,8 @@ def test_a_run_started_on_a_gpu_resumes_on_a_machine_without_one(tmp_path, capsy
     with monkeypatch.context() as m:   # the microscope PC, whose GPU the run asked for by name
         m.setattr(compute, "resolve", lambda spec: torch.device("cpu"))
         exp = Experiment(SimulatedMicroscope(data), ExperimentSettings(
-            patch_size=8, n_seeds=5, budget=4, model={"name": "dkl", "params": {"device": "cuda"}}),
+            patch_size=8, n_seeds=5, budget=3, fit_iterations_first=30, fit_iterations=10,
+            model={"name": "dkl", "params": {"hidden": [16, 8], "device": "cuda"}}),
             dataset_info={**data.describe(), "source": {"sample": "nanoparticles", "noise": "none"}},
             journal=out / "trace.journal")
         exp.run(2)
@@ -201,6 +202,6 @@ def test_a_run_started_on_a_gpu_resumes_on_a_machine_without_one(tmp_path, capsy
     assert "--model-param cannot change when a run is resumed" in capsys.readouterr().err
     assert main(["run", "--resume", str(out), "--model-param", "device=auto", "-q"]) == 0
     final = Trace.load(out / "trace.h5")
-    assert final.n_steps == 4 and final.positions[:7] == exp.trace.positions
+    assert final.n_steps == 3 and final.positions[:7] == exp.trace.positions
     assert "the model's device is 'auto' from here on (the run started with 'cuda')" in \
         [e["message"] for e in final.events]

@@ -62,6 +62,7 @@ def test_the_real_sio2_eds_file_is_found_shifted_and_cuzn_is_not(shared_data):
     assert eels["warning"] is None and {"Cu L2,3", "Zn L2,3"} <= {m[0] for m in eels["matches"]}
 
 
+@pytest.mark.slow
 def test_cli_run_warns_about_a_shifted_axis_and_records_the_check(tmp_path, capsys):
     from napari_hae.cli import main
 

@@ -34,6 +34,7 @@ def test_real_eels_and_eds_data_load_with_calibrated_axes(shared_data):
     assert bcf.scan_shape == (64, 64)
 
 
+@pytest.mark.slow
 def test_real_velox_emd_loads(shared_data):
     d = load_spectrum_image(shared_data / "formats/fei_emd_si.emd")
     assert d.scan_shape == (16, 16) and d.signal_shape[0] > 1000

@@ -48,6 +48,7 @@ def _band(mic, spectrum):
     return float(spectrum[(e >= BAND[0]) & (e <= BAND[1])].sum())
 
 
+@pytest.mark.slow
 def test_spectra_come_from_where_the_haadf_says(usim):
     mic = usim(fov_nm=100.0)
     assert mic.describe()["pixel_size"] == pytest.approx(100.0 / 32) and mic.describe()["pixel_units"] == "nm"
