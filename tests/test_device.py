@@ -60,6 +60,36 @@ def test_device_is_a_model_parameter_of_the_cli_and_the_dock():
     assert make_model({"name": "dkl", "params": {"device": "cpu"}}, 36).device == torch.device("cpu")
 
 
+@pytest.mark.parametrize("predictor, max_train", [("grid", 256), ("exact", 20)])
+def test_every_tensor_the_model_makes_follows_its_device_not_torchs_default(data, predictor, max_train):
+    """On a GPU, a tensor made without the model's device lands on torch's default device (the CPU), and the first
+    operation mixing it with the model's tensors fails. Here torch's default device is 'meta' (tensors without
+    data) while the model is on the CPU: the same calls give the same numbers only if every tensor the model makes
+    (fit, training subset, conditioning steps, both predictors, samples, embedding) follows the model's device."""
+    _, grid, idx, y = data
+    more = np.union1d(idx, [0, 1, 2])
+
+    def calls():
+        model = DKLRegressor(36, hidden=(16, 8), seed=0, device="cpu", predictor=predictor, max_train=max_train,
+                             refit_points=10)
+        out = [model.fit(grid[idx], y[idx], iterations=20, warm=False).final_loss, *model.predict(grid)]
+        assert model.fit(grid[more], y[more], iterations=20).losses == []   # a conditioning step, not a fit
+        out += [*model.predict(grid), *model.predict(np.asarray(grid)[:50]), model.posterior(grid).noise,
+                model.sample(np.asarray(grid)[:5], np.random.default_rng(0)), model.embed(np.asarray(grid)[:5]),
+                model.hyperparameters()["lengthscale"]]
+        return out
+
+    expected = calls()
+    torch.set_default_device("meta")
+    try:
+        got = calls()
+    finally:
+        torch.set_default_device(None)
+    assert len(got) == len(expected) == 11
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
 def _pretend_gpu(model, monkeypatch=None):
     """A model whose device is not the CPU: torch's 'meta' device, which computes no numbers and cannot give its
     tensors back, the way a crashed GPU fails."""

@@ -2,12 +2,14 @@
 
 ``device="auto"`` (the default) takes the first CUDA GPU when torch sees one, else the CPU.
 
-A GPU changes the arithmetic's rounding, not the maths: ``tests/test_device.py`` requires its posterior to be the
-CPU's within 1e-2 standardised units where a GPU is present (CI has none), and a run's picks can differ at
-near-ties as they do between thread counts. With ``"auto"`` a failure on the GPU (out of memory on a small card,
-a driver fault) does not stop the run: the model moves to the CPU for the rest of it, says so in the trace's
-events, and repeats the failed fit or prediction there. ``"cuda"`` / ``"cuda:N"`` insist on the GPU (its errors
-are raised); ``"cpu"`` never touches it.
+Tensors follow the model's device where they are made (weights are drawn on the CPU, so the initial network is the
+same everywhere); ``tests/test_device.py`` checks this without a GPU by running the model with torch's default
+device set to "meta". A GPU changes the arithmetic's rounding, not the maths: the same test file requires its
+posterior to be the CPU's within 1e-2 standardised units where a GPU is present (CI has none), and a run's picks can
+differ at near-ties as they do between thread counts. With ``"auto"`` a failure on the GPU (out of memory on a small
+card, a driver fault) does not stop the run: the model moves to the CPU for the rest of it, says so in the trace's
+events, and repeats the failed fit or prediction there. ``"cuda"`` / ``"cuda:N"`` insist on the GPU (its errors are
+raised); ``"cpu"`` never touches it.
 """
 
 from __future__ import annotations

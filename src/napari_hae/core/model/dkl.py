@@ -173,15 +173,18 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
 
     # -- construction ---------------------------------------------------------------------------------------
     def _new_extractor(self) -> MLPFeatureExtractor:
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen)))
-        return MLPFeatureExtractor(self.input_dim, self.hidden, self.embed_dim).to(self.device, self.dtype)
+        """Fresh weights, drawn on the CPU whatever the device (the same initial network everywhere)."""
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen, device="cpu")))
+        with torch.device("cpu"):
+            return MLPFeatureExtractor(self.input_dim, self.hidden, self.embed_dim).to(self.device, self.dtype)
 
     def _build(self, x, y):
-        noise_prior = gpytorch.priors.GammaPrior(1.1, 0.05) if self.priors else None
-        lik = gpytorch.likelihoods.GaussianLikelihood(noise_prior=noise_prior,
-                                                      noise_constraint=gpytorch.constraints.GreaterThan(1e-4))
-        self.model = _DKLModel(x, y, lik, self._new_extractor(), self.embed_dim, self.kernel,
-                               self.priors).to(self.device, self.dtype)
+        with torch.device("cpu"):
+            noise_prior = gpytorch.priors.GammaPrior(1.1, 0.05) if self.priors else None
+            lik = gpytorch.likelihoods.GaussianLikelihood(noise_prior=noise_prior,
+                                                          noise_constraint=gpytorch.constraints.GreaterThan(1e-4))
+            self.model = _DKLModel(x, y, lik, self._new_extractor(), self.embed_dim, self.kernel,
+                                   self.priors).to(self.device, self.dtype)
         self.likelihood = lik.to(self.device, self.dtype)
 
     def _to_device(self, device):

@@ -42,7 +42,7 @@ def embed_positions(extractor: torch.nn.Sequential, grid, dtype, rows_per_block:
     bias = first.bias.detach().to(dtype)
     if rows_per_block is None:   # ~32 MiB of first-layer features per block
         rows_per_block = max(1, (32 << 20) // (4 * h * nx))
-    padded = torch.as_tensor(grid.padded).to(weight.device, dtype)
+    padded = torch.as_tensor(grid.padded, dtype=dtype, device=weight.device)
     out = []
     with torch.no_grad():
         for r0 in range(0, ny, rows_per_block):
@@ -153,5 +153,5 @@ def training_subset(y: np.ndarray, max_train: int, gen: torch.Generator) -> np.n
     top = older[np.argsort(-np.asarray(y)[older], kind="stable")[: max_train // 4]]
     rest = np.setdiff1d(older, top)
     k = max_train - len(recent) - len(top)
-    drawn = rest[torch.randperm(len(rest), generator=gen)[:k].numpy()]
+    drawn = rest[torch.randperm(len(rest), generator=gen, device="cpu")[:k].numpy()]
     return np.sort(np.concatenate([recent, top, drawn]))
