@@ -136,6 +136,27 @@ def test_a_gpu_that_fails_a_prediction_under_auto_gives_the_same_prediction_on_t
     assert event.startswith("The model's prediction failed on meta (OutOfMemoryError: CUDA out of memory.")
 
 
+def test_thompson_samples_survive_a_gpu_fault_under_auto(data):
+    _, grid, idx, y = data
+    model = DKLRegressor(36, hidden=(16, 8), seed=0)
+    model.fit(grid[idx], y[idx], iterations=60, warm=False)
+    X = np.asarray(grid)[:40]
+    expected = model.sample(X, np.random.default_rng(5), n_samples=3)
+    real, calls = model._tensor, []
+
+    def faulty(x):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(x)
+
+    model._tensor = faulty
+    _pretend_gpu(model)
+    np.testing.assert_array_equal(model.sample(X, np.random.default_rng(5), n_samples=3), expected)
+    assert model.device == torch.device("cpu") and len(calls) == 2
+    assert model._device_events()[0].startswith("The model's sampling failed on meta (RuntimeError: CUDA error")
+
+
 def test_an_explicit_gpu_is_not_left_silently(data):
     _, grid, idx, y = data
     model = DKLRegressor(36, hidden=(16, 8), seed=0, device="cpu")

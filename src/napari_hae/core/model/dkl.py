@@ -310,10 +310,13 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         with compute.dtype_scope(self.dtype), compute.exact(), compute.threads_scope(threads):
             return self._run_on_device("prediction", self._predict, X, batch_size, standardized)
 
-    def _predict(self, X, batch_size, standardized):
+    def _ensure_fitted(self):
         if self.model is None and self._last_fit is not None:   # moved off a GPU that kept the model
             self._fit(*self._last_fit, reset=True)
         self._check_fitted()
+
+    def _predict(self, X, batch_size, standardized):
+        self._ensure_fitted()
         self.model.eval()
         self.likelihood.eval()
         if self._factors is None:   # once per fit: the Cholesky factor of the training covariance
@@ -347,15 +350,10 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
 
     def sample(self, X, rng: np.random.Generator, n_samples: int = 1) -> np.ndarray:
         """Joint posterior samples (n_samples, len(X)) in standardized units (for Thompson sampling)."""
-        self._check_fitted()
-        x = self._tensor(X)
-        self.model.eval()
         with compute.dtype_scope(self.dtype), compute.exact(), compute.threads_scope(self.threads), torch.no_grad(), \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore", gpytorch.utils.warnings.NumericalWarning)
-            post = self.model(x)
-            mean = post.mean.double().cpu().numpy()
-            cov = post.covariance_matrix.double().cpu().numpy()
+            mean, cov = self._run_on_device("sampling", self._joint, X)
         cov = 0.5 * (cov + cov.T)
         jitter = 1e-6 * max(float(np.mean(np.diag(cov))), 1e-12)
         for _ in range(6):
@@ -368,6 +366,12 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
             L = np.diag(np.sqrt(np.clip(np.diag(cov), 0, None)))
         z = rng.standard_normal((n_samples, len(mean)))
         return mean[None, :] + z @ L.T
+
+    def _joint(self, X):
+        self._ensure_fitted()
+        self.model.eval()
+        post = self.model(self._tensor(X))
+        return post.mean.double().cpu().numpy(), post.covariance_matrix.double().cpu().numpy()
 
     def embed(self, X) -> np.ndarray:
         """Kernel-space embedding (n, embed_dim) of inputs, scaled as the GP sees them."""
