@@ -81,7 +81,8 @@ def one(scan: int, n: int, patch: int, steps: int, model_params: dict) -> dict:
            "first_step_s": round(float(r["step_time"][0]), 3), "setup_s": round(setup, 1),
            "peak_rss_gib": round(peak_rss_gib(), 2),
            "grid_mean_err": _finite_median(r["grid_mean_err"]), "grid_std_err": _finite_median(r["grid_std_err"]),
-           "value_range": round(float(np.ptp(exp.trace.values)), 3)}
+           "value_range": round(float(np.ptp(exp.trace.values)), 3),
+           "device": str(exp.model.device)}   # where it computed: "cpu", or a GPU under device=auto
     exp.close()
     return out
 
@@ -105,14 +106,16 @@ def main():
               for k, v in (p.split("=", 1) for p in args.model_param)}
     if args.scan:
         out = one(args.scan, args.n or 200, args.patch, args.steps, params)
-        print(f"scan {out['scan']}^2, n {out['n']}, patch {out['patch']}: median step {out['median_step_s']} s "
+        print(f"scan {out['scan']}^2, n {out['n']}, patch {out['patch']}, {out['device']}: median step "
+              f"{out['median_step_s']} s "
               f"(fit {out['fit_s']}, predict {out['predict_s']}, acquire {out['acquire_s']}; mean "
               f"{out['mean_step_s']}, max {out['max_step_s']}); first step "
               f"{out['first_step_s']} s; peak RSS {out['peak_rss_gib']} GiB; grid error mean/std "
               f"{out['grid_mean_err']}/{out['grid_std_err']} (values span {out['value_range']})", flush=True)
         print(json.dumps(out))
         return
-    print(f"cpus {os.cpu_count()}; one process per configuration", flush=True)
+    print(f"cpus {os.cpu_count()}; one process per configuration; a GPU, where one was used, after n",
+          flush=True)
     print("| scan | n | median step | mean / max step | fit | predict | acquire | peak RSS | grid error mean / std |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for scan in (128, 512, 1024):
@@ -124,7 +127,8 @@ def main():
                 print(f"| {scan}^2 | {n} | failed: {res.stderr.strip().splitlines()[-1:]} |", flush=True)
                 continue
             o = json.loads(res.stdout.strip().splitlines()[-1])
-            print(f"| {scan}^2 | {n} | {o['median_step_s']} s | {o['mean_step_s']} / {o['max_step_s']} s | "
+            where = "" if o["device"] == "cpu" else f" ({o['device']})"
+            print(f"| {scan}^2 | {n}{where} | {o['median_step_s']} s | {o['mean_step_s']} / {o['max_step_s']} s | "
                   f"{o['fit_s']} s | {o['predict_s']} s | "
                   f"{o['acquire_s']} s | {o['peak_rss_gib']} GiB | {o['grid_mean_err']} / {o['grid_std_err']} |",
                   flush=True)
