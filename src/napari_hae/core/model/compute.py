@@ -123,6 +123,7 @@ def dtype_scope(dtype):
     finally:
         torch.set_default_dtype(prev)
 
+
 MAX_CHOLESKY = 8192
 
 
