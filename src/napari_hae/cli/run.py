@@ -144,8 +144,8 @@ def _resume(args) -> int:
                             "give the run's output folder (or its trace.journal / trace.h5).")
     out = path if path.is_dir() else path.parent
     given = getattr(args, "explicit", set())
-    device = opt._json_params(args.model_param, "--model-param device=cpu").get("device")
-    if "model_param" in given and [p.partition("=")[0].strip() for p in args.model_param] == ["device"]:
+    model_params = opt._json_params(args.model_param, "--model-param device=cpu")
+    if "model_param" in given and set(model_params) == {"device"}:
         given = given - {"model_param"}   # where the model computes: this machine's matter (a GPU gone)
     fixed = sorted(flag for dest, flag in _FIXED_ON_RESUME.items() if dest in given)
     if "out" in given and Path(args.out).resolve() == out.resolve():
@@ -159,7 +159,8 @@ def _resume(args) -> int:
     with RunLock(out):   # a stale lock taken over here is recorded by the run's journal (the lock is re-entrant)
         trace = Trace.load(out)   # the most complete record in the folder
         data, mic = recorded_microscope(trace, opt.token(args), args.request_timeout)
-        exp = Experiment.resume(trace, mic, journal=out / JOURNAL_NAME, append_journal=True, device=device)
+        exp = Experiment.resume(trace, mic, journal=out / JOURNAL_NAME, append_journal=True,
+                                device=model_params.get("device"))
         changes = _resume_changes(args, given, exp)
         for change in changes:   # all checked first: a refused option leaves the run as it was
             change.check(exp)
