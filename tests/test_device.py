@@ -256,3 +256,39 @@ def test_a_run_started_on_a_gpu_resumes_on_a_machine_without_one(tmp_path, capsy
     assert final.n_steps == 3 and final.positions[:7] == exp.trace.positions
     assert "the model's device is 'auto' from here on (the run started with 'cuda')" in \
         [e["message"] for e in final.events]
+
+
+def test_a_plug_in_models_own_device_parameter_is_not_judged_by_these_rules(small_sample, tmp_path):
+    """A registered model may take a ``device`` of its own kind ("mps" here): resuming its run neither refuses
+    it nor replaces it (only the DKL models' devices are checked)."""
+    from conftest import fast_settings
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.model import MODELS, register_model
+    from napari_hae.core.run.experiment import Experiment
+
+    @register_model("test_own_device")
+    class OwnDevice:
+        """A model that computes where it says."""
+
+        def __init__(self, input_dim, *, device: str = "mps", seed: int = 0):
+            self.where, self.inner = device, DKLRegressor(input_dim, hidden=(8,), seed=seed, device="cpu")
+
+        def fit(self, X, y, *, iterations, warm):
+            return self.inner.fit(X, y, iterations=iterations, warm=warm)
+
+        def posterior(self, X):
+            return self.inner.posterior(X)
+
+    try:
+        model = {"name": "test_own_device", "params": {"device": "mps"}}
+        exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=3, model=model),
+                         journal=tmp_path / "trace.journal")
+        exp.run(2)
+        exp.close()
+        assert compute.usable(exp.trace.settings["model"]) is None
+        assert compute.usable({"name": "dkl", "params": {"device": "cuda:7"}}) == "auto"
+        again = Experiment.resume(tmp_path / "trace.journal", SimulatedMicroscope(small_sample))
+        again.run()
+        assert again.model.where == "mps" and again.trace.n_steps == 3
+    finally:
+        MODELS.pop("test_own_device")

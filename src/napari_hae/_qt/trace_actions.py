@@ -65,9 +65,8 @@ class TraceActions:
         started = []
 
         def resume_on(mic):
-            recorded = tr.settings.get("model", {}).get("params", {}).get("device")
-            self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME,
-                                                device=compute.usable(recorded))   # a GPU this PC lacks: auto
+            self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME,   # a GPU
+                                                device=compute.usable(tr.settings["model"]))   # it lacks: auto
             started.append(self.experiment)
             self._launch()
 

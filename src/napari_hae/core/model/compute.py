@@ -48,12 +48,29 @@ def resolve(spec: str) -> torch.device:
     return device
 
 
-def usable(spec: str | None) -> str | None:
-    """None where a recorded ``device`` works on this machine, else "auto" (for resuming where it cannot be asked)."""
+def _ours(model: dict) -> str | None:
+    """The ``device`` of a model spec whose model takes this module's devices (a plug-in's may mean another)."""
+    from .base import MODELS
+
+    spec, name = (model.get("params") or {}).get("device"), model.get("name", "dkl")
+    if spec is None or name not in MODELS.names():   # an unknown model is refused where it is built
+        return None
+    return spec if getattr(MODELS.get(name).obj, "device_param", False) else None
+
+
+def check(model: dict) -> None:
+    """Refuse a model spec (``{"name", "params"}``) whose device this machine cannot use (:func:`resolve`)."""
+    if (spec := _ours(model)) is not None:
+        resolve(spec)
+
+
+def usable(model: dict) -> str | None:
+    """For resuming where the device cannot be asked (the dock): "auto" where ``model``'s recorded device does not
+    work on this machine, else None (keep it)."""
     from ..errors import HAEInputError
 
     try:
-        resolve("auto" if spec is None else spec)
+        check(model)
     except HAEInputError:
         return "auto"
     return None
@@ -75,6 +92,7 @@ class OnDevice:
     under ``device="auto"`` (see the module docstring). The model provides ``device_spec``, ``device``,
     ``_to_device(device)`` (move its modules, drop what was computed on the old device) and ``_device_events``."""
 
+    device_param = True   # takes a ``device`` of this module's kind (see :func:`check`)
     device_spec = "cpu"
     device = CPU
 

@@ -29,6 +29,8 @@ from .dkl import DKLRegressor
 class DKLEnsemble:
     """Ensemble of DKL members (initialisations and bootstrap resamples): mixture mean and variance."""
 
+    device_param = True   # its ``device`` is the members' (model/compute.py)
+
     def __init__(self, input_dim: int, *, members: int = 4, bootstrap: bool = True, restart: str = "cold",
                  hidden=(64, 32), embed_dim: int = 2, lr: float = 0.01, threads: int = 1, seed: int = 0,
                  device: str = "auto"):

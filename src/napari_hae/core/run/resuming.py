@@ -24,10 +24,9 @@ def resume(cls, trace, microscope, journal=None, append_journal: bool = False, m
 
         settings.model.params = {**settings.model.params, "device": device}
         MODELS.check_params(settings.model.name, settings.model.params)
-    if "device" in settings.model.params:   # a device this machine lacks is refused before anything is touched
-        from ..model import compute
+    from ..model import compute
 
-        compute.resolve(settings.model.params["device"])
+    compute.check(settings.model.to_dict())   # a device this machine lacks is refused before anything is touched
     new = np.asarray(microscope.structural_image(), dtype=np.float64)
     registered = None
     if new.shape != trace.structural.shape or not np.allclose(new, trace.structural):
