@@ -90,7 +90,7 @@ def test_every_tensor_the_model_makes_follows_its_device_not_torchs_default(data
         np.testing.assert_array_equal(g, e)
 
 
-def _pretend_gpu(model, monkeypatch=None):
+def _pretend_gpu(model):
     """A model whose device is not the CPU: torch's 'meta' device, which computes no numbers and cannot give its
     tensors back, the way a crashed GPU fails."""
     model.device = torch.device("meta")
