@@ -65,8 +65,8 @@ class TraceActions:
         started = []
 
         def resume_on(mic):
-            self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME,   # a GPU
-                                                device=compute.usable(tr.settings["model"]))   # it lacks: auto
+            device = compute.usable(tr.settings["model"])   # "auto" where the run's GPU is not on this PC
+            self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME, device=device)
             started.append(self.experiment)
             self._launch()
 

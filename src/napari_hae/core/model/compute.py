@@ -30,8 +30,10 @@ def resolve(spec: str) -> torch.device:
     from ..errors import HAEInputError
 
     spec = str(spec).strip().lower()
-    if spec in ("auto", "cpu"):
-        return cuda_if_available() if spec == "auto" else CPU
+    if spec == "auto":
+        return torch.device("cuda:0") if torch.cuda.is_available() else CPU
+    if spec == "cpu":
+        return CPU
     kind, _, index = spec.partition(":")
     if kind != "cuda" or (index and not index.isdigit()):
         raise HAEInputError(f"Model device {spec!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'.",
@@ -76,10 +78,6 @@ def usable(model: dict) -> str | None:
     return None
 
 
-def cuda_if_available() -> torch.device:
-    return torch.device("cuda:0") if torch.cuda.is_available() else CPU
-
-
 def describe(device: torch.device) -> str:
     """"cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu"."""
     if device.type != "cuda":
@@ -89,20 +87,22 @@ def describe(device: torch.device) -> str:
 
 class OnDevice:
     """Runs a model's fits and predictions on its device, and moves it to the CPU for good when the GPU fails
-    under ``device="auto"`` (see the module docstring). The model provides ``device_spec``, ``device``,
-    ``_to_device(device)`` (move its modules, drop what was computed on the old device) and ``_device_events``."""
+    under ``device="auto"`` (see the module docstring). The model provides ``device_spec``, ``device`` and
+    ``_to_device(device)`` (move its modules, drop what was computed on the old device); ``_device_events()``
+    hands over what happened since it was last asked."""
 
     device_param = True   # takes a ``device`` of this module's kind (see :func:`check`)
     device_spec = "cpu"
     device = CPU
+    _pending: tuple[str, ...] = ()   # events not yet handed over (a fit report takes them)
 
     def _device_events(self) -> list[str]:
-        out, self._pending = getattr(self, "_pending", []), []
+        out, self._pending = list(self._pending), ()
         return out
 
     def _note(self, message: str):
         log.warning(message)
-        self._pending = [*getattr(self, "_pending", []), message]
+        self._pending = (*self._pending, message)
 
     def _run_on_device(self, what: str, fn, *args):
         try:
@@ -125,39 +125,35 @@ def numerical(exc: Exception) -> bool:
 
 
 @contextlib.contextmanager
+def _torch_setting(get, put, value):
+    """Run with a process-wide torch setting at ``value``, restoring it afterwards."""
+    prev = get()
+    if prev == value:
+        yield
+        return
+    put(value)
+    try:
+        yield
+    finally:
+        put(prev)
+
+
 def dtype_scope(dtype):
     """Run with torch's default dtype set to ``dtype``, restoring it afterwards.
 
     Some libraries change the process-wide default (AtomAI's models call ``torch.set_default_tensor_type``), which
     would silently switch parts of gpytorch's arithmetic to float64; the DKL model pins its own dtype instead.
     """
-    prev = torch.get_default_dtype()
-    if prev == dtype:
-        yield
-        return
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(prev)
+    return _torch_setting(torch.get_default_dtype, torch.set_default_dtype, dtype)
 
 
-MAX_CHOLESKY = 8192
-
-
-@contextlib.contextmanager
 def threads_scope(n: int):
     """Run with ``n`` torch intra-op threads, restoring the previous count afterwards. The count changes the order
     of floating-point reductions, so a fixed count makes a run's picks the same on every machine."""
-    prev = torch.get_num_threads()
-    if prev == n:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
+    return _torch_setting(torch.get_num_threads, torch.set_num_threads, n)
+
+
+MAX_CHOLESKY = 8192
 
 
 def exact():

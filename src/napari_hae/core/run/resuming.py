@@ -8,6 +8,7 @@ import numpy as np
 from ..data.patches import flat_index
 from ..errors import HAEInputError
 from ..instrument.registration import Registered, register
+from ..model import MODELS, compute
 from ..record.trace import Trace
 from . import interventions as iv
 from .settings import ExperimentSettings
@@ -20,12 +21,8 @@ def resume(cls, trace, microscope, journal=None, append_journal: bool = False, m
     settings = ExperimentSettings.from_dict(trace.settings)
     was = settings.model.params.get("device", "auto")
     if device is not None:   # where the model computes is this machine's matter, not the run's (a GPU gone)
-        from ..model import MODELS
-
         settings.model.params = {**settings.model.params, "device": device}
         MODELS.check_params(settings.model.name, settings.model.params)
-    from ..model import compute
-
     compute.check(settings.model.to_dict())   # a device this machine lacks is refused before anything is touched
     new = np.asarray(microscope.structural_image(), dtype=np.float64)
     registered = None
