@@ -55,7 +55,9 @@ def test_goal_min_summary_reports_the_minimum_and_the_bottom_one_percent(tmp_pat
 def test_goal_min_trains_on_the_negated_target_and_maps_stay_in_scalarizer_units(small_sample):
     exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(goal="min", budget=2))
     exp.run()
-    np.testing.assert_allclose(exp._target(exp.trace.spectra_array()), -np.asarray(exp.trace.values))
+    target, weight = exp.objective.training_target(exp.trace.spectra_array(), exp.energies, exp.rng)
+    np.testing.assert_allclose(target, -np.asarray(exp.trace.values))
+    assert weight == 1.0
     assert exp.trace.steps["best_so_far"][0] == pytest.approx(min(exp.trace.values[:6]))
     # the predicted mean map is in scalarizer units (positive band integrals), not the negated target
     assert np.median(exp.trace.maps["mean"][-1]) > 0
@@ -346,18 +348,29 @@ LAYERS = {"errors": 0, "registry": 0, "data": 1, "targets": 2, "model": 3, "poli
           "record": 6, "run": 7, "analysis": 8, "plots": 9}
 
 
-def _core_imports():
-    """{module: [(imported module, at module level?)]} for every module of napari_hae.core."""
-    core = PKG / "core"
+def _type_checking_nodes(tree) -> set:
+    """ids of the nodes under ``if TYPE_CHECKING:`` (annotations only: never executed)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out |= {id(n) for n in ast.walk(node)}
+    return out
+
+
+def _imports(root: Path = PKG / "core"):
+    """{module: [(imported module, at module level?)]} for every module below ``root`` (default the core); imports
+    under ``if TYPE_CHECKING:`` are left out, imports inside functions are in (marked not at module level)."""
     graph = {}
-    for path in core.rglob("*.py"):
+    for path in root.rglob("*.py"):
         parts = path.relative_to(PKG.parent).with_suffix("").parts
         mod = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
         tree = ast.parse(path.read_text())
-        top = set(map(id, tree.body))
+        top, hidden = set(map(id, tree.body)), _type_checking_nodes(tree)
         out = []
         for node in ast.walk(tree):
+            if id(node) in hidden:
+                continue
             if isinstance(node, ast.ImportFrom) and node.level:
                 base = package.split(".")
                 base = base[: len(base) - node.level + 1]
@@ -371,21 +384,10 @@ def _core_imports():
     return graph
 
 
-def _layer(mod):
-    parts = mod.split(".")
-    return LAYERS.get(parts[2]) if len(parts) > 2 and parts[:2] == ["napari_hae", "core"] else None
-
-
-def test_core_layers_never_import_upwards():
-    upward = [(m, t) for m, imps in _core_imports().items() for t, _ in imps
-              if _layer(t) is not None and _layer(m) is not None and _layer(t) > _layer(m)]
-    assert upward == []
-
-
-def test_core_has_no_import_cycles():
-    imports = _core_imports()
-    graph = {m: {t for t, top in imps if top and t in imports} for m, imps in imports.items()}
-    # a package imports its own modules in __init__; a module importing its package is not a cycle here
+def _cycles(imports: dict) -> list[list[str]]:
+    """Every import cycle of the graph (each found once, from where the search first meets it); a package importing
+    its own modules in ``__init__`` and a module importing its own package are not cycles."""
+    graph = {m: {t for t, _ in imps if t in imports} for m, imps in imports.items()}
     seen, stack, cycles = set(), [], []
 
     def visit(m):
@@ -396,14 +398,42 @@ def test_core_has_no_import_cycles():
             return
         seen.add(m)
         stack.append(m)
-        for t in graph.get(m, ()):
-            if not m.startswith(t + "."):
+        for t in sorted(graph.get(m, ())):
+            if not m.startswith(t + ".") and not t.startswith(m + "."):
                 visit(t)
         stack.pop()
 
-    for m in graph:
+    for m in sorted(graph):
         visit(m)
-    assert cycles == []
+    return cycles
+
+
+def test_the_cycle_check_sees_imports_inside_functions_and_skips_type_checking():
+    a = [("napari_hae.x.b", False)]
+    b = [("napari_hae.x.a", True)]
+    assert _cycles({"napari_hae.x.a": a, "napari_hae.x.b": b}) == [["napari_hae.x.a", "napari_hae.x.b",
+                                                                    "napari_hae.x.a"]]
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import os\nimport sys\n")
+    hidden = _type_checking_nodes(tree)
+    imports = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Import)), key=lambda n: n.lineno)
+    assert [id(n) in hidden for n in imports] == [True, False]
+
+
+def _layer(mod):
+    parts = mod.split(".")
+    return LAYERS.get(parts[2]) if len(parts) > 2 and parts[:2] == ["napari_hae", "core"] else None
+
+
+def test_core_layers_never_import_upwards():
+    upward = [(m, t) for m, imps in _imports().items() for t, _ in imps
+              if _layer(t) is not None and _layer(m) is not None and _layer(t) > _layer(m)]
+    assert upward == []
+
+
+def test_no_import_cycles_counting_imports_inside_functions():
+    """House rule (docs/design.md): no import cycle in the package, an import inside a function counting as much as
+    one at the top (it runs as soon as the function does); only ``if TYPE_CHECKING:`` imports are left out."""
+    assert _cycles(_imports(PKG)) == []
 
 
 @pytest.mark.slow
@@ -423,11 +453,35 @@ def test_core_imports_no_qt_and_no_napari():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_module_sizes():
+# functions over the house rule's ~60 lines, with their length when the rule was written: each may only shrink
+# (split by meaning, not by count), and no other function may join them
+LONG_FUNCTIONS = {"_widget.py:__init__": 95, "cli/run.py:drive": 70, "core/plots/report.py:summary_figure": 131,
+                  "core/data/dataset.py:__post_init__": 78}
+FUNCTION_LINES = 60
+REPORTED_MODULE_LINES = 600
+
+
+def _function_lengths() -> dict[str, int]:
+    out = {}
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                key = f"{path.relative_to(PKG).as_posix()}:{node.name}"
+                out[key] = max(out.get(key, 0), node.end_lineno - node.lineno + 1)
+    return out
+
+
+def test_functions_are_at_most_about_60_lines(capsys):
+    """House rules (docs/design.md): functions of at most ~60 lines; modules are not limited (cohesion decides where
+    code lives), but those over ~600 lines are reported for a look."""
+    long = {k: v for k, v in _function_lengths().items() if v > FUNCTION_LINES}
+    grown = {k: v for k, v in long.items() if v > LONG_FUNCTIONS.get(k, FUNCTION_LINES)}
     sizes = {p.relative_to(PKG).as_posix(): len(p.read_text().splitlines()) for p in PKG.rglob("*.py")}
-    assert {k: v for k, v in sizes.items() if v > 410} == {}
-    dock = {k: v for k, v in sizes.items() if k == "_widget.py" or k.startswith("_qt/")}
-    assert len(dock) >= 6 and {k: v for k, v in dock.items() if v > 250} == {}
+    big = {k: v for k, v in sizes.items() if v > REPORTED_MODULE_LINES}
+    with capsys.disabled():
+        if big:
+            print(f"\nmodules over {REPORTED_MODULE_LINES} lines (is each one thing?): {big}")
+    assert grown == {}, f"functions over {FUNCTION_LINES} lines (split by meaning): {grown}"
 
 
 def test_the_manifest_is_a_real_file_in_the_package_and_the_top_level_copy_is_identical():

@@ -99,8 +99,7 @@ def counterfactual(trace: Trace, model_factory=None, **overrides) -> Trace:
     d.update(overrides)
     settings = ExperimentSettings.from_dict(d)
     exp = Experiment(TraceMicroscope(trace), settings, dataset_info=dict(trace.dataset),
-                     model_factory=model_factory)
-    exp.follow = list(trace.steps["position"])
+                     model_factory=model_factory, follow=list(trace.steps["position"]))
     by_step: dict[int, list] = {}
     for rec in trace.interventions:
         if rec["kind"] not in overrides and rec["kind"] != "budget":

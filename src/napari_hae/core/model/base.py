@@ -45,6 +45,11 @@ class Posterior:
     def in_units(self) -> tuple[np.ndarray, np.ndarray]:
         return self.warp.to_units(self.mean * self.scale + self.offset, self.std * self.scale)
 
+    def log_expected_improvement(self, best: float, xi: float = 0.0) -> np.ndarray:
+        """log of the expected improvement of the *value* over ``best + xi`` (standardized), on whatever scale the
+        model predicts it (the warp's business, not the policy's)."""
+        return self.warp.log_expected_improvement(self.mean, self.std, best, xi, self.offset, self.scale)
+
     def standardize(self, y) -> np.ndarray | float:
         return (self.warp.forward(y) - self.offset) / self.scale
 
@@ -132,6 +137,21 @@ class SurrogateModel(Protocol):
     def fit(self, X, y, *, iterations: int, warm: bool) -> FitReport: ...
 
     def posterior(self, X) -> Posterior: ...
+
+
+@runtime_checkable
+class Reseedable(Protocol):
+    """A model whose fresh weights are drawn from a seed the run gives before each fit. The run passes a seed made
+    from its random seed and the step, so that a run rebuilt from its records (resumed, replayed) fits exactly as
+    the live run did at that step; a model without it draws from its own generator (the same decisions live, not
+    necessarily after a resume)."""
+
+    def reseed(self, seed: int) -> None: ...
+
+
+def fit_seed(random_seed: int, step: int) -> int:
+    """The seed of the fit before policy step ``step`` of a run with ``random_seed`` (see :class:`Reseedable`)."""
+    return int(np.random.SeedSequence([int(random_seed), int(step)]).generate_state(1)[0])
 
 
 MODELS = Registry("model", "napari_hae.models",

@@ -171,6 +171,10 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         self._factors = None   # exact_predict.TrainingFactors of the current fit
         self._last_fit = None
 
+    def reseed(self, seed: int) -> None:
+        """Draw the next fresh weights from ``seed`` (the run's per-step seed: :class:`.base.Reseedable`)."""
+        self._gen = torch.Generator().manual_seed(int(seed))
+
     # -- construction ---------------------------------------------------------------------------------------
     def _new_extractor(self) -> MLPFeatureExtractor:
         """Fresh weights, drawn on the CPU whatever the device (the same initial network everywhere)."""

@@ -46,6 +46,12 @@ class DKLEnsemble:
         self._rng = np.random.default_rng(seed)
         self.y_mean, self.y_std, self.n_clipped = 0.0, 1.0, 0
 
+    def reseed(self, seed: int) -> None:
+        """Each member's next fresh weights, and the bootstrap resamples, drawn from ``seed``."""
+        for j, m in enumerate(self.members):
+            m.reseed(int(seed) * 1009 + j)
+        self._rng = np.random.default_rng(seed)
+
     def fit(self, X, y, *, iterations: int, warm: bool) -> FitReport:
         y = np.asarray(y, dtype=np.float64).ravel()
         y, self.y_mean, self.y_std, n_clipped = robust_targets(y)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .improvement import log_expected_improvement, log_expected_improvement_lognormal
+
 MODES = ("log", "none")
 
 
@@ -41,6 +43,11 @@ class Warp:
     def fits(self, y) -> bool:
         return True
 
+    def log_expected_improvement(self, mean, std, best, xi, offset: float, scale: float):
+        """log EI of the value over ``best + xi``; ``mean``/``std``/``best``/``xi`` standardized on this scale
+        (``* scale + offset`` undoes it). On the identity scale: EI in standardized units (the same ranking)."""
+        return log_expected_improvement(mean, std, best, xi)
+
 
 class LogWarp(Warp):
     name = "log"
@@ -63,6 +70,10 @@ class LogWarp(Warp):
     def fits(self, y) -> bool:
         y = np.asarray(y, dtype=np.float64)
         return bool(y.size) and bool(np.all(y > 0))
+
+    def log_expected_improvement(self, mean, std, best, xi, offset: float, scale: float):
+        """The improvement of the measured value, not of its logarithm: E[(exp(W) - exp(b))+] for the lognormal."""
+        return log_expected_improvement_lognormal(mean * scale + offset, std * scale, (best + xi) * scale + offset)
 
 
 NONE, LOG = Warp(), LogWarp()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .schema import MAP_NAMES, POINT_KINDS, STEP_SCALARS, StepRecord, migrate_settings
+from .schema import FORMAT_VERSION, MAP_NAMES, POINT_KINDS, STEP_SCALARS, StepRecord, migrate_settings
 
 
 def _dataset(group, name: str, data=None, **kw):
@@ -23,8 +23,6 @@ def _dataset(group, name: str, data=None, **kw):
 def write(trace, path) -> Path:
     """Write ``trace`` to ``path`` (a temporary name first, then renamed)."""
     import h5py
-
-    from .trace import FORMAT_VERSION
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

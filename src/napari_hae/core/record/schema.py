@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+FORMAT_VERSION = 2     # 2: settings hold typed specs (model spec added); version 1 traces still load
 POINT_KINDS = ("seed", "policy", "visit", "user")
 MAP_NAMES = ("mean", "std", "acq")
 NAN = math.nan

@@ -19,9 +19,8 @@ import numpy as np
 
 from ..errors import HAEInputError
 from .journal import MAGIC, Journal, JournalContents, read_records, set_aside
-from .schema import MAP_NAMES, POINT_KINDS, StepRecord, migrate_settings
+from .schema import FORMAT_VERSION, MAP_NAMES, POINT_KINDS, StepRecord, migrate_settings  # noqa: F401
 
-FORMAT_VERSION = 2     # 2: settings hold typed specs (model spec added); version 1 traces still load
 TRACE_NAME = "trace.h5"          # names inside a run's output folder
 JOURNAL_NAME = "trace.journal"
 
@@ -63,6 +62,8 @@ class Trace:
     monitors: dict = field(default_factory=dict)         # name -> array: monitors computed after a run
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)   # binds a run's journal and trace.h5
     journal: Journal | None = field(default=None, repr=False, compare=False)
+    # what else is built from this run's records (its RunState): each added record is applied there too
+    listeners: list = field(default_factory=list, repr=False, compare=False)
     recovery: JournalContents | None = field(default=None, repr=False, compare=False)   # set if read from a journal
 
     # -- growing: every addition is a record, journaled first, then applied (as when read back) -------------
@@ -72,6 +73,8 @@ class Trace:
                 self.journal.write(kind, fields, arrays)
         finally:   # a record the disk refused is still kept in memory (and in trace.h5 when it is saved)
             self._apply(kind, fields, arrays or {})
+            for listener in self.listeners:
+                listener(kind, fields, arrays or {})
 
     def _apply(self, kind: str, f: dict, a: dict) -> None:
         """Apply one record to the in-memory trace: the one rule for live additions and journal replay."""
@@ -118,10 +121,10 @@ class Trace:
                 j = self.map_steps.index(i)
                 maps = {k: self.maps[k][j] for k in MAP_NAMES}
             yield "step", {"record": {k: self.steps[k][i] for k in self.steps}}, maps
+        for o in self.objects:   # before the interventions that name them, as a journal has them
+            yield "object", {"mode": o["mode"], "label": o.get("label", "")}, {"mask": o["mask"]}
         for d in self.interventions:
             yield "intervention", {"intervention": d}, None
-        for o in self.objects:
-            yield "object", {"mode": o["mode"], "label": o.get("label", "")}, {"mask": o["mask"]}
         for e in self.events:
             yield "event", {"event": e}, None
         if self.rng_state is not None:

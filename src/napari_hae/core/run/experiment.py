@@ -1,7 +1,11 @@
-"""The automated experiment loop: seeds, then measure -> scalarize -> train -> predict -> acquire, until the budget.
+"""The automated experiment loop: seeds, then *decide -> measure -> record* every step, until the budget.
 
-Interventions (scalarizer, policy, patch size, objects of interest) may be applied between any two steps; each is
-recorded in the trace with the step it precedes. Usable from a notebook::
+A run is its records (:mod:`.state`): the experiment writes records (points, steps, interventions, objects, the
+random state) through its trace, which journals each before applying it, and the run's :class:`RunState` changes
+only by applying them. What is derived from the state (the objective, the policy, the patches and the model) is
+rebuilt when an intervention record changes the settings it is derived from. A step is three parts with
+immutable results (:mod:`.results`): :meth:`Experiment.decide` (fit, predict, pick), :meth:`Experiment.measure`
+(the instrument), :meth:`Experiment.record` (the records, and so the state). Usable from a notebook::
 
     exp = Experiment(SimulatedMicroscope(load_sample("nanoparticles")), ExperimentSettings(budget=50))
     exp.run()
@@ -12,8 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,34 +25,24 @@ from ..data.patches import PatchGrid, flat_index, positions_of, step_lengths
 from ..errors import HAEInputError, ModelFitError
 from ..instrument.guard import AcquisitionGuard
 from ..instrument.microscope import Microscope
-from ..model.base import MODELS, make_model
+from ..model.base import MODELS, Reseedable, fit_seed, make_model
 from ..policy import AcquisitionContext, AcquisitionFunction, policy_from_dict, select
 from ..record.journal import bytes_needed, check_free_space
 from ..record.trace import Trace
 from ..targets.objective import Objective
 from ..targets.scalarizers import Scalarizer
 from . import interventions as iv
-from . import memory, picking
+from . import memory, picking, resuming
 from .diagnostics import STUCK_WINDOW, step_flags
+from .results import Decision, Measurement, StepResult, frozen_array, frozen_mapping
 from .settings import ExperimentSettings, PolicySpec, ScalarizerSpec
+from .state import RunState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Experiment", "ExperimentSettings", "StepResult"]
+__all__ = ["Decision", "Experiment", "ExperimentSettings", "Measurement", "StepResult"]
 
-
-@dataclass
-class StepResult:
-    """What one policy step did (also what the napari worker yields)."""
-
-    step: int
-    position: tuple[int, int]
-    kind: str
-    value: float
-    record: dict
-    mean: np.ndarray       # (ny, nx) predicted mean, scalarizer units
-    std: np.ndarray        # (ny, nx) predicted std, scalarizer units
-    acq: np.ndarray        # (ny, nx) acquisition scores (-inf where not available)
+_DERIVED = {"scalarizer": "objective", "policy": "policy", "patch_size": "patches"}   # intervention -> derived
 
 
 def _registered_model(input_dim: int, s: ExperimentSettings):
@@ -57,70 +50,99 @@ def _registered_model(input_dim: int, s: ExperimentSettings):
     return make_model(s.model.to_dict(), input_dim, seed=s.random_seed)
 
 
+def resolved_settings(settings: ExperimentSettings | dict | None, scalarizer: Scalarizer | None,
+                      registered_model: bool) -> ExperimentSettings:
+    """A copy of ``settings`` with what the run fills in written out (the model's and the policy's defaults, a
+    custom scalarizer's spec): what the run records. The caller's settings are never changed."""
+    if isinstance(settings, dict):
+        settings = ExperimentSettings.from_dict(settings)
+    s = ExperimentSettings() if settings is None else settings.model_copy(deep=True)
+    if registered_model:   # the registered model's parameters recorded in full, defaults included
+        s.model.params = MODELS.with_defaults(s.model.name, s.model.params)
+    if scalarizer is not None:
+        s.scalarizer = ScalarizerSpec(**scalarizer.to_dict())
+    s.policy = PolicySpec(**policy_from_dict(s.policy.to_dict()).to_dict())
+    return s
+
+
 class Experiment:
     """One hAE run on a :class:`~napari_hae.core.instrument.microscope.Microscope`.
 
-    The settings are the single source of truth: the objective, the policy, the patches and the model are derived
-    from them (:meth:`_derive`), and every intervention changes the settings first.
+    ``scalarizer`` may be an unregistered :meth:`Scalarizer.from_callable` (not restorable from a trace).
+    ``model_factory(input_dim, settings)`` overrides the registered model named by ``settings.model`` (for
+    benchmarks and tests; it is not recorded). ``journal``: a file path; every measurement is then on disk
+    (flushed) before the next step starts. ``follow`` (a counterfactual): the positions to measure, one per policy
+    step, instead of the policy's picks. ``trace``: continue the run these records describe (see :meth:`resume`).
     """
 
     def __init__(self, microscope: Microscope, settings: ExperimentSettings | dict | None = None,
                  scalarizer: Scalarizer | None = None, dataset_info: dict | None = None,
                  model_factory: Callable[[int, ExperimentSettings], object] | None = None,
-                 journal=None):
-        """``scalarizer`` may be an unregistered :meth:`Scalarizer.from_callable` (not restorable from a trace).
-        ``model_factory(input_dim, settings)`` overrides the registered model named by ``settings.model`` (for
-        benchmarks and tests; it is not recorded). ``journal``: a file path; every measurement is then on disk
-        (flushed) before the next step starts (see :meth:`resume`)."""
+                 journal=None, *, follow: Sequence | None = None, trace: Trace | None = None):
         self.microscope = microscope
         self.model_factory = model_factory or _registered_model
-        if isinstance(settings, dict):
-            settings = ExperimentSettings.from_dict(settings)
-        self.settings = s = settings if settings is not None else ExperimentSettings()
-        if model_factory is None:   # the registered model's parameters recorded in full, defaults included
-            s.model.params = MODELS.with_defaults(s.model.name, s.model.params)
+        self._read_instrument(microscope)
+        self._custom_scalarizer = scalarizer
+        if trace is None:
+            s = resolved_settings(settings, scalarizer, model_factory is None)
+            picking.check_budget(s, self.n_positions)
+            energy = microscope.energy
+            info = {"energy": None if energy is None else energy.to_dict(), **(dataset_info or {})}
+            trace = Trace(structural=self.structural.copy(), settings=s.to_dict(), dataset=info)
+            self.state = RunState(s, self.scan_shape, follow)
+        else:   # the recorded settings (``settings``: those, read, with this machine's model device)
+            self.state = RunState.from_trace(trace, follow, None if settings is None else resolved_settings(
+                settings, scalarizer, registered_model=False))
+        self.trace = trace
+        self.model, self._needs_reset, self._retry_fresh, self._patch_size = None, True, False, None
+        self._derive_all()
+        self.rng = np.random.default_rng(self.state.settings.random_seed)
+        if self.state.rng_state is not None:
+            self.rng.bit_generator.state = self.state.rng_state
+        self.stuck_window = STUCK_WINDOW
+        trace.listeners.append(self._on_record)
+        if journal is not None:
+            self.journal_to(journal)
+        s = self.state.settings
+        self.guard = AcquisitionGuard(microscope, s.acquire_retries, s.acquire_timeout, s.acquire_retry_wait,
+                                      on_event=lambda msg: self.trace.add_event(self.step_index, msg),
+                                      dwell=s.dwell, blank=s.blank_between, energy=microscope.energy)
+        self._seeds = None
+
+    def _read_instrument(self, microscope) -> None:
         self.scan_shape = tuple(int(v) for v in microscope.scan_shape)
         self.n_positions = self.scan_shape[0] * self.scan_shape[1]
         energy = microscope.energy
         self.energies = None if energy is None else energy.values
         self.signal_shape = tuple(microscope.signal_shape)
-        self._custom_scalarizer = scalarizer
-        if scalarizer is not None:
-            s.scalarizer = ScalarizerSpec(**scalarizer.to_dict())
         self.structural = np.asarray(microscope.structural_image(), dtype=np.float64)
         if self.structural.shape != self.scan_shape:
             raise HAEInputError(f"The microscope's structural image {self.structural.shape} does not match its "
                                 f"scan shape {self.scan_shape}.", "acquire the image on the scan grid.")
         self.grid_positions = positions_of(np.arange(self.n_positions), self.scan_shape)
-        self.measured = np.zeros(self.n_positions, dtype=bool)
-        self.avoid = np.zeros(self.n_positions, dtype=bool)
-        self.visit: list[np.ndarray] = []        # flat masks of unsatisfied "visit" objects
-        self.model = None
-        self._needs_reset = True
-        self._patch_size = None
-        for kind in ("scalarizer", "policy", "patch_size"):
-            self._derive(kind)
-        picking.check_budget(s, self.n_positions)
-        self._weights: np.ndarray | None = None
-        self.rng = np.random.default_rng(s.random_seed)
-        self.stuck_window = STUCK_WINDOW
-        self.follow: list | None = None   # positions to measure instead of the policy's picks (counterfactuals)
-        info = {"energy": None if energy is None else energy.to_dict(), **(dataset_info or {})}   # replays need it
-        self.trace = Trace(structural=self.structural.copy(), settings=s.to_dict(), dataset=info)
-        if journal is not None:
-            check_free_space(Path(journal).parent, bytes_needed(s, self.signal_shape, self.n_positions),
-                             "" if not s.record_maps else ", or do not store per-step maps (--no-maps)")
-            self.trace.attach_journal(journal)
-        self.guard = AcquisitionGuard(microscope, s.acquire_retries, s.acquire_timeout, s.acquire_retry_wait,
-                                      on_event=lambda msg: self.trace.add_event(self.step_index, msg),
-                                      dwell=s.dwell, blank=s.blank_between, energy=energy)
-        self.started, self._seeds = False, None
 
-    # -- what is derived from the settings ----------------------------------------------------------------
+    def journal_to(self, path, append: bool = False) -> Path:
+        """Journal every record from here on to ``path`` (``append``: continue this run's own intact journal)."""
+        if not append:
+            s = self.state.settings
+            check_free_space(Path(path).parent, bytes_needed(s, self.signal_shape, self.n_positions),
+                             "" if not s.record_maps else ", or do not store per-step maps (--no-maps)")
+        return self.trace.attach_journal(path, append=append)
+
+    # -- the state, and what is derived from it -----------------------------------------------------------
+    def _on_record(self, kind: str, fields: dict, arrays: dict) -> None:
+        """Every record the trace adds: applied to the state, then what depends on a changed setting rebuilt."""
+        self.state.apply(kind, fields, arrays)
+        if kind == "intervention" and fields["intervention"]["kind"] in _DERIVED:
+            self._derive(fields["intervention"]["kind"])
+
+    def _derive_all(self) -> None:
+        for kind in _DERIVED:
+            self._derive(kind)
+
     def _derive(self, kind: str) -> None:
-        """Rebuild what depends on the settings of ``kind`` ("scalarizer", "policy" or "patch_size"; nothing is
-        derived from the others, e.g. "budget" or "object")."""
-        s = self.settings
+        """Rebuild what depends on the settings of ``kind`` ("scalarizer", "policy" or "patch_size")."""
+        s = self.state.settings
         if kind == "scalarizer":
             primary = self._custom_scalarizer
             if primary is None or primary.to_dict() != s.scalarizer.to_dict():
@@ -133,16 +155,38 @@ class Experiment:
             self._needs_reset = True   # a new target: the old embedding is not a good start
         elif kind == "policy":
             self.policy: AcquisitionFunction = policy_from_dict(s.policy.to_dict())
-            if self.policy.to_dict() != s.policy.to_dict():   # record the defaults it filled in
-                s.policy = PolicySpec(**self.policy.to_dict())
-        elif kind == "patch_size":
+        elif kind == "patch_size" and self._patch_size != s.patch_size:
             iv.ChangePatchSize(s.patch_size).check(self)
-            if s.patch_size != self._patch_size:
-                self._patch_size = int(s.patch_size)
-                self.patches = PatchGrid(self.structural, self._patch_size)   # not held: a view on the image
-                # built now, not at the first fit: a model its settings cannot build is a settings error
-                self.model = self.model_factory(self.patches.shape[1], s)
-                self._needs_reset = True
+            self._patch_size = int(s.patch_size)
+            self.patches = PatchGrid(self.structural, int(s.patch_size))   # not held: a view on the image
+            # built now, not at the first fit: a model its settings cannot build is a settings error
+            self.model = self.model_factory(self.patches.shape[1], s)
+            self._needs_reset = True
+
+    @property
+    def settings(self) -> ExperimentSettings:
+        """The settings in force (a copy: change them with an intervention)."""
+        return self.state.settings
+
+    @property
+    def measured(self) -> np.ndarray:
+        return self.state.measured
+
+    @property
+    def avoid(self) -> np.ndarray:
+        return self.state.avoid
+
+    @property
+    def visit(self) -> list[np.ndarray]:
+        return self.state.visit
+
+    @property
+    def started(self) -> bool:
+        return self.state.started
+
+    @property
+    def follow(self):
+        return self.state.follow
 
     @property
     def scalarizer(self) -> Scalarizer:
@@ -155,26 +199,15 @@ class Experiment:
 
     @property
     def patch_size(self) -> int:
-        return self._patch_size
+        return self.state.patch_size
 
     @property
     def step_index(self) -> int:
-        return self.trace.n_steps
+        return self.state.n_steps
 
     @property
     def done(self) -> bool:
-        return self.started and self.step_index >= self.settings.budget
-
-    def _target(self, spectra: np.ndarray) -> np.ndarray:
-        """The model's training target, larger is better."""
-        if self.objective.multi:   # a random convex combination of the standardized objectives, new every step
-            Y = self.objective.signed(self.objective.values(spectra, self.energies, errors="nan"))
-            with np.errstate(invalid="ignore"):
-                sd = np.nanstd(Y, 0)
-                Z = (Y - np.nanmean(Y, 0)) / np.where(sd > 0, sd, 1.0)
-            self._weights = self.rng.dirichlet(np.ones(Z.shape[1]))
-            return Z @ self._weights
-        return self.objective.signed(self.objective.value(spectra, self.energies, errors="nan"))
+        return self.started and self.step_index >= self.state.budget
 
     def objective_values(self, spectra: np.ndarray | None = None) -> np.ndarray:
         """(n, k) values of every objective (the scalarizer first) for ``spectra`` (default: all measured), signed
@@ -188,13 +221,18 @@ class Experiment:
         keep = self.objective.pareto(Y)
         return self.trace.positions_array()[keep], Y[keep]
 
-    def _acquire(self, flat: int, kind: str, step: int) -> dict:
-        """Acquire at ``flat`` and scalarize; the point as ``Trace.add_point``'s arguments (not yet recorded).
-        A scalarizer that fails or gives a non-finite value for this spectrum does not lose it: the value is NaN,
-        the point is kept (and left out of training), and the trace says why."""
+    # -- measure ------------------------------------------------------------------------------------------
+    def measure(self, decision: Decision) -> Measurement:
+        """Acquire the spectrum ``decision`` chose and scalarize it (nothing is recorded yet)."""
+        return self.measure_at(decision.flat, decision.kind, decision.step)
+
+    def measure_at(self, flat: int, kind: str, step: int) -> Measurement:
+        """Acquire at flat index ``flat`` and scalarize. A scalarizer that fails or gives a non-finite value for
+        this spectrum does not lose it: the value is NaN and ``why`` says why (the point is kept, not trained on)."""
         y, x = (int(c) for c in self.grid_positions[flat])
+        t0 = time.perf_counter()
         spectrum = self.guard(y, x, self.signal_shape)
-        self.measured[flat] = True
+        seconds = time.perf_counter() - t0
         why = None
         try:
             value = float(np.asarray(self.scalarizer(spectrum[None], self.energies), dtype=np.float64)[0])
@@ -204,21 +242,24 @@ class Experiment:
             value, why = float("nan"), f"the scalarizer raised {type(exc).__name__}: {exc}"
         if why is not None:
             value = float("nan")
-            self.trace.add_event(step if step >= 0 else self.step_index,
-                                 f"point ({y}, {x}): {why}; the spectrum is kept, its value is NaN and it is left "
-                                 "out of training")
-        return {"position": (y, x), "spectrum": spectrum, "value": value, "kind": kind, "step": step,
-                "dwell": self.guard.dwell}
+        return Measurement((y, x), frozen_array(spectrum), value, kind, step, self.guard.dwell,
+                           self.guard.last_blanked_s, seconds, why)
 
-    def _measure(self, flat: int, kind: str, step: int) -> float:
-        point = self._acquire(flat, kind, step)
-        self.trace.add_point(**point)
-        return point["value"]
+    def _record_why(self, m: Measurement) -> None:
+        if m.why is not None:
+            self.trace.add_event(m.step if m.step >= 0 else self.step_index,
+                                 f"point {m.position}: {m.why}; the spectrum is kept, its value is NaN and it is "
+                                 "left out of training")
+
+    def record_point(self, m: Measurement) -> None:
+        """Record a measurement that is not a policy step's (a seed)."""
+        self.trace.add_point(**m.point())
+        self._record_why(m)
 
     # -- seeds --------------------------------------------------------------------------------------------
     def seed_indices(self) -> np.ndarray:
         """Flat indices of the seed positions for the configured seed mode."""
-        return picking.seed_indices(self.settings, self.scan_shape, self.rng, self.avoid)
+        return picking.seed_indices(self.state.settings, self.scan_shape, self.rng, np.array(self.avoid))
 
     def start(self) -> None:
         """Measure the seed positions (once; drawn once: a start that faulted goes on with the same seeds)."""
@@ -228,18 +269,16 @@ class Experiment:
         self.guard.prefetch([self.grid_positions[f] for f in self._seeds if not self.measured[f]], self.signal_shape)
         for flat in self._seeds:
             if not self.measured[flat]:   # after a resume, seeds measured before the crash are kept
-                self._measure(int(flat), "seed", -1)
-        self.started = True
+                self.record_point(self.measure_at(int(flat), "seed", -1))
         self.trace.set_rng_state(self.rng.bit_generator.state)
 
     # -- interventions ------------------------------------------------------------------------------------
     def intervene(self, change: iv.Intervention) -> None:
-        """Apply ``change`` before the next step and record it in the trace (checked first: a refused change
-        leaves the run as it was)."""
+        """Record ``change`` before the next step; the run changes by applying that record (checked first: a
+        refused change leaves the run as it was)."""
         change.check(self)
-        old = change.current(self)
-        change.apply(self)
-        new = change.recorded(self)
+        old = change.current(self.state.settings)
+        new = change.new(self)
         self.trace.add_intervention(self.step_index, change.kind, old, new)
         log.info("intervention before step %d: %s %s -> %s", self.step_index, change.kind, old, new)
 
@@ -264,21 +303,13 @@ class Experiment:
         ``mode="avoid"`` never measures inside it. ``mask`` is a (ny, nx) bool array."""
         self.intervene(iv.AddObject(mask, mode, label))
 
-    def _apply_object(self, mask: np.ndarray, mode: str) -> None:
-        """What an object does to picking: "avoid" excludes its positions for good; "visit" forces a pick inside
-        it until one of its positions is measured."""
-        flat = np.asarray(mask, dtype=bool).ravel()
-        if mode == "avoid":
-            self.avoid |= flat
-        elif not (flat & self.measured).any():
-            self.visit.append(flat.copy())
-
-    # -- one step -----------------------------------------------------------------------------------------
-    def _fit(self) -> tuple[np.ndarray, float, float]:
-        """Fit on every measured point under the current objective; returns (targets, final loss, seconds)."""
-        s = self.settings
+    # -- decide -------------------------------------------------------------------------------------------
+    def _fit(self) -> tuple[np.ndarray, float, float, float]:
+        """Fit on every measured point under the current objective; returns (targets, final loss, seconds, the
+        primary objective's weight)."""
+        s = self.state.settings
         order = flat_index(self.trace.positions_array(), self.scan_shape)
-        y = self._target(self.trace.spectra_array())
+        y, weight = self.objective.training_target(self.trace.spectra_array(), self.energies, self.rng)
         usable = np.isfinite(y)   # a spectrum the scalarizer could not value is kept, but not trained on
         if not usable.any():
             raise ModelFitError(f"None of the {len(y)} measured spectra has a finite value under "
@@ -288,92 +319,111 @@ class Experiment:
         y, order = y[usable], order[usable]
         X = self.patches[order]
         t0 = time.perf_counter()
-        if self.model is None:
-            self.model = self.model_factory(self.patches.shape[1], s)
-        warm = not self._needs_reset
+        # how long to train is the run's (its records); whether the weights may be kept is the model object's
+        first = self.state.fresh_fit or self._retry_fresh
+        if isinstance(self.model, Reseedable):   # the same fresh weights live, on resume and in replay
+            self.model.reseed(fit_seed(s.random_seed, self.step_index))
         try:
-            rep = self.model.fit(X, y, iterations=s.fit_iterations if warm else s.fit_iterations_first, warm=warm)
+            rep = self.model.fit(X, y, iterations=s.fit_iterations_first if first else s.fit_iterations,
+                                 warm=not self._needs_reset)
         except (RuntimeError, ValueError) as exc:
-            self._needs_reset = True   # start the next attempt from fresh weights
+            self._needs_reset = self._retry_fresh = True   # start the next attempt from fresh weights
             self.trace.add_event(self.step_index, f"model fit failed: {exc}")
             raise ModelFitError(
                 f"The model could not be fitted at step {self.step_index} ({exc}). Nothing was lost: the "
                 f"trace holds all {self.trace.n_points} measured points.",
                 "resume to retry from fresh weights; if it fails again, change the scalarizer (are its values "
                 "finite and varied?) or the patch size.") from exc
-        self._needs_reset = False
+        self._needs_reset = self._retry_fresh = False
         for ev in rep.events:
             self.trace.add_event(self.step_index, ev)
-        return y, rep.final_loss, time.perf_counter() - t0
+        return y, rep.final_loss, time.perf_counter() - t0, weight
 
-    def step(self) -> StepResult:
-        """Run one policy step: train, predict everywhere, pick, measure. Returns what happened."""
-        if not self.started:
-            self.start()
-        if self.done:
-            raise RuntimeError(f"The budget of {self.settings.budget} steps is spent.")
-        t_step = time.perf_counter()
-        k = self.step_index
-        measured_y, loss, fit_time = self._fit()
+    def decide(self, pending: Sequence[int] = ()) -> Decision:
+        """Fit on the recorded points, predict everywhere and choose where policy step ``step_index +
+        len(pending)`` measures; ``pending`` (flat indices) are being measured and are not chosen again. Records
+        nothing but the fit's own events."""
+        t_start = time.perf_counter()
+        k = self.step_index + len(pending)
+        measured_y, loss, fit_time, weight = self._fit()
         t0 = time.perf_counter()
         post = self.model.posterior(self.patches)
         predict_time = time.perf_counter() - t0
-        # maps in scalarizer units; in multi-objective mode, in units of this step's scalarised (z-score) target
-        sign = 1.0 if self.objective.multi else self.objective.sign
-        mean, std = post.in_units()
-        mean = sign * mean
-        self.visit = [v for v in self.visit if not (v & self.measured).any()]
-        pick_mask, kind = picking.pick_mask(self.measured, self.avoid, self.visit)
+        mean, std = post.in_units()   # maps in scalarizer units (several objectives: the step's z-score target)
+        mean = self.objective.in_units(mean)
+        taken = np.array(self.measured)
+        taken[np.asarray(pending, dtype=np.int64)] = True
+        pick_mask, kind = picking.pick_mask(taken, self.avoid, self.visit)
         ctx = AcquisitionContext(best=float(post.standardize(measured_y.max())), rng=self.rng,
-                                 available=pick_mask, step=k, budget=self.settings.budget,
-                                 current=self.trace.positions[-1] if self.trace.positions else None,
-                                 positions=self.grid_positions, measured=self.trace.positions_array())
+                                 available=pick_mask, step=k, budget=self.state.budget,
+                                 current=self.state.last_position, positions=self.grid_positions,
+                                 measured=self.trace.positions_array())
         scores = np.asarray(self.policy(post, ctx), dtype=np.float64)
         choice = select(scores, pick_mask, self.rng)
-        if self.follow is not None:   # counterfactual: the recorded trajectory, whatever this model prefers
-            choice = int(flat_index(np.asarray(self.follow[k]), self.scan_shape)[0])
+        if (followed := self.state.followed(k)) is not None:   # counterfactual: the recorded trajectory
+            choice = int(flat_index(np.asarray(followed), self.scan_shape)[0])
         acq = np.where(pick_mask, scores, -np.inf)
-        position, ties = tuple(int(c) for c in self.grid_positions[choice]), np.sum(pick_mask & (acq == acq[choice]))
-        record = {
-            "position": position,
-            "policy": self.policy.label(),
-            "scalarizer": self.scalarizer.label(),
-            "acq_value": float(scores[choice]), "acq_ties": float(ties),
-            "next_std": float(std[choice]), "next_mean": float(mean[choice]),
-            "std_mean": float(std.mean()), "std_std": float(std.std()),
-            **{f"std_q{q}": float(v) for q, v in zip((10, 50, 90), np.quantile(std, (0.1, 0.5, 0.9)))},
-            "mean_max": float(mean.max()),
-            "best_so_far": float(sign * measured_y.max()),
-            "loss": float(loss),
-            "fit_time": fit_time,
-            "predict_time": predict_time,
-            "patch_size": self.patch_size,
-            "objective_weight": float(self._weights[0]) if self.objective.multi else float("nan"),
-            "travel_px": (self.trace.steps["travel_px"][-1] if k else 0.0)
-            + float(step_lengths([self.trace.positions[-1], position])[0]),
-        }
+        position = tuple(int(c) for c in self.grid_positions[choice])
+        ties = float(np.sum(pick_mask & (acq == acq[choice])))
+        record = self._decision_record(position, choice, scores[choice], ties, mean, std, measured_y)
+        record.update(loss=float(loss), fit_time=fit_time, predict_time=predict_time, objective_weight=float(
+            weight) if self.objective.multi else float("nan"))
         flags, warning = step_flags(self.trace.steps, position, record["std_mean"], record["best_so_far"],
                                     self.scan_shape, self.stuck_window)
         record.update(flags)
-        if warning:
-            self.trace.add_event(k, warning)
         if (grid := getattr(self.model, "last_grid", None)) is not None:   # the grid predictor's measured error
             record["grid_mean_err"], record["grid_std_err"] = grid.mean_units, grid.std_units
-        point = self._acquire(choice, kind, k)
-        # what the model had predicted for this measurement (latent std and noise), and where the value fell in it
-        cal = post.measurement(choice, np.nan if self.objective.multi else sign * point["value"], sign=sign)
-        record.update(cal, z_score=sign * cal["z_score"],   # z > 0: above the prediction
-                      pred_std=np.nan if self.objective.multi else cal["pred_std"])
-        record["blanked_s"] = self.guard.last_blanked_s
-        record["step_time"] = time.perf_counter() - t_step
         maps = {"mean": mean.reshape(self.scan_shape), "std": std.reshape(self.scan_shape),
                 "acq": acq.reshape(self.scan_shape)}
-        # one record: the spectrum, the decision and the random state are on disk together or not at all
-        s = self.settings   # maps every k steps (and the last); the newest are kept in memory in any case
-        self.trace.add_step(record, maps if s.stores_maps(k, self.n_positions) else None, point=point,
+        return Decision(k, int(choice), position, kind, frozen_mapping(record),
+                        frozen_mapping({n: frozen_array(m) for n, m in maps.items()}), post,
+                        (warning,) if warning else (), t_start)
+
+    def _decision_record(self, position, choice, score, ties, mean, std, measured_y) -> dict:
+        """The step record's fields known once the position is chosen (scalarizer units)."""
+        return {
+            "position": position, "policy": self.policy.label(), "scalarizer": self.scalarizer.label(),
+            "acq_value": float(score), "acq_ties": ties, "next_std": float(std[choice]),
+            "next_mean": float(mean[choice]),
+            "std_mean": float(std.mean()), "std_std": float(std.std()),
+            **{f"std_q{q}": float(v) for q, v in zip((10, 50, 90), np.quantile(std, (0.1, 0.5, 0.9)))},
+            "mean_max": float(mean.max()), "best_so_far": self.objective.in_units(measured_y.max()),
+            "patch_size": self.patch_size,
+            "travel_px": (self.trace.steps["travel_px"][-1] if self.step_index else 0.0)
+            + float(step_lengths([self.state.last_position, position])[0]),
+        }
+
+    # -- record -------------------------------------------------------------------------------------------
+    def record(self, decision: Decision, m: Measurement) -> StepResult:
+        """Record the step: the measurement, the decision and the random state in one record (on disk together
+        or not at all); the run's state changes by applying it."""
+        k = decision.step
+        if k != self.step_index:
+            raise RuntimeError(f"Decision for step {k} recorded at step {self.step_index}: record in order.")
+        record = dict(decision.record)
+        record.update(self.objective.calibration(decision.posterior, decision.flat, m.value))
+        record["blanked_s"] = m.blanked_s
+        record["step_time"] = time.perf_counter() - decision.started_at
+        for warning in decision.events:
+            self.trace.add_event(k, warning)
+        maps = {n: np.asarray(a) for n, a in decision.maps.items()}
+        s = self.state.settings   # maps every k steps (and the last); the newest are kept in memory in any case
+        self.trace.add_step(record, maps if s.stores_maps(k, self.n_positions) else None, point=m.point(),
                             rng=self.rng.bit_generator.state, latest=maps if s.record_maps else None)
+        self._record_why(m)
         memory.after_step(k + 1)   # the free heap back to the OS every few steps (glibc keeps it otherwise)
-        return StepResult(k, position, kind, point["value"], record, **maps)
+        return StepResult(k, decision.position, decision.kind, m.value, frozen_mapping(record),
+                          decision.maps["mean"], decision.maps["std"], decision.maps["acq"],
+                          budget=self.state.budget, n_points=self.state.n_points)
+
+    def step(self) -> StepResult:
+        """Run one policy step: decide, measure, record. Returns what was recorded."""
+        if not self.started:
+            self.start()
+        if self.done:
+            raise RuntimeError(f"The budget of {self.state.budget} steps is spent.")
+        decision = self.decide()
+        return self.record(decision, self.measure(decision))
 
     def iter_steps(self, n: int | None = None) -> Iterator[StepResult]:
         """Generator over up to ``n`` steps (default: until the budget); interventions may happen between yields."""
@@ -386,16 +436,14 @@ class Experiment:
     @classmethod
     def resume(cls, trace: Trace | str, microscope: Microscope, journal=None, append_journal: bool = False,
                model_factory=None, budget: int | None = None, device: str | None = None) -> Experiment:
-        """Continue a run from its trace, with the settings, model and interventions it had.
+        """Continue a run from its records, with the settings, model and interventions it had.
 
-        ``trace``: a :class:`Trace` or a path (HDF5 trace, journal, or run folder). Measured points are kept, the
-        recorded interventions re-applied, the model retrained on all points, the random generator continued.
+        ``trace``: a :class:`Trace` or a path (HDF5 trace, journal, or run folder). The run's state is rebuilt from
+        its records (nothing is measured again), the model retrained on all points, the random generator continued.
         ``journal``: where to journal on (``append_journal``: continue this run's intact journal there); ``budget``
-        may extend the run; ``device`` moves the model (another machine's). See :mod:`napari_hae.core.run.resuming`.
+        may extend the run; ``device`` moves the model (another machine's). See :mod:`.resuming`.
         """
-        from .resuming import resume
-
-        return resume(cls, trace, microscope, journal, append_journal, model_factory, budget, device)
+        return resuming.resume(cls, trace, microscope, journal, append_journal, model_factory, budget, device)
 
     def close(self) -> None:
         """Release the acquisition thread and close the journal (the trace stays usable in memory)."""

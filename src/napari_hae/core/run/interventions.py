@@ -1,9 +1,12 @@
-"""Interventions: what a person changes between two steps. One record type per kind, one ``apply``.
+"""Interventions: what a person changes between two steps. One class per kind: its check and its record.
 
-The same ``apply`` runs live (:meth:`Experiment.intervene`), when a run is resumed from its trace, and when a
-counterfactual replays a run; :func:`settings_after` applies the recorded interventions to the recorded settings
-to give the settings in force at the end of a run (for reports). The trace stores each as
-``{"step", "kind", "old", "new"}``; an object's mask is stored with the trace's objects.
+An intervention never changes a run directly. :meth:`Experiment.intervene
+<napari_hae.core.run.experiment.Experiment.intervene>` checks it, then records ``{"step", "kind", "old", "new"}``
+(``new`` resolved: a policy's defaults filled in, a patch size as a whole number); the run's state changes by
+applying that record (:meth:`RunState.apply <napari_hae.core.run.state.RunState.apply>`), the same way live, on
+resume and in a counterfactual. :func:`settings_after` applies the recorded interventions to the recorded settings
+to give the settings in force at the end of a run (for reports). An object's mask is stored with the trace's
+objects (its own record, written just before the intervention that names it).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ..errors import HAEInputError
 from ..policy import make_policy
 from ..targets.scalarizers import Scalarizer
 from .settings import ExperimentSettings, PolicySpec, ScalarizerSpec
+from .state import OBJECT_MODES, settings_with
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..record.trace import Trace
@@ -28,23 +32,16 @@ class Intervention:
     kind: ClassVar[str] = ""
 
     def check(self, exp: Experiment) -> None:
-        """Raise HAEInputError if this cannot be applied to ``exp`` (before anything changes)."""
+        """Raise HAEInputError if this cannot be applied to ``exp`` (before anything is recorded)."""
 
-    def current(self, exp: Experiment):
+    def current(self, settings: ExperimentSettings):
         """The value this replaces (recorded as ``old``)."""
         return None
 
-    def update_settings(self, settings: ExperimentSettings) -> None:
-        """What this changes in the settings (nothing for objects)."""
-
-    def apply(self, exp: Experiment) -> None:
-        """Change the run: its settings, then what is derived from them."""
-        self.update_settings(exp.settings)
-        exp._derive(self.kind)
-
-    def recorded(self, exp: Experiment):
-        """The ``new`` value stored in the trace."""
+    def new(self, exp: Experiment):
+        """The ``new`` value recorded (resolved), after :meth:`check`."""
         raise NotImplementedError
+
 
 
 @dataclass
@@ -62,14 +59,11 @@ class ChangeScalarizer(Intervention):
     def check(self, exp):
         Scalarizer.from_dict(self.spec).validate(exp.energies, exp.signal_shape)
 
-    def current(self, exp):
-        return exp.settings.scalarizer.to_dict()
+    def current(self, settings):
+        return settings.scalarizer.to_dict()
 
-    def update_settings(self, settings):
-        settings.scalarizer = ScalarizerSpec(**self.spec)
-
-    def recorded(self, exp):
-        return exp.settings.scalarizer.to_dict()
+    def new(self, exp):
+        return self.spec
 
 
 @dataclass
@@ -85,14 +79,11 @@ class ChangePolicy(Intervention):
     def check(self, exp):
         make_policy(self.spec["name"], **self.spec["params"])   # raises for an unknown policy or parameter
 
-    def current(self, exp):
-        return exp.policy.to_dict()
+    def current(self, settings):
+        return make_policy(settings.policy.name, **settings.policy.params).to_dict()
 
-    def update_settings(self, settings):
-        settings.policy = PolicySpec(**self.spec)
-
-    def recorded(self, exp):
-        return exp.policy.to_dict()
+    def new(self, exp):   # recorded with the defaults the policy fills in
+        return make_policy(self.spec["name"], **self.spec["params"]).to_dict()
 
 
 @dataclass
@@ -105,14 +96,11 @@ class ChangePatchSize(Intervention):
     def check(self, exp):
         self.patch_size = check_patch_size(self.patch_size, exp.scan_shape)
 
-    def current(self, exp):
-        return exp.patch_size
+    def current(self, settings):
+        return settings.patch_size
 
-    def update_settings(self, settings):
-        settings.patch_size = int(self.patch_size)
-
-    def recorded(self, exp):
-        return exp.patch_size
+    def new(self, exp):
+        return int(self.patch_size)
 
 
 @dataclass
@@ -130,16 +118,14 @@ class AddObject(Intervention):
         if mask.shape != exp.scan_shape:
             raise HAEInputError(f"Object mask shape {mask.shape} differs from the scan shape {exp.scan_shape}.",
                                 "draw the object on the structural image layer.")
-        if self.mode not in ("visit", "avoid"):
+        if self.mode not in OBJECT_MODES:
             raise HAEInputError(f"Object mode {self.mode!r} is not 'visit' or 'avoid'.", "use 'visit' or 'avoid'.")
         if not mask.any():
             raise HAEInputError("The object covers no scan position.", "draw it over the scanned area.")
         self.mask = mask
 
-    def apply(self, exp):
-        exp._apply_object(self.mask, self.mode)
-
-    def recorded(self, exp):
+    def new(self, exp):
+        """Records the object's mask (its own record), then names it."""
         index = exp.trace.add_object(self.mode, self.label, self.mask)
         return {"mode": self.mode, "label": self.label, "n_pixels": int(np.sum(self.mask)), "index": index}
 
@@ -160,14 +146,11 @@ class ChangeBudget(Intervention):
             raise HAEInputError(f"A budget of {self.budget} needs {self.budget - exp.step_index} more positions; "
                                 f"{n_free} are left.", f"give a budget of at most {exp.step_index + n_free}.")
 
-    def current(self, exp):
-        return exp.settings.budget
+    def current(self, settings):
+        return settings.budget
 
-    def update_settings(self, settings):
-        settings.budget = int(self.budget)
-
-    def recorded(self, exp):
-        return exp.settings.budget
+    def new(self, exp):
+        return int(self.budget)
 
 
 KINDS = {c.kind: c for c in (ChangeScalarizer, ChangePolicy, ChangePatchSize, AddObject, ChangeBudget)}
@@ -194,5 +177,5 @@ def settings_after(trace: Trace, upto_step: int | None = None) -> ExperimentSett
     s = ExperimentSettings.from_dict(trace.settings)
     for d in trace.interventions:
         if upto_step is None or int(d["step"]) <= upto_step:
-            from_record(d, trace).update_settings(s)
+            s = settings_with(s, d["kind"], d["new"])
     return s

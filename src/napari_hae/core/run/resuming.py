@@ -1,64 +1,78 @@
-"""Resuming a run from its trace: the measured points, the interventions' state and the random state restored,
-nothing measured again (:meth:`Experiment.resume <napari_hae.core.run.experiment.Experiment.resume>`)."""
+"""Resuming a run: read its records, rebuild its state, then build the model, the instrument guard and the journal
+(:meth:`Experiment.resume <napari_hae.core.run.experiment.Experiment.resume>`). Nothing is measured again.
+
+What is not the run's but the machine's is settled here: the model's device (a GPU this PC lacks), and a live
+instrument's field of view, acquired again and registered to the recorded image; positions that drifted out of
+view become a recorded "avoid" object (an intervention like any other, so a later resume rebuilds it).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..data.patches import flat_index
 from ..errors import HAEInputError
 from ..instrument.registration import Registered, register
 from ..model import MODELS, compute
 from ..record.trace import Trace
-from . import interventions as iv
 from .settings import ExperimentSettings
+
+DRIFT_LABEL = "drifted out of view on resume"
 
 
 def resume(cls, trace, microscope, journal=None, append_journal: bool = False, model_factory=None,
            budget: int | None = None, device: str | None = None):
-    if not isinstance(trace, Trace):
-        trace = Trace.load(trace)
+    trace = trace if isinstance(trace, Trace) else Trace.load(trace)
+    settings, moved = settings_on_this_machine(trace, device)
+    microscope, registered = same_field(trace, microscope)
+    exp = cls(microscope, settings, dataset_info=trace.dataset, model_factory=model_factory, trace=trace)
+    if journal is not None:
+        exp.journal_to(journal, append=append_journal)
+    trace.add_event(trace.n_steps, f"resumed with {trace.n_points} points and {trace.n_steps} steps measured")
+    if moved:
+        trace.add_event(trace.n_steps, moved)
+    if registered is not None:
+        _record_registration(exp, microscope, registered)
+    if budget is not None and int(budget) != exp.state.budget:
+        exp.set_budget(int(budget))
+    return exp
+
+
+def settings_on_this_machine(trace: Trace, device: str | None) -> tuple[ExperimentSettings, str]:
+    """The recorded settings with the model on ``device`` (where it computes is this machine's matter, not the
+    run's: a GPU gone), checked before anything is touched; and the event that says so (empty: not moved)."""
     settings = ExperimentSettings.from_dict(trace.settings)
     was = settings.model.params.get("device", "auto")
-    if device is not None:   # where the model computes is this machine's matter, not the run's (a GPU gone)
+    if device is not None:
         settings.model.params = {**settings.model.params, "device": device}
         MODELS.check_params(settings.model.name, settings.model.params)
     compute.check(settings.model.to_dict())   # a device this machine lacks is refused before anything is touched
+    moved = "" if device is None or device == was else (
+        f"the model's device is {device!r} from here on (the run started with {was!r})")
+    return settings, moved
+
+
+def same_field(trace: Trace, microscope):
+    """``microscope`` on the recorded field of view: pre-acquired data must give the very same image; a live
+    instrument's image, acquired again, is registered to the recorded one (returns the wrapped microscope and the
+    registration, or None where the images are equal)."""
     new = np.asarray(microscope.structural_image(), dtype=np.float64)
-    registered = None
-    if new.shape != trace.structural.shape or not np.allclose(new, trace.structural):
-        if getattr(microscope, "replays", False):   # pre-acquired data: only the very same image is the same run
-            raise HAEInputError(
-                "The microscope's structural image differs from the one recorded in the trace.",
-                "resume on the same dataset / the same scan region the run started on.")
-        registered = register(trace.structural, new)   # a live instrument: acquired again, maybe drifted
-        microscope = Registered(microscope, trace.structural, registered[0])
-    exp = cls(microscope, settings, dataset_info=trace.dataset, model_factory=model_factory)
-    exp.trace = trace
-    if trace.n_points:
-        exp.measured[flat_index(trace.positions_array(), exp.scan_shape)] = True
-    for d in trace.interventions:   # the state the interventions built, without recording them again
-        iv.from_record(d, trace).apply(exp)
-    # the random state is recorded once all seeds are measured (older traces lack it but have steps)
-    exp.started = trace.n_steps > 0 or trace.rng_state is not None
-    if trace.rng_state is not None:
-        exp.rng.bit_generator.state = trace.rng_state
-    if journal is not None:
-        trace.attach_journal(journal, append=append_journal)
-    trace.add_event(trace.n_steps, f"resumed with {trace.n_points} points and {trace.n_steps} steps measured")
-    if device is not None and device != was:
-        trace.add_event(trace.n_steps, f"the model's device is {device!r} from here on (the run started with "
-                                       f"{was!r})")
-    if registered is not None:
-        (dy, dx), sub, corr = registered
-        gone = ~microscope.reachable().ravel() & ~exp.measured
-        exp.avoid |= gone
-        size, units = trace.dataset.get("pixel_size", 1.0), trace.dataset.get("pixel_units", "px")
-        trace.add_event(trace.n_steps, f"the re-acquired structural image was registered to the recorded one: shift "
-                                       f"(dy, dx) = ({dy}, {dx}) px ({sub[0]:.2f}, {sub[1]:.2f} px sub-pixel; "
-                                       f"{dy * size:.3g}, {dx * size:.3g} {units}), correlation {corr:.2f}; "
-                                       f"positions are sent there; {int(gone.sum())} that drifted out of the field "
-                                       "are avoided")
-    if budget is not None and int(budget) != exp.settings.budget:
-        exp.set_budget(int(budget))
-    return exp
+    if new.shape == trace.structural.shape and np.allclose(new, trace.structural):
+        return microscope, None
+    if getattr(microscope, "replays", False):
+        raise HAEInputError("The microscope's structural image differs from the one recorded in the trace.",
+                            "resume on the same dataset / the same scan region the run started on.")
+    registered = register(trace.structural, new)   # a live instrument: acquired again, maybe drifted
+    return Registered(microscope, trace.structural, registered[0]), registered
+
+
+def _record_registration(exp, microscope, registered) -> None:
+    (dy, dx), sub, corr = registered
+    gone = ~microscope.reachable() & ~exp.measured.reshape(exp.scan_shape)
+    if gone.any():
+        exp.add_object(gone, "avoid", DRIFT_LABEL)
+    size, units = exp.trace.dataset.get("pixel_size", 1.0), exp.trace.dataset.get("pixel_units", "px")
+    exp.trace.add_event(exp.step_index, f"the re-acquired structural image was registered to the recorded one: "
+                                        f"shift (dy, dx) = ({dy}, {dx}) px ({sub[0]:.2f}, {sub[1]:.2f} px sub-pixel; "
+                                        f"{dy * size:.3g}, {dx * size:.3g} {units}), correlation {corr:.2f}; "
+                                        f"positions are sent there; {int(gone.sum())} that drifted out of the field "
+                                        "are avoided (a recorded 'avoid' object)")

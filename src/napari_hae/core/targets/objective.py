@@ -82,6 +82,42 @@ class Objective:
         """Values turned so that larger is better."""
         return self.sign * np.asarray(values, dtype=np.float64)
 
+    # -- what the model is trained on, and its predictions read back --------------------------------------------
+    def training_target(self, spectra, energy, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """The model's target for ``spectra`` (larger is better; NaN where a scalarizer gives no value) and the
+        weight of the primary objective. One objective: its signed value (weight 1). Several: a random convex
+        combination (Dirichlet weights drawn from ``rng``, new every call) of their standardized signed values."""
+        if not self.multi:
+            return self.signed(self.value(spectra, energy, errors="nan")), 1.0
+        Y = self.signed(self.values(spectra, energy, errors="nan"))
+        with np.errstate(invalid="ignore"):
+            sd = np.nanstd(Y, 0)
+            Z = (Y - np.nanmean(Y, 0)) / np.where(sd > 0, sd, 1.0)
+        weights = rng.dirichlet(np.ones(Z.shape[1]))
+        return Z @ weights, float(weights[0])
+
+    @property
+    def target_sign(self) -> float:
+        """What turns the model's target back into the maps' units: the goal's sign for one objective (scalarizer
+        units); 1 for several (the maps are in units of the step's scalarised z-score target)."""
+        return 1.0 if self.multi else self.sign
+
+    def in_units(self, target) -> np.ndarray | float:
+        """A value (or map) of the model's target in the maps' units (see :attr:`target_sign`)."""
+        out = self.target_sign * np.asarray(target, dtype=np.float64)
+        return float(out) if out.ndim == 0 else out
+
+    def calibration(self, post, i: int, value: float) -> dict:
+        """Where the measured ``value`` (scalarizer units) fell in what ``post`` predicted at candidate ``i``: the
+        predictive std, its 95% interval (scalarizer units) and the z and log scores (z > 0: above the prediction).
+        In multi-objective mode the scalarised target has no measured counterpart: those are NaN."""
+        sign = self.target_sign
+        cal = post.measurement(i, np.nan if self.multi else sign * value, sign=sign)
+        cal["z_score"] = sign * cal["z_score"]
+        if self.multi:
+            cal["pred_std"] = np.nan
+        return cal
+
     def best(self, values) -> float | None:
         """The best of ``values`` (scalarizer units) under the goal; None for no values."""
         v = np.asarray(values, dtype=np.float64)

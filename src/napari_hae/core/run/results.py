@@ -1,0 +1,89 @@
+"""The immutable results of a step's three parts: *decide* -> :class:`Decision`, *measure* -> :class:`Measurement`,
+*record* -> :class:`StepResult`.
+
+A decision is made from the records so far and does not change the run; a measurement is what the instrument
+returned at a position and does not change the run either; only recording a measurement (with the decision that
+chose it) adds records and so changes the run's state. The parts are separate so that point k can be measured
+while point k + 1 is decided (:meth:`Experiment.decide <napari_hae.core.run.experiment.Experiment.decide>` takes
+the positions still being measured as ``pending``). The dock and the command line draw from these results; every
+array in them is read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+from ..model.base import Posterior
+
+
+def frozen_array(a) -> np.ndarray:
+    """``a`` as an array nobody can write to (a view; the caller's array stays writable)."""
+    out = np.asarray(a).view()
+    out.setflags(write=False)
+    return out
+
+
+def frozen_mapping(d: Mapping) -> Mapping:
+    return MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where policy step ``step`` measures, and what the model believed when it chose.
+
+    ``record`` holds the step record's decision fields (the acquisition, the posterior's summaries, fit and
+    prediction times, ...); ``maps`` the mean, std and acquisition maps (scan shape, scalarizer units);
+    ``posterior`` the model's posterior over every candidate, for the calibration of the measurement that follows;
+    ``events`` what the monitors found (recorded with the step).
+    """
+
+    step: int
+    flat: int
+    position: tuple[int, int]
+    kind: str
+    record: Mapping
+    maps: Mapping
+    posterior: Posterior = field(repr=False)
+    events: tuple[str, ...] = ()
+    started_at: float = 0.0          # time.perf_counter() when the decision began (the step's time counts from it)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One spectrum as measured: where, what the scalarizer made of it, and how (dwell asked, beam blanked before,
+    seconds it took). ``why``: why ``value`` is NaN (the spectrum is kept all the same)."""
+
+    position: tuple[int, int]
+    spectrum: np.ndarray = field(repr=False)
+    value: float
+    kind: str
+    step: int
+    dwell: float | None = None
+    blanked_s: float = float("nan")
+    seconds: float = float("nan")
+    why: str | None = None
+
+    def point(self) -> dict:
+        """The measured point as :meth:`Trace.add_point <napari_hae.core.record.trace.Trace.add_point>` takes it."""
+        return {"position": self.position, "spectrum": self.spectrum, "value": self.value, "kind": self.kind,
+                "step": self.step, "dwell": self.dwell}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one policy step did, as recorded (what the driver yields to the dock and the command line)."""
+
+    step: int
+    position: tuple[int, int]
+    kind: str
+    value: float
+    record: Mapping
+    mean: np.ndarray       # (ny, nx) predicted mean, scalarizer units
+    std: np.ndarray        # (ny, nx) predicted std, scalarizer units
+    acq: np.ndarray        # (ny, nx) acquisition scores (-inf where not available)
+    budget: int = 0        # the budget in force when the step was recorded
+    n_points: int = 0      # points measured after it (seeds included)
