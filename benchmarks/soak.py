@@ -74,10 +74,10 @@ def main(argv=None):
         journal = Path(tmp) / "trace.journal"
         factory = None
         if a.window:
-            from napari_hae.core.run.experiment import _default_model
+            from napari_hae.core.model import make_model
 
             def factory(dim, s):
-                return WindowedModel(_default_model(dim, s), a.window)
+                return WindowedModel(make_model(s.model.to_dict(), dim, seed=s.random_seed), a.window)
 
         exp = Experiment(SimulatedMicroscope(data), settings, journal=journal, model_factory=factory)
         exp.start()

@@ -535,3 +535,23 @@ def test_settings_of_a_format_1_trace_load_with_their_model_parameters(small_sam
         "embed_dim": 2, "hidden": [24, 12], "kernel": "rbf", "lr": 0.02, "restart": "warm"}   # warm, as then
     again.run()
     assert again.model.hidden == (24, 12) and again.model.lr == 0.02 and again.trace.n_steps == 2
+
+
+def test_a_model_parameter_default_is_written_once_in_the_signature():
+    from napari_hae.core.model.base import register_model
+    from napari_hae.core.registry import ParamSpec
+
+    class Twice:
+        def __init__(self, input_dim, *, seed=0, width: int = 8):
+            pass
+
+    with pytest.raises(ValueError, match="the parameter table gives width=16, the signature 8"):
+        register_model("test_twice", params=(ParamSpec("width", 16, "", 1, 64),))(Twice)
+    from napari_hae.core.model import MODELS
+
+    for name in MODELS.names():   # every registered model's table holds its signature's defaults
+        import inspect
+
+        sig = inspect.signature(MODELS.get(name).obj.__init__).parameters
+        assert {p.name: p.default for p in MODELS.get(name).params} == \
+            {p.name: sig[p.name].default for p in MODELS.get(name).params}, name

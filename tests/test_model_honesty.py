@@ -74,7 +74,7 @@ def test_cold_restart_starts_every_fit_from_fresh_weights():
 
 
 def test_restart_value_is_checked():
-    with pytest.raises(HAEInputError, match="restart='hot' is not 'warm' or 'cold'"):
+    with pytest.raises(HAEInputError, match=r"The model 'dkl' got restart='hot'.*use one of \['cold', 'warm'\]"):
         DKLRegressor(4, restart="hot")
 
 

@@ -181,3 +181,28 @@ def test_ei_asks_the_posterior_for_the_improvement_and_never_looks_at_the_warp()
     post = Posterior(mean=np.zeros(5), std=np.ones(5), warp=_ValueSpace())
     ctx = AcquisitionContext(best=0.0, rng=np.random.default_rng(0), available=np.ones(5, bool))
     np.testing.assert_array_equal(make_policy("ei")(post, ctx), -np.arange(5.0))
+
+
+def test_one_xi_default_in_the_parameter_table_dock_cli_settings_and_guide(qapp, small_sample):
+    """EI's xi has one default: its parameter table's; the dock's field, a CLI run, a run's resolved settings and
+    the user guide all say the same."""
+    import re
+    from pathlib import Path
+
+    from napari_hae._qt.policy_panel import PolicyPanel
+    from napari_hae.cli import build_parser
+    from napari_hae.cli._options import policy
+    from napari_hae.core.policy import POLICIES
+    from napari_hae.core.run.experiment import resolved_settings
+
+    table = {p.name: p.default for p in POLICIES.get("ei").params}["xi"]
+    panel = PolicyPanel()
+    panel.policy_name.value = "ei"
+    dock = panel.policy()["params"]["xi"]
+    cli = resolved_settings(ExperimentSettings(policy=policy(build_parser().parse_args(
+        ["run", "--sample", "nanoparticles"]))), None, True).policy.params["xi"]
+    run = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=1)).trace.settings["policy"]
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "user_guide.md").read_text()
+    said = float(re.search(r"the default, xi ([0-9.]+)", guide).group(1))
+    assert run == {"name": "ei", "params": {"xi": table}}
+    assert dock == cli == said == table

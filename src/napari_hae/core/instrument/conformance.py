@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import HAEInputError, InstrumentRefused, MicroscopeFault
-from .guard import AcquisitionGuard, can_blank, takes_dwell
+from .capabilities import can_blank, takes_dwell
+from .guard import AcquisitionGuard
 from .registration import register
 
 

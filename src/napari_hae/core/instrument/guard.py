@@ -1,19 +1,14 @@
 """Every call the run makes to an instrument goes through :class:`AcquisitionGuard`: the dwell passed on, the beam
 blanked between acquisitions, one acquisition in flight at most, bounded retries, and errors told apart.
 
-What the guard uses of a microscope beyond :class:`~napari_hae.core.instrument.microscope.Microscope`, each
-optional: ``acquire(y, x, dwell=...)`` (a ``dwell`` keyword: seconds per spectrum), ``blank()`` and ``unblank()``
-(both, or blanking is not used), ``abort()`` (ends a running acquisition; called from another thread than the
-one acquiring), ``reconnect()`` (re-opens a lost session), ``acquire_many(positions, dwell=...)`` (several
-points in one call: the seeds). Errors an adapter raises:
-:class:`~napari_hae.core.errors.InstrumentRefused` (not retried), :class:`~napari_hae.core.errors.
-InstrumentDisconnected` (``reconnect()`` first), anything else (retried).
+What the guard uses of a microscope beyond :class:`~napari_hae.core.instrument.microscope.Microscope` is declared
+in :mod:`.capabilities` (runtime-checkable protocols: blanking, abort, reconnect, several points in one call, the
+energy axis of the last spectrum), each optional.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import inspect
 import logging
 import math
 import time
@@ -22,31 +17,11 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import HAEInputError, InstrumentDisconnected, InstrumentRefused, MicroscopeFault, sentence
+from .capabilities import Aborts, AcquiresMany, Reconnects, ReportsEnergy, can_blank, takes_dwell
 
 log = logging.getLogger(__name__)
 
 MIN_GRACE = 1.0   # s an acquisition that timed out (and was aborted) gets to return before the run pauses
-
-
-def takes_dwell(microscope) -> bool:
-    """Whether ``microscope.acquire`` takes a ``dwell`` keyword (a wrapper's: its ``inner`` microscope's)."""
-    while "inner" in getattr(microscope, "__dict__", {}):   # a wrapper (registration, a test's counter)
-        microscope = microscope.inner
-    caps = getattr(microscope, "capabilities", None)
-    if isinstance(caps, dict):   # a client of a served instrument says what the instrument behind it can do
-        return bool(caps.get("dwell"))
-    try:
-        params = inspect.signature(microscope.acquire).parameters
-    except (TypeError, ValueError):   # a C or remote callable without a signature: ask it for nothing new
-        return False
-    return "dwell" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
-def can_blank(microscope) -> bool:
-    caps = getattr(microscope, "capabilities", None)
-    if isinstance(caps, dict) and not caps.get("blank"):
-        return False
-    return callable(getattr(microscope, "blank", None)) and callable(getattr(microscope, "unblank", None))
 
 
 class _StillRunning(Exception):
@@ -139,10 +114,9 @@ class AcquisitionGuard:
             return fut.result(timeout=limit)
         except concurrent.futures.TimeoutError:
             pass
-        abort = getattr(self.microscope, "abort", None)
-        if callable(abort):
+        if isinstance(self.microscope, Aborts):
             try:
-                abort()
+                self.microscope.abort()
             except Exception as exc:  # an abort that fails is said; the wait below decides
                 self.on_event(f"abort() failed: {type(exc).__name__}: {exc}")
         try:   # never a second acquisition while this one runs: it gets a grace period to end
@@ -176,15 +150,14 @@ class AcquisitionGuard:
         """Acquire ``positions`` in one ``acquire_many`` call where the instrument has one (the seeds); the next
         calls for those positions return them. Returns how many were fetched; a batch that fails is said and the
         points are acquired one by one (with the usual retries)."""
-        many = getattr(self.microscope, "acquire_many", None)
         positions = [(int(y), int(x)) for y, x in positions]
-        if not callable(many) or len(positions) < 2 or self._late is not None:
+        if not isinstance(self.microscope, AcquiresMany) or len(positions) < 2 or self._late is not None:
             return 0
         kw = {} if self.dwell is None else {"dwell": self.dwell}
         limit = None if self.timeout is None else self.timeout + len(positions) * (self.dwell or 0.0)
         try:
             self._set_beam(on=True)
-            spectra = self._run(many, positions, timeout=-1, **kw)
+            spectra = self._run(self.microscope.acquire_many, positions, timeout=-1, **kw)
             try:
                 spectra = spectra if self.timeout is None else spectra.result(timeout=limit)
             except concurrent.futures.TimeoutError:   # it still runs: settled (or waited for) before the next call
@@ -256,11 +229,10 @@ class AcquisitionGuard:
         )
 
     def _reconnect(self) -> bool:
-        hook = getattr(self.microscope, "reconnect", None)
-        if not callable(hook):
+        if not isinstance(self.microscope, Reconnects):
             return False
         try:
-            self._run(hook)
+            self._run(self.microscope.reconnect)
         except Exception as exc:
             self.on_event(f"reconnect() failed: {type(exc).__name__}: {exc}")
             return False
@@ -281,7 +253,8 @@ class AcquisitionGuard:
 
     def _check_energy(self, y: int, x: int) -> None:
         """A spectrum whose energy axis (``microscope.last_energy``) is not the run's is never mixed in."""
-        got, run = getattr(self.microscope, "last_energy", None), self.energy
+        got = self.microscope.last_energy if isinstance(self.microscope, ReportsEnergy) else None
+        run = self.energy
         if got is None or run is None:
             return
         if got.size == run.size and got.units == run.units and abs(got.offset - run.offset) <= 0.01 * abs(run.scale) \

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..data.dataset import EnergyAxis
 from ..errors import HAEInputError, InstrumentRefused
-from .guard import can_blank, takes_dwell
+from .capabilities import can_blank, takes_dwell
 
 log = logging.getLogger(__name__)
 PROTOCOL = "napari-hae-microscope/1"

@@ -160,12 +160,32 @@ MODELS = Registry("model", "napari_hae.models",
                                                    (obj.__doc__ or "").strip().split("\n")[0]))
 
 
+def _with_signature_defaults(cls, name: str, given: tuple[ParamSpec, ...]) -> tuple[ParamSpec, ...]:
+    """``given`` (units, ranges, help, choices) with each default taken from ``cls.__init__``: a parameter's default
+    is written once, in the signature. A table that writes another default is refused."""
+    import dataclasses
+    import inspect
+
+    sig = inspect.signature(cls.__init__).parameters
+    out = []
+    for spec in given:
+        p = sig.get(spec.name)
+        default = spec.default if p is None or p.default is inspect.Parameter.empty else p.default
+        if spec.default is not None and spec.default != default:
+            raise ValueError(f"model {name!r}: the parameter table gives {spec.name}={spec.default!r}, the signature "
+                             f"{default!r}; write the default once, in __init__'s signature")
+        out.append(dataclasses.replace(spec, default=default))
+    return tuple(out)
+
+
 def register_model(name: str, params: tuple[ParamSpec, ...] = ()):
-    """Class decorator: ``cls(input_dim, *, seed, **params)`` builds a :class:`SurrogateModel`. Parameters not in
-    ``params`` get specs from the keyword-only arguments of ``__init__``."""
+    """Class decorator: ``cls(input_dim, *, seed, **params)`` builds a :class:`SurrogateModel`. ``params`` give
+    units, ranges and help (their defaults are the signature's); without them, the specs come from the keyword-only
+    arguments of ``__init__``."""
 
     def deco(cls):
-        specs = tuple(params) or specs_from_signature(cls.__init__, keyword_only=True, skip=("self", "seed"))
+        specs = _with_signature_defaults(cls, name, tuple(params)) if params else specs_from_signature(
+            cls.__init__, keyword_only=True, skip=("self", "seed"))
         MODELS.add(Entry(name, cls, specs, (cls.__doc__ or "").strip().split("\n")[0]))
         cls.registered_name = name
         return cls

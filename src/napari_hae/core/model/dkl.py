@@ -27,7 +27,7 @@ from ..data.patches import PatchGrid
 from ..registry import ParamSpec
 from . import compute, exact_predict, large
 from . import warp as _warp
-from .base import FitReport, Posterior, clip_event, register_model, robust_targets
+from .base import MODELS, FitReport, Posterior, clip_event, register_model, robust_targets
 from .kernels import FloorMaternKernel, FloorRBFKernel
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ class MLPFeatureExtractor(torch.nn.Sequential):
         super().__init__(*layers)
 
 
+KERNELS = {"matern": FloorMaternKernel, "rbf": FloorRBFKernel}   # the kernel choices, here only
+RESTARTS = ("cold", "warm")
+
+
 class _DKLModel(gpytorch.models.ExactGP):
     def __init__(self, x, y, likelihood, extractor, embed_dim, kernel, priors=False):
         super().__init__(x, y, likelihood)
@@ -52,12 +56,7 @@ class _DKLModel(gpytorch.models.ExactGP):
         self.scale_to_bounds = gpytorch.utils.grid.ScaleToBounds(-1.0, 1.0)
         self.mean_module = gpytorch.means.ConstantMean()
         ls_prior = gpytorch.priors.GammaPrior(3.0, 6.0) if priors else None
-        if kernel == "rbf":
-            base = FloorRBFKernel(ard_num_dims=embed_dim, lengthscale_prior=ls_prior)
-        elif kernel == "matern":
-            base = FloorMaternKernel(ard_num_dims=embed_dim, lengthscale_prior=ls_prior)
-        else:
-            raise ValueError(f"Unknown kernel {kernel!r}; use 'rbf' or 'matern'.")
+        base = KERNELS[kernel](ard_num_dims=embed_dim, lengthscale_prior=ls_prior)
         self.covar_module = gpytorch.kernels.ScaleKernel(
             base, outputscale_prior=gpytorch.priors.GammaPrior(2.0, 0.15) if priors else None)
 
@@ -74,33 +73,33 @@ LARGE_SCAN = 65_536      # positions (256 x 256) from which prediction uses the 
 
 
 @register_model("dkl", params=(
-    ParamSpec("hidden", (64, 32), "", help="hidden layer widths of the MLP"),
-    ParamSpec("embed_dim", 2, "", 1, 16, "dimension of the embedding fed to the kernel"),
-    ParamSpec("kernel", "matern", "", help="'matern' (5/2) or 'rbf'", choices=("matern", "rbf")),
-    ParamSpec("lr", 0.01, "", 1e-5, 1.0, "Adam learning rate"),
-    ParamSpec("restart", "cold", "", help="'cold': every fit starts from fresh weights (calibrated uncertainty); "
+    ParamSpec("hidden", None, "", help="hidden layer widths of the MLP"),
+    ParamSpec("embed_dim", None, "", 1, 16, "dimension of the embedding fed to the kernel"),
+    ParamSpec("kernel", None, "", help="'matern' (5/2) or 'rbf'", choices=tuple(KERNELS)),
+    ParamSpec("lr", None, "", 1e-5, 1.0, "Adam learning rate"),
+    ParamSpec("restart", None, "", help="'cold': every fit starts from fresh weights (calibrated uncertainty); "
                                            "'warm': later fits continue from the current weights (faster, but "
                                            "the embedding overtrains and the model becomes overconfident)",
-              choices=("cold", "warm")),
-    ParamSpec("warp", "log", "", help="'log': the GP models log(target) while every target is > 0 (relative "
+              choices=RESTARTS),
+    ParamSpec("warp", None, "", help="'log': the GP models log(target) while every target is > 0 (relative "
                                         "misfit: calibrated on counts); 'none': the target as it is",
               choices=_warp.MODES),
-    ParamSpec("priors", False, "", help="weak priors on lengthscale, outputscale and noise (as BoTorch's)"),
-    ParamSpec("predictor", "auto", "", help="'exact' posterior at every position, 'grid': exact on a grid in the "
+    ParamSpec("priors", None, "", help="weak priors on lengthscale, outputscale and noise (as BoTorch's)"),
+    ParamSpec("predictor", None, "", help="'exact' posterior at every position, 'grid': exact on a grid in the "
                                              "2-D embedding, interpolated (error measured each step); 'auto': "
                                              f"grid from {GRID_WORK:.0e} positions x points"),
-    ParamSpec("grid_size", 32, "", 8, 512, "grid nodes per embedding axis of the grid predictor"),
-    ParamSpec("max_train", 256, "", 16, 100_000, "points the network and hyperparameters train on (the most "
+    ParamSpec("grid_size", None, "", 8, 512, "grid nodes per embedding axis of the grid predictor"),
+    ParamSpec("max_train", None, "", 16, 100_000, "points the network and hyperparameters train on (the most "
                                                  "recent half, the highest quarter, the rest at random); the "
                                                  "posterior conditions on all"),
-    ParamSpec("refit_points", 100, "", 0, 100_000, "above this many points, network and hyperparameters are "
+    ParamSpec("refit_points", None, "", 0, 100_000, "above this many points, network and hyperparameters are "
                                                    "refitted every ceil(n / refit_points) steps, the posterior "
                                                    "conditioned on every point in between; 0: every step"),
-    ParamSpec("threads", 1, "", 1, 256, "torch threads for fitting, fixed so that a run's picks do not depend on "
+    ParamSpec("threads", None, "", 1, 256, "torch threads for fitting, fixed so that a run's picks do not depend on "
                                         "the machine's core count (recorded with the model)"),
-    ParamSpec("device", "auto", "", help="'auto': the first CUDA GPU when torch sees one (the CPU if it fails there), "
+    ParamSpec("device", None, "", help="'auto': the first CUDA GPU when torch sees one (the CPU if it fails there), "
                                          "else the CPU; 'cpu'; 'cuda' or 'cuda:N'"),
-    ParamSpec("predict_threads", 0, "", 0, 256, "torch threads for prediction; 0: 'threads' below 256 x 256 "
+    ParamSpec("predict_threads", None, "", 0, 256, "torch threads for prediction; 0: 'threads' below 256 x 256 "
                                                 "positions, the process's above (the CLI: all cores, the dock: all "
                                                 "but one; the posterior differs by ~1e-12 relative between counts)"),
 ))
@@ -132,20 +131,13 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         if not all(type(h) is int and h >= 1 for h in hidden):
             raise HAEInputError(f"Model 'dkl': hidden={list(hidden)} is not a list of layer widths >= 1.",
                                 "give whole numbers >= 1, e.g. --model-param hidden=[64,32].")
-        if kernel not in ("rbf", "matern"):
-            raise HAEInputError(f"Model 'dkl': kernel={kernel!r} is not 'rbf' or 'matern'.",
-                                "use --model-param kernel=rbf or kernel=matern.")
         if type(threads) is not int or threads < 1:
             raise HAEInputError(f"Model 'dkl': threads={threads!r} is not a whole number >= 1.",
                                 "use --model-param threads=1 (reproducible on any machine) or more.")
         if predictor not in ("auto", "exact", "grid") or (predictor == "grid" and embed_dim != 2):
             raise HAEInputError(f"Model 'dkl': predictor={predictor!r} is not 'auto', 'exact' or 'grid' (the grid "
                                 "needs embed_dim=2).", "use --model-param predictor=auto, exact or grid.")
-        if restart not in ("warm", "cold"):
-            raise HAEInputError(f"Model 'dkl': restart={restart!r} is not 'warm' or 'cold'.",
-                                "use --model-param restart=cold or restart=warm.")
-        if warp not in _warp.MODES:
-            raise HAEInputError(f"Model 'dkl': warp={warp!r} is not 'log' or 'none'.", "use --model-param warp=log.")
+        MODELS.check_params("dkl", {"kernel": kernel, "restart": restart, "warp": warp})   # the table's choices
         self.threads, self.warp_mode, self.warp = threads, warp, _warp.NONE
         self.device_spec, self.device = str(device), compute.resolve(device)
         self.restart = restart

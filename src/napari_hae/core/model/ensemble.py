@@ -13,18 +13,19 @@ import numpy as np
 
 from ..registry import ParamSpec
 from .base import FitReport, Posterior, clip_event, register_model, robust_targets
-from .dkl import DKLRegressor
+from .dkl import RESTARTS, DKLRegressor
 
 
 @register_model("dkl_ensemble", params=(
-    ParamSpec("members", 4, "", 2, 32, "number of DKL members"),
-    ParamSpec("bootstrap", True, "", help="train each member on a bootstrap resample of the measured points"),
-    ParamSpec("restart", "cold", "", help="'cold': members start from fresh weights every fit; 'warm': continue"),
-    ParamSpec("hidden", (64, 32), "", help="hidden layer widths of each member's MLP"),
-    ParamSpec("embed_dim", 2, "", 1, 16, "dimension of each member's embedding"),
-    ParamSpec("lr", 0.01, "", 1e-5, 1.0, "Adam learning rate"),
-    ParamSpec("threads", 1, "", 1, 256, "torch threads (fixed: picks do not depend on the machine)"),
-    ParamSpec("device", "auto", "", help="'auto' (a CUDA GPU when torch sees one), 'cpu', 'cuda' or 'cuda:N'"),
+    ParamSpec("members", None, "", 2, 32, "number of DKL members"),
+    ParamSpec("bootstrap", None, "", help="train each member on a bootstrap resample of the measured points"),
+    ParamSpec("restart", None, "", help="'cold': members start from fresh weights every fit; 'warm': continue",
+              choices=RESTARTS),
+    ParamSpec("hidden", None, "", help="hidden layer widths of each member's MLP"),
+    ParamSpec("embed_dim", None, "", 1, 16, "dimension of each member's embedding"),
+    ParamSpec("lr", None, "", 1e-5, 1.0, "Adam learning rate"),
+    ParamSpec("threads", None, "", 1, 256, "torch threads (fixed: picks do not depend on the machine)"),
+    ParamSpec("device", None, "", help="'auto' (a CUDA GPU when torch sees one), 'cpu', 'cuda' or 'cuda:N'"),
 ))
 class DKLEnsemble:
     """Ensemble of DKL members (initialisations and bootstrap resamples): mixture mean and variance."""

@@ -58,7 +58,9 @@ class AcquisitionFunction:
         return f"{self.name}({ps})" if ps else self.name
 
 
-# units and ranges of the built-in parameters (a plug-in's parameters get specs from its __init__ signature)
+# units and ranges of the built-in parameters (a plug-in's parameters get specs from its __init__ signature). A
+# policy's own default is its __init__'s (EI's xi 0, PI's 0.01): the default here only types a parameter whose
+# signature gives none; the registry's entry is the one table the dock, the CLI and the settings read
 PARAM_SPECS = {
     "xi": ParamSpec("xi", 0.01, "std. units", 0.0, 10.0, "exploration margin over the best value"),
     "beta": ParamSpec("beta", 4.0, "", 0.0, 1e4, "exploration weight: mu + sqrt(beta) sigma"),

@@ -15,7 +15,9 @@ from ..errors import HAEInputError
 
 # the defaults used everywhere (core, CLI, dock, sweep)
 DEFAULT_SCALARIZER = {"name": "band_integral", "params": {"a": 1.2, "b": 2.25}, "background": None}
-DEFAULT_POLICY = {"name": "ei", "params": {"xi": 0.0}}   # log EI: measured best in benchmarks/discovery.py
+# log EI: measured best in benchmarks/discovery.py. Its parameters' defaults live in the policy's parameter table
+# only (the registry: the dock's fields, the CLI's options and a run's resolved settings all read them there)
+DEFAULT_POLICY = {"name": "ei", "params": {}}
 DEFAULT_MODEL = {"name": "dkl", "params": {}}
 
 
