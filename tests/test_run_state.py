@@ -206,3 +206,5 @@ def test_one_xi_default_in_the_parameter_table_dock_cli_settings_and_guide(qapp,
     said = float(re.search(r"the default, xi ([0-9.]+)", guide).group(1))
     assert run == {"name": "ei", "params": {"xi": table}}
     assert dock == cli == said == table
+    # a wrapper around EI keeps EI's default (it is read there, not written again)
+    assert {p.name: p.default for p in POLICIES.get("ei_penalized").params}["xi"] == table

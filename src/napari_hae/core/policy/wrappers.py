@@ -32,9 +32,28 @@ def nearest_measured_distance(ctx: AcquisitionContext) -> np.ndarray:
     return d
 
 
-class LocalPenalty(AcquisitionFunction):
+def base_default(cls, name: str):
+    """The default of ``cls``'s parameter ``name``: a wrapper's inner parameter keeps the inner policy's default
+    (written once, in the inner policy's signature)."""
+    import inspect
+
+    return inspect.signature(cls.__init__).parameters[name].default
+
+
+class Wrapper(AcquisitionFunction):
+    """A policy around another (``base``): its parameters are the base's, read there, and its ``own``."""
+
+    own: tuple[str, ...] = ()
+
+    def get_params(self) -> dict:
+        return {**self.base.get_params(), **{p: getattr(self, p) for p in self.own}}
+
+
+class LocalPenalty(Wrapper):
     """``base`` score (must be >= 0) times a penalty around every measured position; for a base scoring in log
     space (EI, PI: ``log_scale``) the log of the penalty is added instead."""
+
+    own = ("radius",)
 
     def __init__(self, base: AcquisitionFunction, radius: float = 5.0):
         self.base = base
@@ -51,9 +70,11 @@ class LocalPenalty(AcquisitionFunction):
         return score * (1.0 - np.exp(-0.5 * (d / self.radius) ** 2))
 
 
-class TravelCost(AcquisitionFunction):
+class TravelCost(Wrapper):
     """``base`` score minus ``cost`` per scan diagonal of distance from the current probe position: short moves
     are preferred when candidates are otherwise alike (less drift, dose and stage time)."""
+
+    own = ("cost",)
 
     def __init__(self, base: AcquisitionFunction, cost: float = 1.0):
         self.base = base
@@ -89,22 +110,20 @@ class BetaSchedule(AcquisitionFunction):
 class PenalizedExpectedImprovement(LocalPenalty):
     """EI with a local penalty of ``radius`` pixels around every measured position."""
 
-    params = ("xi", "radius")
+    params = ExpectedImprovement.params + LocalPenalty.own
 
-    def __init__(self, xi: float = 0.01, radius: float = 5.0):
+    def __init__(self, xi: float = base_default(ExpectedImprovement, "xi"), radius: float = 5.0):
         super().__init__(ExpectedImprovement(xi), radius)
-        self.xi = self.base.xi
 
 
 @register_policy("ucb_travel")
 class TravelCostUCB(TravelCost):
     """UCB minus a travel cost (``cost`` standardized units per scan diagonal)."""
 
-    params = ("beta", "cost")
+    params = UpperConfidenceBound.params + TravelCost.own
 
-    def __init__(self, beta: float = 4.0, cost: float = 1.0):
+    def __init__(self, beta: float = base_default(UpperConfidenceBound, "beta"), cost: float = 1.0):
         super().__init__(UpperConfidenceBound(beta), cost)
-        self.beta = self.base.beta
 
 
 @register_policy("ucb_scheduled")
