@@ -310,10 +310,10 @@ def test_monitors_replay_export_and_stuck_warning(viewer_widget, qtbot, tmp_path
     tr.steps["best_so_far"][:] = [1.0] * 4
     tr.steps["z_score"][:] = [1.0] * 4                     # measured as predicted: converged, no warning
     res = StepResult(3, (20, 20), "policy", 1.0, {"stuck": 0.0}, None, None, None)
-    w._check_stuck(res)
+    w._check_stuck(res, w.experiment.view())              # the dock judges what the step delivered
     assert "stuck" not in w.status.value
     tr.steps["z_score"][:] = [6.0] * 4                     # far outside: the model is confidently wrong
-    w._check_stuck(res)
+    w._check_stuck(res, w.experiment.view())
     assert "looks stuck at step 4: the best value has not improved in the last 4 steps" in w.status.value
     assert "the picks stay within 0.0 px" in w.status.value and "mu" in w.status.value
 

@@ -22,7 +22,8 @@ class DatasetActions:
         if data is None:
             return
         if self.controller.running:   # the fields and layers belong to the run going on until it ends
-            self.status.value = (f"The run goes on with {self.experiment.trace.dataset.get('name', 'its data')}; "
+            run_data = self.last_view.dataset if self.last_view is not None else {}
+            self.status.value = (f"The run goes on with {run_data.get('name', 'its data')}; "
                                  f"{data.name} is used from the next Start.")
             return
         name = self.structural_combo.value

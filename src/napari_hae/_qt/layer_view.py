@@ -163,29 +163,30 @@ class LayerView:
             colors = np.where((steps < 0)[:, None], np.array([[0, 1, 1, 1.0]]), matplotlib.colormaps[cmap](frac))
             layer.face_color = colors
 
-    def show_run(self, exp, ref) -> None:
-        """Trajectory, measured values under the current scalarizer, and the Pareto set of a live run."""
+    def show_run(self, view, ref) -> None:
+        """Trajectory, measured values under the current scalarizer, and the Pareto set, from a
+        :class:`~napari_hae.core.run.results.RunView` (read-only: the run may go on meanwhile)."""
         import matplotlib
 
-        tr = exp.trace
-        n = tr.n_points   # the run goes on in its worker: everything below is cut to these n points
-        pos = tr.positions_array()[:n]
-        self.show_points(pos, tr.point_steps[:n], tr.values[:n], tr.kinds[:n], exp.settings.budget)
-        if exp.objectives and n:
-            pos_p, vals_p = exp.pareto_set()
+        n = view.n_points
+        pos = view.positions_array()
+        self.show_points(pos, view.point_steps, view.values, view.kinds, view.budget)
+        if view.pareto is not None and n:
+            pos_p, vals_p = view.pareto
             if PARETO not in self.viewer.layers:
                 self.viewer.add_points(np.zeros((0, 2)), name=PARETO, **self.geometry(ref), symbol="star",
-                                       size=max(exp.scan_shape) / 30, face_color="gold", border_color="black",
+                                       size=max(view.scan_shape) / 30, face_color="gold", border_color="black",
                                        features={"objective_1": np.zeros(0), "objective_2": np.zeros(0)})
             pl = self.viewer.layers[PARETO]
             pl.data = pos_p.astype(float)
             pl.features = {f"objective_{i + 1}": vals_p[:, i] for i in range(vals_p.shape[1])}
         if (vl := self._layer(VALUES)) is not None and n:
             # the scalarizer map of measured points, under the *current* scalarizer (re-computed after a change)
-            vals = exp.scalarizer(tr.spectra_array()[:n], exp.energies)
+            vals = np.asarray(view.current_values)
             vl.data = pos.astype(float)
             vl.features = {"value": vals}
-            lo, hi = float(vals.min()), float(vals.max())
+            finite = vals[np.isfinite(vals)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
             vl.face_color = matplotlib.colormaps["viridis"]((vals - lo) / (hi - lo if hi > lo else 1.0))
 
     def show_manifold(self, manifold, units=("pixel", "pixel")) -> None:

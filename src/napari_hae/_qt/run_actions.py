@@ -17,6 +17,7 @@ from ..core.run.diagnostics import calibration_verdict, window_verdict
 from ..core.run.driver import Event
 from ..core.run.experiment import Experiment, ExperimentSettings
 from ..core.run.picking import seed_indices
+from ..core.targets.scalarizers import Scalarizer
 from .layer_view import MAPS
 from .microscope_actions import MicroscopeActions
 
@@ -25,6 +26,8 @@ class RunActions(MicroscopeActions):
     """Mixed into :class:`~napari_hae._widget.HAEWidget` (uses its panels, layer view and controller)."""
 
     _say_paused = False   # Pause or Step once pressed: say "Paused after step N" once the step in flight ends
+    run_phase = "idle"    # "running", "paused", "finished", "stopped": what the status line may say over
+    last_view = None      # the newest RunView the worker delivered
 
     def build_experiment(self, mic=None) -> Experiment:
         """The experiment the panels describe, on ``mic`` (default: the run panel's microscope, made here)."""
@@ -95,12 +98,15 @@ class RunActions(MicroscopeActions):
         # the layers a run draws into: added one per event-loop turn (each costs a canvas repaint, 0.2 s in
         # software OpenGL; all at once held napari for 1.1 s at Start), long before the first step arrives
         geo, shape = self.view.geometry(self.layer_combo.value), self.dataset.scan_shape
-        exp, ref = self.experiment, self.layer_combo.value
-        for add in [*self.view.output_layer_steps(geo, shape), lambda: self.view.show_run(exp, ref)]:
+        first, ref = self.experiment.view(), self.layer_combo.value   # taken before the worker starts
+        self.last_view = first
+        for add in [*self.view.output_layer_steps(geo, shape), lambda: self.view.show_run(first, ref)]:
             QTimer.singleShot(0, add)
-        self._show_progress(self.experiment)
+        self._show_progress(first)
         self.controller.start(self.experiment)
-        self.status.value = "Running: measuring seeds and training the first model..."
+        self.run_phase = "running"
+        self.status.value = ("Running: measuring seeds and training the first model..." if not self.experiment.started
+                             else f"Running: training on the {self.experiment.trace.n_points} recorded points...")
         self._update_buttons()
 
     def pause(self, *_):
@@ -112,6 +118,7 @@ class RunActions(MicroscopeActions):
     def resume(self, *_):
         self.controller.resume()
         self._say_paused = False
+        self.run_phase = "running"
         self.status.value = "Running."
         self._update_buttons()
 
@@ -129,66 +136,74 @@ class RunActions(MicroscopeActions):
         if self._connecting is not None:
             self.start_btn.enabled = self.resume_trace_btn.enabled = self.acquire_btn.enabled = False
 
-    # -- what the worker yields (GUI thread) -------------------------------------------------------------------
+    # -- what the worker yields (GUI thread): drawn from the immutable results and events alone -----------------
     def _on_item(self, item):
         if isinstance(item, Event):
-            if item.kind == "seeds":
-                self.view.show_run(self.experiment, self.layer_combo.value)
-                self.status.value = f"{item.message} Training..."
-            elif item.kind in ("applied", "refused", "fault"):
-                (show_info if item.kind == "applied" else show_error)(item.message)
-                self.status.value = f"Paused: {item.message}" if item.kind == "fault" else item.message
-                self._update_buttons()
-            elif item.kind == "done":
-                self._finished_status()
-            elif item.kind == "paused" and self._say_paused:   # the step in flight has ended
-                self._say_paused = False
-                exp = self.experiment
-                self.status.value = (f"Paused after step {exp.step_index} of {exp.settings.budget}: Resume (F6), "
-                                     "Step once (F7) or Stop (F8).")
+            self._on_event(item)
             return
         # Each piece of drawing is its own event-loop task, so timers and input are served in between. They draw
-        # the experiment that made the step: a new run may have started before they are served.
-        exp, ref = self.experiment, self.layer_combo.value
+        # the result the worker delivered (read-only): the run goes on meanwhile, a new one may even have started.
+        view, ref = item.view, self.layer_combo.value
         if not self.view.has_output_layers():   # the user deleted one mid-run: it comes back
-            self.view.prepare_output_layers(self.view.geometry(ref), exp.scan_shape)
+            self.view.prepare_output_layers(self.view.geometry(ref), view.scan_shape)
         self.view.show_maps({key: getattr(item, key) for key in MAPS})
-        self._show_progress(exp)
-        QTimer.singleShot(0, lambda: self.view.show_run(exp, ref))
-        QTimer.singleShot(0, lambda: self._draw_step_info(item, exp))
-        QTimer.singleShot(0, lambda: self.monitor_plot.update_from(exp.trace))
-        QTimer.singleShot(0, lambda: self._check_stuck(item, exp))
+        self._show_progress(view)
+        QTimer.singleShot(0, lambda: self.view.show_run(view, ref))
+        QTimer.singleShot(0, lambda: self._draw_step_info(item, view))
+        QTimer.singleShot(0, lambda: self.monitor_plot.update_from(view))
+        QTimer.singleShot(0, lambda: self._check_stuck(item, view))
 
-    def _show_progress(self, exp) -> None:
+    def _on_event(self, item: Event) -> None:
+        if item.view is not None:
+            self.last_view = item.view
+        if item.kind == "seeds":
+            self.view.show_run(item.view, self.layer_combo.value)
+            self.status.value = f"{item.message} Training..."
+        elif item.kind in ("applied", "refused", "fault"):
+            (show_info if item.kind == "applied" else show_error)(item.message)
+            if item.kind == "fault":
+                self.run_phase = "paused"
+            self.status.value = f"Paused: {item.message}" if item.kind == "fault" else item.message
+            if item.view is not None:
+                self.view.show_run(item.view, self.layer_combo.value)
+            self._update_buttons()
+        elif item.kind == "done":
+            self._finished_status(item.view)
+        elif item.kind == "paused" and self._say_paused:   # the step in flight has ended
+            self._say_paused = False
+            self.run_phase = "paused"
+            self.status.value = (f"Paused after step {item.step} of {item.budget}: Resume (F6), Step once (F7) "
+                                 "or Stop (F8).")
+
+    def _show_progress(self, view) -> None:
         """The dock's own progress bar (napari's sits in its activity dock, out of sight)."""
         bar = self.run_panel.progress.native
-        top = max(1, int(exp.settings.budget))
+        top = max(1, int(view.budget))
         bar.setUpdatesEnabled(False)   # QProgressBar repaints at once on a new value: 50 ms of window composition
         if bar.maximum() != top:       # beside napari's OpenGL canvas; this way it is one update with the rest
             bar.setMaximum(top)
-        bar.setValue(min(int(exp.step_index), top))
+        bar.setValue(min(int(view.n_steps), top))
         bar.setUpdatesEnabled(True)
 
-    def _draw_step_info(self, res, exp=None):
-        exp = exp or self.experiment
-        sc = exp.scalarizer
-        if not self.status.value.startswith(("Run ", "Paused")):   # a run's end and a pause stay said
+    def _draw_step_info(self, res, view):
+        self.last_view = view
+        if self.run_phase == "running":   # a run's end and a pause stay said
             rec = res.record
-            self.status.value = (f"step {res.step + 1}/{exp.settings.budget} ({res.kind}) at (y, x) = "
-                                 f"{res.position}: {sc.name} = {res.value:.4g}; best {rec['best_so_far']:.4g}; "
-                                 f"mean uncertainty {rec['std_mean']:.3g}" + ("  [paused]" if self._paused else ""))
-        i = exp.trace.index_of(res.position)
-        if i is None:   # not a point of this experiment: nothing to draw (it said "(35, 68) is not in list")
+            self.status.value = (f"step {res.step + 1}/{view.budget} ({res.kind}) at (y, x) = "
+                                 f"{res.position}: {view.scalarizer_name} = {res.value:.4g}; best "
+                                 f"{rec['best_so_far']:.4g}; mean uncertainty {rec['std_mean']:.3g}"
+                                 + ("  [paused]" if self._paused else ""))
+        if view.last_spectrum is None or view.index_of(res.position) is None:
             return
-        self.show_spectrum(exp.trace.spectra[i], f"step {res.step + 1} at {res.position}: {res.value:.4g}", sc)
+        self.show_spectrum(view.last_spectrum, f"step {res.step + 1} at {res.position}: {res.value:.4g}",
+                           Scalarizer.from_dict(dict(view.scalarizer_spec)))
         self._update_buttons()
 
-    def _check_stuck(self, res, exp=None):
+    def _check_stuck(self, res, view):
         """Warn (once per window) when the run is stuck; with a feature space, latent clustering counts too."""
-        exp = exp or self.experiment
-        tr, K = exp.trace, exp.stuck_window
+        K = view.stuck_window
         latent = None if self.feature_space is None else self.feature_space.latent
-        verdict = window_verdict(tr.steps, exp.scan_shape, K, latent=latent)   # the loop's rule, this step included
+        verdict = window_verdict(view.steps, view.scan_shape, K, latent=latent)   # the loop's rule, this step too
         if verdict is not None and verdict.stuck and res.step - self._stuck_warned_at >= K:
             self._stuck_warned_at = res.step
             msg = (f"The run looks stuck at step {res.step + 1}: {verdict.reason}. Consider: "
@@ -196,7 +211,7 @@ class RunActions(MicroscopeActions):
             show_warning(msg)
             self.status.value = msg
             return
-        cal = calibration_verdict(tr.steps["z_score"], tr.steps["log_score"])
+        cal = calibration_verdict(view.steps["z_score"], view.steps["log_score"])
         if cal is not None and cal.overconfident and not self._overconfidence_warned:   # once a run: then monitors
             self._overconfidence_warned = True
             msg = (f"The model is overconfident at step {res.step + 1}: {cal.reason}. Consider: "
@@ -206,21 +221,28 @@ class RunActions(MicroscopeActions):
 
     def _on_error(self, exc):
         self.experiment.close()   # the journal holds everything measured; close it cleanly
+        self.run_phase = "stopped"
         show_error(f"The run stopped with an error: {sentence(exc)} The trace measured so far is kept: Save trace.")
         self.status.value = f"Stopped by an error at step {self.experiment.step_index}: {exc}"
 
     def _on_finished(self):
+        # the worker has ended: the experiment is this thread's alone from here
         if self.experiment is not None:
-            self.view.show_run(self.experiment, self.layer_combo.value)   # the final state, drawn now
-            self._enable_replay(self.experiment.trace)
-            if not self.status.value.startswith("Run "):
+            self.view.show_run(self.experiment.view(), self.layer_combo.value)   # the final state, drawn now
+            if self.run_phase != "finished":
                 self._finished_status()
+            said = self.status.value
+            self._enable_replay(self.experiment.trace)   # the slider shows the last step (and says so) ...
+            self.status.value = said                     # ... but how the run ended is what stays said
         self._update_buttons()
 
-    def _finished_status(self):
+    def _finished_status(self, view=None):
+        """The run has ended: journal closed, instrument released, said once."""
         exp = self.experiment
-        where = f" Journal: {exp.trace.journal.path}." if exp.trace.journal is not None else ""
+        view = view or exp.view()
         exp.close()
         close_microscope(exp.microscope)   # a live instrument: the beam blanked, its cameras stopped
-        self.status.value = (f"Run {'finished' if exp.done else 'stopped'}: {exp.trace.n_steps} steps, "
-                             f"{exp.trace.n_points} spectra.{where} Save the trace to keep it as HDF5.")
+        self.run_phase = "finished"
+        where = f" Journal: {view.journal}." if view.journal else ""
+        self.status.value = (f"Run {'finished' if view.done else 'stopped'}: {view.n_steps} steps, "
+                             f"{view.n_points} spectra.{where} Save the trace to keep it as HDF5.")

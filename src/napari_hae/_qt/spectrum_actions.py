@@ -12,6 +12,8 @@ from ..core.targets.scalarizers import subtract_power_law
 class SpectrumActions:
     """Mixed into :class:`~napari_hae._widget.HAEWidget` (uses its target panel, plot and status line)."""
 
+    _target_problem_said = False   # the status line says what is wrong with the target fields
+
     def _on_target_fields(self, *_):
         """A band or background field changed (typed in full, or dragged): redraw, and say what is wrong."""
         self._show_mean_spectrum()
@@ -19,8 +21,9 @@ class SpectrumActions:
         problem = None if data is None else self.target.problem(data.energies, data.signal_shape)
         if problem is not None:
             self.status.value = f"Scalarizer: {problem}"
-        elif self.status.value.startswith("Scalarizer: "):
+        elif self._target_problem_said:
             self.status.value = "Scalarizer fields are valid: Apply scalarizer during a run, or Start."
+        self._target_problem_said = problem is not None
 
     def _show_mean_spectrum(self):
         if self.dataset is not None and self._mean_spectrum is not None:

@@ -11,19 +11,24 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import HAEInputError, HAERunError
-from .experiment import Experiment, StepResult
+from .experiment import Experiment
+from .results import RunView, StepResult
 
 
-@dataclass
+@dataclass(frozen=True)
 class Event:
     """Something the driver reports besides a step: ``kind`` is "seeds", "applied", "refused", "fault",
-    "paused" (idle while paused) or "done"."""
+    "paused" (idle while paused) or "done". ``step`` and ``budget``: where the run stands (steps recorded, the
+    budget in force); ``view``: the run as recorded (not with the frequent "paused" events)."""
 
     kind: str
     message: str = ""
+    step: int = 0
+    budget: int = 0
+    view: RunView | None = field(default=None, repr=False)
 
 
 class RunDriver:
@@ -74,9 +79,13 @@ class RunDriver:
         for label, change in pending:
             try:
                 change(self.experiment)
-                yield Event("applied", f"Applied before step {self.experiment.step_index}: {label}")
+                yield self._event("applied", f"Applied before step {self.experiment.step_index}: {label}", True)
             except HAEInputError as exc:
-                yield Event("refused", str(exc))
+                yield self._event("refused", str(exc))
+
+    def _event(self, kind: str, message: str = "", view: bool = False) -> Event:
+        exp = self.experiment
+        return Event(kind, message, exp.step_index, exp.state.budget, exp.view() if view else None)
 
     def events(self) -> Iterator[StepResult | Event]:
         """Yield each :class:`StepResult`, and :class:`Event` s in between (an idle "paused" event every
@@ -84,7 +93,7 @@ class RunDriver:
         exp = self.experiment
         if not exp.started:
             exp.start()
-            yield Event("seeds", f"Seeds measured ({exp.trace.n_points}).")
+            yield self._event("seeds", f"Seeds measured ({exp.trace.n_points}).", True)
         while not exp.done and not self.stopped:
             # The pause state is read first, then the queue: the GUI queues a change and then resumes, so once
             # "not paused" is seen here everything queued before Resume is in the queue, and a step starts only
@@ -93,7 +102,7 @@ class RunDriver:
                 yield from self._apply_pending()
                 self.idle = True
                 time.sleep(self.idle_wait)
-                yield Event("paused")
+                yield self._event("paused")
                 continue
             self.idle = False
             if self._has_pending():
@@ -107,13 +116,13 @@ class RunDriver:
                 if not self.pause_on_fault:
                     raise
                 self.paused = True
-                yield Event("fault", str(exc))
+                yield self._event("fault", str(exc), True)
                 continue
             finally:
                 self.stepping = False
             yield res
         yield from self._apply_pending()
-        yield Event("done")
+        yield self._event("done", view=True)
 
     def run(self, on_step: Callable[[StepResult], None] | None = None) -> None:
         """Run to the budget (or until stopped), calling ``on_step`` after each step."""

@@ -34,13 +34,13 @@ from ..targets.scalarizers import Scalarizer
 from . import interventions as iv
 from . import memory, picking, resuming
 from .diagnostics import STUCK_WINDOW, step_flags
-from .results import Decision, Measurement, StepResult, frozen_array, frozen_mapping
+from .results import Decision, Measurement, RunView, StepResult, frozen_array, frozen_mapping
 from .settings import ExperimentSettings, PolicySpec, ScalarizerSpec
 from .state import RunState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decision", "Experiment", "ExperimentSettings", "Measurement", "StepResult"]
+__all__ = ["Decision", "Experiment", "ExperimentSettings", "Measurement", "RunView", "StepResult"]
 
 _DERIVED = {"scalarizer": "objective", "policy": "policy", "patch_size": "patches"}   # intervention -> derived
 
@@ -108,6 +108,7 @@ class Experiment:
                                       on_event=lambda msg: self.trace.add_event(self.step_index, msg),
                                       dwell=s.dwell, blank=s.blank_between, energy=microscope.energy)
         self._seeds = None
+        self._values_cache = ("", np.zeros(0))
 
     def _read_instrument(self, microscope) -> None:
         self.scan_shape = tuple(int(v) for v in microscope.scan_shape)
@@ -220,6 +221,35 @@ class Experiment:
         Y = self.objective.values(self.trace.spectra_array(), self.energies)
         keep = self.objective.pareto(Y)
         return self.trace.positions_array()[keep], Y[keep]
+
+    def view(self) -> RunView:
+        """What the run has recorded so far, read-only (see :class:`RunView`): what the dock draws from."""
+        tr = self.trace
+        values = self._current_values()
+        pareto = None
+        if self.objective.multi and tr.n_points:
+            pos, vals = self.pareto_set()
+            pareto = (frozen_array(pos), frozen_array(vals))
+        return RunView(
+            tuple(tr.positions), tuple(tr.values), tuple(tr.kinds), tuple(tr.point_steps),
+            frozen_mapping({k: tuple(v) for k, v in tr.steps.items()}), frozen_array(tr.structural),
+            frozen_mapping(tr.dataset), self.state.budget, self.scalarizer.label(), self.scalarizer.name,
+            frozen_mapping(self.scalarizer.to_dict()), frozen_array(values), pareto,
+            None if not tr.spectra else frozen_array(tr.spectra[-1]),
+            None if self.energies is None else frozen_array(self.energies), self.stuck_window, self.done,
+            None if tr.journal is None else str(tr.journal.path))
+
+    def _current_values(self) -> np.ndarray:
+        """The measured values under the scalarizer in force (computed for new points only while it stays)."""
+        label, done = self._values_cache
+        n = self.trace.n_points
+        if label != self.scalarizer.label() or len(done) > n:
+            label, done = self.scalarizer.label(), np.zeros(0)
+        if len(done) < n:
+            new = self.objective.value(np.stack(self.trace.spectra[len(done):n]), self.energies, errors="nan")
+            done = np.concatenate([done, np.asarray(new, dtype=np.float64)])
+        self._values_cache = (label, done)
+        return done
 
     # -- measure ------------------------------------------------------------------------------------------
     def measure(self, decision: Decision) -> Measurement:
@@ -413,8 +443,7 @@ class Experiment:
         self._record_why(m)
         memory.after_step(k + 1)   # the free heap back to the OS every few steps (glibc keeps it otherwise)
         return StepResult(k, decision.position, decision.kind, m.value, frozen_mapping(record),
-                          decision.maps["mean"], decision.maps["std"], decision.maps["acq"],
-                          budget=self.state.budget, n_points=self.state.n_points)
+                          decision.maps["mean"], decision.maps["std"], decision.maps["acq"], self.view())
 
     def step(self) -> StepResult:
         """Run one policy step: decide, measure, record. Returns what was recorded."""

@@ -85,5 +85,61 @@ class StepResult:
     mean: np.ndarray       # (ny, nx) predicted mean, scalarizer units
     std: np.ndarray        # (ny, nx) predicted std, scalarizer units
     acq: np.ndarray        # (ny, nx) acquisition scores (-inf where not available)
-    budget: int = 0        # the budget in force when the step was recorded
-    n_points: int = 0      # points measured after it (seeds included)
+    view: RunView | None = field(default=None, repr=False)   # the run as recorded with this step
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a run has recorded, as of one moment, read-only: what the dock draws (trajectory, values, monitors,
+    progress) while the run goes on in its worker thread. It reads like a :class:`~napari_hae.core.record.trace.
+    Trace` for the monitors (``steps``, ``point_steps``, ``values``, ``positions_array()``, ``step_array()``,
+    ``dataset``, ``structural``), without the spectra.
+
+    ``current_values``: the measured values under the scalarizer in force (``values`` are those at measurement
+    time); ``pareto``: positions and objective values of the non-dominated points of a multi-objective run;
+    ``last_spectrum``: the newest point's spectrum.
+    """
+
+    positions: tuple
+    values: tuple
+    kinds: tuple
+    point_steps: tuple
+    steps: Mapping
+    structural: np.ndarray = field(repr=False)
+    dataset: Mapping = field(repr=False)
+    budget: int = 0
+    scalarizer: str = ""             # label of the scalarizer in force
+    scalarizer_name: str = ""
+    scalarizer_spec: Mapping = field(default_factory=dict, repr=False)   # its name, params and background
+    current_values: np.ndarray = field(default_factory=lambda: frozen_array(np.zeros(0)), repr=False)
+    pareto: tuple | None = field(default=None, repr=False)
+    last_spectrum: np.ndarray | None = field(default=None, repr=False)
+    energies: np.ndarray | None = field(default=None, repr=False)
+    stuck_window: int = 10
+    done: bool = False
+    journal: str | None = None
+
+    @property
+    def n_points(self) -> int:
+        return len(self.positions)
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.steps["position"])
+
+    @property
+    def scan_shape(self) -> tuple[int, int]:
+        return tuple(self.structural.shape)
+
+    def positions_array(self) -> np.ndarray:
+        return np.asarray(self.positions, dtype=np.int64).reshape(-1, 2)
+
+    def step_array(self, key: str) -> np.ndarray:
+        return np.asarray(self.steps[key], dtype=float)
+
+    def index_of(self, position) -> int | None:
+        key = tuple(int(c) for c in position)
+        for i in range(len(self.positions) - 1, -1, -1):
+            if self.positions[i] == key:
+                return i
+        return None
