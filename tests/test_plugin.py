@@ -516,3 +516,65 @@ def test_save_and_load_trace_through_the_buttons_after_clicked_seeds(viewer_widg
     title, filt = asked[-1]
     assert title == "Load hAE trace" and "*.journal" in filt and "*.h5" in filt
     assert w.replay_trace is not None and w.replay_trace.n_points == 6
+
+
+class _FakeDriver:
+    """A driver that only emits results recorded elsewhere: the dock must draw the run from them alone."""
+
+    paused = False
+
+    def __init__(self, items):
+        self.items = items
+
+    def events(self):
+        yield from self.items
+
+    def pause(self):
+        self.paused = True
+
+    def resume(self):
+        self.paused = False
+
+    def step_once(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def request(self, label, change):
+        pass
+
+
+class _NotDuringARun:
+    """The dock's experiment, unreadable while a run goes on (the worker owns it then)."""
+
+    def __init__(self, exp, w):
+        self._exp, self._w = exp, w
+
+    def __getattr__(self, name):
+        if self._w.controller.running:
+            raise AssertionError(f"the dock read experiment.{name} while the run was going on")
+        return getattr(self._exp, name)
+
+
+def test_the_dock_draws_a_run_from_the_results_a_fake_driver_emits(viewer_widget, qtbot, small_sample):
+    from conftest import fast_settings
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.run.driver import RunDriver
+    from napari_hae.core.run.experiment import Experiment
+    from napari_hae.core.run.results import StepResult
+
+    viewer, w = viewer_widget
+    recorded = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=3))
+    items = list(RunDriver(recorded).events())            # a run made elsewhere: its results are all the dock gets
+    assert [type(i).__name__ for i in items] == ["Event", "StepResult", "StepResult", "StepResult", "Event"]
+    w.experiment = _NotDuringARun(Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=3)), w)
+    w.controller.driver_factory = lambda exp: _FakeDriver(items)
+    w._launch()
+    _run_to_end(w, qtbot)
+    last = [i for i in items if isinstance(i, StepResult)][-1]
+    qtbot.waitUntil(lambda: len(viewer.layers[TRAJECTORY].data) == last.view.n_points, timeout=TIMEOUT)
+    np.testing.assert_array_equal(viewer.layers[TRAJECTORY].data, recorded.trace.positions_array())
+    np.testing.assert_array_equal(viewer.layers[MAPS["mean"][0]].data, last.mean.astype(np.float32))
+    assert w.run_panel.progress.native.value() == 3
+    assert w.status.value.startswith("Run finished: 3 steps, 9 spectra.")

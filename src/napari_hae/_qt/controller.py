@@ -17,10 +17,14 @@ class RunController:
     def __init__(self, on_item: Callable, on_error: Callable, on_finished: Callable):
         self._on_item, self._on_error, self._on_finished = on_item, on_error, on_finished
         self.driver: RunDriver | None = None
+        self.experiment = None   # the run's, given at start
         self.worker = None
         self.feature_worker = None   # the rVAE feature space training, when one runs
         # (adapter, params, microscope, LiveImage): a live instrument connected by Acquire image, not yet in a run
         self.idle_instrument = None
+        # what drives a run: the core's driver; anything with its commands whose events() yields StepResults and
+        # Events will do (the dock only draws what it yields)
+        self.driver_factory = lambda experiment: RunDriver(experiment, pause_on_fault=True)
 
     def close_idle_instrument(self) -> None:
         if self.idle_instrument is not None:
@@ -36,7 +40,8 @@ class RunController:
         return self.driver is not None and self.driver.paused
 
     def start(self, experiment) -> None:
-        self.driver = RunDriver(experiment, pause_on_fault=True)
+        self.experiment = experiment
+        self.driver = self.driver_factory(experiment)
         self.worker = create_worker(self._loop)
         self.worker.yielded.connect(self._on_item)
         self.worker.errored.connect(self._on_error)
@@ -93,9 +98,9 @@ class RunController:
         if self.driver is not None:
             self.driver.stop()
         QThreadPool.globalInstance().waitForDone(int(wait * 1000))
-        if self.driver is not None:
-            self.driver.experiment.close()   # the journal, closed cleanly (it already holds every measurement)
-            close_microscope(self.driver.experiment.microscope)
+        if self.experiment is not None:
+            self.experiment.close()   # the journal, closed cleanly (it already holds every measurement)
+            close_microscope(self.experiment.microscope)
         self.close_idle_instrument()
 
     def stop(self):

@@ -103,10 +103,11 @@ class RunActions(MicroscopeActions):
         for add in [*self.view.output_layer_steps(geo, shape), lambda: self.view.show_run(first, ref)]:
             QTimer.singleShot(0, add)
         self._show_progress(first)
-        self.controller.start(self.experiment)
+        said = ("Running: measuring seeds and training the first model..." if not first.n_steps and not
+                self.experiment.started else f"Running: training on the {first.n_points} recorded points...")
+        self.controller.start(self.experiment)   # the experiment is the worker's from here until it ends
         self.run_phase = "running"
-        self.status.value = ("Running: measuring seeds and training the first model..." if not self.experiment.started
-                             else f"Running: training on the {self.experiment.trace.n_points} recorded points...")
+        self.status.value = said
         self._update_buttons()
 
     def pause(self, *_):
@@ -167,8 +168,8 @@ class RunActions(MicroscopeActions):
             if item.view is not None:
                 self.view.show_run(item.view, self.layer_combo.value)
             self._update_buttons()
-        elif item.kind == "done":
-            self._finished_status(item.view)
+        elif item.kind == "done":   # said now; the journal and the instrument are closed once the worker ends
+            self._say_finished(item.view)
         elif item.kind == "paused" and self._say_paused:   # the step in flight has ended
             self._say_paused = False
             self.run_phase = "paused"
@@ -227,21 +228,20 @@ class RunActions(MicroscopeActions):
 
     def _on_finished(self):
         # the worker has ended: the experiment is this thread's alone from here
-        if self.experiment is not None:
-            self.view.show_run(self.experiment.view(), self.layer_combo.value)   # the final state, drawn now
+        exp = self.experiment
+        if exp is not None:
+            view = self.last_view if self.last_view is not None else exp.view()
+            self.view.show_run(view, self.layer_combo.value)   # the final state, drawn now
+            exp.close()
+            close_microscope(exp.microscope)   # a live instrument: the beam blanked, its cameras stopped
             if self.run_phase != "finished":
-                self._finished_status()
+                self._say_finished(view)
             said = self.status.value
-            self._enable_replay(self.experiment.trace)   # the slider shows the last step (and says so) ...
-            self.status.value = said                     # ... but how the run ended is what stays said
+            self._enable_replay(exp.trace)   # the slider shows the last step (and says so) ...
+            self.status.value = said         # ... but how the run ended is what stays said
         self._update_buttons()
 
-    def _finished_status(self, view=None):
-        """The run has ended: journal closed, instrument released, said once."""
-        exp = self.experiment
-        view = view or exp.view()
-        exp.close()
-        close_microscope(exp.microscope)   # a live instrument: the beam blanked, its cameras stopped
+    def _say_finished(self, view) -> None:
         self.run_phase = "finished"
         where = f" Journal: {view.journal}." if view.journal else ""
         self.status.value = (f"Run {'finished' if view.done else 'stopped'}: {view.n_steps} steps, "
