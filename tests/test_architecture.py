@@ -555,3 +555,31 @@ def test_a_model_parameter_default_is_written_once_in_the_signature():
         sig = inspect.signature(MODELS.get(name).obj.__init__).parameters
         assert {p.name: p.default for p in MODELS.get(name).params} == \
             {p.name: sig[p.name].default for p in MODELS.get(name).params}, name
+
+
+def test_every_imported_package_is_declared():
+    """Each third-party package the code imports is a requirement: of every install, or of the extra whose code
+    imports it (an optional import that says which extra to install)."""
+    import importlib.metadata as md
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def name(req: str) -> str:
+        return re.split(r"[\s<>=!~\[;]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+    declared = {name(r) for r in meta["dependencies"]}
+    for reqs in meta["optional-dependencies"].values():
+        declared |= {name(r) for r in reqs}
+    imported = set()
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    imported -= set(sys.stdlib_module_names) | {"napari_hae", "__future__"}
+    dists = md.packages_distributions()
+    missing = {m: dists.get(m, [m]) for m in imported
+               if not {d.lower().replace("_", "-") for d in dists.get(m, [m])} & declared}
+    assert missing == {}, f"imported but not declared in pyproject.toml: {missing}"

@@ -112,3 +112,40 @@ def test_cli_multi_objective_summary_lists_the_pareto_set(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["objectives"] == ["band_integral(a=1.2, b=2.25)", "band_integral(a=3.45, b=4.05)"]
     assert len(s["pareto_set"]) >= 1 and all(len(p["values"]) == 2 for p in s["pareto_set"])
+
+
+def test_version_module_entry_completion_and_verbosity(tmp_path):
+    """The manners of a command: --version, python -m napari_hae, a completion script, -v/-q."""
+    import logging
+    import subprocess
+    import sys
+
+    import napari_hae
+    from napari_hae.cli import _log_level, build_parser
+
+    out = subprocess.run([sys.executable, "-m", "napari_hae", "--version"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == f"napari-hae {napari_hae.__version__}"
+    out = subprocess.run([sys.executable, "-m", "napari_hae", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "check-microscope" in out.stdout and "--print-completion" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "napari_hae", "--print-completion", "bash"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "complete" in out.stdout and "napari-hae" in out.stdout
+    levels = [_log_level(build_parser().parse_args([*flags, "report", "x"])) for flags in
+              ([], ["-v"], ["-vv"], ["-q"])]
+    assert levels == [logging.WARNING, logging.INFO, logging.DEBUG, logging.ERROR]
+
+
+def test_importing_the_package_changes_nothing_in_the_host_process():
+    """napari's process (or a notebook's) keeps its environment and warning filters when the plugin is imported."""
+    import subprocess
+    import sys
+
+    code = ("import os, warnings, torch, gpytorch, scipy.special, scipy.spatial, h5py, pydantic; "   # theirs
+            "before = (dict(os.environ), list(warnings.filters)); "
+            "import napari_hae, napari_hae.cli, napari_hae.core.run.experiment; "
+            "print(dict(os.environ) == before[0], list(warnings.filters) == before[1])")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["True", "True"]

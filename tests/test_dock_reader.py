@@ -77,3 +77,20 @@ def test_the_haadf_beside_an_eds_map_is_found_by_its_name(shared_data):
     assert pair_image(d / "SiO2_EDS_Spectrum_Image.hspy") == d / "SiO2_HAADF_Image.hspy"
     d = shared_data / "cuzn_eels"
     assert pair_image(d / "CuZn_EELS_mapping_tutorial.hspy") == d / "CuZn_HAADF.hspy"
+
+
+def test_the_npz_reader_takes_spectrum_images_only_and_zspy_is_not_offered(tmp_path):
+    """napari asks which reader to use when two claim a file: an .npz without a spectrum image's keys (and a .zspy
+    folder, which napari cannot hand to a file reader) is declined."""
+    import numpy as np
+
+    from napari_hae._reader import get_reader, read_spectrum_image
+
+    np.savez(tmp_path / "mine.npz", spectra=np.ones((4, 4, 3)), structural=np.ones((4, 4)))
+    np.savez(tmp_path / "other.npz", weights=np.ones(3))
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    assert get_reader(str(tmp_path / "mine.npz")) is read_spectrum_image
+    assert get_reader(str(tmp_path / "other.npz")) is None
+    assert get_reader(str(tmp_path / "broken.npz")) is None
+    (tmp_path / "s.zspy").mkdir()
+    assert get_reader(str(tmp_path / "s.zspy")) is None

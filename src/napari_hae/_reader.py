@@ -13,7 +13,8 @@ from ._layers import dataset_layer_data, layer_scale
 from .core.data.io import HYPERSPY_SUFFIXES
 from .core.errors import HAEInputError
 
-_SUFFIXES = tuple(s for s in HYPERSPY_SUFFIXES if s not in (".h5", ".hdf5", ".msa", ".rpl")) + (".npz",)
+# the manifest's patterns: a .zspy is a folder, which napari offers no file reader for (the CLI reads it)
+_SUFFIXES = tuple(s for s in HYPERSPY_SUFFIXES if s not in (".h5", ".hdf5", ".msa", ".rpl", ".zspy")) + (".npz",)
 STRUCTURAL_KEY = "napari_hae_structural"   # metadata flag of an image layer opened alone (a HAADF)
 
 
@@ -23,9 +24,26 @@ def get_reader(path):
         if len(path) != 1:
             return None
         path = path[0]
-    if Path(path).suffix.lower() not in _SUFFIXES:
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIXES or (suffix == ".npz" and not _is_spectrum_npz(path)):
         return None
     return read_spectrum_image
+
+
+NPZ_KEYS = {"spectra", "structural"}
+
+
+def _is_spectrum_npz(path) -> bool:
+    """Whether an .npz holds a spectrum image (keys 'spectra' and 'structural'): any other .npz is left to the
+    other readers, so napari does not ask which reader to use. Only the archive's index is read."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = {Path(n).stem for n in z.namelist()}
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return NPZ_KEYS <= names
 
 
 def read_spectrum_image(path):

@@ -4,13 +4,11 @@ core and run driver as the napari dock."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
 import sys
 import warnings
-
-warnings.filterwarnings("ignore", category=FutureWarning)   # torch's own deprecations are not the user's business
-
-import importlib  # noqa: E402
 
 # subcommand -> module; a command imports only its own module, so 'serve' on a microscope PC needs no torch
 SUBCOMMANDS = {"run": "run", "serve": "serve", "sweep": "sweep", "sweep-report": "sweep", "report": "report",
@@ -19,7 +17,21 @@ SUBCOMMANDS = {"run": "run", "serve": "serve", "sweep": "sweep", "sweep-report":
 
 def build_parser(argv=None) -> argparse.ArgumentParser:
     """The parser; with ``argv``, only the named subcommand's module is imported (all of them for bare --help)."""
+    from .. import __version__
+
     p = argparse.ArgumentParser(prog="napari-hae", description="Human-in-the-loop automated STEM experiments.")
+    p.add_argument("--version", action="version", version=f"napari-hae {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="say more (-v: what each step does, -vv: debug)")
+    p.add_argument("-q", "--quiet", action="count", default=0, dest="silent",
+                   help="say less (errors only); a subcommand's own -q hides its progress bar")
+    try:
+        import shtab
+
+        shtab.add_argument_to(p, ["--print-completion"], help="print a shell completion script (bash, zsh, tcsh): "
+                                                              "e.g. napari-hae --print-completion bash > "
+                                                              "~/.local/share/bash-completion/completions/napari-hae")
+    except ImportError:   # a microscope PC's minimal install: no completion, everything else works
+        pass
     sub = p.add_subparsers(dest="command", required=True)
     wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
     modules = dict.fromkeys(SUBCOMMANDS.values()) if wanted not in SUBCOMMANDS else {SUBCOMMANDS[wanted]: None}
@@ -39,13 +51,25 @@ def explicit_options(argv) -> set[str]:
     return set(vars(p.parse_args(argv))) - {"command"}
 
 
+def _log_level(args) -> int:
+    return {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(
+        max(-1, min(2, args.verbose - args.silent)), logging.DEBUG)
+
+
 def main(argv=None) -> int:
     from ..core.errors import HAEInputError
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # this process is ours (not napari's): OpenMP threads that finish a parallel region sleep at once instead of
+    # spinning (~200 ms by default), so that a fit's threads leave the CPU to the rest. Read when torch loads its
+    # OpenMP runtime (no subcommand has imported torch yet); a value the user set is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser(argv).parse_args(argv)
+        logging.basicConfig(level=_log_level(args), format="%(levelname)s %(name)s: %(message)s")
+        if args.verbose < 2:   # the libraries' own deprecation notices are not the user's business, unless debugging
+            for module in ("torch", "gpytorch", "linear_operator", "atomai"):
+                warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         args.explicit = explicit_options(argv)
         return args.func(args)
     except HAEInputError as exc:

@@ -69,7 +69,8 @@ def _hs_load(path: Path):
             import zarr  # noqa: F401
         except ImportError:
             raise HAEInputError(f"{str(path)!r} is a .zspy (zarr) file and the 'zarr' package is not installed.",
-                                "pip install zarr, or save the data as .hspy.") from None
+                                "pip install \"napari-hae[zspy]\" (zarr 2, what RosettaSciIO's .zspy needs), or "
+                                "save the data as .hspy.") from None
     import hyperspy.api as hs
 
     with warnings.catch_warnings():

@@ -112,9 +112,8 @@ class Trace:
     def records(self):
         """``(kind, fields, arrays)`` records that rebuild this trace (header excluded), for a new journal."""
         for i in range(self.n_points):
-            yield "point", {"position": self.positions[i], "value": self.values[i], "point_kind": self.kinds[i],
-                            "step": self.point_steps[i], "dwell": self.dwells[i]}, \
-                {"spectrum": np.asarray(self.spectra[i])}
+            yield "point", self._point_fields(self.positions[i], self.values[i], self.kinds[i], self.point_steps[i],
+                                              self.dwells[i]), {"spectrum": np.asarray(self.spectra[i])}
         for i in range(self.n_steps):
             maps = None
             if i in self.map_steps:
