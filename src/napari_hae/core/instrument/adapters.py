@@ -14,6 +14,7 @@ import os
 
 from ..errors import HAEInputError
 from ..registry import Entry, ParamSpec, Registry, specs_from_signature
+from .capabilities import Closes
 from .microscope import SimulatedMicroscope
 
 
@@ -49,9 +50,8 @@ def make_microscope(name: str, data=None, seed: int = 0, **params):
 
 def close_microscope(mic) -> None:
     """Release an instrument the run made (blank the beam, stop its cameras, end a simulator): its ``close()``."""
-    close = getattr(mic, "close", None)
-    if callable(close):
-        close()
+    if isinstance(mic, Closes):
+        mic.close()
 
 
 def recorded_params(name: str, params: dict) -> dict:
