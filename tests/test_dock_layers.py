@@ -132,7 +132,7 @@ def test_objects_keep_their_mode_colour_and_a_seed_inside_avoid_is_refused(make_
     drag_canvas(viewer, ref, (30, 30), (40, 40), qtbot)
     assert len(objects.data) == 2
     np.testing.assert_allclose(objects.edge_color[1], [0.0, 1.0, 0.0, 1.0])
-    assert [mode for _, mode, _ in w._objects_at_start] == ["avoid", "visit"]
+    assert [mode for _, mode, _ in w.view.objects_drawn(small_sample.scan_shape)] == ["avoid", "visit"]
     seeds = viewer.layers[SEEDS]
     viewer.layers.selection.active = seeds
     seeds.mode = "add"

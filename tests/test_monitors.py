@@ -192,3 +192,54 @@ def test_a_run_that_keeps_improving_is_not_stuck():
     wrong, right = [5.0, -4.0] * 5, [0.5, -1.2] * 5
     assert stuck_verdict(spread, flat, (96, 96), best=[2.0] * 10, z_scores=wrong).stuck
     assert not stuck_verdict(spread, flat, (96, 96), best=[2.0] * 10, z_scores=right).stuck
+
+
+def test_the_renderer_transport_is_plain_framed_pipes_on_every_platform():
+    """The monitors' pipe was a multiprocessing Connection over file descriptors, which is POSIX-only: on Windows
+    its first send failed and the monitors stayed blank. The transport is now length-prefixed messages over plain
+    binary files, the same code on every platform; messages of any size round-trip."""
+    import ast
+    import os
+    from pathlib import Path
+
+    from napari_hae._monitor_renderer import Duplex
+
+    src = Path(__file__).resolve().parents[1] / "src" / "napari_hae" / "_monitor_renderer.py"
+    names = {n.module for n in ast.walk(ast.parse(src.read_text())) if isinstance(n, ast.ImportFrom)}
+    assert "multiprocessing.connection" not in names
+    import threading
+
+    r, w = os.pipe()
+    end = Duplex(os.fdopen(r, "rb"), os.fdopen(w, "wb"))   # one pipe, read back by its own reader
+    big = np.arange(200_000, dtype=np.float64)   # larger than a pipe's buffer: written in parts, read whole
+    sender = threading.Thread(target=lambda: (end.send(("render", {"x": big})), end.send(("stop",))))
+    sender.start()
+    got = end.recv()
+    assert got[0] == "render" and np.array_equal(got[1]["x"], big)
+    assert end.recv() == ("stop",)
+    sender.join()
+    end._w.close()
+    with pytest.raises(EOFError):
+        end.recv()
+
+
+def test_a_renderer_that_dies_falls_back_to_drawing_in_process_and_says_so(qtbot, small_sample):
+    from napari_hae._monitor_plot import MonitorPlot
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.run.experiment import Experiment
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=2))
+    exp.run()
+    plot = MonitorPlot(min_interval=0.0)
+    qtbot.addWidget(plot)
+    warnings = []
+    plot.failed.connect(warnings.append)
+    plot.update_from(exp.trace, force=True)
+    qtbot.waitUntil(lambda: plot.n_renders == 1, timeout=60_000)
+    plot._renderer.proc.kill()                       # the renderer process dies (a crash, a broken pipe)
+    plot._renderer.proc.wait()
+    plot.update_from(exp.view(), force=True)         # drawn from a run's read-only view as well
+    qtbot.waitUntil(lambda: plot.n_renders == 2, timeout=60_000)
+    assert plot._renderer.local is not None and plot.n_steps_drawn == 2
+    assert len(warnings) == 1 and "monitor renderer process failed" in warnings[0]
+    plot.close_renderer()

@@ -203,7 +203,27 @@ def test_objects_drawn_before_start_apply_from_the_first_step(viewer_widget, qtb
     tr = w.experiment.trace
     assert [iv["kind"] for iv in tr.interventions] == ["object"] and tr.interventions[0]["step"] == 0
     assert all(x > 23 for (_, x) in tr.steps["position"])
-    assert w._objects_at_start == []
+
+
+def test_an_object_deleted_or_moved_before_start_is_what_the_run_uses(viewer_widget, qtbot):
+    """The objects layer is the truth: a rectangle drawn and deleted before Start is not applied (it avoided 1,152
+    of 2,304 positions, recorded, while the layer showed nothing); one moved is applied where it is now."""
+    viewer, w = viewer_widget
+    objects = viewer.layers[OBJECTS]
+    w.object_mode.value = "avoid"
+    objects.add_rectangles(np.array([[0, 0], [47, 23]]))            # drawn ...
+    objects.selected_data = {0}
+    objects.remove_selected()                                        # ... and deleted
+    objects.add_rectangles(np.array([[0, 0], [9, 9]]))               # drawn ...
+    objects.data = [np.array([[30.0, 30.0], [30.0, 39.0], [39.0, 39.0], [39.0, 30.0]])]   # ... and moved
+    w.budget.value = 2
+    w.start()
+    _run_to_end(w, qtbot)
+    tr = w.experiment.trace
+    assert [iv["kind"] for iv in tr.interventions] == ["object"] and len(tr.objects) == 1
+    mask = tr.objects[0]["mask"]
+    assert mask.sum() == 100 and mask[30:40, 30:40].all() and not mask[:10, :10].any()
+    assert w.experiment.avoid.sum() == 100
 
 
 @pytest.mark.slow

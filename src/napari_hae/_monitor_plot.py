@@ -15,6 +15,7 @@ import time
 import weakref
 
 import numpy as np
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel
@@ -26,9 +27,12 @@ from ._monitor_renderer import start as start_renderer_process
 class _Renderer:
     """The child process and its pipes; or, if it cannot start, an in-process figure."""
 
-    def __init__(self):
+    def __init__(self, local: bool = False):
         self.local: MonitorFigure | None = None
+        self.proc = None
         try:
+            if local:
+                raise RuntimeError("in-process drawing asked for")
             self.proc, self.conn = start_renderer_process()
         except Exception:  # e.g. a frozen app without a Python executable: draw in-process instead
             self.proc = None
@@ -66,6 +70,7 @@ class _Renderer:
 
 class MonitorPlot(QLabel):
     rendered = Signal(object)    # (QImage, steps drawn), emitted from the helper thread
+    failed = Signal(str)         # why the monitors could not be drawn as asked, emitted from the helper thread
 
     def __init__(self, parent=None, min_interval: float = 0.5):
         super().__init__(parent)
@@ -81,12 +86,14 @@ class MonitorPlot(QLabel):
         self._latent = None                     # latent coordinates not yet sent to the renderer
         self._theme = None                      # napari's theme colours not yet sent to the renderer
         self._busy = False
+        self._sent = (None, None)                # the latent and theme the renderer holds (to give a new one)
         self._renderer: _Renderer | None = None
         self.last_snapshot: dict | None = None  # what the figure shows now
         self.n_steps_drawn = 0
         self.n_renders = 0
         self.errors: list[str] = []
         self.rendered.connect(self._show)
+        self.failed.connect(self._say_failed)
         # set when Qt deletes the widget (dock closed): the helper thread then stops instead of emitting into it
         self._alive = alive = [True]
         self.destroyed.connect(lambda *_: alive.__setitem__(0, False))
@@ -153,9 +160,16 @@ class MonitorPlot(QLabel):
                     if theme is not None:
                         renderer.call("theme", *theme)
                     rgba = renderer.call("render", snap)
-            except Exception as exc:  # keep the GUI alive; the error is visible in the dock
+            except Exception as exc:  # keep the GUI alive; say it, and draw in this process from now on
                 self.errors.append(str(exc))
+                if renderer.local is None:   # the same drawing again, in-process, with what the process had
+                    with self._lock:
+                        self._pending = self._pending or snap
+                        self._latent = self._latent or self._sent[0] or latent
+                        self._theme = self._theme or self._sent[1] or theme
+                renderer = self._fall_back(renderer, exc)
                 continue
+            self._sent = (latent or self._sent[0], theme or self._sent[1])
             h, w = rgba.shape[:2]
             img = QImage(rgba.tobytes(), w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
             self.last_snapshot = snap
@@ -168,6 +182,25 @@ class MonitorPlot(QLabel):
                 break
         with self._lock:
             self._busy = False
+
+    def _fall_back(self, renderer: _Renderer, exc: Exception) -> _Renderer:
+        """The renderer process failed (a broken pipe, a crash): the monitors are drawn in this process instead
+        (slower, on this helper thread), and the dock says why."""
+        if renderer.local is not None:   # already in-process: the drawing itself failed
+            self.failed.emit(f"Monitors could not be drawn: {exc}")
+            return renderer
+        renderer.close()
+        local = _Renderer(local=True)
+        with self._call_lock:
+            self._renderer = local
+        self.failed.emit(f"The monitor renderer process failed ({exc}); drawing in napari's process instead.")
+        return local
+
+    def _say_failed(self, message: str) -> None:
+        self.setToolTip(message)
+        if self.pixmap() is None or self.pixmap().isNull():
+            self.setText(message)
+        show_warning(message)
 
     def _show(self, item):
         img, n = item

@@ -12,9 +12,9 @@ import weakref
 from pathlib import Path
 
 from magicgui.widgets import Label
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from platformdirs import user_data_dir
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtGui import QKeySequence, QShortcut
 from qtpy.QtWidgets import QApplication, QCheckBox, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
@@ -90,7 +90,6 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         self.tabs.addTab(spectrum_tab, "Spectrum")
         self.tabs.addTab(self.monitor_plot, "Monitors")
         self._n_objects_seen = 0
-        self._objects_at_start: list = []   # objects drawn before Start: (mask, mode, label)
         self._mean_spectrum = None          # of the selected dataset, computed once when it is selected
         self.replay_trace = None            # a loaded trace shown by the replay slider
         self.feature_space = None           # core FeatureSpace of the dataset, when computed
@@ -157,6 +156,16 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
             shortcut = QShortcut(QKeySequence(key), self)
             shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
             shortcut.activated.connect(slot)
+
+    def event(self, event):
+        """Closing the dock (napari takes it out of its window: no parent) stops a run after the step in flight;
+        once its worker has ended, the journal is closed and the instrument released (``_on_finished``)."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None and self.controller.running:
+            self.controller.stop()
+            self.run_phase = "stopped"
+            show_info("The hAE dock was closed: the run stops after the step in flight, its journal is closed and "
+                      "the instrument released. Reopen the dock to see it; Load trace and Resume to go on.")
+        return super().event(event)
 
     def _follow_theme(self, *_):
         from napari.utils.theme import get_theme
@@ -234,12 +243,13 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         self._queue(f"patch size {n}", lambda exp: exp.set_patch_size(n))
 
     def _on_objects_changed(self, event=None):
+        """A shape drawn during a run is queued as an object (an intervention); before Start nothing is kept here:
+        Start takes the objects the layer shows then (:meth:`LayerView.objects_drawn`)."""
         layer = self.viewer.layers[OBJECTS]
         n, mode = len(layer.data), self.object_mode.value
-        if n > self._n_objects_seen:
+        if n > self._n_objects_seen and self.controller.running:
             masks = layer.to_masks(mask_shape=self.dataset.scan_shape)
             for i in range(self._n_objects_seen, n):
                 mask, label = masks[i].astype(bool), f"{mode} #{i}"
-                if not self._queue(f"object {label}", lambda e, m=mask, mo=mode, la=label: e.add_object(m, mo, la)):
-                    self._objects_at_start.append((mask, mode, label))
+                self._queue(f"object {label}", lambda e, m=mask, mo=mode, la=label: e.add_object(m, mo, la))
         self._n_objects_seen = n

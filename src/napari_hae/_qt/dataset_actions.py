@@ -41,10 +41,6 @@ class DatasetActions:
         self.view.ensure_input_layers(layer, data.scan_shape, self.object_mode.value, self._on_objects_changed)
         objects = self.viewer.layers[OBJECTS]
         self._n_objects_seen = len(objects.data)
-        if self._objects_at_start and self._objects_at_start[0][0].shape != data.scan_shape:
-            masks = objects.to_masks(mask_shape=data.scan_shape)   # objects drawn before Start, on this grid
-            self._objects_at_start = [(m.astype(bool), mode, label)
-                                      for m, (_, mode, label) in zip(masks, self._objects_at_start)]
         self._show_mean_spectrum()
         if self._on_click not in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.append(self._on_click)

@@ -56,6 +56,22 @@ class LayerView:
                                             edge_color=OBJECT_COLORS[object_mode], **geo)
             shapes.events.data.connect(on_objects)
 
+    def objects_drawn(self, scan_shape) -> list[tuple]:
+        """The objects the layer shows now, as (mask, mode, label): the layer is the truth (a shape deleted or moved
+        before Start is what the run does not or does use). Each shape's mode is its edge colour's."""
+        from napari.utils.colormaps.standardize_color import transform_color
+
+        layer = self._layer(OBJECTS)
+        if layer is None or len(layer.data) == 0:
+            return []
+        masks = layer.to_masks(mask_shape=tuple(scan_shape)).astype(bool)
+        colors = {mode: transform_color(c)[0] for mode, c in OBJECT_COLORS.items()}
+        out = []
+        for i, (mask, edge) in enumerate(zip(masks, np.asarray(layer.edge_color))):
+            mode = min(colors, key=lambda m: float(np.abs(colors[m][:3] - edge[:3]).sum()))
+            out.append((mask, mode, f"{mode} #{i}"))
+        return out
+
     def set_object_mode(self, mode: str) -> None:
         """The colour of objects drawn from now on. napari's current colour also recolours the selected shapes,
         whose mode does not change: they are deselected first, so each object keeps its mode's colour."""

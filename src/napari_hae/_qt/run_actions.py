@@ -43,8 +43,9 @@ class RunActions(MicroscopeActions):
             seed_mode="given" if seeds else "random", seed_positions=seeds, budget=int(self.budget.value),
             random_seed=int(self.random_seed.value), fit_iterations=self.fit_iterations,
             fit_iterations_first=self.fit_iterations_first)
+        objects = [o for o in self.view.objects_drawn(data.scan_shape) if o[0].any()]   # what the layer shows
         avoid = np.zeros(data.n_positions, dtype=bool)
-        for mask, mode, _ in self._objects_at_start:
+        for mask, mode, _ in objects:
             if mode == "avoid":
                 avoid |= np.asarray(mask, dtype=bool).ravel()
         seed_indices(settings, data.scan_shape, np.random.default_rng(0), avoid)   # refused before a folder exists
@@ -53,7 +54,7 @@ class RunActions(MicroscopeActions):
         try:
             exp = Experiment(mic, settings, dataset_info={**data.describe(), "fingerprint": data.fingerprint()},
                              journal=folder / JOURNAL_NAME)
-            for mask, mode, label in self._objects_at_start:
+            for mask, mode, label in objects:
                 exp.add_object(mask, mode, label)
         except HAEInputError:
             if folder.is_dir() and not any(folder.iterdir()):
@@ -88,7 +89,6 @@ class RunActions(MicroscopeActions):
         except HAEInputError as exc:
             self._cannot_start(exc)
             return
-        self._objects_at_start = []
         self._overconfidence_warned = False
         self._launch()
 
