@@ -41,6 +41,33 @@ def _port(text: str) -> int:
     return port
 
 
+def _read_key_file(path: Path) -> str:
+    """A saved secret key, checked: a directory, unreadable or damaged file is a clear error; one other users can
+    read is used with a warning (anyone who reads it can impersonate this server)."""
+    import stat
+    import sys
+
+    from ..core.errors import HAEInputError
+    from ..core.instrument.remote import check_curve_key
+
+    if not path.is_file():
+        raise HAEInputError(f"--curve-key {str(path)!r} is not a file.", "give the path of the key file (it is "
+                                                                       "created there if missing).")
+    try:
+        text = path.read_bytes().decode("ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HAEInputError(f"--curve-key {str(path)!r} cannot be read as a key ({exc}).",
+                            "delete it to make a new key (clients then need the new public key).") from None
+    check_curve_key(text, f"The key file {str(path)!r}")
+    if os.name == "posix" and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        print(f"warning: {path} can be read by other users of this computer, who could then impersonate this "
+              f"server. Fix: chmod 600 {path}.", file=sys.stderr)
+    elif os.name != "posix":
+        print(f"note: {path} holds the server's secret key; on Windows keep it in a folder only you can read "
+              "(your user profile).", file=sys.stderr)
+    return text
+
+
 def _curve_secret(args) -> str | None:
     """The server's secret CURVE key: read from --curve-key (created there if missing), or a new one."""
     if not (args.curve or args.curve_key):
@@ -50,7 +77,7 @@ def _curve_secret(args) -> str | None:
     if args.curve_key:
         path = Path(args.curve_key)
         if path.exists():
-            return path.read_text().strip()
+            return _read_key_file(path)
         _, secret = zmq.curve_keypair()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secret.decode())

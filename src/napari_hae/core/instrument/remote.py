@@ -81,16 +81,49 @@ _REQUESTS = {
 }
 
 
+MAX_DEPTH = 4          # a request is one flat JSON object: deeper nesting is refused before it is parsed
+MAX_DWELL_S = 3600.0   # an hour a spectrum: anything longer would hold the instrument for every other client
+
+
 class BadRequest(ValueError):
     """A request that is malformed: the client's error (answered as ``bad_request``, never logged as a fault)."""
 
 
+def _nesting(raw: bytes) -> int:
+    """The deepest nesting of JSON arrays and objects in ``raw`` (brackets inside strings not counted): bounded work
+    before a parser that recurses (60 KiB of brackets ended the server with a RecursionError)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for b in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:      # backslash
+                escaped = True
+            elif b == 0x22:      # quote
+                in_string = False
+        elif b == 0x22:
+            in_string = True
+        elif b in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                return deepest
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 def _typed(value, kind: str) -> bool:
     if kind == "int":
-        return type(value) is int
+        return type(value) is int and abs(value) < 2**31
     if kind == "bool":
         return type(value) is bool
-    return type(value) in (int, float) and np.isfinite(value) and value >= 0   # seconds
+    try:   # seconds: a JSON integer of 400 digits does not fit a float (it stopped the server one step later)
+        seconds = float(value) if type(value) in (int, float) else float("nan")
+    except OverflowError:
+        return False
+    return bool(np.isfinite(seconds)) and 0 <= seconds <= MAX_DWELL_S
 
 
 def parse_request(frames: list[bytes], token: str | None) -> dict:
@@ -100,9 +133,11 @@ def parse_request(frames: list[bytes], token: str | None) -> dict:
         raise BadRequest("a request is two frames, a JSON header and an empty second frame")
     if len(frames[0]) > MAX_REQUEST_BYTES:
         raise BadRequest(f"the request header exceeds {MAX_REQUEST_BYTES} bytes")
+    if _nesting(frames[0]) > MAX_DEPTH:
+        raise BadRequest(f"the request header nests deeper than {MAX_DEPTH} levels; a request is one flat object")
     try:
         header = json.loads(frames[0])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("the request header is not JSON") from None
     if not isinstance(header, dict):
         raise BadRequest("the request header is not a JSON object")
@@ -121,7 +156,8 @@ def parse_request(frames: list[bytes], token: str | None) -> dict:
                 raise BadRequest(f"{op}: the field {name!r} is required")
             continue
         if not _typed(header[name], kind):
-            what = {"int": "a JSON integer", "bool": "true or false", "seconds": "a number of seconds >= 0"}[kind]
+            what = {"int": "a JSON integer (|n| < 2^31)", "bool": "true or false",
+                    "seconds": f"a number of seconds from 0 to {MAX_DWELL_S:g}"}[kind]
             raise BadRequest(f"{op}: {name} must be {what}, got {header[name]!r}")
     return header
 
@@ -155,7 +191,7 @@ class MicroscopeServer:
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)   # larger frames are dropped unread
         self.public_key = None
         if curve_secret_key:
-            secret = curve_secret_key.encode() if isinstance(curve_secret_key, str) else curve_secret_key
+            secret = check_curve_key(curve_secret_key, "the server's secret CURVE key")
             self.public_key = zmq.curve_public(secret).decode()
             self.sock.curve_secretkey = secret
             self.sock.curve_publickey = self.public_key.encode()
@@ -230,6 +266,8 @@ class MicroscopeServer:
         except BadRequest as exc:
             log.warning("bad request: %s", exc)
             return {"ok": False, "kind": "bad_request", "error": str(exc)}, None
+        except Exception as exc:  # whatever else a crafted frame does to the parser is still the client's error
+            return {"ok": False, "kind": "bad_request", "error": f"malformed request ({type(exc).__name__})"}, None
         try:
             return self._handle(header)
         except HAEInputError as exc:
@@ -252,7 +290,11 @@ class MicroscopeServer:
             frames = self.sock.recv_multipart()
             self.n_requests += 1
             reply, arr = self.answer(frames)
-            self.sock.send_multipart(_pack(reply, arr))
+            try:
+                packed = _pack(reply, arr)
+            except Exception as exc:  # a reply that cannot be encoded: the request still gets one (REP must answer)
+                packed = _pack({"ok": False, "kind": "instrument_error", "error": f"unencodable reply ({exc})"})
+            self.sock.send_multipart(packed)
         self.close()
 
     def stop(self) -> None:
@@ -261,6 +303,22 @@ class MicroscopeServer:
     def close(self) -> None:
         self.sock.close(0)
         self.ctx.term()
+
+
+def check_curve_key(key, what: str) -> bytes:
+    """``key`` as CURVE needs it (40 characters of Z85 text), or a clear error naming ``what``."""
+    from zmq.utils import z85
+
+    raw = key.encode() if isinstance(key, str) else bytes(key)
+    try:
+        if len(raw) != 40:
+            raise ValueError(f"{len(raw)} characters")
+        z85.decode(raw)
+    except (ValueError, KeyError, IndexError, TypeError, UnicodeError) as exc:
+        raise HAEInputError(f"{what} is not a CURVE key (40 characters of Z85 text; got {exc}).",
+                            "copy the key exactly as the server printed it (or delete a damaged key file to make "
+                            "a new one).") from None
+    return raw
 
 
 def check_address(address: str) -> None:
@@ -288,6 +346,8 @@ class RemoteMicroscope:
         check_address(address)
         self.address = address
         self.server_key = server_key or None
+        if self.server_key:
+            check_curve_key(self.server_key, "server_key (the server's public CURVE key)")
         self.token = token
         self.timeout = float(timeout)
         self.ctx = zmq.Context()
