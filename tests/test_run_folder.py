@@ -288,3 +288,35 @@ def test_resume_options_are_all_checked_before_any_is_applied(died, capsys):
     assert main(["run", "--resume", str(died), "--policy", "mu", "--steps", "0", "-q"]) == 2
     assert "Budget 0 is below" in capsys.readouterr().err
     assert Trace.load(died).interventions == []
+
+
+def test_a_journal_of_another_run_in_the_folder_is_set_aside_and_never_replaces_its_trace(tmp_path, capsys):
+    """Issue 30, class 2: another run's journal copied into a finished run's folder, then --resume: the folder's
+    trace.h5 was rewritten with the other run ("nothing to do") and this folder's spectra were gone."""
+    common = ["--sample", "nanoparticles", "--n-seeds", "4", "--patch", "8", "--fit-iterations", "3", "-q"]
+    assert main(["run", *common, "--steps", "2", "--out", str(tmp_path / "mine")]) == 0
+    assert main(["run", *common, "--steps", "4", "--random-seed", "7", "--out", str(tmp_path / "other")]) == 0
+    mine = Trace.load(tmp_path / "mine" / "trace.h5")
+    foreign = (tmp_path / "other" / "trace.journal").read_bytes()
+    (tmp_path / "mine" / "trace.journal").write_bytes(foreign)       # the other run's journal, more complete
+    assert Trace.load(tmp_path / "mine").run_id == mine.run_id          # the folder's run is read, not the other
+    assert main(["run", "--resume", str(tmp_path / "mine"), "--steps", "3", "-q"]) == 0
+    after = Trace.load(tmp_path / "mine" / "trace.h5")
+    assert after.run_id == mine.run_id and after.positions[:mine.n_points] == mine.positions
+    assert after.n_steps == 3
+    kept = [p for p in (tmp_path / "mine").iterdir() if p.name.startswith("trace.journal.")]
+    assert len(kept) == 1 and kept[0].read_bytes() == foreign           # set aside whole, never deleted
+
+
+def test_saving_a_trace_over_another_runs_trace_keeps_that_one(tmp_path, small_sample):
+    a = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=1))
+    a.run()
+    b = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=1, random_seed=3))
+    b.run()
+    a.trace.save(tmp_path / "trace.h5")
+    b.trace.save(tmp_path / "trace.h5")                                  # another run's trace: a's is kept aside
+    assert Trace.load(tmp_path / "trace.h5").run_id == b.trace.run_id
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("trace.h5.")]
+    assert len(kept) == 1 and Trace.load(kept[0]).run_id == a.trace.run_id
+    b.trace.save(tmp_path / "trace.h5")                                  # the same run again: replaced in place
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("trace.h5.")]) == 1

@@ -66,8 +66,27 @@ def write(trace, path) -> Path:
             d = _dataset(o, str(i), data=np.asarray(obj["mask"], dtype=bool))
             d.attrs["mode"] = obj["mode"]
             d.attrs["label"] = obj.get("label", "")
+    _keep_another_runs_trace(path, trace.run_id)
     tmp.replace(path)
     return path
+
+
+def _keep_another_runs_trace(path: Path, run_id: str) -> None:
+    """A trace file at ``path`` of another run (or one that cannot be read to tell) is set aside, whole, before
+    ``path`` is replaced: saving never deletes another run's record."""
+    if not path.exists():
+        return
+    import h5py
+
+    from .journal import set_aside
+
+    try:
+        with h5py.File(path, "r") as f:
+            same = str(f.attrs.get("run_id", "")) == run_id and bool(run_id)
+    except (OSError, KeyError, ValueError):
+        same = False
+    if not same:
+        set_aside(path, "other-run")
 
 
 def read(cls, f):

@@ -303,10 +303,12 @@ class Trace:
             raise HAEInputError(f"Folder {str(folder)!r} holds no {JOURNAL_NAME} or {TRACE_NAME}.",
                                 "pass a run's output folder or its trace file.")
         best = max(found, key=lambda t: (t.n_points, t.n_steps, t.recovery is not None))
-        others = [t for t in found if t is not best]
-        if others and others[0].run_id and best.run_id and others[0].run_id != best.run_id:
-            best.events.append({"step": best.n_steps, "message": f"run folder: {JOURNAL_NAME} and {TRACE_NAME} "
-                                "belong to different runs; the more complete one was read"})
+        ids = {t.run_id for t in found if t.run_id}
+        if len(ids) > 1:   # a journal of another run beside this folder's trace.h5: the folder's run is read
+            best = next(t for t in found if t.recovery is None)
+            best.events.append({"step": best.n_steps, "message": f"run folder: {JOURNAL_NAME} belongs to another "
+                                f"run than {TRACE_NAME}; {TRACE_NAME} was read (a resume sets the journal aside, "
+                                "whole)"})
         for exc in errors:
             best.events.append({"step": best.n_steps, "message": f"run folder: could not read a record ({exc})"})
         return best
