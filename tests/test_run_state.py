@@ -208,3 +208,18 @@ def test_one_xi_default_in_the_parameter_table_dock_cli_settings_and_guide(qapp,
     assert dock == cli == said == table
     # a wrapper around EI keeps EI's default (it is read there, not written again)
     assert {p.name: p.default for p in POLICIES.get("ei_penalized").params}["xi"] == table
+
+
+def test_seeking_the_models_stream_gives_the_weights_an_uninterrupted_run_draws():
+    """A cold-restart DKL draws one fresh network per fit; seek(k) must give the k-th of that stream, so a resumed
+    run (and the live run) fit what an uninterrupted one fitted, and old runs keep their exact trajectories."""
+    import torch
+
+    from napari_hae.core.model.dkl import DKLRegressor
+
+    stream = DKLRegressor(16, seed=3, hidden=[4])
+    first = [next(stream._new_extractor().parameters()).detach().clone() for _ in range(4)]
+    for k in (0, 3, 1):
+        m = DKLRegressor(16, seed=3, hidden=[4])
+        m.seek(k)
+        assert torch.equal(next(m._new_extractor().parameters()), first[k]), k

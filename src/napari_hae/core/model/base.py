@@ -140,18 +140,13 @@ class SurrogateModel(Protocol):
 
 
 @runtime_checkable
-class Reseedable(Protocol):
-    """A model whose fresh weights are drawn from a seed the run gives before each fit. The run passes a seed made
-    from its random seed and the step, so that a run rebuilt from its records (resumed, replayed) fits exactly as
-    the live run did at that step; a model without it draws from its own generator (the same decisions live, not
-    necessarily after a resume)."""
+class Seekable(Protocol):
+    """A model whose fresh weights come from a random stream the run can position: before the fit of policy step
+    ``k`` the run calls ``seek(k)``, so the fit draws what the k-th fit of an uninterrupted run drew. A run rebuilt
+    from its records (resumed, replayed) then fits exactly as the live run did at that step; a model without it
+    draws on from its own stream (the same decisions live, not necessarily after a resume)."""
 
-    def reseed(self, seed: int) -> None: ...
-
-
-def fit_seed(random_seed: int, step: int) -> int:
-    """The seed of the fit before policy step ``step`` of a run with ``random_seed`` (see :class:`Reseedable`)."""
-    return int(np.random.SeedSequence([int(random_seed), int(step)]).generate_state(1)[0])
+    def seek(self, fit_index: int) -> None: ...
 
 
 MODELS = Registry("model", "napari_hae.models",

@@ -163,9 +163,12 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         self._factors = None   # exact_predict.TrainingFactors of the current fit
         self._last_fit = None
 
-    def reseed(self, seed: int) -> None:
-        """Draw the next fresh weights from ``seed`` (the run's per-step seed: :class:`.base.Reseedable`)."""
-        self._gen = torch.Generator().manual_seed(int(seed))
+    def seek(self, fit_index: int) -> None:
+        """Position the weights' random stream at fit ``fit_index`` (:class:`.base.Seekable`): the next fresh weights
+        are those the ``fit_index``-th fresh start of the stream draws (one draw per fresh start)."""
+        self._gen = torch.Generator().manual_seed(self.seed)
+        if fit_index > 0:
+            torch.randint(0, 2**31 - 1, (int(fit_index),), generator=self._gen, device="cpu")
 
     # -- construction ---------------------------------------------------------------------------------------
     def _new_extractor(self) -> MLPFeatureExtractor:

@@ -44,14 +44,15 @@ class DKLEnsemble:
                                      restart=restart, seed=seed * 1009 + j, warp="none",
                                      device=device) for j in range(members)]
         self.bootstrap = bool(bootstrap)
+        self._seed = int(seed)
         self._rng = np.random.default_rng(seed)
         self.y_mean, self.y_std, self.n_clipped = 0.0, 1.0, 0
 
-    def reseed(self, seed: int) -> None:
-        """Each member's next fresh weights, and the bootstrap resamples, drawn from ``seed``."""
-        for j, m in enumerate(self.members):
-            m.reseed(int(seed) * 1009 + j)
-        self._rng = np.random.default_rng(seed)
+    def seek(self, fit_index: int) -> None:
+        """Each member's weights stream at fit ``fit_index``, and the bootstrap resamples of that fit."""
+        for m in self.members:
+            m.seek(fit_index)
+        self._rng = np.random.default_rng([self._seed, int(fit_index)])
 
     def fit(self, X, y, *, iterations: int, warm: bool) -> FitReport:
         y = np.asarray(y, dtype=np.float64).ravel()

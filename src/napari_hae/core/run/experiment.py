@@ -25,7 +25,7 @@ from ..data.patches import PatchGrid, flat_index, positions_of, step_lengths
 from ..errors import HAEInputError, ModelFitError
 from ..instrument.guard import AcquisitionGuard
 from ..instrument.microscope import Microscope
-from ..model.base import MODELS, Reseedable, fit_seed, make_model
+from ..model.base import MODELS, Seekable, make_model
 from ..policy import AcquisitionContext, AcquisitionFunction, policy_from_dict, select
 from ..record.journal import bytes_needed, check_free_space
 from ..record.trace import Trace
@@ -351,8 +351,8 @@ class Experiment:
         t0 = time.perf_counter()
         # how long to train is the run's (its records); whether the weights may be kept is the model object's
         first = self.state.fresh_fit or self._retry_fresh
-        if isinstance(self.model, Reseedable):   # the same fresh weights live, on resume and in replay
-            self.model.reseed(fit_seed(s.random_seed, self.step_index))
+        if isinstance(self.model, Seekable):   # the same fresh weights live, on resume and in replay
+            self.model.seek(self.step_index)
         try:
             rep = self.model.fit(X, y, iterations=s.fit_iterations_first if first else s.fit_iterations,
                                  warm=not self._needs_reset)
