@@ -583,3 +583,52 @@ def test_every_imported_package_is_declared():
     missing = {m: dists.get(m, [m]) for m in imported
                if not {d.lower().replace("_", "-") for d in dists.get(m, [m])} & declared}
     assert missing == {}, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_a_broken_plug_in_is_reported_by_name_and_every_run_still_works(tmp_path, monkeypatch, caplog):
+    """Issue 30, class 5: an entry point that is not callable stopped every run with a traceback; one that raised
+    SystemExit made every run exit 7 with no output."""
+    (tmp_path / "hae_broken_plugin.py").write_text("NOT_CALLABLE = 42\n")
+    (tmp_path / "hae_exiting_plugin.py").write_text("raise SystemExit(7)\n")
+    info = tmp_path / "hae_broken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hae-broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[napari_hae.policies]\nbroken_policy = hae_broken_plugin:NOT_CALLABLE\n\n"
+        "[napari_hae.scalarizers]\nexiting_scalarizer = hae_exiting_plugin:anything\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from napari_hae.cli import main
+    from napari_hae.core.policy import POLICIES
+    from napari_hae.core.targets.scalarizers import SCALARIZERS
+
+    try:
+        with caplog.at_level("WARNING"):
+            for reg in (POLICIES, SCALARIZERS):
+                reg.load_entry_points(force=True)
+        assert "broken_policy" not in POLICIES.names() and "exiting_scalarizer" not in SCALARIZERS.names()
+        assert "int, not a class or function" in POLICIES.load_errors["broken_policy"]
+        assert SCALARIZERS.load_errors["exiting_scalarizer"] == "SystemExit: 7"
+        said = caplog.text
+        assert "'broken_policy' (hae_broken_plugin:NOT_CALLABLE) failed to load and is skipped" in said
+        with pytest.raises(HAEInputError, match=r"Unknown policy 'broken_policy' \(plug-in failed to load: TypeError"):
+            POLICIES.get("broken_policy")
+        assert main(["run", "--sample", "nanoparticles", "--steps", "1", "--n-seeds", "3", "--patch", "8",
+                     "--fit-iterations", "3", "--out", str(tmp_path / "run"), "-q"]) == 0
+    finally:
+        POLICIES.load_errors.clear()
+        SCALARIZERS.load_errors.clear()
+
+
+def test_a_scalarizer_returning_the_wrong_shape_is_named_not_a_broadcast_traceback():
+    from napari_hae.core.targets.scalarizers import SCALARIZERS, Scalarizer, register_scalarizer
+
+    @register_scalarizer("test_whole_spectrum")
+    def whole(spectra, energy):
+        return spectra * 2.0   # forgot to reduce the energy axis
+
+    try:
+        with pytest.raises(HAEInputError, match=r"Scalarizer 'test_whole_spectrum' returned shape \(5, 7\) for "
+                                                r"spectra of leading shape \(5,\): one number per spectrum"):
+            Scalarizer("test_whole_spectrum")(np.ones((5, 7)), np.arange(7.0))
+    finally:
+        SCALARIZERS.pop("test_whole_spectrum", None)

@@ -143,14 +143,18 @@ class Registry:
         for ep in entry_points(group=self.group):
             if ep.name in self._entries and not force:
                 continue
-            try:
+            try:   # loaded in isolation: a broken plug-in is reported by name and skipped, never fatal
                 obj = ep.load()
-            except Exception as exc:  # a broken third-party plug-in must not break the program
+                if not callable(obj):
+                    raise TypeError(f"{ep.value} is a {type(obj).__name__}, not a class or function")
+                entry = self._describe(obj, ep.name) if self._describe is not None else None
+            except (Exception, SystemExit) as exc:   # SystemExit too: a plug-in must not end the program
                 self.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
-                log.warning("napari-hae: %s plug-in %r (%s) failed to load: %s", self.kind, ep.name, ep.value, exc)
+                log.warning("napari-hae: %s plug-in %r (%s) failed to load and is skipped: %s", self.kind, ep.name,
+                            ep.value, self.load_errors[ep.name])
                 continue
-            if ep.name not in self._entries and self._describe is not None:
-                self.add(self._describe(obj, ep.name))
+            if ep.name not in self._entries and entry is not None:
+                self.add(entry)
 
     # -- reading ------------------------------------------------------------------------------------------
     def names(self) -> list[str]:

@@ -372,7 +372,7 @@ class Scalarizer:
                 raise HAEInputError(f"Scalarizer {self.name!r} got wrong parameters {self.params}: {sentence(exc)}",
                                     f"give exactly the parameters of {self.name}: "
                                     f"{entry.param_names()}.") from exc
-            return np.asarray(out, dtype=np.float64)
+            return self._checked(out, s.shape[: s.ndim - sig_nd])
         lead = s.shape[: s.ndim - sig_nd]
         flat = s.reshape(-1, *s.shape[s.ndim - sig_nd:])
         out = np.empty(len(flat))
@@ -384,6 +384,23 @@ class Scalarizer:
                     raise
                 out[i] = np.nan
         return out.reshape(lead)
+
+    def _checked(self, out, lead: tuple) -> np.ndarray:
+        """A vectorised scalarizer's output: one number per spectrum, or a clear error naming the scalarizer (a
+        wrong shape ended in numpy's broadcast traceback)."""
+        try:
+            arr = np.asarray(out, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise HAEInputError(f"Scalarizer {self.name!r} returned {type(out).__name__}, not numbers ({exc}).",
+                                "return one number per spectrum (an array of the spectra's leading shape).") from None
+        if arr.shape != tuple(lead):
+            if arr.size == int(np.prod(lead)) and arr.ndim <= 1 + len(lead):
+                return arr.reshape(lead)
+            raise HAEInputError(f"Scalarizer {self.name!r} returned shape {arr.shape} for spectra of leading shape "
+                                f"{tuple(lead)}: one number per spectrum was expected.",
+                                "return spectra[..., band].sum(axis=-1)-like values: one per spectrum (reduce the "
+                                "energy axis, keep the others).")
+        return arr
 
     def to_dict(self) -> dict:
         return {"name": self.name, "params": self.params,
