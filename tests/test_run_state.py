@@ -223,3 +223,26 @@ def test_seeking_the_models_stream_gives_the_weights_an_uninterrupted_run_draws(
         m = DKLRegressor(16, seed=3, hidden=[4])
         m.seek(k)
         assert torch.equal(next(m._new_extractor().parameters()), first[k]), k
+
+
+def test_data_changed_under_a_python_api_run_or_a_moved_energy_axis_is_refused_on_resume(small_sample, tmp_path):
+    """Issue 30, class 3: runs made through the Python API carried no fingerprint, so a resume mixed changed data
+    (values 23-38 became 7.5, exit 0); a resume on an energy axis moved by 0.3 eV went on without a check."""
+    import dataclasses
+
+    from napari_hae.core.data.dataset import EnergyAxis
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=2, **TINY), journal=tmp_path / "j")
+    exp.run(1)
+    exp.close()
+    assert exp.trace.dataset["fingerprint"] == small_sample.fingerprint()
+    changed = dataclasses.replace(small_sample, spectra=small_sample.spectra * 0.3)
+    with pytest.raises(HAEInputError, match="The run being resumed .*spectra \\(content differs\\)"):
+        Experiment.resume(tmp_path / "j", SimulatedMicroscope(changed))
+    e = small_sample.energy
+    moved = dataclasses.replace(small_sample, energy=EnergyAxis(e.size, e.offset + 0.3, e.scale, e.units))
+    n = Trace.load(tmp_path / "j").n_points
+    with pytest.raises(HAEInputError, match=r"energy axis .* is not the one the run recorded.*Nothing was measured"):
+        Experiment.resume(tmp_path / "j", SimulatedMicroscope(moved))
+    assert Trace.load(tmp_path / "j").n_points == n
+    Experiment.resume(tmp_path / "j", SimulatedMicroscope(small_sample)).run()   # the same data: goes on

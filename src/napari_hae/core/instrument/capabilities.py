@@ -8,6 +8,7 @@ declared, runtime-checkable protocol, checked with ``isinstance`` (as ophyd's an
 | :class:`Reconnects` | ``reconnect()`` | re-opens a lost session before a retry |
 | :class:`AcquiresMany` | ``acquire_many(positions, dwell=...)`` | acquires the seeds in one call |
 | :class:`ReportsEnergy` | ``last_energy`` (an ``EnergyAxis``) | refuses a spectrum whose energy axis moved |
+| :class:`ReplaysData` | ``data`` (a ``SpectrumImage``) | records the data's fingerprint; a resume checks it |
 | :class:`Closes` | ``close()`` | releases the instrument when the run ends (beam blanked, cameras stopped) |
 | :class:`ServedCapabilities` | ``capabilities`` (a dict) | a served instrument's client: what the one behind it does |
 
@@ -43,6 +44,11 @@ class Reconnects(Protocol):
 @runtime_checkable
 class AcquiresMany(Protocol):
     def acquire_many(self, positions, dwell: float | None = None) -> Any: ...
+
+
+@runtime_checkable
+class ReplaysData(Protocol):
+    data: Any
 
 
 @runtime_checkable

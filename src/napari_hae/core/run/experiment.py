@@ -23,6 +23,7 @@ import numpy as np
 
 from ..data.patches import PatchGrid, flat_index, positions_of, step_lengths
 from ..errors import HAEInputError, ModelFitError
+from ..instrument.capabilities import ReplaysData
 from ..instrument.guard import AcquisitionGuard
 from ..instrument.microscope import Microscope
 from ..model.base import MODELS, Seekable, make_model
@@ -88,6 +89,10 @@ class Experiment:
             picking.check_budget(s, self.n_positions)
             energy = microscope.energy
             info = {"energy": None if energy is None else energy.to_dict(), **(dataset_info or {})}
+            # pre-acquired data: its fingerprint, however the run is made (a resume or report checks it)
+            if "fingerprint" not in info and isinstance(microscope, ReplaysData) and \
+                    hasattr(microscope.data, "fingerprint"):
+                info["fingerprint"] = microscope.data.fingerprint()
             trace = Trace(structural=self.structural.copy(), settings=s.to_dict(), dataset=info)
             self.state = RunState(s, self.scan_shape, follow)
         else:   # the recorded settings (``settings``: those, read, with this machine's model device)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import HAEInputError
+from ..instrument.capabilities import ReplaysData
 from ..instrument.registration import Registered, register
 from ..model import MODELS, compute
 from ..record.trace import Trace
@@ -51,10 +52,37 @@ def settings_on_this_machine(trace: Trace, device: str | None) -> tuple[Experime
     return settings, moved
 
 
+def same_energy_axis(trace: Trace, microscope) -> None:
+    """The instrument's energy axis must be the one the run recorded: spectra on a moved axis (a 0.3 eV shift was
+    taken without a word) would not be comparable with the measured ones."""
+    recorded, now = trace.dataset.get("energy"), microscope.energy
+    if not recorded or now is None:
+        return
+    now = now.to_dict()
+    scale = abs(float(recorded["scale"])) or 1.0
+    same = (int(now["size"]) == int(recorded["size"]) and now["units"] == recorded["units"]
+            and abs(now["offset"] - recorded["offset"]) <= 0.01 * scale and abs(now["scale"] / scale - 1) <= 1e-6)
+    if not same:
+        raise HAEInputError(
+            f"The instrument's energy axis ({now['size']} channels, offset {now['offset']:g} {now['units']}, "
+            f"{now['scale']:g} {now['units']}/channel) is not the one the run recorded ({recorded['size']} channels, "
+            f"offset {recorded['offset']:g} {recorded['units']}, {recorded['scale']:g}/channel): its spectra would "
+            "not be comparable with the measured ones. Nothing was measured.",
+            "restore the spectrometer's calibration and resume, or start a new run on the new axis.")
+
+
+def same_data(trace: Trace, microscope) -> None:
+    """Pre-acquired data must be the data the run measured (its fingerprint, recorded by every run however made)."""
+    if isinstance(microscope, ReplaysData) and hasattr(microscope.data, "check_same_source"):
+        microscope.data.check_same_source(trace.dataset.get("fingerprint"), "The run being resumed")
+
+
 def same_field(trace: Trace, microscope):
     """``microscope`` on the recorded field of view: pre-acquired data must give the very same image; a live
     instrument's image, acquired again, is registered to the recorded one (returns the wrapped microscope and the
     registration, or None where the images are equal)."""
+    same_energy_axis(trace, microscope)
+    same_data(trace, microscope)
     new = np.asarray(microscope.structural_image(), dtype=np.float64)
     if new.shape == trace.structural.shape and np.allclose(new, trace.structural):
         return microscope, None
