@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -320,3 +321,67 @@ def test_saving_a_trace_over_another_runs_trace_keeps_that_one(tmp_path, small_s
     assert len(kept) == 1 and Trace.load(kept[0]).run_id == a.trace.run_id
     b.trace.save(tmp_path / "trace.h5")                                  # the same run again: replaced in place
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("trace.h5.")]) == 1
+
+
+def test_disk_full_mid_run_keeps_every_measurement_on_disk_somewhere_to_resume_from(tmp_path, monkeypatch, capsys):
+    """Issue 30, class 4: the disk filled up mid-run; the message said the measurement was kept in memory, then
+    closing the journal raised OSError, the run exited 1 without trace.h5 and that spectrum was lost."""
+    import errno
+
+    from napari_hae.core.record import hdf5
+    from napari_hae.core.record.journal import Journal, JournalWriteError
+
+    out = tmp_path / "run"
+    write, calls = Journal.write, []
+
+    def full_disk(self, kind, fields=None, arrays=None):
+        calls.append(kind)
+        if kind == "step" and calls.count("step") == 2:   # the second step's record: the disk is full
+            self._f.write(b"\\x00" * 7)                     # a torn tail left in the file's buffer
+            raise JournalWriteError("Could not write to the run's journal (No space left on device).", "free it.")
+        return write(self, kind, fields, arrays)
+
+    real_write = hdf5.write
+
+    def no_room_in_the_folder(trace, path):
+        if Path(path).parent == out:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(trace, path)
+
+    monkeypatch.setattr(Journal, "write", full_disk)
+    monkeypatch.setattr(hdf5, "write", no_room_in_the_folder)
+    monkeypatch.setattr(Path, "home", lambda: tmp_path / "home")
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    rc = main(["run", "--sample", "nanoparticles", "--steps", "4", "--n-seeds", "4", "--patch", "8",
+               "--fit-iterations", "3", "--out", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "Every measurement, the ones the journal could not take too, is saved in" in err, err
+    rescued = list((tmp_path / "tmp").glob("napari-hae-rescue-*/trace.h5"))
+    assert len(rescued) == 1
+    t = Trace.load(rescued[0])
+    assert t.n_steps == 2 and t.n_points == 6                            # the unjournaled second step is there
+    assert len(read_records(out / "trace.journal").records) < len(list(t.records())) + 1
+    assert not (out / "run.lock").exists()                               # the folder was released
+
+
+def test_a_journal_whose_close_fails_releases_the_folder_and_says_nothing_is_lost(tmp_path):
+    from napari_hae.core.record.journal import Journal
+
+    j = Journal(tmp_path / "trace.journal")
+    j.write("event", {"event": {"step": 0, "message": "x"}})
+
+    class Full:
+        closed = False
+
+        def close(self):
+            raise OSError(28, "No space left on device")
+
+    real, j._f = j._f, Full()
+    j.close()                                  # raised OSError, and left the run folder locked
+    real.close()
+    assert isinstance(j.close_error, OSError) and not (tmp_path / LOCK_NAME).exists()
+    assert len(read_records(tmp_path / "trace.journal").records) == 1

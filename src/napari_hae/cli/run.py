@@ -14,7 +14,7 @@ from pathlib import Path
 from ..core.data.energy_check import energy_check
 from ..core.data.io import load_source
 from ..core.errors import HAEInputError, HAERunError, sentence
-from ..core.record.folder import SUMMARY_NAME, prepare_new_run
+from ..core.record.folder import SUMMARY_NAME, prepare_new_run, save_somewhere
 from ..core.record.journal import make_folder
 from ..core.record.lock import RunLock
 from ..core.record.trace import JOURNAL_NAME, TRACE_NAME
@@ -270,12 +270,8 @@ def drive(exp, data, out: Path, args) -> int:
     wall = time.perf_counter() - t0
     exp.close()
     close_microscope(exp.microscope)   # the beam blanked, cameras stopped
-    try:
-        trace_path = exp.trace.save(out / TRACE_NAME)   # first, before anything else can fail
-    except OSError as exc:
-        print(f"error: could not write {out / TRACE_NAME} ({exc.strerror or exc}). Everything journaled "
-              f"before is in {out / JOURNAL_NAME}. Fix: free disk space or fix the folder's permissions, then "
-              f"napari-hae run --resume {out}.", file=sys.stderr)
+    trace_path = _save_or_rescue(exp.trace, out)   # first, before anything else can fail
+    if trace_path is None:
         return 3
     truth = data.scalarize(exp.scalarizer) if data is not None and exp.trace.n_points else None
     name = data.name if data is not None else exp.trace.dataset.get("name", "remote")
@@ -303,6 +299,24 @@ def drive(exp, data, out: Path, args) -> int:
             return 3
         raise err
     return 0
+
+
+def _save_or_rescue(trace, out: Path) -> Path | None:
+    """``out/trace.h5``; where the folder's disk is full (or not writable), a rescue copy elsewhere that holds every
+    measurement, the ones the journal could not take too (None, and said, when it did not go in the folder)."""
+    try:
+        path, failed = save_somewhere(trace, out)
+    except OSError as exc:
+        print(f"error: could not write the trace anywhere ({exc}). Everything journaled before is in "
+              f"{out / JOURNAL_NAME}. Fix: free disk space or fix the folder's permissions, then "
+              f"napari-hae run --resume {out}.", file=sys.stderr)
+        return None
+    if failed:
+        print(f"error: could not write {out / TRACE_NAME} ({'; '.join(failed)}). Every measurement, the ones the "
+              f"journal could not take too, is saved in {path}. Fix: free disk space, move {path} to "
+              f"{out / TRACE_NAME}, then napari-hae run --resume {out}.", file=sys.stderr)
+        return None
+    return path
 
 
 @contextlib.contextmanager

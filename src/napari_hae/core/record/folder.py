@@ -76,3 +76,19 @@ def prepare_new_run(folder, overwrite: bool = False) -> Path | None:
     for p in files:
         os.replace(p, dest / p.name)
     return dest
+
+
+def save_somewhere(trace: Trace, folder) -> tuple[Path, list[str]]:
+    """Save ``trace`` as ``folder/trace.h5``, or where that fails (a full disk, no permission) in a rescue folder:
+    the system's temporary folder, then the user's home. Returns the path written and what failed before; raises
+    OSError only when no place takes it. Nothing measured is lost while any disk has room."""
+    import tempfile
+
+    tried = []
+    name = f"napari-hae-rescue-{trace.run_id or 'run'}"
+    for place in (Path(folder), Path(tempfile.gettempdir()) / name, Path.home() / name):
+        try:
+            return trace.save(place / TRACE_NAME), tried
+        except OSError as exc:
+            tried.append(f"{place / TRACE_NAME}: {exc.strerror or exc}")
+    raise OSError("no place could take the trace: " + "; ".join(tried))

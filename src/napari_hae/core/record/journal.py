@@ -149,9 +149,16 @@ class Journal:
         _fault("after", self._f, blob)
 
     def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-        self.lock.release()
+        """Close the file and release the folder. A close that fails (the disk filled up: the buffered tail of a
+        record that could not be written) is not an error here: every record before it is on disk, a torn last
+        record is dropped when the journal is read, and what was measured is still in memory to be saved."""
+        try:
+            if not self._f.closed:
+                self._f.close()
+        except OSError as exc:
+            self.close_error = exc
+        finally:
+            self.lock.release()
 
     def __enter__(self):
         return self
