@@ -3,14 +3,18 @@ reported, and nothing on disk is truncated, overwritten or deleted."""
 
 import json
 import os
+import re
 import sys
 
 import numpy as np
 import pytest
 
+from conftest import fast_settings
 from napari_hae.core.errors import HAEInputError
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
 from napari_hae.core.record.journal import MAGIC, JournalWriteError, read_records
 from napari_hae.core.record.trace import Trace
+from napari_hae.core.run.experiment import Experiment
 
 
 def make_journal(path, n_seeds=4, n_steps=6, maps=False):
@@ -255,3 +259,30 @@ def test_a_flipped_byte_anywhere_in_trace_h5_is_an_error_not_a_wrong_number(tmp_
                 and all(np.array_equal(a, c) for a, c in zip(r.maps["mean"], t.maps["mean"])))
         silent += not same
     assert silent == 0
+
+
+@pytest.mark.parametrize("craft, said", [
+    (lambda t: t.positions.__setitem__(2, (-1, -1)), "point #2 at (y, x) = (-1, -1) lies outside the"),
+    (lambda t: t.positions.__setitem__(2, (400, 3)), "point #2 at (y, x) = (400, 3) lies outside the"),
+    (lambda t: t.spectra.__setitem__(3, t.spectra[3][:-5]), "point #3's spectrum has shape"),
+    (lambda t: t.positions.__setitem__(4, t.positions[1]), "point #4 at (y, x) = "),
+])
+def test_a_crafted_trace_is_refused_naming_the_bad_record_by_report_and_resume(small_sample, tmp_path, craft, said,
+                                                                              capsys):
+    """Issue 30, class 7: a recorded point outside the scan, a negative one, a spectrum of the wrong length,
+    duplicates: report and resume ended in tracebacks, and resume took (-1, -1) into its positions."""
+    from napari_hae.cli import main
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=2))
+    exp.run()
+    t = exp.trace
+    craft(t)
+    path = t.attach_journal(tmp_path / "crafted.journal")   # written record by record, as a journal holds them
+    t.close_journal()
+    with pytest.raises(HAEInputError, match="holds a damaged or crafted record: " + re.escape(said)):
+        Trace.load(path)
+    with pytest.raises(HAEInputError, match=re.escape(said)):
+        Experiment.resume(path, SimulatedMicroscope(small_sample))
+    assert main(["report", str(path), "--out", str(tmp_path / "r.svg")]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Fix:" in err and "Traceback" not in err

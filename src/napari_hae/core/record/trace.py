@@ -313,12 +313,45 @@ class Trace:
             best.events.append({"step": best.n_steps, "message": f"run folder: could not read a record ({exc})"})
         return best
 
+    def check(self, source: str = "the trace") -> Trace:
+        """Refuse a damaged or crafted record before anything uses it: a point outside the scan (or negative), a
+        spectrum whose shape is not the others', a position measured twice, a step whose point is missing. Says
+        which record is bad."""
+        ny, nx = self.structural.shape[:2]
+        shape, seen = None, {}
+        for i, (y, x) in enumerate(self.positions):
+            if not (0 <= y < ny and 0 <= x < nx):
+                self._bad(source, f"point #{i} at (y, x) = ({y}, {x}) lies outside the {ny} x {nx} scan")
+            if (y, x) in seen:
+                self._bad(source, f"point #{i} at (y, x) = ({y}, {x}) repeats point #{seen[(y, x)]}")
+            seen[(y, x)] = i
+            s = np.shape(self.spectra[i])
+            shape = s if shape is None else shape
+            if s != shape:
+                self._bad(source, f"point #{i}'s spectrum has shape {s}, the others' {shape}")
+        for k, (y, x) in enumerate(self.steps["position"]):
+            if (int(y), int(x)) not in seen:
+                self._bad(source, f"step #{k} chose (y, x) = ({y}, {x}), which no recorded point measured")
+        return self
+
+    @staticmethod
+    def _bad(source: str, what: str):
+        raise HAEInputError(f"{source} holds a damaged or crafted record: {what}; it is not used.",
+                            "read the run's other record (its trace.journal or trace.h5, or the run folder); "
+                            "see docs/reliability.md, 'Recovering a run by hand'.")
+
     @classmethod
     def load(cls, path) -> Trace:
-        """Load a trace: an HDF5 trace, a journal, or a run folder (its journal, which is never older)."""
+        """Load a trace: an HDF5 trace, a journal, or a run folder (its journal, which is never older). What is
+        read is checked (:meth:`check`)."""
+        path = Path(path)
+        trace = cls._load(path)
+        return trace if path.is_dir() else trace.check(repr(str(path)))
+
+    @classmethod
+    def _load(cls, path: Path) -> Trace:
         import h5py
 
-        path = Path(path)
         if path.is_dir():
             return cls._load_folder(path)
         if not path.exists():

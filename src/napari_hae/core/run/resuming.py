@@ -81,14 +81,15 @@ def same_field(trace: Trace, microscope):
     """``microscope`` on the recorded field of view: pre-acquired data must give the very same image; a live
     instrument's image, acquired again, is registered to the recorded one (returns the wrapped microscope and the
     registration, or None where the images are equal)."""
-    same_energy_axis(trace, microscope)
-    same_data(trace, microscope)
     new = np.asarray(microscope.structural_image(), dtype=np.float64)
-    if new.shape == trace.structural.shape and np.allclose(new, trace.structural):
-        return microscope, None
-    if getattr(microscope, "replays", False):
+    same_image = new.shape == trace.structural.shape and np.allclose(new, trace.structural)
+    if not same_image and getattr(microscope, "replays", False):
         raise HAEInputError("The microscope's structural image differs from the one recorded in the trace.",
                             "resume on the same dataset / the same scan region the run started on.")
+    same_energy_axis(trace, microscope)
+    same_data(trace, microscope)
+    if same_image:
+        return microscope, None
     registered = register(trace.structural, new)   # a live instrument: acquired again, maybe drifted
     return Registered(microscope, trace.structural, registered[0]), registered
 
