@@ -161,3 +161,33 @@ def test_an_image_given_beside_an_npz_that_has_one_is_said(small_sample, tmp_pat
     with pytest.warns(UserWarning, match="Using the structural image .*haadf.npy.* instead of the 'structural'"):
         d = load_spectrum_image(f, img)
     np.testing.assert_array_equal(d.structural, small_sample.structural * 2)
+
+
+@pytest.mark.parametrize("goal, truth, best, expected, kind", [
+    ("max", [1.0, 2.0, 4.0], 4.0, 1.0, "ratio"),
+    ("max", [1.0, 2.0, 4.0], 2.0, 0.5, "ratio"),
+    ("min", [1.0, 2.0, 4.0], 2.0, 0.5, "ratio"),
+    ("max", [-5.0, -3.0, -1.87], -2.0, (-2.0 + 5.0) / (-1.87 + 5.0), "range"),   # it said 107%
+    ("min", [-5.0, -3.0, 1.0], -3.0, (3.0 + 1.0) / (5.0 + 1.0), "range"),
+    ("max", [-1.0, 0.0, 1.0], 1.0, 1.0, "range"),
+])
+def test_the_fraction_of_the_best_is_defined_for_every_goal_and_sign(goal, truth, best, expected, kind):
+    """Issue 30, class 8: with negative targets the summary reported 107% of the best reached."""
+    from napari_hae.core.targets.objective import Objective
+    from napari_hae.core.targets.scalarizers import Scalarizer
+
+    frac, counted = Objective([Scalarizer("band_integral", {"a": 1.0, "b": 2.0})], goal).fraction_of_best(best, truth)
+    assert counted == kind and frac == pytest.approx(expected) and 0.0 <= frac <= 1.0
+
+
+def test_messages_that_pointed_the_wrong_way(tmp_path):
+    """Issue 30, class 8: a zero-byte .h5 was reported as 'multiple file readers', Scalarizer.from_callable on a
+    non-callable raised a raw TypeError."""
+    from napari_hae.core.data.io import load_spectrum_image
+    from napari_hae.core.targets.scalarizers import Scalarizer
+
+    (tmp_path / "empty.h5").write_bytes(b"")
+    with pytest.raises(HAEInputError, match=r"is empty \(0 bytes\): it holds no data\. Fix: copy or export"):
+        load_spectrum_image(tmp_path / "empty.h5")
+    with pytest.raises(HAEInputError, match=r"from_callable needs a function; got int 3\. Fix: pass a function"):
+        Scalarizer.from_callable(3)

@@ -379,7 +379,9 @@ def print_summary(s: dict, out: Path | None) -> None:
     if "truth_best" in s:
         frac = s["best_fraction_of_truth_best"]
         lines.append(f"ground-truth {best}: {s['truth_best']:.4g}"
-                     + (f" ({100 * frac:.1f}% reached)" if frac is not None else "")
+                     + ("" if frac is None else f" ({100 * frac:.1f}% reached)" if
+                        s.get("best_fraction_counted_as") != "range" else
+                        f" ({100 * frac:.1f}% of the way from the worst value)")
                      + f"; steps to top 1%: {s['steps_to_top1pct']}, to top 5%: {s['steps_to_top5pct']}")
     lines.append(f"travel distance: {s['travel_distance_px']:.1f} px = {s['travel_distance_units']:.3g} "
                  f"{s['pixel_units']}")

@@ -49,7 +49,8 @@ def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | 
     if truth is not None:
         signed = objective.signed(truth)       # larger is better: "top" means best under the goal
         out["truth_best"] = objective.best(truth)
-        out["best_fraction_of_truth_best"] = objective.fraction_of_best(out["best_value"], out["truth_best"])
+        out["best_fraction_of_truth_best"], out["best_fraction_counted_as"] = objective.fraction_of_best(
+            out["best_value"], truth)
         out["steps_to_top1pct"] = steps_to_top(pos, trace.kinds, signed, 0.01)
         # the policy's own first hit, and whether a seed was there first (a seed hit is luck, not search)
         out["policy_steps_to_top1pct"] = steps_to_top(pos, trace.kinds, signed, 0.01, seeds_count=False)

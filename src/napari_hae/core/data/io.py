@@ -48,6 +48,9 @@ def _hs_load(path: Path):
                             "give the spectrum image file itself (e.g. map.hspy, map.emd, map.npy).")
     if not path.is_dir() and not os.access(path, os.R_OK):
         raise HAEInputError(f"{str(path)!r} cannot be read: permission denied.", "check the file's permissions.")
+    if path.is_file() and path.stat().st_size == 0:   # HyperSpy said "multiple file readers" for an empty .h5
+        raise HAEInputError(f"{str(path)!r} is empty (0 bytes): it holds no data.",
+                            "copy or export the file again (a transfer or a save may have been interrupted).")
     suffix = path.suffix.lower()
     if suffix in NUMPY_SUFFIXES:
         try:
@@ -66,9 +69,12 @@ def _hs_load(path: Path):
                             f"use one of {', '.join(HYPERSPY_SUFFIXES + NUMPY_SUFFIXES)}.")
     if suffix == ".zspy":
         try:
-            import zarr  # noqa: F401
+            import zarr
         except ImportError:
-            raise HAEInputError(f"{str(path)!r} is a .zspy (zarr) file and the 'zarr' package is not installed.",
+            zarr = None
+        if zarr is None or not str(getattr(zarr, "__version__", "2")).startswith("2."):
+            found = "is not installed" if zarr is None else f"is version {zarr.__version__}, and it needs zarr 2"
+            raise HAEInputError(f"{str(path)!r} is a .zspy (zarr) file and the 'zarr' package {found}.",
                                 "pip install \"napari-hae[zspy]\" (zarr 2, what RosettaSciIO's .zspy needs), or "
                                 "save the data as .hspy.") from None
     import hyperspy.api as hs

@@ -127,12 +127,20 @@ class Objective:
         v = np.asarray(values, dtype=np.float64)
         return None if v.size == 0 else int(np.argmax(self.signed(v)))
 
-    def fraction_of_best(self, best: float | None, truth_best: float | None) -> float | None:
-        """How close ``best`` came to the true best: best / truth_max for "max", truth_min / best for "min"
-        (1 = found it; defined for positive values)."""
-        if best is None or truth_best is None or best == 0 or truth_best == 0:
-            return None
-        return float(best / truth_best) if self.goal == "max" else float(truth_best / best)
+    def fraction_of_best(self, best: float | None, truth) -> tuple[float | None, str]:
+        """How close ``best`` came to the best of ``truth`` (every position's value), and how that is counted:
+        "ratio" where every value is > 0 (best / truth max for "max", truth min / best for "min": 1 = found it), else
+        "range", the share of the way from the worst value to the best (a ratio of negative values said 107%)."""
+        t = np.asarray(truth, dtype=np.float64)
+        t = t[np.isfinite(t)]
+        if best is None or not np.isfinite(best) or t.size == 0:
+            return None, "none"
+        if np.all(t > 0) and best > 0:
+            top = float(self.sign * np.max(self.signed(t)))
+            return (float(best / top) if self.goal == "max" else float(top / best)), "ratio"
+        signed, b = self.signed(t), float(self.sign * best)
+        lo, hi = float(signed.min()), float(signed.max())
+        return (1.0 if hi == lo else float((b - lo) / (hi - lo))), "range"
 
     def pareto(self, values) -> np.ndarray:
         """Mask of the non-dominated rows of ``values`` (n, k), scalarizer units, under the goal."""

@@ -336,6 +336,10 @@ class Scalarizer:
     @classmethod
     def from_callable(cls, func: Callable, name: str | None = None) -> Scalarizer:
         """Wrap any ``func(spectrum_1d) -> float`` (no registration needed; not restorable from a saved trace)."""
+        if not callable(func):
+            raise HAEInputError(f"Scalarizer.from_callable needs a function; got {type(func).__name__} {func!r:.60}.",
+                                "pass a function of one spectrum, e.g. Scalarizer.from_callable(lambda s: s[40:60].sum"
+                                "()).")
         return cls(name=name or getattr(func, "__name__", "custom"), _callable=func)
 
     @property
