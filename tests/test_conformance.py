@@ -140,3 +140,28 @@ def test_check_microscope_prints_the_table_and_fails_a_broken_adapter(capsys):
         assert "FAIL  corners" in out and "test-swapped: FAILS corners" in out
     finally:
         MICROSCOPES.pop("test-swapped")
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["check-microscope", "simulator"], "replays pre-acquired data, and none was given. Fix: napari-hae "
+                                        "check-microscope simulator --sample nanoparticles"),
+    (["check-microscope", "remote:address=tcp://127.0.0.1:1", "--sample", "nanoparticles"],
+     "does not replay data: --sample/--spectrum would be ignored"),
+])
+def test_the_conformance_kit_checks_its_own_input(argv, said, capsys):
+    """Issue 30, class 6: check-microscope simulator without data was a traceback; --sample was silently ignored."""
+    from napari_hae.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+
+
+def test_the_conformance_kit_refuses_a_negative_dwell(capsys):
+    """--dwell -1 sent negative dwells and reported PASS."""
+    from napari_hae.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["check-microscope", "simulator", "--sample", "nanoparticles", "--dwell", "-1"])
+    assert exc.value.code == 2 and "--dwell: -1 s is not a dwell to check: give 0 < S <= 60 seconds" in \
+        capsys.readouterr().err

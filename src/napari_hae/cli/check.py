@@ -12,9 +12,40 @@ def add_parser(sub) -> None:
     c.add_argument("microscope", metavar="NAME[:PARAM=V,...]",
                    help="the adapter and its parameters, as for run --microscope (e.g. nion-usim:size=32)")
     opt.add_source(c)
-    c.add_argument("--dwell", type=float, default=0.05, metavar="S",
-                   help="the longer of the two dwells the dwell check compares (default 0.05 s)")
+    c.add_argument("--dwell", type=_dwell, default=0.05, metavar="S",
+                   help="the longer of the two dwells the dwell check compares (default 0.05 s; 0 < S <= 60)")
     c.set_defaults(func=cmd_check)
+
+
+def _dwell(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 < value <= 60):
+        raise argparse.ArgumentTypeError(f"{text} s is not a dwell to check: give 0 < S <= 60 seconds")
+    return value
+
+
+def _data_for(name: str, args):
+    """The data an adapter that replays data needs (a clear error without it); none for one that does not (a data
+    option given to it is refused, not ignored)."""
+    from ..core.errors import HAEInputError
+    from ..core.instrument.adapters import MICROSCOPES
+
+    given = args.sample or args.spectrum
+    if MICROSCOPES.get(name).extra.get("needs_data"):
+        if not given:
+            raise HAEInputError(f"The {name!r} microscope replays pre-acquired data, and none was given.",
+                                f"napari-hae check-microscope {name} --sample nanoparticles (or --spectrum FILE).")
+        return load_source(opt.source(args))
+    if given:
+        raise HAEInputError(f"The {name!r} microscope does not replay data: --sample/--spectrum would be ignored.",
+                            f"drop them (napari-hae check-microscope {name}).")
+    return None
 
 
 def cmd_check(args) -> int:
@@ -27,7 +58,7 @@ def cmd_check(args) -> int:
 
     name, params = opt.microscope(args)
     MICROSCOPES.check_params(name, params)
-    data = load_source(opt.source(args)) if MICROSCOPES.get(name).extra.get("needs_data") else None
+    data = _data_for(name, args)
     report = check_microscope(lambda: make_microscope(name, data, **params), dwell=args.dwell)
     print(report.text())
     failed = [c.name for c in report.checks if c.outcome == "fail"]
