@@ -246,3 +246,17 @@ def test_data_changed_under_a_python_api_run_or_a_moved_energy_axis_is_refused_o
         Experiment.resume(tmp_path / "j", SimulatedMicroscope(moved))
     assert Trace.load(tmp_path / "j").n_points == n
     Experiment.resume(tmp_path / "j", SimulatedMicroscope(small_sample)).run()   # the same data: goes on
+
+
+def test_a_trace_kept_after_its_run_does_not_keep_the_run_alive(small_sample):
+    import gc
+    import weakref
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=1, **TINY))
+    exp.run()
+    trace, gone = exp.trace, weakref.ref(exp)
+    del exp
+    gc.collect()
+    assert gone() is None                      # the model and patches went with it
+    trace.add_event(1, "a note after the run")  # and the trace still takes records
+    assert trace.events[-1]["message"] == "a note after the run"

@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from napari_hae.core.instrument.microscope import SimulatedMicroscope
 from napari_hae.core.instrument.remote import MAX_REQUEST_BYTES, MicroscopeServer, _pack, _unpack
+from test_server_hardening import Counting  # a simulator that counts its acquisitions
 
 TOKEN = "tok-fuzz"
 OPS = ["ping", "info", "structural_image", "status", "blank", "move", "acquire", "shutdown", "nope", None, 3]
@@ -64,16 +64,6 @@ def fuzz_frames(n: int, seed: int = 0):
             except (ValueError, OverflowError):
                 raw = b'{"op": "ping"'
             yield [raw, b""]
-
-
-class Counting(SimulatedMicroscope):
-    def __init__(self, data):
-        super().__init__(data)
-        self.calls = 0
-
-    def acquire(self, y, x, dwell=None):
-        self.calls += 1
-        return super().acquire(y, x)
 
 
 def test_ten_thousand_hostile_frames_are_each_answered_and_nothing_stops_the_server(small_sample):

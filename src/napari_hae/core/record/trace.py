@@ -37,6 +37,15 @@ def software_versions() -> dict:
     return out
 
 
+def index_of_position(positions, position) -> int | None:
+    """The index of ``position`` (y, x) in ``positions`` (a list of int tuples), the newest first, or None."""
+    key = tuple(int(c) for c in position)
+    for i in range(len(positions) - 1, -1, -1):   # the newest first: the usual question
+        if positions[i] == key:
+            return i
+    return None
+
+
 @dataclass
 class Trace:
     """In-memory trace; grows as the experiment runs. ``save``/``load`` round-trip it exactly."""
@@ -251,11 +260,7 @@ class Trace:
 
     def index_of(self, position) -> int | None:
         """The index of the point measured at ``position`` (y, x), or None if it was not measured."""
-        key = tuple(int(c) for c in position)
-        for i in range(len(self.positions) - 1, -1, -1):   # the newest first: the usual question
-            if self.positions[i] == key:
-                return i
-        return None
+        return index_of_position(self.positions, position)
 
     def positions_array(self) -> np.ndarray:
         return np.asarray(self.positions, dtype=np.int64).reshape(-1, 2)

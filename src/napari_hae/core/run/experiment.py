@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -105,7 +106,10 @@ class Experiment:
         if self.state.rng_state is not None:
             self.rng.bit_generator.state = self.state.rng_state
         self.stuck_window = STUCK_WINDOW
-        trace.listeners.append(self._on_record)
+        # the trace applies its records here too; weakly: a trace kept after its run (a counterfactual's, the dock's
+        # replay) must not keep the run's model and patches alive
+        on_record = weakref.WeakMethod(self._on_record)
+        trace.listeners.append(lambda *record: (m := on_record()) is not None and m(*record))
         if journal is not None:
             self.journal_to(journal)
         s = self.state.settings

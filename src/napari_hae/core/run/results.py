@@ -18,6 +18,7 @@ from types import MappingProxyType
 import numpy as np
 
 from ..model.base import Posterior
+from ..record.trace import index_of_position
 
 
 def frozen_array(a) -> np.ndarray:
@@ -138,8 +139,4 @@ class RunView:
         return np.asarray(self.steps[key], dtype=float)
 
     def index_of(self, position) -> int | None:
-        key = tuple(int(c) for c in position)
-        for i in range(len(self.positions) - 1, -1, -1):
-            if self.positions[i] == key:
-                return i
-        return None
+        return index_of_position(self.positions, position)
