@@ -222,3 +222,22 @@ def test_a_run_of_spectra_is_blitted_and_looks_as_a_full_redraw_would(qtbot):
     np.testing.assert_array_equal(blitted, np.asarray(plot.buffer_rgba()))
     plot.show_spectrum(e, 10 * rng.poisson(100 * np.exp(-e) + 20).astype(float), [(1.0, 2.0)], "ten times")
     assert plot.ax.get_ylim()[1] > 10 * 100                           # a spectrum out of the axis rescales it
+
+
+def test_the_status_line_never_cuts_a_message(qtbot):
+    """Issue 28: the status line was fixed at 3 lines and cut its own instructions and the journal path. It keeps
+    its height (no re-layout per message) and a longer message scrolls inside it, whole, with the text as tooltip."""
+    from napari_hae._qt.status_line import StatusLine
+
+    status = StatusLine("Running.")
+    qtbot.addWidget(status.native)
+    status.native.resize(320, status.native.height())
+    status.native.show()
+    qtbot.waitExposed(status.native)
+    height = status.native.height()
+    assert not status.is_cut()
+    long = ("Run finished: 60 steps, 70 spectra. Journal: /home/microscopist/.local/share/napari-hae/runs/"
+            "20261202-193912/trace.journal. Save the trace to keep it as HDF5. " * 2)
+    status.value = long
+    qtbot.waitUntil(status.is_cut, timeout=2_000)
+    assert status.value == long and status.native.toolTip() == long and status.native.height() == height

@@ -577,7 +577,7 @@ class _NotDuringARun:
         return getattr(self._exp, name)
 
 
-def test_the_dock_draws_a_run_from_the_results_a_fake_driver_emits(viewer_widget, qtbot, small_sample):
+def test_the_dock_draws_a_run_from_the_results_a_fake_driver_emits(viewer_widget, qtbot, small_sample, monkeypatch):
     from conftest import fast_settings
     from napari_hae.core.instrument.microscope import SimulatedMicroscope
     from napari_hae.core.run.driver import RunDriver
@@ -590,8 +590,12 @@ def test_the_dock_draws_a_run_from_the_results_a_fake_driver_emits(viewer_widget
     assert [type(i).__name__ for i in items] == ["Event", "StepResult", "StepResult", "StepResult", "Event"]
     w.experiment = _NotDuringARun(Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=3)), w)
     w.controller.driver_factory = lambda exp: _FakeDriver(items)
+    ended, end = [], type(w)._end_activity
+    monkeypatch.setattr(type(w), "_end_activity", lambda self: (
+        ended.append((self.run_progress.n, self.run_progress.total, self.run_progress.desc)), end(self)))
     w._launch()
     _run_to_end(w, qtbot)
+    assert ended == [(3, 3, "hAE run")] and w.run_progress is None   # shown in napari's activity dock, then closed
     last = [i for i in items if isinstance(i, StepResult)][-1]
     qtbot.waitUntil(lambda: len(viewer.layers[TRAJECTORY].data) == last.view.n_points, timeout=TIMEOUT)
     np.testing.assert_array_equal(viewer.layers[TRAJECTORY].data, recorded.trace.positions_array())

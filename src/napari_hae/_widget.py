@@ -11,7 +11,6 @@ import os
 import weakref
 from pathlib import Path
 
-from magicgui.widgets import Label
 from napari.utils.notifications import show_error, show_info
 from platformdirs import user_data_dir
 from qtpy.QtCore import QEvent, Qt
@@ -29,6 +28,7 @@ from ._qt.policy_panel import PolicyPanel
 from ._qt.run_actions import RunActions
 from ._qt.run_panel import RunPanel
 from ._qt.spectrum_actions import SpectrumActions
+from ._qt.status_line import StatusLine
 from ._qt.target_panel import TargetPanel
 from ._qt.trace_actions import TraceActions
 from ._spectrum_plot import SpectrumPlot
@@ -73,11 +73,8 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         for panel, names in _PANEL_WIDGETS.items():
             for name in names:
                 setattr(self, name, getattr(getattr(self, panel), name))
-        self.status = Label(value=f"Open a dataset (File > Open File(s)... a spectrum image, or {SAMPLE_MENU}), then "
-                                  "Start.")
-        self.status.native.setWordWrap(True)
-        # three lines, fixed: a status update must not re-layout the scrolled panels (event-loop gaps)
-        self.status.native.setFixedHeight(3 * self.status.native.fontMetrics().lineSpacing() + 6)
+        self.status = StatusLine(f"Open a dataset (File > Open File(s)... a spectrum image, or {SAMPLE_MENU}), then "
+                                 "Start.")   # never cut: a longer message scrolls inside its three lines
         self.plot, self.monitor_plot = SpectrumPlot(self), MonitorPlot(self)
         self.log_counts = QCheckBox("log counts")
         self.log_counts.toggled.connect(self.plot.set_log)

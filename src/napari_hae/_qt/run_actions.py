@@ -27,6 +27,7 @@ class RunActions(MicroscopeActions):
 
     _say_paused = False   # Pause or Step once pressed: say "Paused after step N" once the step in flight ends
     run_phase = "idle"    # "running", "paused", "finished", "stopped": what the status line may say over
+    run_progress = None   # the run in napari's activity dock
     last_view = None      # the newest RunView the worker delivered
 
     def build_experiment(self, mic=None) -> Experiment:
@@ -177,7 +178,8 @@ class RunActions(MicroscopeActions):
                                  "or Stop (F8).")
 
     def _show_progress(self, view) -> None:
-        """The dock's own progress bar (napari's sits in its activity dock, out of sight)."""
+        """The dock's own progress bar, and the run in napari's activity dock (``napari.utils.progress``)."""
+        self._activity(view)
         bar = self.run_panel.progress.native
         top = max(1, int(view.budget))
         bar.setUpdatesEnabled(False)   # QProgressBar repaints at once on a new value: 50 ms of window composition
@@ -185,6 +187,23 @@ class RunActions(MicroscopeActions):
             bar.setMaximum(top)
         bar.setValue(min(int(view.n_steps), top))
         bar.setUpdatesEnabled(True)
+
+    def _activity(self, view) -> None:
+        """The run's steps in napari's activity dock (opened from the status bar), beside other plugins' tasks."""
+        from napari.utils import progress
+
+        if self.run_progress is None:
+            self.run_progress = progress(total=max(1, int(view.budget)), desc="hAE run")
+        pbar = self.run_progress
+        if pbar.total != max(1, int(view.budget)):
+            pbar.total = max(1, int(view.budget))
+        pbar.n = min(int(view.n_steps), pbar.total)
+        pbar.refresh()
+
+    def _end_activity(self) -> None:
+        if self.run_progress is not None:
+            self.run_progress.close()
+            self.run_progress = None
 
     def _draw_step_info(self, res, view):
         self.last_view = view
@@ -234,6 +253,8 @@ class RunActions(MicroscopeActions):
             self.view.show_run(view, self.layer_combo.value)   # the final state, drawn now
             exp.close()
             close_microscope(exp.microscope)   # a live instrument: the beam blanked, its cameras stopped
+            self._activity(view)
+            self._end_activity()
             if self.run_phase != "finished":
                 self._say_finished(view)
             said = self.status.value
