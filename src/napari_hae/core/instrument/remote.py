@@ -114,6 +114,12 @@ def _nesting(raw: bytes) -> int:
     return deepest
 
 
+def _short(value) -> str:
+    """``repr(value)``, cut to 60 characters (a 400-digit number or a 60 KiB string is not echoed back whole)."""
+    text = repr(value) if not (type(value) is int and abs(value) >= 10**60) else "a number of over 60 digits"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _typed(value, kind: str) -> bool:
     if kind == "int":
         return type(value) is int and abs(value) < 2**31
@@ -156,9 +162,9 @@ def parse_request(frames: list[bytes], token: str | None) -> dict:
                 raise BadRequest(f"{op}: the field {name!r} is required")
             continue
         if not _typed(header[name], kind):
-            what = {"int": "a JSON integer (|n| < 2^31)", "bool": "true or false",
-                    "seconds": f"a number of seconds from 0 to {MAX_DWELL_S:g}"}[kind]
-            raise BadRequest(f"{op}: {name} must be {what}, got {header[name]!r}")
+            what = {"int": "a JSON integer", "bool": "true or false", "seconds": "a number of seconds >= 0"}[kind]
+            limit = {"int": " (|n| < 2^31)", "seconds": f" (at most {MAX_DWELL_S:g} s)"}.get(kind, "")
+            raise BadRequest(f"{op}: {name} must be {what}, got {_short(header[name])}{limit}")
     return header
 
 
