@@ -585,6 +585,7 @@ def test_every_imported_package_is_declared():
     assert missing == {}, f"imported but not declared in pyproject.toml: {missing}"
 
 
+@pytest.mark.slow   # subprocess runs / a real window: the full suite
 def test_a_broken_plug_in_is_reported_by_name_and_every_run_still_works(tmp_path, monkeypatch, caplog):
     """Issue 30, class 5: an entry point that is not callable stopped every run with a traceback; one that raised
     SystemExit made every run exit 7 with no output."""

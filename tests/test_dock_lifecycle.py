@@ -101,6 +101,7 @@ def test_a_layer_deleted_mid_run_is_said_and_comes_back(make_napari_viewer, smal
     np.testing.assert_array_equal(new.data, w.experiment.trace.map_at("mean", 3))
 
 
+@pytest.mark.slow   # subprocess runs / a real window: the full suite
 def test_closing_the_dock_mid_run_stops_the_run_and_releases_the_instrument(make_napari_viewer, small_sample, qtbot,
                                                                             monkeypatch, tmp_path):
     """After remove_dock_widget the journal grew from 4.7 to 7.0 MB in 10 s: a microscope acquiring with no

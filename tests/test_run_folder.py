@@ -291,6 +291,7 @@ def test_resume_options_are_all_checked_before_any_is_applied(died, capsys):
     assert Trace.load(died).interventions == []
 
 
+@pytest.mark.slow   # subprocess runs / a real window: the full suite
 def test_a_journal_of_another_run_in_the_folder_is_set_aside_and_never_replaces_its_trace(tmp_path, capsys):
     """Issue 30, class 2: another run's journal copied into a finished run's folder, then --resume: the folder's
     trace.h5 was rewritten with the other run ("nothing to do") and this folder's spectra were gone."""
@@ -323,6 +324,7 @@ def test_saving_a_trace_over_another_runs_trace_keeps_that_one(tmp_path, small_s
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("trace.h5.")]) == 1
 
 
+@pytest.mark.slow   # subprocess runs / a real window: the full suite
 def test_disk_full_mid_run_keeps_every_measurement_on_disk_somewhere_to_resume_from(tmp_path, monkeypatch, capsys):
     """Issue 30, class 4: the disk filled up mid-run; the message said the measurement was kept in memory, then
     closing the journal raised OSError, the run exited 1 without trace.h5 and that spectrum was lost."""

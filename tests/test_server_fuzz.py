@@ -83,6 +83,7 @@ def test_ten_thousand_hostile_frames_are_each_answered_and_nothing_stops_the_ser
         server.close()
 
 
+@pytest.mark.slow   # subprocess runs / a real window: the full suite
 @pytest.mark.parametrize("curve", [False, True])
 def test_through_real_sockets_the_server_answers_every_frame_and_stays_up(small_sample, curve):
     import zmq

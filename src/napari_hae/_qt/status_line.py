@@ -27,7 +27,7 @@ class StatusLine:
         w.setStyleSheet("QPlainTextEdit { background: transparent; }")
         margins = w.contentsMargins()
         w.setFixedHeight(LINES * w.fontMetrics().lineSpacing() + 2 * int(w.document().documentMargin())
-                         + margins.top() + margins.bottom() + 2)
+                         + margins.top() + margins.bottom() + 8)
         self.value = value
 
     @property
