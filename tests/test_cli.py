@@ -114,6 +114,7 @@ def test_cli_multi_objective_summary_lists_the_pareto_set(tmp_path):
     assert len(s["pareto_set"]) >= 1 and all(len(p["values"]) == 2 for p in s["pareto_set"])
 
 
+@pytest.mark.slow   # subprocesses / a real window / several runs: the full suite
 def test_version_module_entry_completion_and_verbosity(tmp_path):
     """The manners of a command: --version, python -m napari_hae, a completion script, -v/-q."""
     import logging
@@ -136,6 +137,7 @@ def test_version_module_entry_completion_and_verbosity(tmp_path):
     assert levels == [logging.WARNING, logging.INFO, logging.DEBUG, logging.ERROR]
 
 
+@pytest.mark.slow   # subprocesses / a real window / several runs: the full suite
 def test_importing_the_package_changes_nothing_in_the_host_process():
     """napari's process (or a notebook's) keeps its environment and warning filters when the plugin is imported."""
     import subprocess

@@ -261,6 +261,7 @@ def test_a_flipped_byte_anywhere_in_trace_h5_is_an_error_not_a_wrong_number(tmp_
     assert silent == 0
 
 
+@pytest.mark.slow   # subprocesses / a real window / several runs: the full suite
 @pytest.mark.parametrize("craft, said", [
     (lambda t: t.positions.__setitem__(2, (-1, -1)), "point #2 at (y, x) = (-1, -1) lies outside the"),
     (lambda t: t.positions.__setitem__(2, (400, 3)), "point #2 at (y, x) = (400, 3) lies outside the"),

@@ -223,6 +223,7 @@ def test_the_renderer_transport_is_plain_framed_pipes_on_every_platform():
         end.recv()
 
 
+@pytest.mark.slow   # subprocesses / a real window / several runs: the full suite
 def test_a_renderer_that_dies_falls_back_to_drawing_in_process_and_says_so(qtbot, small_sample):
     from napari_hae._monitor_plot import MonitorPlot
     from napari_hae.core.instrument.microscope import SimulatedMicroscope

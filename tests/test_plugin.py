@@ -205,6 +205,7 @@ def test_objects_drawn_before_start_apply_from_the_first_step(viewer_widget, qtb
     assert all(x > 23 for (_, x) in tr.steps["position"])
 
 
+@pytest.mark.slow   # subprocesses / a real window / several runs: the full suite
 def test_an_object_deleted_or_moved_before_start_is_what_the_run_uses(viewer_widget, qtbot):
     """The objects layer is the truth: a rectangle drawn and deleted before Start is not applied (it avoided 1,152
     of 2,304 positions, recorded, while the layer showed nothing); one moved is applied where it is now."""
