@@ -46,8 +46,34 @@ def index_of_position(positions, position) -> int | None:
     return None
 
 
+class RecordColumns:
+    """Reading a run's recorded columns (``positions``, ``steps``): what :class:`Trace` and a run's read-only view
+    (:class:`~napari_hae.core.run.results.RunView`) share, so that the monitors read either."""
+
+    positions: list
+    steps: dict
+
+    @property
+    def n_points(self) -> int:
+        return len(self.positions)
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.steps["position"])
+
+    def index_of(self, position) -> int | None:
+        """The index of the point measured at ``position`` (y, x), or None if it was not measured."""
+        return index_of_position(self.positions, position)
+
+    def positions_array(self) -> np.ndarray:
+        return np.asarray(self.positions, dtype=np.int64).reshape(-1, 2)
+
+    def step_array(self, key: str) -> np.ndarray:
+        return np.asarray(self.steps[key], dtype=float)
+
+
 @dataclass
-class Trace:
+class Trace(RecordColumns):
     """In-memory trace; grows as the experiment runs. ``save``/``load`` round-trip it exactly."""
 
     structural: np.ndarray
@@ -250,26 +276,8 @@ class Trace:
         return self.recovery is not None and not self.recovery.intact
 
     # -- views ---------------------------------------------------------------------------------------------
-    @property
-    def n_points(self) -> int:
-        return len(self.positions)
-
-    @property
-    def n_steps(self) -> int:
-        return len(self.steps["position"])
-
-    def index_of(self, position) -> int | None:
-        """The index of the point measured at ``position`` (y, x), or None if it was not measured."""
-        return index_of_position(self.positions, position)
-
-    def positions_array(self) -> np.ndarray:
-        return np.asarray(self.positions, dtype=np.int64).reshape(-1, 2)
-
     def spectra_array(self) -> np.ndarray:
         return np.stack(self.spectra) if self.spectra else np.zeros((0,))
-
-    def step_array(self, key: str) -> np.ndarray:
-        return np.asarray(self.steps[key], dtype=float)
 
     @property
     def maps_held(self) -> list[int]:

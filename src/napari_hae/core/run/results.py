@@ -18,7 +18,7 @@ from types import MappingProxyType
 import numpy as np
 
 from ..model.base import Posterior
-from ..record.trace import index_of_position
+from ..record.trace import RecordColumns
 
 
 def frozen_array(a) -> np.ndarray:
@@ -90,7 +90,7 @@ class StepResult:
 
 
 @dataclass(frozen=True)
-class RunView:
+class RunView(RecordColumns):
     """What a run has recorded, as of one moment, read-only: what the dock draws (trajectory, values, monitors,
     progress) while the run goes on in its worker thread. It reads like a :class:`~napari_hae.core.record.trace.
     Trace` for the monitors (``steps``, ``point_steps``, ``values``, ``positions_array()``, ``step_array()``,
@@ -121,22 +121,5 @@ class RunView:
     journal: str | None = None
 
     @property
-    def n_points(self) -> int:
-        return len(self.positions)
-
-    @property
-    def n_steps(self) -> int:
-        return len(self.steps["position"])
-
-    @property
     def scan_shape(self) -> tuple[int, int]:
         return tuple(self.structural.shape)
-
-    def positions_array(self) -> np.ndarray:
-        return np.asarray(self.positions, dtype=np.int64).reshape(-1, 2)
-
-    def step_array(self, key: str) -> np.ndarray:
-        return np.asarray(self.steps[key], dtype=float)
-
-    def index_of(self, position) -> int | None:
-        return index_of_position(self.positions, position)
