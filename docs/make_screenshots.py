@@ -112,7 +112,7 @@ def main_run(app, out):
     click(w.start_btn)
     run_until(app, lambda: w.experiment is not None and w.experiment.step_index >= 25)
     click(w.pause_btn)
-    run_until(app, lambda: w._paused, 60)
+    run_until(app, lambda: w.paused, 60)
     w.policy_name.value = "ei"
     w.policy_param.value = 0.05
     click(w.apply_policy)
@@ -134,7 +134,7 @@ def main_run(app, out):
 
     # monitors: feature space (worker), then the replay slider at step 30
     click(w.feature_btn)
-    run_until(app, lambda: w._feature_worker is None)
+    run_until(app, lambda: w.traces.feature_worker is None)
     w.replay.value = 30
     run_until(app, lambda: w.monitor_plot.n_steps_drawn == 30 and w.monitor_plot.wait(0.05), 60)
     settle(app)
@@ -175,7 +175,7 @@ def screen_run(app, out, kind: str, size, steps: int = 15):
     if kind == "cuzn" and size[0] == 1920:   # the mean spectrum: the Cu L2,3 band over its fitted background
         w.tabs.setCurrentIndex(0)
         w.log_counts.setChecked(True)
-        w._show_mean_spectrum()
+        w.spectra.show_mean()
         settle(app)
         w.tabs.grab().save(str(out / "napari_cuzn_spectrum.png"))
     print(f"{name}: {fits}; {w.status.value[:100]}")

@@ -66,7 +66,7 @@ def test_function_keys_drive_the_run_and_the_dock_shows_progress(shown, qtbot):
     n = w.experiment.step_index
     QTest.keyClick(canvas, Qt.Key.Key_F7)                               # one step
     qtbot.waitUntil(lambda: w.experiment.step_index > n and w.controller.driver.idle, timeout=TIMEOUT)
-    assert w.experiment.step_index == n + 1 and w._paused
+    assert w.experiment.step_index == n + 1 and w.paused
     QTest.keyClick(canvas, Qt.Key.Key_F8)
     qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
     assert w.experiment.trace.n_steps < 30
@@ -79,7 +79,7 @@ def test_the_contrast_the_user_set_stays(shown, qtbot):
     QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.experiment.step_index >= 1, timeout=TIMEOUT)
     QTest.mouseClick(w.pause_btn.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w._paused, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: w.paused, timeout=TIMEOUT)
     mean = viewer.layers[MAPS["mean"][0]]
     std = viewer.layers[MAPS["std"][0]]
     mean.contrast_limits = (0.0, 1.0)                                # as the layer controls set it
@@ -129,9 +129,9 @@ def test_the_spectrum_follows_the_theme_and_zooms_with_the_wheel(shown, qtbot):
                                                  Qt.ScrollPhase.NoScrollPhase, False))
     a, b = plot.ax.get_xlim()
     assert b - a == pytest.approx((full[1] - full[0]) * 0.8 ** 3, rel=0.02) and a < x < b
-    visible = w._mean_spectrum[(w.dataset.energies >= a) & (w.dataset.energies <= b)]
+    visible = w.spectra.mean_spectrum[(w.dataset.energies >= a) & (w.dataset.energies <= b)]
     assert plot.ax.get_ylim()[1] == pytest.approx(visible.max() + 0.05 * np.ptp(visible), rel=1e-3)
-    w.show_spectrum(w._mean_spectrum, "again")                        # a new spectrum keeps the zoom
+    w.show_spectrum(w.spectra.mean_spectrum, "again")                        # a new spectrum keeps the zoom
     assert plot.ax.get_xlim() == pytest.approx((a, b))
     QTest.mouseDClick(plot, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos.toPoint())
     assert plot.ax.get_xlim() == pytest.approx(full)

@@ -64,7 +64,7 @@ def test_feature_space_cancel_and_napari_closed_while_it_trains(make_napari_view
     qtbot.waitUntil(lambda: w.status.value.startswith("rVAE epoch 1/"), timeout=120_000)
     t0 = time.perf_counter()
     QTest.mouseClick(w.feature_btn.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w._feature_worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: w.traces.feature_worker is None, timeout=30_000)
     assert time.perf_counter() - t0 < 10
     assert w.status.value.startswith("Feature space cancelled") and w.feature_space is None
     assert w.feature_btn.text == "Feature space (rVAE)"
@@ -85,7 +85,7 @@ def test_a_layer_deleted_mid_run_is_said_and_comes_back(make_napari_viewer, smal
     w.budget.value = 4
     QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
     QTest.mouseClick(w.pause_btn.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: "hAE predicted mean" in viewer.layers and w._paused, timeout=120_000)
+    qtbot.waitUntil(lambda: "hAE predicted mean" in viewer.layers and w.paused, timeout=120_000)
     mean = viewer.layers["hAE predicted mean"]
     viewer.layers.selection.active = mean
     QTest.mouseClick(viewer.window._qt_viewer.layerButtons.deleteButton, Qt.MouseButton.LeftButton)
@@ -106,11 +106,11 @@ def test_closing_the_dock_mid_run_stops_the_run_and_releases_the_instrument(make
                                                                             monkeypatch, tmp_path):
     """After remove_dock_widget the journal grew from 4.7 to 7.0 MB in 10 s: a microscope acquiring with no
     controls on screen. Now the run stops after the step in flight and the instrument is released."""
-    import napari_hae._qt.run_actions as run_actions
+    import napari_hae._qt.run_session as run_session
 
     released = []
-    close = run_actions.close_microscope
-    monkeypatch.setattr(run_actions, "close_microscope", lambda mic: (released.append(mic), close(mic)))
+    close = run_session.close_microscope
+    monkeypatch.setattr(run_session, "close_microscope", lambda mic: (released.append(mic), close(mic)))
     viewer, w = open_dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
     w.fit_iterations, w.fit_iterations_first, w.model_params = 10, 30, {"hidden": [16]}
     w.budget.value = 200

@@ -81,7 +81,7 @@ def test_a_stopped_live_run_resumes_from_the_dock_on_a_reacquired_image(make_nap
     assert w.resume_trace_btn.enabled and w.start_btn.enabled   # a finished connection greyed them for good
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a: (str(journal), a[-1]))
     errors = []
-    monkeypatch.setattr("napari_hae._qt.trace_actions.show_error", errors.append)
+    monkeypatch.setattr("napari_hae._qt.trace_browser.show_error", errors.append)
     QTest.mouseClick(w.resume_trace_btn.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: errors or (w.worker is None and w.experiment is not stopped_exp and w.experiment.done),
                     timeout=120_000)

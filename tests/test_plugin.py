@@ -246,7 +246,7 @@ def test_a_microscope_fault_pauses_the_run_and_resume_continues(viewer_widget, q
     exp.guard.wait = 0.0
     qtbot.waitUntil(lambda: exp.step_index >= 1, timeout=TIMEOUT)
     broken["on"] = True
-    qtbot.waitUntil(lambda: w._paused, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: w.paused, timeout=TIMEOUT)
     assert w.status.value.startswith("Paused: The microscope failed") and w.worker is not None
     n = exp.trace.n_points
     assert Trace.load(exp.trace.journal.path).n_points == n     # on disk while paused
@@ -331,10 +331,10 @@ def test_monitors_replay_export_and_stuck_warning(viewer_widget, qtbot, tmp_path
     tr.steps["best_so_far"][:] = [1.0] * 4
     tr.steps["z_score"][:] = [1.0] * 4                     # measured as predicted: converged, no warning
     res = StepResult(3, (20, 20), "policy", 1.0, {"stuck": 0.0}, None, None, None)
-    w._check_stuck(res, w.experiment.view())              # the dock judges what the step delivered
+    w.run.warn(res, w.experiment.view())              # the dock judges what the step delivered
     assert "stuck" not in w.status.value
     tr.steps["z_score"][:] = [6.0] * 4                     # far outside: the model is confidently wrong
-    w._check_stuck(res, w.experiment.view())
+    w.run.warn(res, w.experiment.view())
     assert "looks stuck at step 4: the best value has not improved in the last 4 steps" in w.status.value
     assert "the picks stay within 0.0 px" in w.status.value and "mu" in w.status.value
 
@@ -347,7 +347,7 @@ def test_feature_space_in_a_worker_draws_the_latent_trajectory(viewer_widget, qt
     _run_to_end(w, qtbot)
     worker = w.compute_feature_space(epochs=2)
     assert worker is not None
-    qtbot.waitUntil(lambda: w._feature_worker is None, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: w.traces.feature_worker is None, timeout=TIMEOUT)
     fs = w.feature_space
     assert fs.latent.shape == (48 * 48, 2) and fs.patch_size == 8
     qtbot.waitUntil(lambda: w.monitor_plot.n_renders >= 2 and w.monitor_plot.wait(), timeout=TIMEOUT)
@@ -386,7 +386,7 @@ def test_run_on_a_remote_microscope_from_the_dock(viewer_widget, qtbot, small_sa
         form["token"].value = "t0k"
         w.budget.value = 3
         w.start()                               # connects in a worker, then starts the run
-        qtbot.waitUntil(lambda: w.experiment is not None and w.worker is None and w._connecting is None,
+        qtbot.waitUntil(lambda: w.experiment is not None and w.worker is None and w.link.connecting is None,
                         timeout=TIMEOUT)
         assert w.experiment.done and server.n_acquisitions == 10 + 3
     finally:
@@ -591,12 +591,14 @@ def test_the_dock_draws_a_run_from_the_results_a_fake_driver_emits(viewer_widget
     assert [type(i).__name__ for i in items] == ["Event", "StepResult", "StepResult", "StepResult", "Event"]
     w.experiment = _NotDuringARun(Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=3)), w)
     w.controller.driver_factory = lambda exp: _FakeDriver(items)
-    ended, end = [], type(w)._end_activity
-    monkeypatch.setattr(type(w), "_end_activity", lambda self: (
-        ended.append((self.run_progress.n, self.run_progress.total, self.run_progress.desc)), end(self)))
-    w._launch()
+    from napari_hae._qt.run_session import RunProgress
+
+    ended, end = [], RunProgress.end
+    monkeypatch.setattr(RunProgress, "end", lambda self: (
+        ended.append((self.activity.n, self.activity.total, self.activity.desc)), end(self)))
+    w.run.launch()
     _run_to_end(w, qtbot)
-    assert ended == [(3, 3, "hAE run")] and w.run_progress is None   # shown in napari's activity dock, then closed
+    assert ended == [(3, 3, "hAE run")] and w.run.progress.activity is None   # in the activity dock, then closed
     last = [i for i in items if isinstance(i, StepResult)][-1]
     qtbot.waitUntil(lambda: len(viewer.layers[TRAJECTORY].data) == last.view.n_points, timeout=TIMEOUT)
     np.testing.assert_array_equal(viewer.layers[TRAJECTORY].data, recorded.trace.positions_array())

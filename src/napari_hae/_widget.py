@@ -11,7 +11,6 @@ import os
 import weakref
 from pathlib import Path
 
-from napari.utils.notifications import show_error, show_info
 from platformdirs import user_data_dir
 from qtpy.QtCore import QEvent, Qt
 from qtpy.QtGui import QKeySequence, QShortcut
@@ -21,20 +20,20 @@ from ._constants import SAMPLE_MENU
 from ._monitor_plot import MonitorPlot
 from ._qt.controller import RunController
 from ._qt.data_panel import DataPanel
-from ._qt.dataset_actions import DatasetActions
+from ._qt.dataset_switch import DatasetSwitch
+from ._qt.interventions import Interventions
 from ._qt.layer_view import MAPS, OBJECTS, PARETO, SEEDS, TRAJECTORY, VALUES, LayerView
+from ._qt.microscope_link import MicroscopeLink
 from ._qt.monitor_panel import MonitorPanel
 from ._qt.policy_panel import PolicyPanel
-from ._qt.run_actions import RunActions
 from ._qt.run_panel import RunPanel
-from ._qt.spectrum_actions import SpectrumActions
+from ._qt.run_session import RunSession
+from ._qt.spectrum_view import SpectrumView
 from ._qt.status_line import StatusLine
 from ._qt.target_panel import TargetPanel
-from ._qt.trace_actions import TraceActions
+from ._qt.trace_browser import TraceBrowser
 from ._spectrum_plot import SpectrumPlot
 from ._torch_preload import preload_torch_compiler
-from .core.run.experiment import Experiment
-from .core.run.settings import ExperimentSettings
 
 __all__ = ["HAEWidget", "MAPS", "OBJECTS", "PARETO", "SEEDS", "TRAJECTORY", "VALUES"]
 
@@ -59,48 +58,114 @@ _PANEL_WIDGETS = {
 }
 
 
-class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidget):
-    """Dock widget running a human-in-the-loop automated experiment on the selected dataset."""
+class _Of:
+    """A name on the dock that belongs to one of its parts (scripts, tests and the user guide use the dock's
+    names; the part owns the state): ``experiment = _Of("run")`` reads and writes ``dock.run.experiment``."""
+
+    def __init__(self, part: str, name: str | None = None):
+        self.part, self.name = part, name
+
+    def __set_name__(self, owner, name):
+        self.name = self.name or name
+
+    def __get__(self, dock, owner=None):
+        return self if dock is None else getattr(getattr(dock, self.part), self.name)
+
+    def __set__(self, dock, value):
+        setattr(getattr(dock, self.part), self.name, value)
+
+
+class HAEWidget(QWidget):
+    """Dock widget running a human-in-the-loop automated experiment on the selected dataset.
+
+    It composes parts that each own their state and builds nothing else: the panels (widgets, specs from their
+    values), ``view`` (the hAE layers), ``spectra`` (the spectrum plot), ``controller`` (worker threads), ``link``
+    (microscope connections), ``run`` (the run and what it last delivered), ``interventions``, ``datasets`` (answers
+    to the data panel) and ``traces`` (save, load, replay, feature space). The names below are the dock's public
+    face; each says which part it belongs to.
+    """
+
+    experiment = _Of("run")
+    last_view = _Of("run")
+    run_phase = _Of("run")
+    fit_iterations = _Of("run")
+    fit_iterations_first = _Of("run")
+    model_params = _Of("run")
+    runs_dir = _Of("run")
+    build_experiment = _Of("run")
+    start = _Of("run")
+    pause = _Of("run")
+    resume = _Of("run")
+    step_once = _Of("run")
+    stop = _Of("run")
+    paused = _Of("run")
+    replay_trace = _Of("traces")
+    feature_space = _Of("traces")
+    feature_epochs = _Of("traces")
+    save_trace = _Of("traces")
+    load_trace = _Of("traces")
+    resume_trace = _Of("traces")
+    show_replay = _Of("traces")
+    compute_feature_space = _Of("traces")
+    export_monitors = _Of("traces")
+    spectrum_at = _Of("spectra")
+    show_spectrum = _Of("spectra", "show")
+    request_scalarizer = _Of("interventions")
+    request_policy = _Of("interventions")
+    acquire_image = _Of("link")
+    worker = _Of("controller")
+    dataset = _Of("data")
+    policy_param = _Of("policy")
 
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self.view = LayerView(napari_viewer)
-        self.experiment: Experiment | None = None
-        self.controller = RunController(self._on_item, self._on_error, self._on_finished)
-        self.data, self.target, self.policy = DataPanel(napari_viewer), TargetPanel(), PolicyPanel()
+        self._make_parts(napari_viewer)
+        self._lay_out()
+        self._connect(napari_viewer)
+        self.datasets.dataset_changed()
+        self.run.update_buttons()
+
+    def _make_parts(self, viewer) -> None:
+        self.view, self.controller = LayerView(viewer), RunController()
+        self.data, self.target, self.policy = DataPanel(viewer), TargetPanel(), PolicyPanel()
         self.run_panel, self.monitors = RunPanel(), MonitorPanel()
         for panel, names in _PANEL_WIDGETS.items():
             for name in names:
                 setattr(self, name, getattr(getattr(self, panel), name))
+        panels = {"data": self.data, "target": self.target, "policy": self.policy, "run": self.run_panel,
+                  "monitors": self.monitors}
         self.status = StatusLine(f"Open a dataset (File > Open File(s)... a spectrum image, or {SAMPLE_MENU}), then "
                                  "Start.")   # never cut: a longer message scrolls inside its three lines
         self.plot, self.monitor_plot = SpectrumPlot(self), MonitorPlot(self)
         self.log_counts = QCheckBox("log counts")
-        self.log_counts.toggled.connect(self.plot.set_log)
+        self.tabs = QTabWidget(self)
+        run_view = lambda: self.run.last_view   # noqa: E731  (the run is made below; read when called)
+        self.spectra = SpectrumView(self.plot, self.target, self.status, lambda: self.data.dataset,
+                                    lambda: self.data.layer_combo.value, run_view)
+        self.link = MicroscopeLink(viewer, self.data, self.run_panel, self.controller, self.status,
+                                   lambda: self.run.update_buttons())
+        self.run = RunSession(panels, self.view, self.controller, self.link, self.status, self.spectra,
+                              self.monitor_plot, latent=lambda: self.traces.latent())
+        self.traces = TraceBrowser(self, viewer, panels, self.run, self.link, self.monitor_plot, self.tabs,
+                                   self.status)
+        self.run.launched.append(self.traces.forget_loaded)
+        self.run.ended.append(self.traces.enable_replay)
+        self.interventions = Interventions(viewer, panels, self.controller, self.status, self.spectra.show_mean)
+        self.datasets = DatasetSwitch(viewer, panels, self.view, self.controller, self.status, self.spectra,
+                                      self.interventions, run_view)
+        # every run journals each measurement here before the next step (crash-safe); NAPARI_HAE_RUNS_DIR overrides
+        env = os.environ.get("NAPARI_HAE_RUNS_DIR")
+        self.run.runs_dir = Path(env) if env else Path(user_data_dir("napari-hae")) / "runs"
+
+    def _lay_out(self) -> None:
         spectrum_tab = QWidget()
         tab_layout = QVBoxLayout(spectrum_tab)
         tab_layout.setContentsMargins(0, 0, 0, 0)
         tab_layout.addWidget(self.plot)
         tab_layout.addWidget(self.log_counts)
-        self.tabs = QTabWidget(self)
         self.tabs.addTab(spectrum_tab, "Spectrum")
         self.tabs.addTab(self.monitor_plot, "Monitors")
-        self._n_objects_seen = 0
-        self._mean_spectrum = None          # of the selected dataset, computed once when it is selected
-        self.replay_trace = None            # a loaded trace shown by the replay slider
-        self.feature_space = None           # core FeatureSpace of the dataset, when computed
-        self._stuck_warned_at = -10**9
-        self._overconfidence_warned = False
-        # advanced, not shown: tests and power users may change them before Start
-        d = ExperimentSettings()
-        self.fit_iterations, self.fit_iterations_first = d.fit_iterations, d.fit_iterations_first
-        self.model_params: dict = {}
-        self.feature_epochs = 15
-        # every run journals each measurement here before the next step (crash-safe); NAPARI_HAE_RUNS_DIR overrides
-        env = os.environ.get("NAPARI_HAE_RUNS_DIR")
-        self.runs_dir = Path(env) if env else Path(user_data_dir("napari-hae")) / "runs"
-
         # the panels scroll inside the dock, so it fits 1366 x 768 screens as well as 1080p ones
         inner = QWidget()
         layout = QVBoxLayout(inner)
@@ -118,50 +183,45 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         outer.addWidget(scroll)
         self._scroll = scroll
 
+    def _connect(self, viewer) -> None:
+        run, traces, datasets, interventions = self.run, self.traces, self.datasets, self.interventions
+        self.log_counts.toggled.connect(self.plot.set_log)
         for field in (*self.target.bands, self.background):
-            field.changed.connect(self._on_target_fields)
+            field.changed.connect(self.spectra.on_target_fields)
         self.plot.on_band = self.target.set_band   # a dragged band fills the fields, which redraw and check it
         self._follow_theme()
-        napari_viewer.events.theme.connect(self._follow_theme)
+        viewer.events.theme.connect(self._follow_theme)
         connections = [
-            (self.layer_combo.changed, self._on_dataset_changed),
-            (self.structural_combo.changed, self._on_structural),
-            (self.apply_scalarizer.clicked, self.request_scalarizer),
-            (self.apply_policy.clicked, self.request_policy), (self.patch_size.changed, self._on_patch_size),
-            (self.acquire_btn.clicked, self.acquire_image),
-            (self.start_btn.clicked, self.start), (self.pause_btn.clicked, self.pause),
-            (self.step_btn.clicked, self.step_once), (self.resume_btn.clicked, self.resume),
-            (self.stop_btn.clicked, self.stop), (self.save_btn.clicked, self._save_dialog),
-            (self.load_btn.clicked, self._load_dialog), (self.resume_trace_btn.clicked, self._resume_dialog),
+            (self.layer_combo.changed, datasets.dataset_changed),
+            (self.structural_combo.changed, datasets.structural_changed),
+            (self.apply_scalarizer.clicked, interventions.request_scalarizer),
+            (self.apply_policy.clicked, interventions.request_policy),
+            (self.patch_size.changed, interventions.patch_size), (self.acquire_btn.clicked, self.link.acquire_image),
+            (self.start_btn.clicked, run.start), (self.pause_btn.clicked, run.pause),
+            (self.step_btn.clicked, run.step_once), (self.resume_btn.clicked, run.resume),
+            (self.stop_btn.clicked, run.stop), (self.save_btn.clicked, traces.save_dialog),
+            (self.load_btn.clicked, traces.load_dialog), (self.resume_trace_btn.clicked, traces.resume_dialog),
             (self.object_mode.changed, lambda *_: self.view.set_object_mode(self.object_mode.value)),
-            (self.replay.changed, self.show_replay), (self.feature_btn.clicked, self.compute_feature_space),
-            (self.export_btn.clicked, self._export_dialog)]
+            (self.replay.changed, traces.show_replay), (self.feature_btn.clicked, traces.compute_feature_space),
+            (self.export_btn.clicked, traces.export_dialog), (viewer.layers.events.removed, datasets.layer_removed)]
         for signal, slot in connections:
             signal.connect(slot)
-        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
-        self._on_dataset_changed()
-        self._update_buttons()
         # napari closing deletes the dock before the application quits: both ends stop the threads (the
         # controller, a plain Python object, outlives the widget; a slot of the widget would be disconnected)
-        controller, click, viewer = self.controller, self._on_click, napari_viewer
+        controller, click = self.controller, self.spectra.on_click
         self.destroyed.connect(lambda *_: (controller.shutdown(), _forget(viewer.mouse_drag_callbacks, click)))
         alive = weakref.ref(controller)   # the application outlives many docks: it must not keep their runs
         QApplication.instance().aboutToQuit.connect(lambda: (c := alive()) is not None and c.shutdown())
         # keys while napari's window is active (the canvas focused too): F5 Start, F6 Pause/Resume, F7 Step, F8 Stop
-        for key, slot in (("F5", self.start), ("F6", self._pause_or_resume), ("F7", self.step_once),
-                          ("F8", self.stop)):
+        for key, slot in (("F5", run.start), ("F6", run.pause_or_resume), ("F7", run.step_once), ("F8", run.stop)):
             shortcut = QShortcut(QKeySequence(key), self)
             shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
             shortcut.activated.connect(slot)
 
     def event(self, event):
-        """Closing the dock (napari takes it out of its window: no parent) stops a run after the step in flight;
-        once its worker has ended, the journal is closed and the instrument released (``_on_finished``)."""
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None and self.controller.running:
-            self.controller.stop()
-            self.run_phase = "stopped"
-            show_info("The hAE dock was closed: the run stops after the step in flight, its journal is closed and "
-                      "the instrument released. Reopen the dock to see it; Load trace and Resume to go on.")
+        """Closing the dock (napari takes it out of its window: no parent) stops a run after the step in flight."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.run.closed()
         return super().event(event)
 
     def _follow_theme(self, *_):
@@ -170,20 +230,6 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         theme = get_theme(self.viewer.theme)
         for plot in (self.plot, self.monitor_plot):
             plot.set_theme(theme.background.as_hex(), theme.text.as_hex())
-
-    def _pause_or_resume(self):
-        if self.controller.paused:
-            self.resume()
-        elif self.controller.running:
-            self.pause()
-
-    @property
-    def _feature_worker(self):
-        return self.controller.feature_worker
-
-    @_feature_worker.setter
-    def _feature_worker(self, worker):
-        self.controller.feature_worker = worker
 
     def panels(self) -> QWidget:
         """The scrolled content of the dock (all panels, also those scrolled out of view)."""
@@ -195,58 +241,3 @@ class HAEWidget(DatasetActions, RunActions, TraceActions, SpectrumActions, QWidg
         need = self._scroll.widget().minimumSizeHint().width() + self._scroll.verticalScrollBar().sizeHint().width()
         self.setMinimumWidth(need + 4)
         self.setMaximumWidth(max(460, need + 24))
-
-    # -- state ---------------------------------------------------------------------------------------------
-    @property
-    def dataset(self):
-        return self.data.dataset
-
-    @property
-    def worker(self):
-        return self.controller.worker
-
-    @property
-    def _paused(self) -> bool:
-        return self.controller.paused
-
-    @property
-    def policy_param(self):
-        return self.policy.policy_param
-
-    # -- interventions (queued; the worker applies them before its next step) --------------------------------
-    def _queue(self, label: str, change) -> bool:
-        if not self.controller.request(label, change):
-            return False   # no run going: the dock's values are used at Start
-        self.status.value = f"Queued: {label} (applied before the next step)"
-        return True
-
-    def request_scalarizer(self, *_):
-        data = self.dataset
-        problem = None if data is None else self.target.problem(data.energies, data.signal_shape)
-        if problem is not None:
-            show_error(problem)
-            self.status.value = f"Scalarizer: {problem}"
-            return
-        sc = self.target.scalarizer()
-        self._queue(f"scalarizer {sc.label()}", lambda exp: exp.set_scalarizer(sc))
-        self._show_mean_spectrum()
-
-    def request_policy(self, *_):
-        pol = self.policy.policy()
-        self._queue(f"policy {pol['name']} {pol['params']}", lambda exp: exp.set_policy(pol["name"], **pol["params"]))
-
-    def _on_patch_size(self, *_):
-        n = int(self.patch_size.value)
-        self._queue(f"patch size {n}", lambda exp: exp.set_patch_size(n))
-
-    def _on_objects_changed(self, event=None):
-        """A shape drawn during a run is queued as an object (an intervention); before Start nothing is kept here:
-        Start takes the objects the layer shows then (:meth:`LayerView.objects_drawn`)."""
-        layer = self.viewer.layers[OBJECTS]
-        n, mode = len(layer.data), self.object_mode.value
-        if n > self._n_objects_seen and self.controller.running:
-            masks = layer.to_masks(mask_shape=self.dataset.scan_shape)
-            for i in range(self._n_objects_seen, n):
-                mask, label = masks[i].astype(bool), f"{mode} #{i}"
-                self._queue(f"object {label}", lambda e, m=mask, mo=mode, la=label: e.add_object(m, mo, la))
-        self._n_objects_seen = n

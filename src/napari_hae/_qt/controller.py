@@ -14,8 +14,10 @@ from ..core.run.driver import RunDriver
 
 
 class RunController:
-    def __init__(self, on_item: Callable, on_error: Callable, on_finished: Callable):
-        self._on_item, self._on_error, self._on_finished = on_item, on_error, on_finished
+    """Owns the worker threads (the run's, the feature space's) and an instrument connected while no run goes."""
+
+    def __init__(self):
+        self._on_finished: Callable = lambda: None
         self.driver: RunDriver | None = None
         self.experiment = None   # the run's, given at start
         self.worker = None
@@ -39,12 +41,14 @@ class RunController:
     def paused(self) -> bool:
         return self.driver is not None and self.driver.paused
 
-    def start(self, experiment) -> None:
-        self.experiment = experiment
+    def start(self, experiment, on_item: Callable, on_error: Callable, on_finished: Callable) -> None:
+        """Run ``experiment`` in a worker: ``on_item`` gets each StepResult / Event it yields (GUI thread),
+        ``on_error`` an exception that ended it, ``on_finished()`` is called once the worker has ended."""
+        self.experiment, self._on_finished = experiment, on_finished
         self.driver = self.driver_factory(experiment)
         self.worker = create_worker(self._loop)
-        self.worker.yielded.connect(self._on_item)
-        self.worker.errored.connect(self._on_error)
+        self.worker.yielded.connect(on_item)
+        self.worker.errored.connect(on_error)
         self.worker.finished.connect(self._finished)
         self.worker.start()
 

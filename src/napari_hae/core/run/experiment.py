@@ -244,7 +244,7 @@ class Experiment:
             frozen_mapping({k: tuple(v) for k, v in tr.steps.items()}), frozen_array(tr.structural),
             frozen_mapping(tr.dataset), self.state.budget, self.scalarizer.label(), self.scalarizer.name,
             frozen_mapping(self.scalarizer.to_dict()), frozen_array(values), pareto,
-            None if not tr.spectra else frozen_array(tr.spectra[-1]),
+            tuple(frozen_array(s) for s in tr.spectra),
             None if self.energies is None else frozen_array(self.energies), self.stuck_window, self.done,
             None if tr.journal is None else str(tr.journal.path))
 

@@ -94,11 +94,11 @@ class RunView(RecordColumns):
     """What a run has recorded, as of one moment, read-only: what the dock draws (trajectory, values, monitors,
     progress) while the run goes on in its worker thread. It reads like a :class:`~napari_hae.core.record.trace.
     Trace` for the monitors (``steps``, ``point_steps``, ``values``, ``positions_array()``, ``step_array()``,
-    ``dataset``, ``structural``), without the spectra.
+    ``dataset``, ``structural``, ``spectra``).
 
     ``current_values``: the measured values under the scalarizer in force (``values`` are those at measurement
     time); ``pareto``: positions and objective values of the non-dominated points of a multi-objective run;
-    ``last_spectrum``: the newest point's spectrum.
+    ``spectra``: every recorded spectrum (read-only views of the recorded arrays, in point order).
     """
 
     positions: tuple
@@ -114,7 +114,7 @@ class RunView(RecordColumns):
     scalarizer_spec: Mapping = field(default_factory=dict, repr=False)   # its name, params and background
     current_values: np.ndarray = field(default_factory=lambda: frozen_array(np.zeros(0)), repr=False)
     pareto: tuple | None = field(default=None, repr=False)
-    last_spectrum: np.ndarray | None = field(default=None, repr=False)
+    spectra: tuple = field(default=(), repr=False)
     energies: np.ndarray | None = field(default=None, repr=False)
     stuck_window: int = 10
     done: bool = False
@@ -123,3 +123,8 @@ class RunView(RecordColumns):
     @property
     def scan_shape(self) -> tuple[int, int]:
         return tuple(self.structural.shape)
+
+    @property
+    def last_spectrum(self) -> np.ndarray | None:
+        """The newest point's spectrum (None before the first)."""
+        return self.spectra[-1] if self.spectra else None

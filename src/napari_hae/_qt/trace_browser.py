@@ -20,8 +20,41 @@ from .monitor_panel import feature_space_worker
 TRACE_FILTER = "hAE traces (*.h5 *.journal);;All files (*)"
 
 
-class TraceActions:
-    """Mixed into :class:`~napari_hae._widget.HAEWidget` (uses its panels, layer view and controller)."""
+class TraceBrowser:
+    """Owns the trace shown by the replay slider (a loaded one, or the dock's run) and the feature space.
+
+    It saves and resumes the run session's run (``run``), shows traces in the layer view and the monitors, and
+    trains the rVAE in a worker the controller holds (so that closing napari stops it).
+    """
+
+    def __init__(self, parent, viewer, panels: dict, run, link, monitor_plot, tabs, status):
+        self.parent, self.viewer, self.run, self.link = parent, viewer, run, link
+        self.data, self.monitors = panels["data"], panels["monitors"]
+        self.view, self.controller = run.view, run.controller
+        self.monitor_plot, self.tabs, self.status = monitor_plot, tabs, status
+        self.replay_trace = None    # a loaded trace shown by the replay slider
+        self.feature_space = None   # core FeatureSpace of the dataset, when computed
+        self.feature_epochs = 15
+
+    @property
+    def dataset(self):
+        return self.data.dataset
+
+    @property
+    def experiment(self):
+        return self.run.experiment
+
+    @property
+    def feature_worker(self):
+        return self.controller.feature_worker
+
+    def latent(self):
+        """The feature space's latent positions (None before one is computed)."""
+        return None if self.feature_space is None else self.feature_space.latent
+
+    def forget_loaded(self) -> None:
+        """A run starts: the slider replays it from now on, not a trace loaded before."""
+        self.replay_trace = None
 
     def save_trace(self, path) -> Path:
         if self.experiment is None:
@@ -34,7 +67,7 @@ class TraceActions:
             raise HAEInputError("A run is going: its layers are in use.", "stop or finish it, then load the trace.")
         tr = Trace.load(path)
         scan_shape = tuple(tr.dataset.get("scan_shape") or tr.structural.shape)
-        layer = self.layer_combo.value
+        layer = self.data.layer_combo.value
         if layer is not None and tuple(self.dataset.scan_shape) == scan_shape:
             geo = self.view.geometry(layer)
         else:   # another dataset (or none open): the trace's own calibration, and its structural image shown
@@ -45,7 +78,7 @@ class TraceActions:
                 self.viewer.add_image(tr.structural, name=name, colormap="gray", **geo)
         self.view.prepare_output_layers(geo, scan_shape)
         self.replay_trace = tr
-        self._enable_replay(tr)
+        self.enable_replay(tr)
         self.show_replay()
         self.status.value = (f"Loaded {path}: {tr.n_points} points, {tr.n_steps} steps, "
                              f"{len(tr.interventions)} interventions. Move the replay slider to walk through it.")
@@ -66,17 +99,17 @@ class TraceActions:
 
         def resume_on(mic):
             device = compute.usable(tr.settings["model"])   # "auto" where the run's GPU is not on this PC
-            self.experiment = Experiment.resume(tr, mic, journal=self._new_run_dir() / JOURNAL_NAME, device=device)
-            started.append(self.experiment)
-            self._launch()
+            experiment = Experiment.resume(tr, mic, journal=self.run.new_run_dir() / JOURNAL_NAME, device=device)
+            started.append(experiment)
+            self.run.launch(experiment)
 
-        self.with_microscope(int(tr.settings.get("random_seed", 0)) + tr.n_points, resume_on)
+        self.link.with_microscope(int(tr.settings.get("random_seed", 0)) + tr.n_points, resume_on)
         return started[0] if started else None
 
     def _shown_trace(self):
         return self.replay_trace or (self.experiment.trace if self.experiment is not None else None)
 
-    def _enable_replay(self, trace: Trace):
+    def enable_replay(self, trace: Trace):
         self.monitors.enable_replay(trace.n_steps)
         self.monitor_plot.update_from(trace, force=True)
         self.tabs.setCurrentWidget(self.monitor_plot)
@@ -86,7 +119,7 @@ class TraceActions:
         trace = self._shown_trace()
         if self.controller.running or trace is None or trace.n_steps == 0:
             return
-        step = int(self.replay.value if step is None else step) - 1   # the slider counts steps from 1
+        step = int(self.monitors.replay.value if step is None else step) - 1   # the slider counts steps from 1
         st = replay_state(trace, step)
         self.view.show_maps(st.maps)
         self.view.show_points(st.positions, st.point_steps, st.values, trace.kinds[:len(st.values)],
@@ -100,13 +133,13 @@ class TraceActions:
     def compute_feature_space(self, *_, epochs: int | None = None):
         """Train AtomAI's rVAE on all patches in a worker (progress bar), then draw the latent trajectory."""
         data = self.dataset
-        if self._feature_worker is not None:   # the button reads "Cancel feature space" while it trains
+        if self.controller.feature_worker is not None:   # the button reads "Cancel feature space" while it trains
             self.status.value = "Cancelling the feature space (within one batch)..."
-            self._feature_worker.cancel(wait=0)
+            self.controller.feature_worker.cancel(wait=0)
             return None
         if data is None:
             return None
-        n = int(self.experiment.patch_size if self.experiment is not None else self.patch_size.value)
+        n = int(self.experiment.patch_size if self.experiment is not None else self.data.patch_size.value)
         epochs = int(epochs or self.feature_epochs)
 
         def on_epoch(e, loss):
@@ -117,14 +150,14 @@ class TraceActions:
             self.monitor_plot.set_latent(fs.latent)
             if (trace := self._shown_trace()) is not None:
                 self.monitor_plot.update_from(trace, force=True)
-            ref = self.layer_combo.value
+            ref = self.data.layer_combo.value
             self.view.show_manifold(fs.manifold, *([self.view.geometry(ref)["units"]] if ref is not None else []))
             self.tabs.setCurrentWidget(self.monitor_plot)
             self.status.value = f"Feature space ready (patch {n}, {len(fs.losses)} epochs)."
 
         def on_done():
-            self._feature_worker = None
-            self.feature_btn.text = "Feature space (rVAE)"
+            self.controller.feature_worker = None
+            self.monitors.feature_btn.text = "Feature space (rVAE)"
 
         def on_error(exc):
             if isinstance(exc, TrainingCancelled):
@@ -132,10 +165,10 @@ class TraceActions:
             else:
                 show_error(f"rVAE training failed: {exc}")
 
-        self._feature_worker = feature_space_worker(data.structural, n, epochs, on_epoch, on_ready, on_error,
+        self.controller.feature_worker = feature_space_worker(data.structural, n, epochs, on_epoch, on_ready, on_error,
                                                     on_done)
-        self.feature_btn.text = "Cancel feature space"
-        return self._feature_worker
+        self.monitors.feature_btn.text = "Cancel feature space"
+        return self.controller.feature_worker
 
     def export_monitors(self, path) -> Path:
         path = Path(path)
@@ -145,7 +178,7 @@ class TraceActions:
     # -- dialogs -------------------------------------------------------------------------------------------
     def _dialog(self, save: bool, title: str, start: str, filt: str, action, done: str | None = None):
         ask = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
-        path, _ = ask(self, title, start, filt)
+        path, _ = ask(self.parent, title, start, filt)
         if not path:
             return
         try:
@@ -157,15 +190,15 @@ class TraceActions:
         except Exception as exc:   # never a red toast without text: say what failed and what was kept
             show_error(f"{title} failed ({type(exc).__name__}: {exc}). The run and its journal are unchanged.")
 
-    def _export_dialog(self, *_):
+    def export_dialog(self, *_):
         self._dialog(True, "Export monitors", "monitors.png", "Images (*.png *.svg)", self.export_monitors,
                      "Monitors written to {path}")
 
-    def _save_dialog(self, *_):
+    def save_dialog(self, *_):
         self._dialog(True, "Save hAE trace", "trace.h5", "HDF5 (*.h5)", self.save_trace, "Trace saved to {path}")
 
-    def _resume_dialog(self, *_):
-        self._dialog(False, "Resume hAE run", str(self.runs_dir), TRACE_FILTER, self.resume_trace)
+    def resume_dialog(self, *_):
+        self._dialog(False, "Resume hAE run", str(self.run.runs_dir), TRACE_FILTER, self.resume_trace)
 
-    def _load_dialog(self, *_):
-        self._dialog(False, "Load hAE trace", str(self.runs_dir), TRACE_FILTER, self.load_trace)
+    def load_dialog(self, *_):
+        self._dialog(False, "Load hAE trace", str(self.run.runs_dir), TRACE_FILTER, self.load_trace)

@@ -4,6 +4,8 @@ selected layer's grid."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
@@ -13,17 +15,34 @@ from ..core.instrument.adapters import MICROSCOPES, close_microscope, make_micro
 from ..core.instrument.live import LiveImage
 
 
-class MicroscopeActions:
-    """Mixed into :class:`~napari_hae._widget.HAEWidget` through :class:`~.run_actions.RunActions`."""
+class MicroscopeLink:
+    """Owns the connection in progress (``connecting``: its worker) and hands microscopes to whoever asked.
 
-    _connecting = None   # the worker making a connecting microscope, while it connects
+    It reads the run panel's choice and the data panel's selection, keeps an instrument connected by Acquire image
+    in the controller (``idle_instrument``, released when the dock goes), writes to the status line and calls
+    ``on_change()`` when Start may have to be greyed or enabled again.
+    """
 
-    def _microscope(self, data, seed: int):
+    def __init__(self, viewer, data_panel, run_panel, controller, status, on_change: Callable):
+        self.viewer, self.data_panel, self.run_panel = viewer, data_panel, run_panel
+        self.controller, self.status, self.on_change = controller, status, on_change
+        self.connecting = None   # the worker making a connecting microscope, while it connects
+
+    @property
+    def dataset(self):
+        return self.data_panel.dataset
+
+    def cannot_start(self, exc) -> None:
+        """Say why nothing starts: a notification and the status line."""
+        show_error(str(exc))
+        self.status.value = f"Cannot start: {exc}"
+
+    def microscope(self, data, seed: int):
         """The microscope adapter chosen in the run panel, on the selected dataset."""
         name, params = self.run_panel.microscope()
-        return self._on_grid(make_microscope(name, data, seed=seed, **params), data)
+        return self.on_grid(make_microscope(name, data, seed=seed, **params), data)
 
-    def _on_grid(self, mic, data):
+    def on_grid(self, mic, data):
         """``mic`` if it scans the grid of the selected layer (a live instrument must scan that region)."""
         if data is not None and tuple(mic.scan_shape) != tuple(data.scan_shape):
             name = self.run_panel.microscope()[0]
@@ -38,7 +57,7 @@ class MicroscopeActions:
         Acquire image opened is used as it is (the run then owns it)."""
         name, params = self.run_panel.microscope()
         if MICROSCOPES.get(name).extra.get("needs_data"):
-            then(self._microscope(self.dataset, seed))
+            then(self.microscope(self.dataset, seed))
             return
         live = self.controller.idle_instrument
         if live is not None and live[:2] == (name, params) and self.dataset is live[3]:
@@ -51,15 +70,15 @@ class MicroscopeActions:
         """Connect to the run panel's live instrument (in a worker) and open its structural image as a layer, to
         draw seeds and objects on before Start."""
         name, params = self.run_panel.microscope()
-        if self.controller.running or self._connecting is not None:
+        if self.controller.running or self.connecting is not None:
             show_error("A run is going (or a microscope is connecting): stop it first.")
             return
         if MICROSCOPES.get(name).extra.get("needs_data"):
-            self._cannot_start(f"The {name} microscope replays the open dataset: it has no image of its own to "
+            self.cannot_start(f"The {name} microscope replays the open dataset: it has no image of its own to "
                                "acquire. Fix: choose a live instrument (e.g. nion-usim) under microscope.")
             return
-        self._connect(name, params, int(self.random_seed.value), lambda mic: self._show_instrument(name, params, mic),
-                      data=None)
+        self._connect(name, params, int(self.run_panel.random_seed.value),
+                      lambda mic: self._show_instrument(name, params, mic), data=None)
 
     def _show_instrument(self, name, params, mic):
         self.controller.close_idle_instrument()   # one instrument held at a time
@@ -67,14 +86,14 @@ class MicroscopeActions:
         (image, kw, _), = dataset_layer_data(live)
         layer = self.viewer.add_image(image, **kw)
         self.controller.idle_instrument = (name, params, mic, live)
-        self.layer_combo.value = layer
+        self.data_panel.layer_combo.value = layer
         ny, nx = live.scan_shape
         self.status.value = (f"Acquired the {name} structural image ({ny} x {nx} pixels of {live.pixel_size:.4g} "
                              f"{live.pixel_units}): click seeds or draw objects on it, set the target, then Start.")
 
     def _refresh_live_layer(self, mic, data) -> None:
         """A new connection's image in place of the layer's (the instrument used by a run was released)."""
-        layer = self.layer_combo.value
+        layer = self.data_panel.layer_combo.value
         live = LiveImage.of(mic, self.run_panel.microscope()[0])
         if layer is not None and layer.metadata.get(DATASET_KEY) is data and live.scan_shape == data.scan_shape:
             layer.metadata[DATASET_KEY] = live
@@ -91,32 +110,29 @@ class MicroscopeActions:
                 return None, exc
 
         worker = create_worker(connect)
-        self._connecting = worker
+        self.connecting = worker
         worker.returned.connect(lambda result: self._connected(then, *result, data))
         worker.finished.connect(self._connect_done)
         wait = f" (up to {params['timeout']} s)" if "timeout" in params else ""
         self.status.value = f"Connecting to the {name} microscope{wait}; napari stays usable meanwhile..."
         worker.start()
-        self._update_buttons()
+        self.on_change()
 
     def _connected(self, then, mic, error, data):
         if error is not None:
-            self._cannot_start(error if isinstance(error, HAEInputError) else
+            self.cannot_start(error if isinstance(error, HAEInputError) else
                                f"connecting to the microscope failed ({type(error).__name__}: {error})")
             return
         try:
             if isinstance(data, LiveImage):
                 self._refresh_live_layer(mic, data)
-            then(self._on_grid(mic, data) if data is not None else mic)
+            then(self.on_grid(mic, data) if data is not None else mic)
         except HAEInputError as exc:
             close_microscope(mic)
-            self._cannot_start(exc)
+            self.cannot_start(exc)
 
     def _connect_done(self):
-        self._connecting = None
-        self._update_buttons()
+        self.connecting = None
+        self.on_change()
 
-    def _cannot_start(self, exc):
-        show_error(str(exc))
-        self.status.value = f"Cannot start: {exc}"
 
