@@ -1,5 +1,5 @@
 """What a run shows in napari's layers: predicted maps, trajectory coloured by step, measured values, seeds and
-objects drawn by the user, and the Pareto set. Pure drawing: it reads an experiment or a replay state."""
+objects drawn by the user, and the Pareto set. Pure drawing: it reads a RunView or a replay state."""
 
 from __future__ import annotations
 

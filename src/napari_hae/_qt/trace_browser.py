@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog
 
@@ -51,6 +52,14 @@ class TraceBrowser:
     def latent(self):
         """The feature space's latent positions (None before one is computed)."""
         return None if self.feature_space is None else self.feature_space.latent
+
+    def _patch_size(self) -> int:
+        """The patch size of the run shown (its newest recorded step's), else the data panel's."""
+        view = self.run.last_view
+        recorded = view.steps.get("patch_size", ()) if view is not None else ()
+        if len(recorded) and np.isfinite(recorded[-1]):
+            return int(recorded[-1])
+        return int(self.data.patch_size.value)
 
     def forget_loaded(self) -> None:
         """A run starts: the slider replays it from now on, not a trace loaded before."""
@@ -139,7 +148,7 @@ class TraceBrowser:
             return None
         if data is None:
             return None
-        n = int(self.experiment.patch_size if self.experiment is not None else self.data.patch_size.value)
+        n = self._patch_size()
         epochs = int(epochs or self.feature_epochs)
 
         def on_epoch(e, loss):
