@@ -91,3 +91,23 @@ def test_user_policy_registration():
         assert pol.to_dict() == {"name": "test_greedy", "params": {}}
     finally:
         POLICIES.pop("test_greedy")
+
+
+def test_a_pending_position_and_its_neighbours_lose_their_scores_by_distance():
+    """A pipelined run chooses the next point while one is measured: scores near it fall (any sign, log too)."""
+    from napari_hae.core.policy.base import AcquisitionContext
+    from napari_hae.core.policy.wrappers import penalize_pending
+
+    positions = np.array([(0, x) for x in range(10)])
+    scores = np.array([5.0, 4.9, 4.8, -1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0])
+    ctx = AcquisitionContext(best=0.0, rng=np.random.default_rng(0), available=np.ones(10, bool),
+                             positions=positions, pending=np.array([(0, 0)]))
+    out = penalize_pending(scores, ctx, radius=2.0)
+    span = 5.0 - (-2.5)                                                  # the best minus the median score
+    np.testing.assert_allclose(out, scores - span * np.exp(-0.5 * (np.arange(10) / 2.0) ** 2))
+    assert out[0] == -2.5 and int(np.argmax(out)) == 2                   # the pick moves away from the pending one
+    log_scores = np.log(np.array([0.5, 0.4, 0.3, 1e-300, 0.0, 0.1, 0.2, 0.01, 0.02, 0.03]))   # -inf included
+    out = penalize_pending(log_scores, ctx, radius=1.0)
+    assert np.isneginf(out[4]) and np.all(np.isfinite(out[[0, 1, 2, 5]])) and int(np.argmax(out)) == 2
+    np.testing.assert_array_equal(penalize_pending(scores, AcquisitionContext(
+        0.0, np.random.default_rng(0), np.ones(10, bool), positions=positions), 2.0), scores)   # nothing pending

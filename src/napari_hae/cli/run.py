@@ -63,6 +63,9 @@ def add_parser(sub) -> None:
                    help="seconds per spectrum, set on the instrument and recorded per point (default: its own)")
     r.add_argument("--no-blank", action="store_true",
                    help="leave the beam on between acquisitions (default: blanked while the model fits)")
+    r.add_argument("--pipeline", type=int, choices=(0, 1), default=None, metavar="DEPTH",
+                   help="1: choose the next point while the current one is measured; 0: measure, learn, then choose "
+                        "(default: 1 on a live instrument, 0 on pre-acquired data; recorded)")
     r.add_argument("--feature-space", action="store_true",
                    help="train AtomAI's rVAE on all patches and draw the trajectory in its latent plane")
     r.add_argument("--complete-model", action="store_true",
@@ -82,7 +85,7 @@ def settings(args, sc):
         seed_positions=args.seed_at, budget=args.steps, random_seed=args.random_seed,
         fit_iterations=args.fit_iterations, record_maps=not args.no_maps, map_every=args.map_every,
         acquire_timeout=args.acquire_timeout, acquire_retries=args.acquire_retries, dwell=args.dwell,
-        blank_between=not args.no_blank,
+        blank_between=not args.no_blank, pipeline_depth=args.pipeline,
         objectives=[opt.objective_text(t) for t in args.also] if args.also else None)
 
 
@@ -130,7 +133,7 @@ _FIXED_ON_RESUME = {"sample": "--sample", "spectrum": "--spectrum", "image": "--
                     "overwrite": "--overwrite",
                     "fit_iterations": "--fit-iterations", "acquire_timeout": "--acquire-timeout",
                     "acquire_retries": "--acquire-retries", "dwell": "--dwell", "no_blank": "--no-blank",
-                    "out": "--out"}
+                    "pipeline": "--pipeline", "out": "--out"}
 _SCALARIZER_OPTIONS = {"scalarizer", "band", "band2", "background", "scalarizer_param"}
 
 

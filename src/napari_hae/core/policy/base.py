@@ -36,6 +36,7 @@ class AcquisitionContext:
     current: tuple[int, int] | None = None   # current probe position (y, x), pixels
     positions: np.ndarray | None = None      # (n_candidates, 2) positions (y, x), pixels
     measured: np.ndarray | None = None       # (n_measured, 2) measured positions, pixels
+    pending: np.ndarray | None = None        # (n_pending, 2) positions being measured now (a pipelined run)
 
 
 class AcquisitionFunction:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,16 +101,19 @@ class Trace(RecordColumns):
     # what else is built from this run's records (its RunState): each added record is applied there too
     listeners: list = field(default_factory=list, repr=False, compare=False)
     recovery: JournalContents | None = field(default=None, repr=False, compare=False)   # set if read from a journal
+    # one record at a time: a pipelined run's instrument thread records its events while the run's thread learns
+    _writing: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
 
     # -- growing: every addition is a record, journaled first, then applied (as when read back) -------------
     def _add(self, kind: str, fields: dict, arrays: dict | None = None) -> None:
-        try:
-            if self.journal is not None:
-                self.journal.write(kind, fields, arrays)
-        finally:   # a record the disk refused is still kept in memory (and in trace.h5 when it is saved)
-            self._apply(kind, fields, arrays or {})
-            for listener in self.listeners:
-                listener(kind, fields, arrays or {})
+        with self._writing:
+            try:
+                if self.journal is not None:
+                    self.journal.write(kind, fields, arrays)
+            finally:   # a record the disk refused is still kept in memory (and in trace.h5 when it is saved)
+                self._apply(kind, fields, arrays or {})
+                for listener in self.listeners:
+                    listener(kind, fields, arrays or {})
 
     def _apply(self, kind: str, f: dict, a: dict) -> None:
         """Apply one record to the in-memory trace: the one rule for live additions and journal replay."""

@@ -2,8 +2,16 @@
 
 It measures the seeds, then steps until the budget, applying queued interventions between steps. Another thread
 (the GUI) may queue interventions, pause, resume, ask for one step, or stop; the driver's thread does all the
-work. :meth:`RunDriver.events` yields what happened, for a worker to forward to the GUI; :meth:`RunDriver.run`
-runs to the end for scripts and the CLI.
+work.
+
+With ``pipeline_depth`` 1 (a live instrument's default) a step's spectrum is acquired on a second thread while the
+driver's thread fits the model on the points recorded so far and decides the next position with this one pending
+(:meth:`Experiment.decide`). The step is recorded once its spectrum is back, so the records, and crash safety, are
+those of a sequential run; a decision made ahead is dropped (never measured, never recorded) when the run pauses,
+an intervention is queued, the run stops, or the acquisition fails, and the next step decides afresh.
+
+:meth:`RunDriver.events` yields what happened, for a worker to forward to the GUI; :meth:`RunDriver.run` runs to the
+end for scripts and the CLI.
 """
 
 from __future__ import annotations
@@ -11,11 +19,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..errors import HAEInputError, HAERunError
 from .experiment import Experiment
-from .results import RunView, StepResult
+from .results import Decision, RunView, StepResult
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,8 @@ class RunDriver:
         self.stopped = False
         self.stepping = False   # a step is being measured and learned from
         self.idle = False       # the loop is waiting in a pause: what is shown is where the run stands
+        self._ahead: Decision | None = None   # a pipelined run: the next step's decision, made while measuring
+        self._measurer: ThreadPoolExecutor | None = None
 
     # -- called from any thread --------------------------------------------------------------------------
     def request(self, label: str, change: Callable[[Experiment], None]) -> None:
@@ -94,11 +105,22 @@ class RunDriver:
         if not exp.started:
             exp.start()
             yield self._event("seeds", f"Seeds measured ({exp.trace.n_points}).", True)
+        try:
+            yield from self._steps()
+        finally:   # a decision made ahead is never measured once the loop has ended, however it ended
+            self._ahead = None
+            self._close_measurer()
+        yield from self._apply_pending()
+        yield self._event("done", view=True)
+
+    def _steps(self) -> Iterator[StepResult | Event]:
+        exp = self.experiment
         while not exp.done and not self.stopped:
             # The pause state is read first, then the queue: the GUI queues a change and then resumes, so once
             # "not paused" is seen here everything queued before Resume is in the queue, and a step starts only
             # when the queue is empty (a change queued while others were being applied waits for no step).
             if self.paused and not self._step_once:
+                self._ahead = None   # decided before the pause: what happens in it is decided with
                 yield from self._apply_pending()
                 self.idle = True
                 time.sleep(self.idle_wait)
@@ -106,12 +128,13 @@ class RunDriver:
                 continue
             self.idle = False
             if self._has_pending():
+                self._ahead = None   # interventions apply at the next decision
                 yield from self._apply_pending()
                 continue
             with self._lock:
                 self._step_once, self.stepping = False, True
             try:
-                res = exp.step()
+                res = self._step()
             except HAERunError as exc:   # instrument or model fault: the trace is intact
                 if not self.pause_on_fault:
                     raise
@@ -121,8 +144,37 @@ class RunDriver:
             finally:
                 self.stepping = False
             yield res
-        yield from self._apply_pending()
-        yield self._event("done", view=True)
+
+    # -- a step: sequential, or pipelined (measure on a second thread while the next point is decided) ----------
+    def _step(self) -> StepResult:
+        exp = self.experiment
+        if not exp.settings.pipeline_depth:
+            return exp.step()
+        decision, self._ahead = self._ahead, None
+        if decision is None or decision.step != exp.step_index:
+            decision = exp.decide()
+        if self._measurer is None:
+            self._measurer = ThreadPoolExecutor(1, thread_name_prefix="hae-measure")
+        measuring = self._measurer.submit(exp.measure, decision)
+        ahead, failed = None, None
+        try:
+            if decision.step + 1 < exp.state.budget and not (self.paused or self.stopped or self._has_pending()):
+                ahead = exp.decide(pending=[decision.flat])
+        except HAERunError:   # the fit failed: said in the trace; the next step fits again, in order
+            ahead = None
+        except Exception as exc:   # a bug: raised once the spectrum in flight is recorded
+            failed = exc
+        measurement = measuring.result()   # a fault: nothing recorded for this step; the decision ahead dropped
+        res = exp.record(decision, measurement)
+        if failed is not None:
+            raise failed
+        self._ahead = ahead
+        return res
+
+    def _close_measurer(self) -> None:
+        if self._measurer is not None:
+            self._measurer.shutdown(wait=True)
+            self._measurer = None
 
     def run(self, on_step: Callable[[StepResult], None] | None = None) -> None:
         """Run to the budget (or until stopped), calling ``on_step`` after each step."""

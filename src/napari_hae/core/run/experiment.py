@@ -29,6 +29,7 @@ from ..instrument.guard import AcquisitionGuard
 from ..instrument.microscope import Microscope
 from ..model.base import MODELS, Seekable, make_model
 from ..policy import AcquisitionContext, AcquisitionFunction, policy_from_dict, select
+from ..policy.wrappers import penalize_pending
 from ..record.journal import bytes_needed, check_free_space
 from ..record.trace import Trace
 from ..targets.objective import Objective
@@ -87,6 +88,8 @@ class Experiment:
         self._custom_scalarizer = scalarizer
         if trace is None:
             s = resolved_settings(settings, scalarizer, model_factory is None)
+            if s.pipeline_depth is None:   # learning while measuring pays where measuring takes time
+                s.pipeline_depth = 0 if isinstance(microscope, ReplaysData) else 1
             picking.check_budget(s, self.n_positions)
             energy = microscope.energy
             info = {"energy": None if energy is None else energy.to_dict(), **(dataset_info or {})}
@@ -390,14 +393,17 @@ class Experiment:
         predict_time = time.perf_counter() - t0
         mean, std = post.in_units()   # maps in scalarizer units (several objectives: the step's z-score target)
         mean = self.objective.in_units(mean)
+        pending = np.asarray(pending, dtype=np.int64)
         taken = np.array(self.measured)
-        taken[np.asarray(pending, dtype=np.int64)] = True
+        taken[pending] = True
         pick_mask, kind = picking.pick_mask(taken, self.avoid, self.visit)
+        in_flight = self.grid_positions[pending]
         ctx = AcquisitionContext(best=float(post.standardize(measured_y.max())), rng=self.rng,
                                  available=pick_mask, step=k, budget=self.state.budget,
-                                 current=self.state.last_position, positions=self.grid_positions,
-                                 measured=self.trace.positions_array())
-        scores = np.asarray(self.policy(post, ctx), dtype=np.float64)
+                                 current=tuple(in_flight[-1]) if len(pending) else self.state.last_position,
+                                 positions=self.grid_positions, measured=self.trace.positions_array(),
+                                 pending=in_flight)
+        scores = penalize_pending(self.policy(post, ctx), ctx, self.patch_size / 4)
         choice = select(scores, pick_mask, self.rng)
         if (followed := self.state.followed(k)) is not None:   # counterfactual: the recorded trajectory
             choice = int(flat_index(np.asarray(followed), self.scan_shape)[0])
@@ -428,8 +434,6 @@ class Experiment:
             **{f"std_q{q}": float(v) for q, v in zip((10, 50, 90), np.quantile(std, (0.1, 0.5, 0.9)))},
             "mean_max": float(mean.max()), "best_so_far": self.objective.in_units(measured_y.max()),
             "patch_size": self.patch_size,
-            "travel_px": (self.trace.steps["travel_px"][-1] if self.step_index else 0.0)
-            + float(step_lengths([self.state.last_position, position])[0]),
         }
 
     # -- record -------------------------------------------------------------------------------------------
@@ -442,6 +446,8 @@ class Experiment:
         record = dict(decision.record)
         record.update(self.objective.calibration(decision.posterior, decision.flat, m.value))
         record["blanked_s"] = m.blanked_s
+        record["travel_px"] = (self.trace.steps["travel_px"][-1] if k else 0.0) + float(
+            step_lengths([self.state.last_position, decision.position])[0])   # from the point recorded before
         record["step_time"] = time.perf_counter() - decision.started_at
         for warning in decision.events:
             self.trace.add_event(k, warning)

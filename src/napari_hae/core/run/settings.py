@@ -116,6 +116,10 @@ class ExperimentSettings(Spec):
     acquire_retry_wait: float = Field(0.5, ge=0)   # seconds before the first retry (grows linearly)
     dwell: float | None = Field(None, gt=0)        # seconds per spectrum, passed to the instrument; None: its own
     blank_between: bool = True                     # blank the beam between acquisitions (while the model fits)
+    # acquire while the model learns: 1 chooses the next point while the current one is measured (that one pending,
+    # its neighbourhood penalised), 0 measures, then learns, then chooses; None: 1 on a live instrument, 0 on
+    # pre-acquired data (the run records what it resolved to)
+    pipeline_depth: int | None = Field(None, ge=0, le=1)
 
     def maps_every(self, n_positions: int) -> int:
         """Steps between stored per-step maps: ``map_every``, or with 0 one stored step per 65,536 positions'

@@ -1,0 +1,182 @@
+"""A pipelined run (``pipeline_depth=1``): the next point is decided while the current one is measured.
+
+What must hold: the microscope waits less (wall time per step near max(dwell, fit) instead of their sum), every
+acquisition the instrument made is a recorded spectrum (a decision made ahead and dropped is never measured),
+nothing is measured twice, a failing acquisition or fit loses nothing, and the setting is resolved and recorded.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from conftest import fast_settings
+from napari_hae.core.errors import HAERunError, MicroscopeFault
+from napari_hae.core.instrument.microscope import SimulatedMicroscope
+from napari_hae.core.model.base import FitReport, Posterior
+from napari_hae.core.run.driver import Event, RunDriver
+from napari_hae.core.run.experiment import Experiment
+from napari_hae.core.run.results import StepResult
+
+
+class SlowScope:
+    """An instrument over pre-acquired data (no ``data`` of its own: a live instrument for the run's defaults) that
+    takes ``dwell`` seconds a spectrum and counts its acquisitions."""
+
+    def __init__(self, data, dwell=0.0, fail_at=()):
+        self._sim = SimulatedMicroscope(data)
+        self.wait, self.fail_at, self.acquired = dwell, set(fail_at), []
+        self.scan_shape, self.energy, self.signal_shape = data.scan_shape, data.energy, data.signal_shape
+
+    def structural_image(self):
+        return self._sim.structural_image()
+
+    def acquire(self, y, x):
+        time.sleep(self.wait)
+        if (y, x) in self.fail_at:
+            self.fail_at.discard((y, x))
+            raise OSError("detector timeout")
+        self.acquired.append((int(y), int(x)))
+        return self._sim.acquire(y, x)
+
+
+class SlowModel:
+    """Fits in ``seconds`` (sleeping, like a fit that releases the GIL) and ranks positions by the structural image
+    (a deterministic stand-in for a real model)."""
+
+    def __init__(self, seconds=0.0, fail_fits=()):
+        self.seconds, self.fail_fits, self.n_fits = seconds, set(fail_fits), 0
+
+    def fit(self, X, y, *, iterations, warm):
+        self.n_fits += 1
+        time.sleep(self.seconds)
+        if self.n_fits in self.fail_fits:
+            raise RuntimeError("cholesky_cpu: not positive definite")
+        self.mu, self.sd = float(np.mean(y)), float(np.std(y)) or 1.0
+        return FitReport(losses=[0.0])
+
+    def posterior(self, X):
+        mean = np.asarray(X, dtype=np.float64).reshape(len(X), -1).mean(axis=1)
+        return Posterior(mean=(mean - mean.mean()) / (mean.std() or 1.0), std=np.full(len(X), 0.5),
+                         offset=self.mu, scale=self.sd)
+
+
+def _run(data, depth, dwell=0.0, fit=0.0, budget=6, **kw):
+    mic = SlowScope(data, dwell, kw.pop("fail_at", ()))
+    model = SlowModel(fit, kw.pop("fail_fits", ()))
+    exp = Experiment(mic, fast_settings(budget=budget, pipeline_depth=depth, **kw), model_factory=lambda d, s: model)
+    return exp, mic, model
+
+
+def test_the_microscope_measures_while_the_model_learns(small_sample):
+    """Dwell 0.3 s and a 0.3 s fit: a sequential step takes their sum, a pipelined one about the longer."""
+    times = {}
+    for depth in (0, 1):
+        exp, mic, _ = _run(small_sample, depth, dwell=0.3, fit=0.3, budget=6)
+        exp.start()
+        t0 = time.perf_counter()
+        RunDriver(exp).run()
+        times[depth] = (time.perf_counter() - t0) / 6
+        assert exp.trace.n_points == 6 + 6 and sorted(mic.acquired) == sorted(exp.trace.positions)
+    print(f"s per step: sequential {times[0]:.3f}, pipelined {times[1]:.3f}")
+    assert times[0] >= 0.59 and times[1] < 0.75 * times[0]
+
+
+def test_every_acquisition_is_recorded_once_and_a_decision_made_ahead_is_never_measured(small_sample):
+    """Pause, an intervention and a stop while a pipelined run goes on: the decisions made ahead are dropped,
+    never acquired; every acquisition is a recorded spectrum; no position twice."""
+    exp, mic, _ = _run(small_sample, 1, budget=10)
+    driver = RunDriver(exp)
+    seen = []
+    for item in driver.events():
+        if isinstance(item, StepResult):
+            seen.append(item.step)
+            if item.step == 2:
+                driver.request("policy", lambda e: e.set_policy("ucb", beta=1.0))
+            if item.step == 4:
+                driver.pause()
+            if item.step == 7:
+                driver.stop()
+        elif isinstance(item, Event) and item.kind == "paused":
+            driver.resume()
+    tr = exp.trace
+    assert seen == list(range(8)) and tr.n_steps == 8
+    assert mic.acquired == list(tr.positions)                                # nothing measured but what is recorded
+    assert len(set(tr.positions)) == tr.n_points                             # and nothing twice
+    assert tr.interventions[0]["step"] == 3 and tr.steps["policy"][3] == "ucb(beta=1)"   # at the next decision
+
+
+def test_a_failed_acquisition_drops_the_decision_made_ahead_and_the_run_goes_on(small_sample):
+    exp, mic, _ = _run(small_sample, 1, budget=5, acquire_retries=0)
+    exp.start()
+    ahead = exp.decide()
+    mic.fail_at = {ahead.position}
+    driver = RunDriver(exp, pause_on_fault=True)
+    items = []
+    for item in driver.events():
+        items.append(item)
+        if isinstance(item, Event) and item.kind == "fault":
+            assert exp.step_index == 0 and driver._ahead is None             # nothing recorded for the step
+            driver.resume()
+    assert [i.kind for i in items if isinstance(i, Event)] == ["fault", "done"]   # seeds measured before
+    assert exp.done and mic.acquired == list(exp.trace.positions)
+    assert any("detector timeout" in e["message"] for e in exp.trace.events)
+
+
+def test_a_fit_that_fails_while_measuring_keeps_the_spectrum_and_the_next_step_fits_again(small_sample):
+    """The fit for the next step (made while step 1 is measured) fails: step 1's spectrum is recorded, step 2
+    decides afresh (and its fit works)."""
+    exp, mic, model = _run(small_sample, 1, budget=4, fail_fits={3})
+    RunDriver(exp).run()
+    assert exp.done and exp.trace.n_steps == 4 and mic.acquired == list(exp.trace.positions)
+    assert any("model fit failed" in e["message"] for e in exp.trace.events)
+
+
+def test_a_fault_without_pausing_raises_and_keeps_what_was_measured(small_sample):
+    exp, mic, _ = _run(small_sample, 1, budget=4, acquire_retries=0)
+    RunDriver(exp).run(on_step=lambda r: mic.fail_at.add((0, 0)) if r.step == 0 else None)
+    assert exp.done   # (0, 0) never chosen: nothing failed
+    exp2, mic2, _ = _run(small_sample, 1, budget=4, acquire_retries=0)
+    exp2.start()
+    mic2.fail_at = {exp2.decide().position}
+    with pytest.raises(MicroscopeFault):
+        RunDriver(exp2).run()
+    assert exp2.step_index == 0 and mic2.acquired == list(exp2.trace.positions)
+    assert issubclass(MicroscopeFault, HAERunError)
+
+
+def test_the_depth_resolves_by_instrument_and_is_recorded(small_sample):
+    on_data = Experiment(SimulatedMicroscope(small_sample), fast_settings())
+    live = Experiment(SlowScope(small_sample), fast_settings())
+    assert on_data.settings.pipeline_depth == 0 and on_data.trace.settings["pipeline_depth"] == 0
+    assert live.settings.pipeline_depth == 1 and live.trace.settings["pipeline_depth"] == 1
+    asked = fast_settings(pipeline_depth=1)
+    assert Experiment(SimulatedMicroscope(small_sample), asked).trace.settings["pipeline_depth"] == 1
+    assert asked.pipeline_depth == 1   # the caller's settings are not changed
+    unset = fast_settings()
+    Experiment(SlowScope(small_sample), unset)
+    assert unset.pipeline_depth is None
+    with pytest.raises(ValueError, match="pipeline_depth"):
+        fast_settings(pipeline_depth=2)
+
+
+def test_a_pipelined_run_travels_as_recorded_and_resumes(small_sample, tmp_path):
+    """travel_px is measured between recorded points (not from where the beam was when the decision was made),
+    and a killed pipelined run resumes from its records like a sequential one."""
+    exp, mic, _ = _run(small_sample, 1, budget=6, fail_fits=())
+    exp.journal_to(tmp_path / "trace.journal")
+    driver = RunDriver(exp)
+    for item in driver.events():
+        if isinstance(item, StepResult) and item.step == 2:
+            driver.stop()
+    pos = np.asarray(exp.trace.steps["position"], float)
+    prev = np.vstack([exp.trace.positions_array()[exp.settings.n_seed_points - 1], pos[:-1]])
+    np.testing.assert_allclose(exp.trace.step_array("travel_px"), np.cumsum(np.hypot(*(pos - prev).T)))
+    exp.close()
+    resumed = Experiment.resume(tmp_path / "trace.journal", SlowScope(small_sample),
+                                model_factory=lambda d, s: SlowModel())
+    assert resumed.step_index == 3 and resumed.settings.pipeline_depth == 1
+    RunDriver(resumed).run()
+    assert resumed.done and len(set(resumed.trace.positions)) == resumed.trace.n_points
