@@ -180,3 +180,99 @@ def test_a_pipelined_run_travels_as_recorded_and_resumes(small_sample, tmp_path)
     assert resumed.step_index == 3 and resumed.settings.pipeline_depth == 1
     RunDriver(resumed).run()
     assert resumed.done and len(set(resumed.trace.positions)) == resumed.trace.n_points
+
+
+# -- the dose ledger: per point, the seconds the beam was on ----------------------------------------------------
+class BlankingScope(SlowScope):
+    """Blanks: the beam is on between unblank and blank. ``extra``: seconds it stays on after the spectrum is read
+    (an adapter that waits a frame) before the guard can blank."""
+
+    def __init__(self, data, dwell=0.0, extra=0.0, fail_at=()):
+        super().__init__(data, dwell, fail_at)
+        self.extra, self.on_since, self.beam_seconds = extra, None, 0.0
+
+    def unblank(self):
+        self.on_since = time.perf_counter()
+
+    def blank(self):
+        if self.on_since is not None:
+            self.beam_seconds += time.perf_counter() - self.on_since
+        self.on_since = None
+
+    def acquire(self, y, x):
+        s = super().acquire(y, x)
+        time.sleep(self.extra)
+        return s
+
+
+def test_each_point_records_the_seconds_the_beam_was_on(small_sample, tmp_path):
+    mic = BlankingScope(small_sample, dwell=0.05, extra=0.05)
+    exp = Experiment(mic, fast_settings(budget=3, pipeline_depth=0), model_factory=lambda d, s: SlowModel())
+    exp.journal_to(tmp_path / "trace.journal")
+    exp.run()
+    beam = np.asarray(exp.trace.beam_on)
+    assert beam.shape == (exp.trace.n_points,) and np.all(beam >= 0.1) and np.all(beam < 0.3)
+    assert beam.sum() == pytest.approx(mic.beam_seconds, rel=0.05, abs=0.02)   # what the instrument had on
+    exp.close()
+    from napari_hae.core.record.trace import Trace
+
+    assert Trace.load(tmp_path / "trace.journal").beam_on == exp.trace.beam_on          # journaled
+    saved = Trace.load(exp.trace.save(tmp_path / "t.h5"))
+    np.testing.assert_array_equal(saved.beam_on, exp.trace.beam_on)                      # and in trace.h5
+
+
+def test_failed_attempts_count_and_a_point_without_spectrum_is_said(small_sample):
+    mic = BlankingScope(small_sample, dwell=0.05)
+    exp = Experiment(mic, fast_settings(budget=2, pipeline_depth=0, acquire_retries=1, acquire_retry_wait=0),
+                     model_factory=lambda d, s: SlowModel())
+    exp.start()
+    d = exp.decide()
+    mic.fail_at = {d.position}                        # fails once, then works: two exposures for one spectrum
+    exp.record(d, exp.measure(d))
+    assert exp.trace.beam_on[-1] >= 0.1
+    d = exp.decide()
+    exp.guard.retries = 0
+    mic.fail_at = {d.position}
+    with pytest.raises(MicroscopeFault):
+        exp.measure(d)
+    assert any(f"at (y, x) = {d.position} without a spectrum to record" in e["message"] for e in exp.trace.events)
+
+
+def test_an_instrument_that_reports_its_beam_time_is_believed(small_sample):
+    class Reporting(BlankingScope):
+        last_beam_on_s = float("nan")
+
+        def acquire(self, y, x):
+            s = super().acquire(y, x)
+            self.last_beam_on_s = 0.0123
+            return s
+
+    exp = Experiment(Reporting(small_sample, dwell=0.02), fast_settings(budget=1, pipeline_depth=0),
+                     model_factory=lambda d, s: SlowModel())
+    exp.run()
+    assert exp.trace.beam_on == [0.0123] * exp.trace.n_points
+
+
+def test_the_summary_gives_the_beam_time_against_a_full_grid_scan(small_sample):
+    from napari_hae.core.analysis.summary import summarize
+
+    mic = BlankingScope(small_sample, dwell=0.01)
+    exp = Experiment(mic, fast_settings(budget=2, pipeline_depth=0), model_factory=lambda d, s: SlowModel())
+    exp.run()
+    exp.trace.beam_on[:] = [0.02] * exp.trace.n_points                 # known figures: 8 points of 20 ms
+    exp.trace.beam_on[0] = float("nan")                                 # one point without a beam time
+    dose = summarize(exp.trace)["dose"]
+    assert dose["points_with_beam_time"] == 7 and dose["points_without_beam_time"] == 1
+    assert dose["beam_on_s"] == pytest.approx(0.14) and dose["full_grid_positions"] == 48 * 48
+    assert dose["full_grid_beam_on_s"] == pytest.approx(48 * 48 * 0.02)
+    assert dose["fraction_of_full_grid"] == pytest.approx(0.14 / (48 * 48 * 0.02))
+    exp.trace.dataset["probe_current_a"] = 1e-10
+    assert summarize(exp.trace)["dose"]["electrons"] == pytest.approx(0.14 * 1e-10 / 1.602176634e-19)
+    exp.trace.beam_on[:] = [float("nan")] * exp.trace.n_points          # replayed data: no ledger, not zero
+    assert summarize(exp.trace)["dose"]["beam_on_s"] is None
+
+
+def test_replayed_data_has_no_beam_to_account_for(small_sample):
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=1), model_factory=lambda d, s: SlowModel())
+    exp.run()
+    assert np.isnan(exp.trace.beam_on).all()

@@ -390,6 +390,12 @@ def print_summary(s: dict, out: Path | None) -> None:
                  f"{s['pixel_units']}")
     if s["median_step_time_s"] is not None and "wall_time_s" in s:
         lines.append(f"wall time: {s['wall_time_s']:.1f} s, median {s['median_step_time_s']:.3f} s per step")
+    dose = s.get("dose") or {}
+    if dose.get("beam_on_s") is not None:
+        unknown = dose["points_without_beam_time"]
+        lines.append(f"beam on: {dose['beam_on_s']:.3g} s ({dose['median_beam_on_per_point_s']:.3g} s per point), "
+                     f"{100 * dose['fraction_of_full_grid']:.2g}% of a full {dose['full_grid_positions']}-position "
+                     "scan at that time per point" + (f"; {unknown} points without a beam time" if unknown else ""))
     if out is not None:
         lines.append(f"written: {out / 'trace.h5'}, {out / 'summary.json'}, {out / 'summary.png'}")
     print("\n".join(lines))

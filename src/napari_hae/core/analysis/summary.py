@@ -11,6 +11,28 @@ from ..targets.objective import Objective
 from .metrics import steps_to_top
 
 
+def dose_ledger(trace: Trace) -> dict:
+    """The beam time a run spent (the recorded per-point ``beam_on_s``) against scanning every position of the
+    grid with the same beam time per point (the run's median), and electrons where the probe current is known
+    (``dataset["probe_current_a"]``). Points recorded without a beam time (older traces, replayed data) are
+    counted as unknown, not as zero."""
+    beam = np.asarray(trace.beam_on, dtype=np.float64)
+    known = beam[np.isfinite(beam)]
+    n_positions = int(np.prod(trace.dataset.get("scan_shape") or trace.structural.shape))
+    out = {"points_with_beam_time": int(len(known)), "points_without_beam_time": int(len(beam) - len(known)),
+           "beam_on_s": float(known.sum()) if len(known) else None,
+           "median_beam_on_per_point_s": float(np.median(known)) if len(known) else None,
+           "full_grid_positions": n_positions}
+    if len(known):
+        grid = n_positions * float(np.median(known))
+        out["full_grid_beam_on_s"] = grid
+        out["fraction_of_full_grid"] = float(known.sum() / grid) if grid > 0 else None
+        current = trace.dataset.get("probe_current_a")
+        if current:
+            out["electrons"] = float(known.sum() * float(current) / 1.602176634e-19)
+    return out
+
+
 def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | None = None) -> dict:
     """Numbers a microscopist wants at the end of a run. ``truth``: the scalarizer of every pre-acquired spectrum
     (scalarizer units); "best" and "top 1%" follow the run's goal (max or min)."""
@@ -33,6 +55,7 @@ def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | 
         "median_step_time_s": float(np.median(st)) if len(st) else None,
         "interventions": len(trace.interventions),
         "stuck_steps": int(np.nansum(trace.step_array("stuck"))) if trace.n_steps else 0,
+        "dose": dose_ledger(trace),
     }
     z = trace.step_array("z_score") if trace.n_steps else np.zeros(0)
     z = z[np.isfinite(z)]

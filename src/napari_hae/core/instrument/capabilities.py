@@ -62,6 +62,15 @@ class ReportsEnergy(Protocol):
 
 
 @runtime_checkable
+class ReportsBeamTime(Protocol):
+    """``last_beam_on_s``: seconds the beam was on for the latest ``acquire`` as the instrument (or the adapter,
+    between its own unblank and blank) measured it; NaN when it cannot say. Without it the guard measures the time
+    between its unblank and blank calls."""
+
+    last_beam_on_s: float
+
+
+@runtime_checkable
 class ServedCapabilities(Protocol):
     capabilities: dict
 

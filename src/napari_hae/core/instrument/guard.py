@@ -17,7 +17,16 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import HAEInputError, InstrumentDisconnected, InstrumentRefused, MicroscopeFault, sentence
-from .capabilities import Aborts, AcquiresMany, Reconnects, ReportsEnergy, can_blank, takes_dwell
+from .capabilities import (
+    Aborts,
+    AcquiresMany,
+    Reconnects,
+    ReplaysData,
+    ReportsBeamTime,
+    ReportsEnergy,
+    can_blank,
+    takes_dwell,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +77,13 @@ class AcquisitionGuard:
         self._blanked_at: float | None = None
         self._prefetched: dict[tuple[int, int], np.ndarray] = {}   # spectra of a batch, not yet recorded
         self.last_blanked_s = math.nan   # how long the beam was blanked before the latest acquisition
+        # the dose ledger: seconds the beam was on for the latest spectrum returned, failed attempts included (the
+        # instrument's own figure where it reports one; else from unblank to blank, or, with the beam never
+        # blanked, since the previous acquisition ended)
+        self.last_beam_on_s = math.nan
+        self._beam_ended: float | None = None   # when the previous acquisition ended (an unblanked beam stays on)
+        self._prefetched_beam = 0.0             # a batch's beam time per point
+        self._no_beam = isinstance(microscope, ReplaysData)   # pre-acquired data: no beam, no ledger (NaN)
 
     # -- the owner thread ----------------------------------------------------------------------------------
     def _run(self, fn, *args, timeout: float | None = None, **kw):
@@ -156,7 +172,7 @@ class AcquisitionGuard:
         kw = {} if self.dwell is None else {"dwell": self.dwell}
         limit = None if self.timeout is None else self.timeout + len(positions) * (self.dwell or 0.0)
         try:
-            self._set_beam(on=True)
+            since = self._set_beam(on=True)
             spectra = self._run(self.microscope.acquire_many, positions, timeout=-1, **kw)
             try:
                 spectra = spectra if self.timeout is None else spectra.result(timeout=limit)
@@ -164,7 +180,7 @@ class AcquisitionGuard:
                 self._late = (positions, spectra)
                 raise TimeoutError(f"no spectra within {limit:g} s") from None
             finally:
-                self._set_beam(on=False)
+                self._prefetched_beam = self._set_beam(on=False, since=since) / len(positions)
             if len(spectra) != len(positions):
                 raise ValueError(f"{len(spectra)} spectra for {len(positions)} positions")
             for y, x in positions[:1]:
@@ -184,22 +200,21 @@ class AcquisitionGuard:
             early = self._settle_late(y, x)
         if early is not None:
             try:
+                self.last_beam_on_s = math.nan if self._no_beam else self._prefetched_beam   # its share of a batch
                 return self._checked(early, signal_shape)
             except ValueError as exc:
                 self.on_event(f"the spectrum fetched earlier at (y, x) = ({y}, {x}) is unusable ({exc}): acquiring "
                               "again")
-        last, attempt, reconnected = None, 0, False
+        last, attempt, reconnected, spent = None, 0, False, [0.0]
         while attempt <= self.retries:
             try:
-                self._set_beam(on=True)
-                try:
-                    s = self._acquire_once(y, x)
-                finally:   # the beam off until the next acquisition (after a stuck one returns, on its thread)
-                    self._set_beam(on=False)
+                s = self._attempt(y, x, spent)
                 s = self._checked(s, signal_shape)
                 self._check_energy(y, x)
+                self.last_beam_on_s = math.nan if self._no_beam else spent[0]
                 return s
             except (HAEInputError, _StillRunning, MicroscopeFault):
+                self._say_spent(y, x, spent[0])
                 raise
             except InstrumentRefused as exc:
                 raise MicroscopeFault(
@@ -220,6 +235,7 @@ class AcquisitionGuard:
                 if attempt < self.retries:
                     time.sleep(self.wait * (attempt + 1))
                 attempt += 1
+        self._say_spent(y, x, spent[0])
         raise MicroscopeFault(
             f"The microscope failed to acquire at (y, x) = ({y}, {x}) {self.retries + 1} times "
             f"(last: {type(last).__name__}: {last}). The run is paused; every spectrum measured so far is in the "
@@ -239,17 +255,42 @@ class AcquisitionGuard:
         self.on_event("the connection to the microscope was lost and reconnected")
         return True
 
-    def _set_beam(self, on: bool) -> None:
-        """Unblank before an acquisition, blank after it (queued behind an acquisition that has not returned)."""
+    def _attempt(self, y: int, x: int, spent: list) -> np.ndarray:
+        """One acquisition between unblank and blank; its beam time is added to ``spent[0]``."""
+        since = self._set_beam(on=True)
+        if isinstance(self.microscope, ReportsBeamTime):
+            self.microscope.last_beam_on_s = math.nan
+        try:
+            return self._acquire_once(y, x)
+        finally:   # the beam off until the next acquisition (after a stuck one returns, on its thread)
+            measured = self._set_beam(on=False, since=since)
+            reported = self.microscope.last_beam_on_s if isinstance(self.microscope, ReportsBeamTime) else math.nan
+            spent[0] += float(reported) if math.isfinite(reported) else measured
+
+    def _say_spent(self, y: int, x: int, seconds: float) -> None:
+        """Beam time spent on a position that gives no spectrum is said in the trace (no dose goes unrecorded)."""
+        if seconds > 0 and not self._no_beam:
+            self.on_event(f"beam on for {seconds:.3g} s at (y, x) = ({y}, {x}) without a spectrum to record")
+
+    def _set_beam(self, on: bool, since: float | None = None) -> float:
+        """Unblank before an acquisition (returns since when the beam is on for it), blank after it (queued
+        behind an acquisition that has not returned; returns the seconds the beam was on ``since``). A beam that is
+        never blanked is on since the previous acquisition ended."""
+        now = time.perf_counter()
         if not self.blank:
-            return
+            if on:
+                return now if self._beam_ended is None else self._beam_ended
+            self._beam_ended = now
+            return now - since
         if on and self._blanked_at is not None:
-            self.last_blanked_s = time.perf_counter() - self._blanked_at
+            self.last_blanked_s = now - self._blanked_at
             self._blanked_at = None
         self._run(self.microscope.unblank if on else self.microscope.blank,
                   timeout=-1 if self._late is not None else None)
-        if not on:
-            self._blanked_at = time.perf_counter()
+        if on:
+            return now   # counted from the unblank command: the ledger may overstate, never understate
+        self._blanked_at = time.perf_counter()
+        return self._blanked_at - since
 
     def _check_energy(self, y: int, x: int) -> None:
         """A spectrum whose energy axis (``microscope.last_energy``) is not the run's is never mixed in."""

@@ -42,6 +42,7 @@ def write(trace, path) -> Path:
         _dataset(p, "kinds", data=np.asarray([POINT_KINDS.index(k) for k in trace.kinds], dtype=np.int8))
         _dataset(p, "steps", data=np.asarray(trace.point_steps, dtype=np.int64))
         _dataset(p, "dwells", data=np.asarray(trace.dwells, dtype=np.float64))
+        _dataset(p, "beam_on_s", data=np.asarray(trace.beam_on, dtype=np.float64))
         s = f.create_group("steps")
         _dataset(s, "position", data=np.asarray(trace.steps["position"], dtype=np.int64).reshape(-1, 2))
         for k in StepRecord.text_names():
@@ -103,6 +104,7 @@ def read(cls, f):
     t.kinds = [POINT_KINDS[int(k)] for k in p["kinds"][()]]
     t.point_steps = [int(v) for v in p["steps"][()]]
     t.dwells = [float(v) for v in p["dwells"][()]] if "dwells" in p else [float("nan")] * len(t.positions)
+    t.beam_on = [float(v) for v in p["beam_on_s"][()]] if "beam_on_s" in p else [float("nan")] * len(t.positions)
     s = f["steps"]
     t.steps["position"] = [tuple(int(c) for c in row) for row in s["position"][()]]
     for k in StepRecord.text_names():

@@ -86,6 +86,7 @@ class Trace(RecordColumns):
     kinds: list = field(default_factory=list)            # str in POINT_KINDS
     point_steps: list = field(default_factory=list)      # int, -1 for seeds
     dwells: list = field(default_factory=list)           # float, seconds asked of the instrument (NaN: its own)
+    beam_on: list = field(default_factory=list)          # float, seconds the beam was on for the point (NaN: unknown)
     steps: dict = field(default_factory=lambda: {k: [] for k in StepRecord.names()})
     maps: dict = field(default_factory=lambda: {k: [] for k in MAP_NAMES})
     map_steps: list = field(default_factory=list)
@@ -124,6 +125,7 @@ class Trace(RecordColumns):
             self.kinds.append(f["point_kind"])
             self.point_steps.append(int(f["step"]))
             self.dwells.append(float(f.get("dwell", math.nan)))   # journals before dwells were recorded: NaN
+            self.beam_on.append(float(f.get("beam_on_s", math.nan)))   # and before the dose ledger
         elif kind == "step":
             if "point" in f:   # a policy step is one record: its measured point, the decision and the rng after
                 self._apply("point", f["point"], {"spectrum": a["spectrum"]})
@@ -151,8 +153,9 @@ class Trace(RecordColumns):
     def records(self):
         """``(kind, fields, arrays)`` records that rebuild this trace (header excluded), for a new journal."""
         for i in range(self.n_points):
-            yield "point", self._point_fields(self.positions[i], self.values[i], self.kinds[i], self.point_steps[i],
-                                              self.dwells[i]), {"spectrum": np.asarray(self.spectra[i])}
+            fields = self._point_fields(self.positions[i], self.values[i], self.kinds[i], self.point_steps[i],
+                                        self.dwells[i], self.beam_on[i])
+            yield "point", fields, {"spectrum": np.asarray(self.spectra[i])}
         for i in range(self.n_steps):
             maps = None
             if i in self.map_steps:
@@ -169,14 +172,16 @@ class Trace(RecordColumns):
             yield "rng", {"state": self.rng_state}, None
 
     @staticmethod
-    def _point_fields(position, value, kind, step, dwell=math.nan) -> dict:
+    def _point_fields(position, value, kind, step, dwell=math.nan, beam_on_s=math.nan) -> dict:
         if kind not in POINT_KINDS:
             raise ValueError(f"kind must be one of {POINT_KINDS}")
         return {"position": (int(position[0]), int(position[1])), "value": float(value), "point_kind": kind,
-                "step": int(step), "dwell": float(math.nan if dwell is None else dwell)}
+                "step": int(step), "dwell": float(math.nan if dwell is None else dwell),
+                "beam_on_s": float(math.nan if beam_on_s is None else beam_on_s)}
 
-    def add_point(self, position, spectrum, value, kind, step, dwell=math.nan):
-        self._add("point", self._point_fields(position, value, kind, step, dwell), {"spectrum": np.asarray(spectrum)})
+    def add_point(self, position, spectrum, value, kind, step, dwell=math.nan, beam_on_s=math.nan):
+        self._add("point", self._point_fields(position, value, kind, step, dwell, beam_on_s),
+                  {"spectrum": np.asarray(spectrum)})
 
     def add_step(self, record: dict, maps: dict | None = None, point: dict | None = None, rng: dict | None = None,
                  latest: dict | None = None):

@@ -285,7 +285,7 @@ class Experiment:
         if why is not None:
             value = float("nan")
         return Measurement((y, x), frozen_array(spectrum), value, kind, step, self.guard.dwell,
-                           self.guard.last_blanked_s, seconds, why)
+                           self.guard.last_blanked_s, seconds, why, self.guard.last_beam_on_s)
 
     def _record_why(self, m: Measurement) -> None:
         if m.why is not None:

@@ -56,7 +56,8 @@ class Decision:
 @dataclass(frozen=True)
 class Measurement:
     """One spectrum as measured: where, what the scalarizer made of it, and how (dwell asked, beam blanked before,
-    seconds it took). ``why``: why ``value`` is NaN (the spectrum is kept all the same)."""
+    seconds it took, seconds the beam was on for it: ``beam_on_s``, failed attempts included). ``why``: why
+    ``value`` is NaN (the spectrum is kept all the same)."""
 
     position: tuple[int, int]
     spectrum: np.ndarray = field(repr=False)
@@ -67,11 +68,12 @@ class Measurement:
     blanked_s: float = float("nan")
     seconds: float = float("nan")
     why: str | None = None
+    beam_on_s: float = float("nan")
 
     def point(self) -> dict:
         """The measured point as :meth:`Trace.add_point <napari_hae.core.record.trace.Trace.add_point>` takes it."""
         return {"position": self.position, "spectrum": self.spectrum, "value": self.value, "kind": self.kind,
-                "step": self.step, "dwell": self.dwell}
+                "step": self.step, "dwell": self.dwell, "beam_on_s": self.beam_on_s}
 
 
 @dataclass(frozen=True)
