@@ -14,7 +14,7 @@ from napari_hae.core.instrument.conformance import check_microscope
 from napari_hae.core.instrument.microscope import SimulatedMicroscope
 
 ALL = ("structural image", "energy axis", "corners", "outside the field", "spectra match the image", "dwell",
-       "blanking", "one acquisition in flight", "resume by registration")
+       "beam time", "blanking", "one acquisition in flight", "resume by registration")
 
 
 def test_the_simulator_conforms(small_sample):
@@ -22,6 +22,7 @@ def test_the_simulator_conforms(small_sample):
     assert report.ok, report.text()
     assert [c.name for c in report.checks] == list(ALL)
     assert report.outcome("dwell") == "skip" and report.outcome("blanking") == "skip"
+    assert report.outcome("beam time") == "skip"
 
 
 @pytest.mark.slow
@@ -74,6 +75,7 @@ def test_the_remote_adapter_conforms_serving_any_adapter(tmp_path):
         report = check_microscope(lambda: make_microscope("remote", None, address=address))
         assert report.ok, report.text()
         assert report.outcome("dwell") == "pass" and report.outcome("blanking") == "pass", report.text()
+        assert report.outcome("beam time") == "pass", report.text()
     finally:
         proc.kill()
         proc.wait()
@@ -102,6 +104,28 @@ class Blind(SimulatedMicroscope):
         pass
 
 
+class Lingering:
+    """A live instrument (no pre-acquired ``data``) that keeps the beam on for a whole extra frame after the
+    exposure, like the Nion adapter before issue 26."""
+
+    def __init__(self, data):
+        self._sim = SimulatedMicroscope(data)
+        self.scan_shape, self.energy, self.signal_shape = data.scan_shape, data.energy, data.signal_shape
+        self.structural_image = self._sim.structural_image
+
+    def acquire(self, y, x, dwell=0.01):
+        import time
+
+        time.sleep(2 * dwell)
+        return self._sim.acquire(y, x)
+
+    def blank(self):
+        pass
+
+    def unblank(self):
+        pass
+
+
 def test_each_check_fails_on_an_adapter_that_breaks_it(small_sample):
     data = _non_square(small_sample)
     assert check_microscope(lambda: Swapped(data)).outcome("corners") == "fail"
@@ -110,6 +134,9 @@ def test_each_check_fails_on_an_adapter_that_breaks_it(small_sample):
     assert check_microscope(lambda: Raises(small_sample)).outcome("outside the field") == "fail"
     blind = check_microscope(lambda: Blind(small_sample))
     assert blind.outcome("dwell") == "fail" and blind.outcome("blanking") == "pass", blind.text()
+    lingering = check_microscope(lambda: Lingering(small_sample))
+    assert lingering.outcome("beam time") == "fail" and lingering.outcome("dwell") == "pass", lingering.text()
+    assert "beam on 2." in lingering.text() and "x the dwell of 0.05 s" in lingering.text()
     rng = np.random.default_rng(0)
     noise = check_microscope(lambda: _with_image(small_sample, rng.random(small_sample.scan_shape)))
     assert noise.outcome("resume by registration") == "fail", noise.text()
@@ -127,7 +154,7 @@ def test_check_microscope_prints_the_table_and_fails_a_broken_adapter(capsys):
 
     assert main(["check-microscope", "simulator", "--sample", "nanoparticles"]) == 0
     out = capsys.readouterr().out
-    assert "PASS  corners" in out and out.rstrip().endswith("simulator: conforms (2 checks skipped: capabilities it "
+    assert "PASS  corners" in out and out.rstrip().endswith("simulator: conforms (3 checks skipped: capabilities it "
                                                             "does not have)")
 
     @register_microscope("test-swapped", needs_data=True)

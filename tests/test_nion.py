@@ -168,3 +168,32 @@ def test_a_long_exposure_under_a_short_timeout_never_overlaps_and_pauses_the_run
         exp.start()
     assert most[0] == 1 and exp.trace.n_points == 0
     exp.close()
+
+
+def test_the_beam_is_on_for_the_dwell_not_a_frame_more(usim):
+    """Issue 26: the beam was on 1.5-2x the dwell (a frame in progress discarded, then a whole frame). Each point's
+    recorded beam time is the adapter's unblank-to-blank time; its median <= 1.2 x the dwell."""
+    from napari_hae.core.run.experiment import Experiment, ExperimentSettings
+
+    mic = usim()
+    s = ExperimentSettings(patch_size=8, n_seeds=4, budget=2, dwell=0.2, fit_iterations_first=20, fit_iterations=5,
+                           scalarizer={"name": "band_integral", "params": {"a": 5, "b": 480}})
+    exp = Experiment(mic, s)
+    exp.run()
+    beam = np.asarray(exp.trace.beam_on)
+    print("beam-on / dwell per point:", np.round(beam / 0.2, 3))
+    assert exp.trace.settings["pipeline_depth"] == 1 and len(beam) == 6 and np.all(np.isfinite(beam))
+    assert np.median(beam) <= 1.2 * 0.2 and np.all(beam >= 0.2)
+    exp.close()
+
+
+def test_a_frame_cut_short_by_an_abort_is_never_returned(usim):
+    """Issue 26: after an abort a 20 ms frame was recorded as a 2.5 s one. Nion's cancelled one-frame sequence
+    reports itself complete; the adapter knows better."""
+    import threading
+
+    mic = usim(exposure_ms=1500.0)
+    threading.Timer(0.3, mic.abort).start()
+    with pytest.raises(RuntimeError, match=r"cut short after 0\.\d+ s of 1\.5 s \(aborted\): not recorded"):
+        mic.acquire(3, 3)
+    assert mic.acquire(3, 4, dwell=0.05).shape == mic.signal_shape    # the next one is whole again

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import HAEInputError, InstrumentRefused, MicroscopeFault
-from .capabilities import can_blank, takes_dwell
+from .capabilities import ReplaysData, ReportsBeamTime, can_blank, takes_dwell
 from .guard import AcquisitionGuard
 from .registration import register
 
@@ -85,6 +85,7 @@ def check_microscope(make: Callable[[], object], dwell: float = 0.05) -> Report:
         if usable:
             _check_positions(mic, add)
             _check_dwell(mic, add, dwell)
+            _check_beam_time(mic, add, dwell)
             _check_blanking(mic, add)
             _check_one_in_flight(mic, add)
     finally:
@@ -174,6 +175,37 @@ def _check_dwell(mic, add, dwell: float) -> None:
     ok = t[1] >= 0.9 * dwell and t[1] - t[0] >= 0.5 * (dwell - dwell / 10)
     add(Check("dwell", "pass" if ok else "fail", f"acquire with dwell {dwell / 10:g} s took {t[0]:.3f} s, with "
                                                  f"{dwell:g} s {t[1]:.3f} s"))
+
+
+BEAM_PER_DWELL = 1.2   # most beam time per point a conforming adapter spends, in dwells (the trace's beam_on_s)
+
+
+def _check_beam_time(mic, add, dwell: float) -> None:
+    """The beam time the run records per point (:class:`AcquisitionGuard`'s ledger) against the dwell: an adapter
+    that waits for a frame in progress, or reads a whole extra frame, spends dose the spectrum does not show."""
+    from .guard import AcquisitionGuard
+
+    if not takes_dwell(mic):
+        add(Check("beam time", "skip", "acquire(y, x) takes no dwell: nothing to compare the beam time with"))
+        return
+    if isinstance(mic, ReplaysData):
+        add(Check("beam time", "skip", "it replays pre-acquired data: no beam to account for"))
+        return
+    guard = AcquisitionGuard(mic, retries=0, timeout=max(10.0, 20 * dwell), dwell=dwell)
+    try:
+        shape = tuple(mic.signal_shape)
+        spent = []
+        for x in range(3):
+            guard(0, x, shape)
+            spent.append(guard.last_beam_on_s)
+    finally:
+        guard.close()
+    ratio = float(np.median(spent)) / dwell
+    how = "the instrument's figure" if isinstance(mic, ReportsBeamTime) else "unblank to blank" if can_blank(mic) \
+        else "the beam is never blanked: since the previous acquisition"
+    add(Check("beam time", "pass" if ratio <= BEAM_PER_DWELL else "fail",
+              f"beam on {ratio:.2f} x the dwell of {dwell:g} s per spectrum (median of 3; {how}; at most "
+              f"{BEAM_PER_DWELL:g} x passes)"))
 
 
 def _check_blanking(mic, add) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 
@@ -43,7 +44,14 @@ def _need_nion():
 
 
 class NionMicroscope:
-    """A STEM driven through Nion Swift's hardware sources (scan, EELS camera, instrument controller)."""
+    """A STEM driven through Nion Swift's hardware sources (scan, EELS camera, instrument controller).
+
+    Exposure-exact: the EELS camera is idle between spectra, and a spectrum is the camera's one-frame sequence
+    (it exposes once and stops), so the beam is on for one exposure and its readout, not for the rest of a frame
+    in progress plus a whole frame (1.5-2x the dwell before). A camera left playing (by Swift's UI) is stopped with
+    the beam blanked first. A frame whose exposure is not the one asked is never returned. ``last_beam_on_s``: the
+    seconds the beam was on for the latest spectrum, from this adapter's own blank and unblank times.
+    """
 
     def __init__(self, scan, eels, instrument, *, size: int = 64, fov_nm: float = 100.0,
                  pixel_time_us: float = 10.0, channel: str = "HAADF", exposure_ms: float = 10.0, on_close=None):
@@ -76,8 +84,11 @@ class NionMicroscope:
         self._context = self._scan_context()
         self._exposure_ms = None
         self._set_exposure(float(exposure_ms))
+        self._on_since: float | None = None   # when the beam was last unblanked (None: blanked)
+        self._on_s = 0.0                      # beam seconds of the spectrum being acquired
+        self._aborted = False                 # abort() was called during the frame: it is not returned
+        self.last_beam_on_s = math.nan
         self.blank()
-        self._playing = False
         spectrum, self.energy = self._grab()   # with the beam blanked: the axis, no dose
         self.last_energy = self.energy
         self.signal_shape = spectrum.shape
@@ -99,6 +110,8 @@ class NionMicroscope:
         if self._scan_context() != self._context:
             raise InstrumentRefused(f"the scan frame changed on the instrument (now {self._scan_context()}, the run's "
                                     f"is {self._context}): positions would land elsewhere")
+        self._on_s = 0.0
+        self._wait_idle()   # the previous spectrum's camera stopping, with the beam blanked meanwhile
         self._set_exposure(self._exposure_ms if dwell is None else float(dwell) * 1000.0)
         self.instrument.set_probe_position(self._G.FloatPoint(y=fy, x=fx))
         spectrum, self.last_energy = self._grab()
@@ -106,19 +119,24 @@ class NionMicroscope:
 
     def blank(self) -> None:
         self.instrument.SetVal("C_Blank", 1.0)
+        if self._on_since is not None:
+            self._on_s += time.perf_counter() - self._on_since
+            self._on_since = None
+        self.last_beam_on_s = self._on_s
 
     def unblank(self) -> None:
+        self._on_since = time.perf_counter()   # from the command: the figure may overstate, never understate
         self.instrument.SetVal("C_Blank", 0.0)
 
     def abort(self) -> None:
-        self._playing = False
-        self.eels.abort_playing(sync_timeout=5.0)   # stopped when this returns: the next frame is a fresh start
+        self._aborted = True
+        self.eels.acquire_sequence_cancel()          # the frame being exposed ends now, and is not returned
+        self.eels.abort_playing(sync_timeout=5.0)   # a camera someone left playing: stopped when this returns
 
     def close(self) -> None:
         try:
-            if self._playing:
+            if self.eels.is_playing:
                 self.eels.stop_playing(sync_timeout=5.0)
-            self._playing = False
             self.blank()
             self.instrument.set_probe_position(None)
         finally:
@@ -139,21 +157,40 @@ class NionMicroscope:
         self.eels.set_current_frame_parameters(fp)
         self._exposure_ms = float(ms)
 
-    def _grab(self) -> tuple[np.ndarray, EnergyAxis]:
-        """The next frame that starts after now (the probe is where it was sent), summed to a spectrum."""
-        if not self._playing:
-            self.eels.start_playing()
-            self._playing = True
-        frames = self.eels.grab_next_to_start()
-        if not frames or frames[0] is None:   # aborted while waiting: no frame (transient, retried)
-            self._playing = False
-            raise RuntimeError("the EELS camera returned no frame (acquisition aborted)")
-        frame = frames[0]
-        data = np.asarray(frame.data, dtype=np.float64)
-        spectrum = data.reshape(-1, data.shape[-1]).sum(0)
-        cal = frame.dimensional_calibrations[-1]
-        return spectrum, EnergyAxis(spectrum.size, float(cal.offset), float(cal.scale), cal.units or "eV")
+    def _wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until the camera has stopped; a beam the run unblanked is blanked while it waits."""
+        if not self.eels.is_playing:
+            return
+        was_on = self._on_since is not None
+        if was_on:
+            self.blank()
+        self.eels.abort_playing(sync_timeout=timeout)
+        if was_on:
+            self.unblank()
 
+    def _grab(self) -> tuple[np.ndarray, EnergyAxis]:
+        """One frame acquired now (the probe is where it was sent), summed to a spectrum: the camera's own
+        one-frame sequence, which exposes once and stops (about 1.01x the exposure on nion-usim; a frame grabbed
+        from a playing camera cost the rest of the frame in progress plus a whole one)."""
+        self._aborted = False
+        t0 = time.perf_counter()
+        elements = self.eels.acquire_sequence(1)
+        took = time.perf_counter() - t0
+        if self._aborted or took < 0.95 * self._exposure_ms / 1000.0:   # a cancelled sequence says "complete"
+            raise RuntimeError(f"the EELS frame was cut short after {took:.3g} s of {self._exposure_ms / 1000:g} s "
+                               "(aborted): not recorded")
+        if not elements or elements[0] is None or elements[0].get("data") is None:
+            raise RuntimeError("the EELS camera returned no frame (acquisition aborted)")
+        element = elements[0]
+        exposure = (element.get("metadata") or {}).get("hardware_source", {}).get("exposure")
+        if exposure is not None and not math.isclose(float(exposure), self._exposure_ms / 1000.0, rel_tol=1e-3):
+            raise RuntimeError(f"the EELS frame was exposed {float(exposure):g} s, {self._exposure_ms / 1000:g} s "
+                               "was asked: not recorded")
+        data = np.asarray(element["data"], dtype=np.float64)
+        spectrum = data.reshape(-1, data.shape[-1]).sum(0)
+        cal = (element.get("spatial_calibrations") or [{}])[-1] or {}
+        return spectrum, EnergyAxis(spectrum.size, float(cal.get("offset", 0.0)), float(cal.get("scale", 1.0)),
+                                    cal.get("units") or "eV")
 
 # -- Nion's simulated STEM, headless ---------------------------------------------------------------------------
 _USIM = {"config": None, "dir": None}
