@@ -4,6 +4,7 @@ uncertainty is, on the bundled sample and the real EELS/EDS data in ../shared/da
     python benchmarks/discovery.py --quick                        # sample, 6 seeds, default + random (<15 min)
     python benchmarks/discovery.py --seeds 10 --steps 60          # all datasets and policies (long)
     python benchmarks/discovery.py --datasets sample --policies default --seeds 10 --model-param ensemble=1
+    python benchmarks/discovery.py --datasets sample cuzn --policies default --pipeline 1   # pipelined decisions
 
 Per run (policy picks only; a seed that lands in the top 1% is counted apart as a seed hit):
 steps to the first top-1% and top-0.1% position, "stuck" = no top-1% pick within the budget, best fraction of the
@@ -82,6 +83,7 @@ def run_one(job: dict) -> dict:
         settings["fit_iterations"] = job["fit_iterations"]
     if job.get("model") or job.get("model_params"):
         settings["model"] = {"name": job.get("model") or "dkl", "params": job["model_params"]}
+    settings["pipeline_depth"] = job.get("pipeline") or 0
     exp = Experiment(SimulatedMicroscope(data, seed=job["seed"]), settings)
     truth = np.asarray(data.scalarize(exp.scalarizer), dtype=float)
     top1 = top_mask(truth, 0.01).ravel()
@@ -91,12 +93,12 @@ def run_one(job: dict) -> dict:
     inner[h:truth.shape[0] - h, h:truth.shape[1] - h] = True
     border = ~inner.ravel()
     cal, t0, step_times, ties = {}, time.perf_counter(), [], 0
-    for res in exp.iter_steps():
+    for res in _steps(exp):
         step_times.append(res.record["step_time"])
         n_train = exp.trace.n_points - 1
         # a pick decided among (nearly) all available positions scoring the same: the raster-scan failure
         ties += int(res.record["acq_ties"] >= 0.5 * (flat_truth.size - n_train) and job["policy"] != "random")
-        if n_train in CALIBRATION_AT:
+        if n_train in CALIBRATION_AT and not job.get("pipeline"):   # pipelined: the model is a step ahead
             measured = np.zeros(flat_truth.size, bool)
             pos = exp.trace.positions_array()[:-1]
             measured[pos[:, 0] * truth.shape[1] + pos[:, 1]] = True
@@ -131,6 +133,17 @@ def run_one(job: dict) -> dict:
             "best_curve": [float(v) / float(flat_truth.max()) for v in tr.step_array("best_so_far")],
             "z": [float(v) for v in tr.step_array("z_score")],
             "wall_s": time.perf_counter() - t0}
+
+
+def _steps(exp):
+    """The run's steps: sequential, or through the run driver with its pipeline (``pipeline_depth`` 1)."""
+    if not exp.settings.pipeline_depth:
+        yield from exp.iter_steps()
+        return
+    from napari_hae.core.run.driver import RunDriver
+    from napari_hae.core.run.results import StepResult
+
+    yield from (item for item in RunDriver(exp).events() if isinstance(item, StepResult))
 
 
 def _med(xs, never):
@@ -189,6 +202,8 @@ def main(argv=None):
                    help="a parameter of the model (repeatable; JSON values)")
     p.add_argument("--fit-iterations", type=int, help="training iterations of later fits (the settings' default)")
     p.add_argument("--rows", help="write every run's row to this JSON-lines file")
+    p.add_argument("--pipeline", type=int, choices=(0, 1), default=0,
+                   help="1: decide each next point while the current one is measured (as on a live instrument)")
     a = p.parse_args(argv)
     for text in a.also_policy:
         from napari_hae.core.analysis.sweep import parse_policy
@@ -207,7 +222,7 @@ def main(argv=None):
         params[k] = json.loads(v)
     jobs = [{"dataset": d, "policy": pol, "policy_spec": POLICIES[pol], "seed": s, "steps": a.steps,
              "model_params": params,
-             "model": a.model, "fit_iterations": a.fit_iterations}
+             "model": a.model, "fit_iterations": a.fit_iterations, "pipeline": a.pipeline}
             for d in a.datasets for pol in a.policies for s in range(a.first_seed, a.first_seed + a.seeds)]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
@@ -216,7 +231,8 @@ def main(argv=None):
     if a.rows:
         Path(a.rows).write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = {"wall_s": round(time.perf_counter() - t0, 1), "seeds": a.seeds, "steps": a.steps,
-              "model": a.model, "model_params": params, "fit_iterations": a.fit_iterations, "datasets": {}}
+              "model": a.model, "model_params": params, "fit_iterations": a.fit_iterations, "pipeline": a.pipeline,
+              "datasets": {}}
     for d in a.datasets:
         print(f"\n## {d} ({a.seeds} seeds, {a.steps} steps; steps are policy picks, seed hits apart)\n")
         print("| policy | stuck | median steps top 1% | top 0.1% reached | median steps top 0.1% | seed hits | "

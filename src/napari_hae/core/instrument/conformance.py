@@ -178,6 +178,7 @@ def _check_dwell(mic, add, dwell: float) -> None:
 
 
 BEAM_PER_DWELL = 1.2   # most beam time per point a conforming adapter spends, in dwells (the trace's beam_on_s)
+BEAM_CHECK_DWELL = 0.2   # s: the shortest dwell the beam time is checked at (a typical EELS dwell)
 
 
 def _check_beam_time(mic, add, dwell: float) -> None:
@@ -191,6 +192,7 @@ def _check_beam_time(mic, add, dwell: float) -> None:
     if isinstance(mic, ReplaysData):
         add(Check("beam time", "skip", "it replays pre-acquired data: no beam to account for"))
         return
+    dwell = max(dwell, BEAM_CHECK_DWELL)   # a fixed few ms of readout is not the fault looked for here
     guard = AcquisitionGuard(mic, retries=0, timeout=max(10.0, 20 * dwell), dwell=dwell)
     try:
         shape = tuple(mic.signal_shape)
