@@ -7,6 +7,7 @@ nothing is measured twice, a failing acquisition or fit loses nothing, and the s
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -276,3 +277,22 @@ def test_replayed_data_has_no_beam_to_account_for(small_sample):
     exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=1), model_factory=lambda d, s: SlowModel())
     exp.run()
     assert np.isnan(exp.trace.beam_on).all()
+
+
+def test_a_dwell_the_instrument_cannot_expose_is_refused_before_anything_is_measured(small_sample, tmp_path):
+    from napari_hae.core.errors import HAEInputError
+
+    class Ranged(SlowScope):
+        dwell_range = (0.001, 10.0)
+
+        def acquire(self, y, x, dwell=None):
+            return super().acquire(y, x)
+
+    for dwell in (1e9, 1e-6):
+        mic = Ranged(small_sample)
+        with pytest.raises(HAEInputError, match=re.escape(f"A dwell of {dwell:g}") + r" s is outside what Ranged can expose "
+                                                r"\(0\.001 to 10 s\)\. Fix: choose a dwell \(--dwell\) from 0\.001 to "
+                                                r"10 s\."):
+            Experiment(mic, fast_settings(dwell=dwell), journal=tmp_path / "trace.journal")
+        assert mic.acquired == [] and not (tmp_path / "trace.journal").exists()
+    assert Experiment(Ranged(small_sample), fast_settings(dwell=2.0)).guard.dwell == 2.0

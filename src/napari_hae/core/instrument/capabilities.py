@@ -93,6 +93,25 @@ def takes_dwell(microscope) -> bool:
     return "dwell" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+@runtime_checkable
+class DwellRange(Protocol):
+    """``dwell_range``: (shortest, longest) dwell in seconds the instrument can expose; a run asking for one outside
+    it is refused before anything is measured."""
+
+    dwell_range: tuple[float, float]
+
+
+def dwell_range(microscope) -> tuple[float, float] | None:
+    """The instrument's dwell range in seconds (a served one's as its server says), or None when it states none."""
+    caps = _served(microscope)
+    got = caps.get("dwell_range") if caps is not None else \
+        microscope.dwell_range if isinstance(microscope, DwellRange) else None
+    if got is None:
+        return None
+    lo, hi = (float(v) for v in got)
+    return lo, hi
+
+
 def can_blank(microscope) -> bool:
     """Whether the run may blank the beam: :class:`Blanks`, unless a served instrument says it cannot."""
     caps = _served(microscope)

@@ -25,6 +25,7 @@ from .capabilities import (
     ReportsBeamTime,
     ReportsEnergy,
     can_blank,
+    dwell_range,
     takes_dwell,
 )
 
@@ -64,6 +65,11 @@ class AcquisitionGuard:
                                 "acquire(y, x) has no 'dwell'.",
                                 "leave the dwell unset (the instrument's own exposure is used), or use an adapter "
                                 "that sets the exposure.")
+        if dwell is not None and (limits := dwell_range(microscope)) is not None and \
+                not limits[0] <= float(dwell) <= limits[1]:
+            raise HAEInputError(f"A dwell of {float(dwell):g} s is outside what {type(microscope).__name__} can "
+                                f"expose ({limits[0]:g} to {limits[1]:g} s).",
+                                f"choose a dwell (--dwell) from {limits[0]:g} to {limits[1]:g} s.")
         self.microscope = microscope
         self.retries = int(retries)
         self.timeout = timeout

@@ -53,6 +53,8 @@ class NionMicroscope:
     seconds the beam was on for the latest spectrum, from this adapter's own blank and unblank times.
     """
 
+    dwell_range = (1e-5, 100.0)   # s: the exposures the EELS camera takes (exposure_ms 0.01 to 1e5)
+
     def __init__(self, scan, eels, instrument, *, size: int = 64, fov_nm: float = 100.0,
                  pixel_time_us: float = 10.0, channel: str = "HAADF", exposure_ms: float = 10.0, on_close=None):
         from nion.utils import Geometry

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..data.dataset import EnergyAxis
 from ..errors import HAEInputError, InstrumentRefused
-from .capabilities import can_blank, takes_dwell
+from .capabilities import can_blank, dwell_range, takes_dwell
 
 log = logging.getLogger(__name__)
 PROTOCOL = "napari-hae-microscope/1"
@@ -227,7 +227,8 @@ class MicroscopeServer:
             e = m.energy
             return {"ok": True, "protocol": PROTOCOL, "name": self.name, "scan_shape": list(m.scan_shape),
                     "signal_shape": list(m.signal_shape), "energy": None if e is None else e.to_dict(),
-                    "capabilities": {"dwell": takes_dwell(m), "blank": can_blank(m)},
+                    "capabilities": {"dwell": takes_dwell(m), "blank": can_blank(m),
+                                     "dwell_range": list(dwell_range(m) or (0.0, MAX_DWELL_S))},
                     "describe": m.describe() if callable(getattr(m, "describe", None)) else {}}, None
         if op == "structural_image":
             return {"ok": True}, np.asarray(m.structural_image(), dtype=np.float64)
@@ -253,6 +254,10 @@ class MicroscopeServer:
             if dwell is not None and not takes_dwell(m):
                 return {"ok": False, "kind": "bad_request",
                         "error": "the served microscope takes no dwell (its acquire(y, x) has none)"}, None
+            lo, hi = dwell_range(m) or (0.0, MAX_DWELL_S)
+            if dwell is not None and not lo <= dwell <= hi:
+                return {"ok": False, "kind": "bad_request",
+                        "error": f"a dwell of {dwell:g} s is outside the served microscope's {lo:g} to {hi:g} s"}, None
             spectrum = np.asarray(m.acquire(y, x, **({} if dwell is None else {"dwell": dwell})), dtype=np.float64)
             self.n_acquisitions += 1
             return {"ok": True}, spectrum

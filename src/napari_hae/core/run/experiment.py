@@ -113,12 +113,12 @@ class Experiment:
         # replay) must not keep the run's model and patches alive
         on_record = weakref.WeakMethod(self._on_record)
         trace.listeners.append(lambda *record: (m := on_record()) is not None and m(*record))
-        if journal is not None:
-            self.journal_to(journal)
-        s = self.state.settings
+        s = self.state.settings   # the guard refuses a dwell the instrument cannot expose: before any journal
         self.guard = AcquisitionGuard(microscope, s.acquire_retries, s.acquire_timeout, s.acquire_retry_wait,
                                       on_event=lambda msg: self.trace.add_event(self.step_index, msg),
                                       dwell=s.dwell, blank=s.blank_between, energy=microscope.energy)
+        if journal is not None:
+            self.journal_to(journal)
         self._seeds = None
         self._values_cache = ("", np.zeros(0))
 
