@@ -39,11 +39,33 @@ class STEMServer:
         return serialize_array(self.data.spectra[x][y])   # x: the row, as in DTMicroscope
 
 
-def serve(data):
-    """Start the server in a thread: (uri, server object, stop())."""
-    daemon = Pyro5.api.Daemon(host="127.0.0.1", port=0)
-    server = STEMServer(data)
-    uri = daemon.register(server, objectId="microscope.server")
+# the datasets a session server can register, by name (DTMicroscope reads a file)
+FILES: dict = {}
+
+
+@Pyro5.api.expose
+@Pyro5.api.behavior(instance_mode="session")
+class SessionSTEMServer(STEMServer):
+    """As DTMicroscope's server: every connection gets a fresh microscope object with no data until it registers
+    some (a server restarted mid-run has forgotten the run's session)."""
+
+    def __init__(self):
+        super().__init__(None)
+
+    def register_data(self, data_source="test.h5"):
+        self.data = FILES[data_source]
+
+    def get_overview_image(self):
+        if self.data is None:
+            raise AttributeError("'NoneType' object has no attribute 'structural'")   # what the real one raises
+        return super().get_overview_image()
+
+
+def serve(data, port: int = 0, sessions: bool = False):
+    """Start the server in a thread: (uri, server object (None with ``sessions``), stop())."""
+    daemon = Pyro5.api.Daemon(host="127.0.0.1", port=port)
+    server = None if sessions else STEMServer(data)
+    uri = daemon.register(SessionSTEMServer if sessions else server, objectId="microscope.server")
     thread = threading.Thread(target=daemon.requestLoop, daemon=True)
     thread.start()
 
@@ -53,3 +75,14 @@ def serve(data):
         daemon.close()
 
     return str(uri), server, stop
+
+
+if __name__ == "__main__":   # a server process, as DTMicroscope's server_stem runs: python dtm_server.py PORT
+    import sys
+
+    from napari_hae.core.data.samples.nanoparticles import make_nanoparticles
+
+    FILES["sample.h5"] = make_nanoparticles(shape=(48, 48), n_clusters=6, seed=3)   # the tests' small_sample
+    daemon = Pyro5.api.Daemon(host="127.0.0.1", port=int(sys.argv[1]))
+    print(daemon.register(SessionSTEMServer, objectId="microscope.server"), flush=True)
+    daemon.requestLoop()

@@ -43,14 +43,11 @@ class DTMicroscope:
                                 'pip install "napari-hae[dtmicroscope]".') from exc
         self._api, self._errors = Pyro5.api, Pyro5.errors
         self.uri, self.key, self.name = uri, spectrum_key, f"DTMicroscope at {uri}"
+        self._initialize, self._data_source = initialize, data_source
         self._proxy = self._connect()
+        self._lost = False   # the connection failed: the next call opens a new session first
         try:
-            if initialize:
-                self._call("initialize_microscope", "STEM")
-            if data_source:
-                self._call("register_data", data_source)
-            self._structural = np.asarray(_array(self._call("get_overview_image")), dtype=np.float64)
-            energies = np.asarray(_array(self._call("get_spectrum_image_e_axis", spectrum_key)), np.float64).ravel()
+            self._structural, energies = self._open_session()
         except InstrumentDisconnected as exc:
             raise HAEInputError(f"No DTMicroscope server answers at {uri} ({exc}).",
                                 "start it (python server_stem.py in DTMicroscope/server) or check the uri.") from exc
@@ -72,11 +69,23 @@ class DTMicroscope:
     def _connect(self):
         return self._api.Proxy(self.uri)
 
+    def _open_session(self) -> tuple[np.ndarray, np.ndarray]:
+        """What DTMicroscope's server needs on every connection (it gives each one a fresh microscope object with
+        no data): initialise, register the data; returns (overview image, energies)."""
+        if self._initialize:
+            self._call("initialize_microscope", "STEM")
+        if self._data_source:
+            self._call("register_data", self._data_source)
+        image = np.asarray(_array(self._call("get_overview_image")), dtype=np.float64)
+        energies = np.asarray(_array(self._call("get_spectrum_image_e_axis", self.key)), np.float64).ravel()
+        return image, energies
+
     def _call(self, name: str, *args):
         self._proxy._pyroClaimOwnership()   # Pyro5 proxies belong to one thread: the caller's is now the owner
         try:
             return getattr(self._proxy, name)(*args)
         except self._errors.CommunicationError as exc:   # connection lost or refused: a reconnect may help
+            self._lost = True
             raise InstrumentDisconnected(f"{type(exc).__name__}: {exc}") from exc
 
     @property
@@ -93,6 +102,8 @@ class DTMicroscope:
         ny, nx = self.scan_shape
         if not (0 <= y < ny and 0 <= x < nx):
             raise InstrumentRefused(f"({y}, {x}) is outside DTMicroscope's {ny} x {nx} field")
+        if self._lost:   # every attempt after a lost connection restores the session first (a restarted server)
+            self.reconnect()
         try:
             reply = self._call("get_point_data", self.key, int(y), int(x))   # its x is the row
         except (IndexError, KeyError) as exc:
@@ -100,8 +111,21 @@ class DTMicroscope:
         return np.asarray(_array(reply), dtype=np.float64).ravel()
 
     def reconnect(self) -> None:
-        self.close()
+        """A new connection with the session restored (initialised, data registered); refused when the server
+        now shows another overview image (other data: spectra would not be the run's)."""
+        try:
+            self.close()
+        except Exception:   # the old connection is gone anyway
+            pass
         self._proxy = self._connect()
+        image, energies = self._open_session()
+        if image.shape != self._structural.shape or not np.allclose(image, self._structural, equal_nan=True):
+            raise InstrumentRefused("after reconnecting, DTMicroscope's overview image is not the run's: the server "
+                                    "holds other data (check its data_source)")
+        if energies.size != self.signal_shape[0]:
+            raise InstrumentRefused(f"after reconnecting, DTMicroscope's energy axis has {energies.size} channels, "
+                                    f"the run's {self.signal_shape[0]}")
+        self._lost = False
 
     def close(self) -> None:
         self._proxy._pyroClaimOwnership()   # the run's acquisition thread may own it now
