@@ -345,3 +345,14 @@ def test_a_dtmicroscope_server_restarted_mid_run_gets_its_session_back_and_the_r
         for proc, _ in servers:
             proc.kill()
             proc.wait()
+
+
+def test_the_run_view_carries_the_ledger_for_the_dock(small_sample):
+    from napari_hae.core.analysis.summary import dose_ledger
+
+    exp = Experiment(BlankingScope(small_sample, dwell=0.01), fast_settings(budget=1, pipeline_depth=0),
+                     model_factory=lambda d, s: SlowModel())
+    exp.run()
+    view = exp.view()
+    assert view.beam_on == tuple(exp.trace.beam_on) and len(view.beam_on) == exp.trace.n_points
+    assert dose_ledger(view) == dose_ledger(exp.trace)

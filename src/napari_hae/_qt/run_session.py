@@ -11,6 +11,7 @@ import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
+from ..core.analysis.summary import dose_ledger
 from ..core.errors import HAEInputError, sentence
 from ..core.instrument.adapters import close_microscope
 from ..core.record.trace import JOURNAL_NAME
@@ -328,8 +329,11 @@ class RunSession:
     def _say_finished(self, view) -> None:
         self.run_phase = "finished"
         where = f" Journal: {view.journal}." if view.journal else ""
+        dose = dose_ledger(view)
+        beam = "" if dose["beam_on_s"] is None else (
+            f" Beam on {dose['beam_on_s']:.3g} s, {100 * dose['fraction_of_full_grid']:.2g}% of a full scan.")
         self.status.value = (f"Run {'finished' if view.done else 'stopped'}: {view.n_steps} steps, "
-                             f"{view.n_points} spectra.{where} Save the trace to keep it as HDF5.")
+                             f"{view.n_points} spectra.{beam}{where} Save the trace to keep it as HDF5.")
 
     def closed(self) -> None:
         """The dock was taken out of napari's window: stop a run after the step in flight (once its worker has

@@ -12,10 +12,10 @@ from .metrics import steps_to_top
 
 
 def dose_ledger(trace: Trace) -> dict:
-    """The beam time a run spent (the recorded per-point ``beam_on_s``) against scanning every position of the
-    grid with the same beam time per point (the run's median), and electrons where the probe current is known
-    (``dataset["probe_current_a"]``). Points recorded without a beam time (older traces, replayed data) are
-    counted as unknown, not as zero."""
+    """The beam time a run spent (the recorded per-point ``beam_on_s``; ``trace``: a Trace, or the RunView the dock
+    has) against scanning every position of the grid with the same beam time per point (the run's median), and
+    electrons where the probe current is known (``dataset["probe_current_a"]``). Points recorded without a beam
+    time (older traces, replayed data) are counted as unknown, not as zero."""
     beam = np.asarray(trace.beam_on, dtype=np.float64)
     known = beam[np.isfinite(beam)]
     n_positions = int(np.prod(trace.dataset.get("scan_shape") or trace.structural.shape))

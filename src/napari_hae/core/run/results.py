@@ -100,7 +100,8 @@ class RunView(RecordColumns):
 
     ``current_values``: the measured values under the scalarizer in force (``values`` are those at measurement
     time); ``pareto``: positions and objective values of the non-dominated points of a multi-objective run;
-    ``spectra``: every recorded spectrum (read-only views of the recorded arrays, in point order).
+    ``spectra``: every recorded spectrum (read-only views of the recorded arrays, in point order); ``beam_on``: the
+    seconds the beam was on for each (NaN: not known).
     """
 
     positions: tuple
@@ -121,6 +122,7 @@ class RunView(RecordColumns):
     stuck_window: int = 10
     done: bool = False
     journal: str | None = None
+    beam_on: tuple = field(default=(), repr=False)   # seconds the beam was on per point (the dose ledger)
 
     @property
     def scan_shape(self) -> tuple[int, int]:
