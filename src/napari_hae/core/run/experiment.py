@@ -249,7 +249,7 @@ class Experiment:
             frozen_mapping(self.scalarizer.to_dict()), frozen_array(values), pareto,
             tuple(frozen_array(s) for s in tr.spectra),
             None if self.energies is None else frozen_array(self.energies), self.stuck_window, self.done,
-            None if tr.journal is None else str(tr.journal.path))
+            None if tr.journal is None else str(tr.journal.path), tuple(tr.beam_on))
 
     def _current_values(self) -> np.ndarray:
         """The measured values under the scalarizer in force (computed for new points only while it stays)."""
@@ -403,7 +403,9 @@ class Experiment:
                                  current=tuple(in_flight[-1]) if len(pending) else self.state.last_position,
                                  positions=self.grid_positions, measured=self.trace.positions_array(),
                                  pending=in_flight)
-        scores = penalize_pending(self.policy(post, ctx), ctx, self.patch_size / 4)
+        # around a point being measured, by an eighth of the patch (a quarter lost 2 of 8 sample runs below 0.9 of
+        # the maximum in 40 steps, an eighth none: benchmarks/discovery.py --pipeline 1, docs/performance.md)
+        scores = penalize_pending(self.policy(post, ctx), ctx, self.patch_size / 8)
         choice = select(scores, pick_mask, self.rng)
         if (followed := self.state.followed(k)) is not None:   # counterfactual: the recorded trajectory
             choice = int(flat_index(np.asarray(followed), self.scan_shape)[0])
