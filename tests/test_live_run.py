@@ -163,6 +163,13 @@ def test_the_depth_resolves_by_instrument_and_is_recorded(small_sample):
     unset = fast_settings()
     Experiment(SlowScope(small_sample), unset)
     assert unset.pipeline_depth is None
+
+    class Dwelling(SlowScope):
+        def acquire(self, y, x, dwell=None):
+            return super().acquire(y, x)
+
+    assert Experiment(Dwelling(small_sample), fast_settings(dwell=0.05)).settings.pipeline_depth == 0   # short
+    assert Experiment(Dwelling(small_sample), fast_settings(dwell=0.1)).settings.pipeline_depth == 1
     with pytest.raises(ValueError, match="pipeline_depth"):
         fast_settings(pipeline_depth=2)
 

@@ -65,7 +65,7 @@ def add_parser(sub) -> None:
                    help="leave the beam on between acquisitions (default: blanked while the model fits)")
     r.add_argument("--pipeline", type=int, choices=(0, 1), default=None, metavar="DEPTH",
                    help="1: choose the next point while the current one is measured; 0: measure, learn, then choose "
-                        "(default: 1 on a live instrument, 0 on pre-acquired data; recorded)")
+                        "(default: 1 on a live instrument with a dwell of 0.1 s or more, else 0; recorded)")
     r.add_argument("--feature-space", action="store_true",
                    help="train AtomAI's rVAE on all patches and draw the trajectory in its latent plane")
     r.add_argument("--complete-model", action="store_true",

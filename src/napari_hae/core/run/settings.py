@@ -117,8 +117,8 @@ class ExperimentSettings(Spec):
     dwell: float | None = Field(None, gt=0)        # seconds per spectrum, passed to the instrument; None: its own
     blank_between: bool = True                     # blank the beam between acquisitions (while the model fits)
     # acquire while the model learns: 1 chooses the next point while the current one is measured (that one pending,
-    # its neighbourhood penalised), 0 measures, then learns, then chooses; None: 1 on a live instrument, 0 on
-    # pre-acquired data (the run records what it resolved to)
+    # its neighbourhood penalised), 0 measures, then learns, then chooses; None: 1 on a live instrument with a
+    # dwell of 0.1 s or more (or its own exposure), else 0 (the run records what it resolved to)
     pipeline_depth: int | None = Field(None, ge=0, le=1)
 
     def maps_every(self, n_positions: int) -> int:
