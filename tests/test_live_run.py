@@ -363,3 +363,12 @@ def test_the_run_view_carries_the_ledger_for_the_dock(small_sample):
     view = exp.view()
     assert view.beam_on == tuple(exp.trace.beam_on) and len(view.beam_on) == exp.trace.n_points
     assert dose_ledger(view) == dose_ledger(exp.trace)
+
+
+def test_a_pipelined_step_time_is_what_a_point_costs(small_sample):
+    """step_time of a pipelined step counts from the step before's record (its decision began earlier, while that
+    one was measured): with a 0.2 s dwell and a 0.05 s fit, about 0.2 s, not dwell + fit."""
+    exp, _, _ = _run(small_sample, 1, dwell=0.2, fit=0.05, budget=5)
+    RunDriver(exp).run()
+    later = exp.trace.step_array("step_time")[1:]
+    assert np.all(later < 0.245) and np.all(later > 0.19), later

@@ -15,6 +15,7 @@ immutable results (:mod:`.results`): :meth:`Experiment.decide` (fit, predict, pi
 from __future__ import annotations
 
 import logging
+import math
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -124,6 +125,7 @@ class Experiment:
             self.journal_to(journal)
         self._seeds = None
         self._values_cache = ("", np.zeros(0))
+        self._recorded_at = -math.inf   # time.perf_counter() of the latest step's record
 
     def _read_instrument(self, microscope) -> None:
         self.scan_shape = tuple(int(v) for v in microscope.scan_shape)
@@ -453,7 +455,9 @@ class Experiment:
         record["blanked_s"] = m.blanked_s
         record["travel_px"] = (self.trace.steps["travel_px"][-1] if k else 0.0) + float(
             step_lengths([self.state.last_position, decision.position])[0])   # from the point recorded before
-        record["step_time"] = time.perf_counter() - decision.started_at
+        # the step's wall time: from its decision, or, pipelined (decided while the step before was measured),
+        # from the step before's record: the time a point costs
+        record["step_time"] = time.perf_counter() - max(decision.started_at, self._recorded_at)
         for warning in decision.events:
             self.trace.add_event(k, warning)
         maps = {n: np.asarray(a) for n, a in decision.maps.items()}
@@ -462,6 +466,7 @@ class Experiment:
                             rng=self.rng.bit_generator.state, latest=maps if s.record_maps else None)
         self._record_why(m)
         memory.after_step(k + 1)   # the free heap back to the OS every few steps (glibc keeps it otherwise)
+        self._recorded_at = time.perf_counter()
         return StepResult(k, decision.position, decision.kind, m.value, frozen_mapping(record),
                           decision.maps["mean"], decision.maps["std"], decision.maps["acq"], self.view())
 
