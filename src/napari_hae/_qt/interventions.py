@@ -27,8 +27,7 @@ class Interventions:
         return True
 
     def request_scalarizer(self, *_):
-        data = self.data.dataset
-        problem = None if data is None else self.target.problem(data.energies, data.signal_shape)
+        problem = self.target.problem_for(self.data.dataset)
         if problem is not None:
             show_error(problem)
             self.status.value = f"Scalarizer: {problem}"

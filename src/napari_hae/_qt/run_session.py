@@ -169,8 +169,7 @@ class RunSession:
         if self.controller.running or self.link.connecting is not None:
             show_warning("A run is already going (or its microscope is connecting): stop it first.")
             return
-        data = self.data.dataset
-        problem = None if data is None else self.target.problem(data.energies, data.signal_shape)
+        problem = self.target.problem_for(self.data.dataset)
         if problem is not None:
             show_error(problem)
             self.status.value = f"Cannot start: {problem}"

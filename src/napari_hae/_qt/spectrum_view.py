@@ -33,8 +33,7 @@ class SpectrumView:
     def on_target_fields(self, *_):
         """A band or background field changed (typed in full, or dragged): redraw, and say what is wrong."""
         self.show_mean()
-        data = self._dataset()
-        problem = None if data is None else self.target.problem(data.energies, data.signal_shape)
+        problem = self.target.problem_for(self._dataset())
         if problem is not None:
             self.status.value = f"Scalarizer: {problem}"
         elif self._problem_said:

@@ -109,6 +109,10 @@ class TargetPanel(Container):
         return [Scalarizer(self.scalarizer_name.value, {"a": self._ev(self.band_a2), "b": self._ev(self.band_b2)},
                            self.window()).to_dict()]
 
+    def problem_for(self, data) -> str | None:
+        """:meth:`problem` for a dataset (None when no dataset is selected: nothing to check against)."""
+        return None if data is None else self.problem(data.energies, data.signal_shape)
+
     def problem(self, energies, signal_shape) -> str | None:
         """Why the fields do not make a scalarizer for this data (the error with its Fix, energies in the fields'
         unit), or None."""
