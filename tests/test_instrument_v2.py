@@ -331,3 +331,40 @@ def test_a_batch_that_hangs_pauses_the_run_instead_of_blocking_it(small_sample):
     assert outcome and outcome[0].startswith("The microscope has not returned the acquisition"), outcome
     assert any("batch acquisition of 6 points failed (TimeoutError" in e["message"] for e in exp.trace.events)
     exp.close()
+
+
+def _turned(image, angle=0.0, scale=1.0, noise=0.05, seed=2):
+    from napari_hae.core.instrument.registration import _transformed
+
+    out = _transformed(np.asarray(image, float), angle, scale)
+    return out + noise * float(out.std()) * np.random.default_rng(seed).standard_normal(out.shape)
+
+
+@pytest.mark.parametrize("angle,scale,said", [(10.0, 1.0, "rotated by about 10 degrees"),
+                                              (-10.0, 1.0, "rotated by about -10 degrees"),
+                                              (0.0, 1.25, "magnified about 1.25x")])
+def test_a_rotated_or_magnified_image_is_refused_not_taken_for_a_drift(small_sample, shared_data, angle, scale, said):
+    """Issue 26: an image rotated 10 degrees (correlation 0.93 as a shift) or magnified 1.25x registered as a drift and
+    the resumed spectra were recorded where they were not measured. Refused, on the sample and the real maps."""
+    from napari_hae.core.data.io import load_source
+    from napari_hae.core.instrument.registration import register
+
+    images = [small_sample.structural]
+    cuzn = shared_data / "cuzn_eels"
+    if cuzn.is_dir():
+        images.append(load_source({"spectrum": str(cuzn / "CuZn_EELS_mapping_tutorial.hspy"),
+                                   "image": str(cuzn / "CuZn_HAADF.hspy")}).structural)
+    for image in images:
+        with pytest.raises(HAEInputError, match=rf"is {said} against the recorded one .* Nothing was measured\. "
+                                                r"Fix: set the scan rotation and the field of view"):
+            register(image, _turned(image, angle, scale))
+
+
+def test_a_slightly_turned_or_noisy_image_still_registers_as_a_drift(small_sample):
+    from napari_hae.core.instrument.registration import register
+
+    image = small_sample.structural
+    assert register(image, _turned(image, 1.0, 1.0, noise=0.3))[0] == (0, 0)   # 1 degree: < 0.5 px at the edge
+    assert register(image, _turned(image, 0.0, 1.02, noise=0.3))[0] == (0, 0)
+    shifted = np.roll(_turned(image, noise=0.3), (2, -3), axis=(0, 1))
+    assert register(image, shifted)[0] == (2, -3)
