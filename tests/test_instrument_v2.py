@@ -368,3 +368,34 @@ def test_a_slightly_turned_or_noisy_image_still_registers_as_a_drift(small_sampl
     assert register(image, _turned(image, 0.0, 1.02, noise=0.3))[0] == (0, 0)
     shifted = np.roll(_turned(image, noise=0.3), (2, -3), axis=(0, 1))
     assert register(image, shifted)[0] == (2, -3)
+
+
+def test_a_sub_pixel_drift_is_followed_where_the_instrument_takes_fractions(small_sample):
+    """Issue 26: the sub-pixel estimate was computed but rounded (a 1.5 px drift left 0.5 px of error). An adapter
+    that takes fractional positions now gets them, within 0.1 px; one that does not gets whole pixels."""
+    from scipy.ndimage import shift as subshift
+
+    from napari_hae.core.instrument.registration import Registered, register
+
+    image = small_sample.structural
+    moved = subshift(image, (1.5, -0.5), order=3, mode="nearest")
+    whole, sub, _ = register(image, moved)
+
+    class Fractional(LiveFake):
+        subpixel = True
+
+        def __init__(self, data):
+            super().__init__(data)
+            self.asked = []
+
+        def acquire(self, y, x, dwell=None):
+            self.asked.append((y, x))
+            return super().acquire(int(round(y)), int(round(x)), dwell)
+
+    fractional, plain = Fractional(small_sample), LiveFake(small_sample)
+    Registered(fractional, image, whole, sub).acquire(20, 20)
+    assert fractional.asked[-1] == pytest.approx((21.5, 19.5), abs=0.1)
+    seen = []
+    plain.acquire = lambda y, x, dwell=None: seen.append((y, x))
+    Registered(plain, image, whole, sub).acquire(20, 20)
+    assert seen == [(20 + whole[0], 20 + whole[1])] and all(isinstance(c, int) for c in seen[0])

@@ -94,6 +94,18 @@ def takes_dwell(microscope) -> bool:
 
 
 @runtime_checkable
+class TakesFractions(Protocol):
+    """``subpixel``: True when ``acquire(y, x)`` takes fractional pixel coordinates (the probe parked between pixel
+    centres): a resume on a re-acquired image then sends each position by the sub-pixel drift, not rounded."""
+
+    subpixel: bool
+
+
+def takes_fractions(microscope) -> bool:
+    return isinstance(microscope, TakesFractions) and microscope.subpixel is True
+
+
+@runtime_checkable
 class DwellRange(Protocol):
     """``dwell_range``: (shortest, longest) dwell in seconds the instrument can expose; a run asking for one outside
     it is refused before anything is measured."""

@@ -40,10 +40,10 @@ class ScanGeometry:
         """(height, width) of the scanned field in ``units``."""
         return self.shape[0] * self.pixel_size, self.shape[1] * self.pixel_size
 
-    def to_fraction(self, y: int, x: int) -> tuple[float, float]:
-        """The centre of pixel (y, x) as fractions (fy, fx) of the scan frame."""
+    def to_fraction(self, y: float, x: float) -> tuple[float, float]:
+        """The centre of pixel (y, x) as fractions (fy, fx) of the scan frame (fractional pixels between centres)."""
         ny, nx = self.shape
-        if not (0 <= y < ny and 0 <= x < nx):
+        if not (0 <= y <= ny - 1 and 0 <= x <= nx - 1):
             raise HAEInputError(f"Probe position ({y}, {x}) is outside the scan field {ny} x {nx}.",
                                 f"use 0 <= y < {ny} and 0 <= x < {nx}.")
         return (y + 0.5) / ny, (x + 0.5) / nx

@@ -54,6 +54,7 @@ class NionMicroscope:
     """
 
     dwell_range = (1e-5, 100.0)   # s: the exposures the EELS camera takes (exposure_ms 0.01 to 1e5)
+    subpixel = True               # the probe is parked at a frame fraction: between pixel centres too
 
     def __init__(self, scan, eels, instrument, *, size: int = 64, fov_nm: float = 100.0,
                  pixel_time_us: float = 10.0, channel: str = "HAADF", exposure_ms: float = 10.0, on_close=None):
@@ -108,7 +109,7 @@ class NionMicroscope:
         return {**self.geometry.describe(), "structural_acquisition": dict(self.structural_params)}
 
     def acquire(self, y: int, x: int, dwell: float | None = None) -> np.ndarray:
-        fy, fx = self.geometry.to_fraction(int(y), int(x))
+        fy, fx = self.geometry.to_fraction(y, x)   # fractional pixels too (a registered resume's sub-pixel drift)
         if self._scan_context() != self._context:
             raise InstrumentRefused(f"the scan frame changed on the instrument (now {self._scan_context()}, the run's "
                                     f"is {self._context}): positions would land elsewhere")

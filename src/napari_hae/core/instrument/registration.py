@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import HAEInputError, InstrumentRefused
+from .capabilities import takes_fractions
 
 MIN_CORRELATION = 0.5   # of the overlapping parts after the shift: below it the images are not the same field
 MAX_SHIFT = 0.25        # of the field per axis: a larger drift leaves too little of the run's field to go on
@@ -110,10 +111,14 @@ def _overlap_correlation(a, b, d) -> float:
 
 class Registered:
     """``microscope`` seen in the recorded image's frame: acquiring at recorded pixel p acquires at p + ``shift``
-    on the instrument; positions that drifted out of its field are refused (and avoided by the run)."""
+    on the instrument (p + ``subpixel``, the sub-pixel estimate, where the instrument takes fractional positions);
+    positions that drifted out of its field are refused (and avoided by the run)."""
 
-    def __init__(self, microscope, recorded: np.ndarray, shift: tuple[int, int]):
+    def __init__(self, microscope, recorded: np.ndarray, shift: tuple[int, int],
+                 subpixel: tuple[float, float] | None = None):
         self.inner, self.recorded, self.shift = microscope, np.asarray(recorded), tuple(shift)
+        self.subpixel = tuple(float(v) for v in subpixel) if subpixel is not None and takes_fractions(microscope) \
+            else None
 
     def structural_image(self) -> np.ndarray:
         return self.recorded
@@ -130,6 +135,9 @@ class Registered:
         qy, qx = int(y) + self.shift[0], int(x) + self.shift[1]
         if not (0 <= qy < ny and 0 <= qx < nx):
             raise InstrumentRefused(f"({y}, {x}) has drifted out of the instrument's field (to ({qy}, {qx}))")
+        if self.subpixel is not None:   # the probe where the specimen is, between pixel centres if need be
+            fy, fx = int(y) + self.subpixel[0], int(x) + self.subpixel[1]
+            return self.inner.acquire(min(max(fy, 0.0), ny - 1.0), min(max(fx, 0.0), nx - 1.0), **kw)
         return self.inner.acquire(qy, qx, **kw)
 
     def __getattr__(self, name):   # scan shape, energy, blank, abort, last_energy, describe, close...

@@ -91,7 +91,7 @@ def same_field(trace: Trace, microscope):
     if same_image:
         return microscope, None
     registered = register(trace.structural, new)   # a live instrument: acquired again, maybe drifted
-    return Registered(microscope, trace.structural, registered[0]), registered
+    return Registered(microscope, trace.structural, registered[0], registered[1]), registered
 
 
 def _record_registration(exp, microscope, registered) -> None:
@@ -100,8 +100,10 @@ def _record_registration(exp, microscope, registered) -> None:
     if gone.any():
         exp.add_object(gone, "avoid", DRIFT_LABEL)
     size, units = exp.trace.dataset.get("pixel_size", 1.0), exp.trace.dataset.get("pixel_units", "px")
+    sent = " by the sub-pixel shift (the instrument takes fractional positions)" if microscope.subpixel else \
+        " (whole pixels: the instrument takes no fractional positions)"
     exp.trace.add_event(exp.step_index, f"the re-acquired structural image was registered to the recorded one: "
                                         f"shift (dy, dx) = ({dy}, {dx}) px ({sub[0]:.2f}, {sub[1]:.2f} px sub-pixel; "
                                         f"{dy * size:.3g}, {dx * size:.3g} {units}), correlation {corr:.2f}; "
-                                        f"positions are sent there; {int(gone.sum())} that drifted out of the field "
-                                        "are avoided (a recorded 'avoid' object)")
+                                        f"positions are sent there{sent}; {int(gone.sum())} that drifted out of the "
+                                        "field are avoided (a recorded 'avoid' object)")
