@@ -365,6 +365,7 @@ def test_the_run_view_carries_the_ledger_for_the_dock(small_sample):
     assert dose_ledger(view) == dose_ledger(exp.trace)
 
 
+@pytest.mark.slow   # timed: 1 s of a sleeping instrument
 def test_a_pipelined_step_time_is_what_a_point_costs(small_sample):
     """step_time of a pipelined step counts from the step before's record (its decision began earlier, while that
     one was measured): with a 0.2 s dwell and a 0.05 s fit, about 0.2 s, not dwell + fit."""

@@ -170,6 +170,7 @@ def test_a_long_exposure_under_a_short_timeout_never_overlaps_and_pauses_the_run
     exp.close()
 
 
+@pytest.mark.slow   # the simulated instrument, 0.2 s exposures
 def test_the_beam_is_on_for_the_dwell_not_a_frame_more(usim):
     """Issue 26: the beam was on 1.5-2x the dwell (a frame in progress discarded, then a whole frame). Each point's
     recorded beam time is the adapter's unblank-to-blank time; its median <= 1.2 x the dwell."""
@@ -187,6 +188,7 @@ def test_the_beam_is_on_for_the_dwell_not_a_frame_more(usim):
     exp.close()
 
 
+@pytest.mark.slow   # the simulated instrument, a 1.5 s exposure
 def test_a_frame_cut_short_by_an_abort_is_never_returned(usim):
     """Issue 26: after an abort a 20 ms frame was recorded as a 2.5 s one. Nion's cancelled one-frame sequence
     reports itself complete; the adapter knows better."""
