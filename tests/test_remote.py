@@ -101,3 +101,31 @@ def test_server_killed_mid_run_pauses_the_run_and_a_restart_resumes_it(server, t
     assert exp.done and exp.trace.n_points == 12 and len(set(exp.trace.positions)) == 12
     exp.close()
     remote.close()
+
+
+def test_the_answer_to_a_long_dwell_is_waited_for_not_asked_again(small_sample):
+    """Issue 26: the request timeout did not grow with the dwell: `--dwell 2 --request-timeout 3` gave 9
+    acquisitions on the server for 3 recorded spectra. A dwell longer than the request timeout is now waited for:
+    one acquisition each."""
+    import threading
+    import time
+
+    class Slow(SimulatedMicroscope):
+        replays = False
+
+        def acquire(self, y, x, dwell=None):
+            time.sleep(dwell or 0.0)
+            return super().acquire(y, x)
+
+    s = MicroscopeServer(Slow(small_sample), token=TOKEN)
+    thread = threading.Thread(target=s.serve_forever, daemon=True)
+    thread.start()
+    try:
+        c = RemoteMicroscope(s.address, token=TOKEN, timeout=0.3)
+        for x in range(3):
+            np.testing.assert_array_equal(c.acquire(1, x, dwell=0.6), small_sample.spectra[1, x])
+        assert c.status()["acquisitions"] == 3
+        c.close()
+    finally:
+        s.stop()
+        thread.join(5)

@@ -398,13 +398,17 @@ class RemoteMicroscope:
             self.sock.connect(self.address)
         return self.sock
 
-    def request(self, op: str, **fields: Any) -> tuple[dict, np.ndarray | None]:
+    def request(self, op: str, wait: float = 0.0, **fields: Any) -> tuple[dict, np.ndarray | None]:
+        """Send ``op`` and wait for its answer: ``timeout`` seconds, plus ``wait`` (an acquisition's dwell: the
+        answer cannot come sooner, and a request given up too early is retried as a second exposure)."""
         import zmq
 
         header = {"op": op, **fields}
         if self.token is not None:
             header["token"] = self.token
         sock = self._socket()
+        limit = self.timeout + max(0.0, float(wait))
+        sock.setsockopt(zmq.RCVTIMEO, int(limit * 1000))
         t0 = time.perf_counter()
         try:
             sock.send_multipart(_pack(header))
@@ -413,7 +417,7 @@ class RemoteMicroscope:
             self.sock.close(0)   # a REQ socket that missed its reply cannot be reused
             self.sock = None
             raise MicroscopeUnavailable(f"no answer from the microscope server at {self.address} within "
-                                        f"{self.timeout:g} s") from None
+                                        f"{limit:g} s") from None
         self.last_round_trip = time.perf_counter() - t0
         if not reply.get("ok"):
             kind, msg = reply.get("kind", "error"), reply.get("error", "")
@@ -449,7 +453,7 @@ class RemoteMicroscope:
         fields = {"y": int(y), "x": int(x)}
         if dwell is not None:
             fields["dwell"] = float(dwell)
-        spectrum = self.request("acquire", **fields)[1]
+        spectrum = self.request("acquire", wait=dwell or 0.0, **fields)[1]
         self.position = (int(y), int(x))
         return spectrum
 
