@@ -373,3 +373,29 @@ def test_a_pipelined_step_time_is_what_a_point_costs(small_sample):
     RunDriver(exp).run()
     later = exp.trace.step_array("step_time")[1:]
     assert np.all(later < 0.245) and np.all(later > 0.19), later
+
+
+def test_a_truth_with_undefined_positions_is_said_never_a_silent_nan(small_sample):
+    """Issue 27's acceptance, in part: a scalarizer undefined at some positions (a background fit that fails on
+    low counts) gave "truth_best": NaN and "steps_to_top1pct": null in summary.json. Now the figures are over the
+    positions with a value and the summary says how many had none; a measured NaN is never the best value."""
+    from napari_hae.cli.run import print_summary
+    from napari_hae.core.analysis.summary import summarize
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=3), model_factory=lambda d, s: SlowModel())
+    exp.run()
+    truth = np.asarray(small_sample.scalarize(exp.scalarizer), dtype=float)
+    holes = np.where(truth < np.quantile(truth, 0.1), np.nan, truth)   # the faintest 10%: no value (low counts)
+    n_holes = int(np.isnan(holes).sum())
+    exp.trace.values[0] = float("nan")                      # and a measured spectrum without one
+    s = summarize(exp.trace, holes)
+    assert s["truth_undefined_positions"] == n_holes and f"no value at {n_holes} of 2304 positions" in s["truth_note"]
+    assert s["truth_best"] == pytest.approx(np.nanmax(holes)) and np.isfinite(s["best_value"])
+    assert s["best_value"] == pytest.approx(np.nanmax(exp.trace.values))
+    clean = summarize(exp.trace, truth)
+    assert "truth_undefined_positions" not in clean
+    for key in ("steps_to_top1pct", "steps_to_top5pct", "best_fraction_of_truth_best"):   # the top is not a hole
+        assert s[key] == clean[key], key
+    none = summarize(exp.trace, np.full_like(truth, np.nan))
+    assert none["truth_best"] is None and none["truth_undefined_positions"] == truth.size
+    print_summary(none, None)                                # prints, does not raise on the missing figures

@@ -375,11 +375,15 @@ def monitors(trace, truth, args, quiet=False) -> dict:
 
 def print_summary(s: dict, out: Path | None) -> None:
     best = "maximum" if s.get("goal", "max") == "max" else "minimum"
-    lines = [
-        f"steps: {s['policy_steps']} (+{s['seeds']} seeds), {s['points_measured']} spectra measured",
-        f"best {s.get('scalarizer', 'value')} ({best}): {s['best_value']:.4g} at (y, x) = {tuple(s['best_position'])}",
-    ]
-    if "truth_best" in s:
+    name = s.get("scalarizer", "value")
+    lines = [f"steps: {s['policy_steps']} (+{s['seeds']} seeds), {s['points_measured']} spectra measured",
+             f"best {name} ({best}): {s['best_value']:.4g} at (y, x) = {tuple(s['best_position'])}"
+             if s["best_value"] is not None else f"best {name}: none (no measured spectrum has a value under it)"]
+    if s.get("truth_note"):
+        lines.append(f"note: {s['truth_note']}")
+    if s.get("truth_best") is None and "truth_best" in s:
+        lines.append(f"ground truth: no position has a value under {name}")
+    elif "truth_best" in s:
         frac = s["best_fraction_of_truth_best"]
         lines.append(f"ground-truth {best}: {s['truth_best']:.4g}"
                      + ("" if frac is None else f" ({100 * frac:.1f}% reached)" if

@@ -70,7 +70,15 @@ def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | 
     if wall_time is not None:
         out["wall_time_s"] = float(wall_time)
     if truth is not None:
-        signed = objective.signed(truth)       # larger is better: "top" means best under the goal
+        truth = np.asarray(truth, dtype=np.float64)
+        undefined = ~np.isfinite(truth)
+        if undefined.any():   # said, never a silent NaN: the figures below are over the positions with a value
+            out["truth_undefined_positions"] = int(undefined.sum())
+            out["truth_note"] = (f"the scalarizer gives no value at {int(undefined.sum())} of {truth.size} "
+                                 "positions (e.g. a power-law background that cannot be fitted to a low-count "
+                                 "spectrum); the ground-truth figures are over the others")
+        # larger is better: "top" means best under the goal; a position without a value is never in the top
+        signed = np.where(undefined, -np.inf, objective.signed(truth))
         out["truth_best"] = objective.best(truth)
         out["best_fraction_of_truth_best"], out["best_fraction_counted_as"] = objective.fraction_of_best(
             out["best_value"], truth)

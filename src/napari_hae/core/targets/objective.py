@@ -119,13 +119,15 @@ class Objective:
         return cal
 
     def best(self, values) -> float | None:
-        """The best of ``values`` (scalarizer units) under the goal; None for no values."""
-        v = np.asarray(values, dtype=np.float64)
-        return None if v.size == 0 else float(self.sign * np.max(self.signed(v)))
+        """The best of ``values`` (scalarizer units) under the goal, NaNs (no value) left out; None for none."""
+        i = self.best_index(values)
+        return None if i is None else float(np.asarray(values, dtype=np.float64).ravel()[i])
 
     def best_index(self, values) -> int | None:
-        v = np.asarray(values, dtype=np.float64)
-        return None if v.size == 0 else int(np.argmax(self.signed(v)))
+        """Where the best of ``values`` is (NaNs left out); None when no value is finite."""
+        v = self.signed(np.asarray(values, dtype=np.float64).ravel())
+        v = np.where(np.isnan(v), -np.inf, v)
+        return None if v.size == 0 or np.all(v == -np.inf) else int(np.argmax(v))
 
     def fraction_of_best(self, best: float | None, truth) -> tuple[float | None, str]:
         """How close ``best`` came to the best of ``truth`` (every position's value), and how that is counted:
