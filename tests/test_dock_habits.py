@@ -79,7 +79,9 @@ def test_the_contrast_the_user_set_stays(shown, qtbot):
     QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.experiment.step_index >= 1, timeout=TIMEOUT)
     QTest.mouseClick(w.pause_btn.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.paused, timeout=TIMEOUT)
+    # paused once the step in flight has ended and been drawn (the pause flag is set at the click: a map drawn
+    # after it would come before any contrast the user could have set on it)
+    qtbot.waitUntil(lambda: w.status.value.startswith("Paused after step"), timeout=TIMEOUT)
     mean = viewer.layers[MAPS["mean"][0]]
     std = viewer.layers[MAPS["std"][0]]
     mean.contrast_limits = (0.0, 1.0)                                # as the layer controls set it
