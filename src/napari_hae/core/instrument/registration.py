@@ -65,24 +65,27 @@ def _binned(image: np.ndarray, f: int) -> np.ndarray:
     return image[:ny, :nx].reshape(ny // f, f, nx // f, f).mean(axis=(1, 3))
 
 
-def _refuse_rotation_or_scale(a: np.ndarray, b: np.ndarray, shift_corr: float) -> None:
-    """Raise :class:`HAEInputError` when ``b`` is ``a`` rotated or magnified (see the module's text)."""
+def _shift_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """The correlation of ``a`` and ``b`` where they overlap, ``b`` registered to ``a`` by a whole-pixel shift."""
     from skimage.registration import phase_cross_correlation
 
+    shift, _, _ = phase_cross_correlation(b, a, normalization=None)
+    return _overlap_correlation(a, b, tuple(int(round(float(v))) for v in shift))
+
+
+def _refuse_rotation_or_scale(a: np.ndarray, b: np.ndarray, shift_corr: float) -> None:
+    """Raise :class:`HAEInputError` when ``b`` is ``a`` rotated or magnified (see the module's text)."""
     f = -(-max(a.shape) // SEARCH_PIXELS)   # large fields are searched binned (a rotation shows at any size)
     if f > 1:
         a, b = _binned(a, f), _binned(b, f)
-        shift, _, _ = phase_cross_correlation(b, a, normalization=None)
-        shift_corr = _overlap_correlation(a, b, tuple(int(round(float(v))) for v in shift))
+        shift_corr = _shift_correlation(a, b)
     base = shift_corr if np.isfinite(shift_corr) else -1.0
     best = (base, 0.0, 1.0)
     for angle in ANGLES:
         for scale in SCALES:
             if angle == 0.0 and scale == 1.0:
                 continue
-            t = _transformed(a, float(angle), scale)
-            shift, _, _ = phase_cross_correlation(b, t, normalization=None)
-            c = _overlap_correlation(t, b, tuple(int(round(float(v))) for v in shift))
+            c = _shift_correlation(_transformed(a, float(angle), scale), b)
             if c > best[0]:
                 best = (c, float(angle), scale)
     corr, angle, scale = best
