@@ -370,6 +370,17 @@ def test_a_slightly_turned_or_noisy_image_still_registers_as_a_drift(small_sampl
     assert register(image, shifted)[0] == (2, -3)
 
 
+@pytest.mark.parametrize("noise", [0.3, 0.5, 0.8])
+def test_two_noisy_images_of_the_same_field_register_however_noisy(small_sample, noise):
+    """The recorded image is as noisy as the new one (both shot-noise limited): smoothing either by a rotation's
+    interpolation must not pass for a better fit than the shift alone."""
+    from napari_hae.core.instrument.registration import register
+
+    image = small_sample.structural
+    for seed in range(4):
+        assert register(_turned(image, noise=noise, seed=seed), _turned(image, noise=noise, seed=seed + 10))[0] == (0, 0)
+
+
 def test_a_sub_pixel_drift_is_followed_where_the_instrument_takes_fractions(small_sample):
     """Issue 26: the sub-pixel estimate was computed but rounded (a 1.5 px drift left 0.5 px of error). An adapter
     that takes fractional positions now gets them, within 0.1 px; one that does not gets whole pixels."""

@@ -265,6 +265,28 @@ def test_an_instrument_that_reports_its_beam_time_is_believed(small_sample):
     assert exp.trace.beam_on == [0.0123] * exp.trace.n_points
 
 
+def test_a_registered_instrument_still_has_its_beam_time_believed(small_sample):
+    """A resumed live run acquires through ``Registered`` (the drift followed): the guard's reset of the reported beam
+    time was set on the wrapper, hid the instrument's figure for the rest of the run, and the ledger fell back to
+    the guard's own clock."""
+    from napari_hae.core.instrument.guard import AcquisitionGuard
+    from napari_hae.core.instrument.registration import Registered
+
+    class Reporting(BlankingScope):
+        last_beam_on_s = float("nan")
+
+        def acquire(self, y, x):
+            s = super().acquire(y, x)
+            self.last_beam_on_s = 0.0123
+            return s
+
+    inner = Reporting(small_sample, dwell=0.02)
+    guard = AcquisitionGuard(Registered(inner, small_sample.structural, (0, 0)), timeout=None)
+    for y in range(3):
+        guard(y, 1, small_sample.signal_shape)
+        assert guard.last_beam_on_s == 0.0123
+
+
 def test_the_summary_gives_the_beam_time_against_a_full_grid_scan(small_sample):
     from napari_hae.core.analysis.summary import summarize
 

@@ -83,6 +83,17 @@ def test_a_recreated_instrument_gives_a_fresh_haadf_of_the_same_field(usim):
     assert not np.array_equal(a, b) and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.6
 
 
+def test_two_fresh_haadf_images_of_the_same_field_register_as_no_drift(usim):
+    """CI failure: a resumed nion-usim run was refused as 'rotated by about 2 degrees'. Both images carry shot noise;
+    a rotated (interpolated, so smoothed) copy of one correlated 0.024-0.026 better with the other than the copy
+    itself, against a margin of 0.03. Six fresh images, five pairs: each registers as the same field, not moved."""
+    from napari_hae.core.instrument.registration import register
+
+    images = [usim().structural_image() for _ in range(6)]
+    for a, b in zip(images, images[1:]):
+        assert register(a, b)[0] == (0, 0)
+
+
 def test_unknown_channel_is_a_clear_error(usim):
     with pytest.raises(HAEInputError, match=r"The scan has no channel 'BF' \(it recorded \['HAADF'"):
         usim(channel="BF")
@@ -141,6 +152,31 @@ def test_a_killed_nion_run_resumes_on_a_fresh_haadf_registered_to_the_recorded_o
     said = [e["message"] for e in t.events if "was registered to the recorded one" in e["message"]]
     assert len(said) == 1 and "shift (dy, dx) = (0, 0) px" in said[0] and "nm)" in said[0], said
     assert np.array_equal(t.structural, before.structural)               # the run's frame stays the recorded one
+
+
+def test_a_refused_resume_releases_the_instrument_so_the_command_exits(tmp_path, monkeypatch):
+    """CI failure: 'napari-hae run --resume' on nion-usim printed its refusal and then hung for 300 s: the instrument
+    made for the resume was never closed, and its acquisition threads (not daemons) kept the process alive."""
+    import threading
+
+    from napari_hae.cli import main
+    from napari_hae.core.run import resuming
+
+    out = tmp_path / "nion"
+    before = {t for t in threading.enumerate() if not t.daemon}
+    assert main(["run", "--microscope", "nion-usim:size=32,exposure_ms=2", "--steps", "1", "--band", "900", "1000",
+                 "--out", str(out), "-q"]) == 2                        # a band off the energy axis: a new run refused
+    assert [t.name for t in threading.enumerate() if not t.daemon and t not in before and t.is_alive()] == []
+    assert main(["run", "--microscope", "nion-usim:size=32,exposure_ms=2", "--steps", "1", "--n-seeds", "2",
+                 "--band", str(BAND[0]), str(BAND[1]), "--patch", "8", "--out", str(out), "-q"]) == 0
+
+    def refused(recorded, new):
+        raise HAEInputError("The re-acquired structural image is rotated.", "set the scan rotation.")
+
+    monkeypatch.setattr(resuming, "register", refused)
+    assert main(["run", "--resume", str(out), "-q"]) == 2
+    left = [t.name for t in threading.enumerate() if not t.daemon and t not in before and t.is_alive()]
+    assert left == []
 
 
 @pytest.mark.slow   # the issue's case on the simulated instrument: a 2.5 s exposure and a 1 s timeout

@@ -90,7 +90,7 @@ def settings(args, sc):
 
 
 def cmd_run(args) -> int:
-    from ..core.instrument.adapters import make_microscope, recorded_params
+    from ..core.instrument.adapters import make_microscope
     from ..core.run.experiment import Experiment
 
     if args.resume:
@@ -99,6 +99,24 @@ def cmd_run(args) -> int:
     data = opt.replay_data(args, adapter, "use --sample nanoparticles, --spectrum FILE [--image FILE], --microscope "
                                           "NAME for a live instrument, or --resume RUN_FOLDER.")
     mic = make_microscope(adapter, data, seed=args.random_seed, **params)
+    out = Path(args.out)
+    with _released_if_refused(mic):
+        info, sc = _describe_new_run(args, adapter, params, data, mic)
+        s = settings(args, sc)
+        lock = RunLock(make_folder(out))
+    with lock:   # no other process writes (or moves) this run while it is held
+        with _released_if_refused(mic):
+            moved = prepare_new_run(out, args.overwrite)
+            if moved is not None and not args.quiet:
+                print(f"The previous run in {out} was moved to {moved}.", file=sys.stderr)
+            exp = Experiment(mic, s, scalarizer=sc, dataset_info=info, journal=out / JOURNAL_NAME)
+        return drive(exp, data, out, args)
+
+
+def _describe_new_run(args, adapter: str, params: dict, data, mic) -> tuple[dict, object]:
+    """(the dataset's description recorded in the trace, the scalarizer) of a new run."""
+    from ..core.instrument.adapters import recorded_params
+
     source = {**(opt.source(args, params.get("noise", "none")) if data is not None else {}),
               "microscope": adapter, "microscope_params": recorded_params(adapter, params)}
     if data is not None:
@@ -114,15 +132,20 @@ def cmd_run(args) -> int:
         info = {"name": name, "scan_shape": list(mic.scan_shape), "signal_shape": list(mic.signal_shape),
                 "energy": None if mic.energy is None else mic.energy.to_dict(), "source": source,
                 **(mic.describe() if callable(getattr(mic, "describe", None)) else {})}   # geometry (nm)
-    sc = opt.scalarizer(args, name, energy, data)
-    s = settings(args, sc)
-    out = Path(args.out)
-    with RunLock(make_folder(out)):   # no other process writes (or moves) this run while it is held
-        moved = prepare_new_run(out, args.overwrite)
-        if moved is not None and not args.quiet:
-            print(f"The previous run in {out} was moved to {moved}.", file=sys.stderr)
-        exp = Experiment(mic, s, scalarizer=sc, dataset_info=info, journal=out / JOURNAL_NAME)
-        return drive(exp, data, out, args)
+    return info, opt.scalarizer(args, name, energy, data)
+
+
+@contextlib.contextmanager
+def _released_if_refused(mic):
+    """Close ``mic`` (blank the beam, stop its cameras and their threads) when the run is refused before it starts:
+    a live instrument's acquisition threads would keep the command from exiting. ``drive`` closes it otherwise."""
+    from ..core.instrument.adapters import close_microscope
+
+    try:
+        yield
+    except BaseException:
+        close_microscope(mic)
+        raise
 
 
 # options that define a run (its data, instrument, seeds, model): they cannot change when it is resumed
@@ -162,13 +185,14 @@ def _resume(args) -> int:
     with RunLock(out):   # a stale lock taken over here is recorded by the run's journal (the lock is re-entrant)
         trace = Trace.load(out)   # the most complete record in the folder
         data, mic = recorded_microscope(trace, opt.token(args), args.request_timeout)
-        exp = Experiment.resume(trace, mic, journal=out / JOURNAL_NAME, append_journal=True,
-                                device=model_params.get("device"))
-        changes = _resume_changes(args, given, exp)
-        for change in changes:   # all checked first: a refused option leaves the run as it was
-            change.check(exp)
-        for change in changes:
-            exp.intervene(change)
+        with _released_if_refused(mic):
+            exp = Experiment.resume(trace, mic, journal=out / JOURNAL_NAME, append_journal=True,
+                                    device=model_params.get("device"))
+            changes = _resume_changes(args, given, exp)
+            for change in changes:   # all checked first: a refused option leaves the run as it was
+                change.check(exp)
+            for change in changes:
+                exp.intervene(change)
         if not args.quiet:
             print(f"Resuming {out}: {trace.n_points} spectra and {trace.n_steps} of {exp.settings.budget} steps on "
                   "disk." + (f" Changes: {', '.join(c.kind for c in changes)}." if changes else ""), file=sys.stderr)

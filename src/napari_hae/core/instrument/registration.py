@@ -5,9 +5,14 @@ each position sent to where the specimen now is.
 Only a shift is followed. A re-acquired image that is rotated or magnified against the recorded one (scan rotation,
 magnification changed) is refused: the recorded image is rotated and scaled over a grid of candidates (every 2
 degrees to +-16, x0.8 to x1.25), each registered by a shift, and a candidate that correlates better than the
-shift alone by :data:`TRANSFORM_GAIN` or more names what changed. A pure shift of such an image correlates well
-enough to pass (0.93 for 10 degrees on a real map) and put spectra where they were not measured. Log-polar
-registration (scikit-image's example) found 10 degrees as 2.7 on a 50 x 40 map: too coarse for these fields.
+shift alone names what changed when it removes :data:`TRANSFORM_GAIN` or more of the misfit the shift leaves
+(1 - correlation). A pure shift of such an image correlates well enough to pass (0.93 for 10 degrees on a real
+map) and put spectra where they were not measured. Log-polar registration (scikit-image's example) found 10
+degrees as 2.7 on a 50 x 40 map: too coarse for these fields.
+
+Both images are smoothed (a Gaussian of :data:`SMOOTH_PX`) before the search: a rotated copy is interpolated,
+which averages its shot noise, and on two noisy images of one field that alone correlated 0.02-0.09 better than
+the unrotated copy (a fresh nion-usim HAADF was refused as "rotated by about 2 degrees").
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from .capabilities import takes_fractions
 
 MIN_CORRELATION = 0.5   # of the overlapping parts after the shift: below it the images are not the same field
 MAX_SHIFT = 0.25        # of the field per axis: a larger drift leaves too little of the run's field to go on
-TRANSFORM_GAIN = 0.03   # correlation gained by a rotation or scale over the shift alone: the field has turned
+TRANSFORM_GAIN = 0.25   # of the shift's misfit removed by a rotation or scale: the field has turned
+MIN_GAIN = 0.005        # and at least this much correlation (two near-identical images: rounding, not a turn)
+SMOOTH_PX = 1.0         # Gaussian sigma (search pixels) both images are smoothed by before the search
 ANGLES = np.arange(-16.0, 17.0, 2.0)                      # degrees tried
 SCALES = (0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25)           # magnifications tried
 SEARCH_PIXELS = 256     # the transform search bins larger fields to at most this many pixels a side
@@ -38,7 +45,7 @@ def register(recorded: np.ndarray, new: np.ndarray) -> tuple[tuple[int, int], tu
     shift, _, _ = phase_cross_correlation(b, a, upsample_factor=10, normalization=None)
     d = tuple(int(round(float(v))) for v in shift)
     corr = _overlap_correlation(a, b, d)
-    _refuse_rotation_or_scale(a, b, corr)
+    _refuse_rotation_or_scale(a, b)
     ny, nx = a.shape
     if not corr >= MIN_CORRELATION or abs(d[0]) > MAX_SHIFT * ny or abs(d[1]) > MAX_SHIFT * nx:
         raise HAEInputError(
@@ -73,12 +80,15 @@ def _shift_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return _overlap_correlation(a, b, tuple(int(round(float(v))) for v in shift))
 
 
-def _refuse_rotation_or_scale(a: np.ndarray, b: np.ndarray, shift_corr: float) -> None:
+def _refuse_rotation_or_scale(a: np.ndarray, b: np.ndarray) -> None:
     """Raise :class:`HAEInputError` when ``b`` is ``a`` rotated or magnified (see the module's text)."""
+    from scipy.ndimage import gaussian_filter
+
     f = -(-max(a.shape) // SEARCH_PIXELS)   # large fields are searched binned (a rotation shows at any size)
     if f > 1:
         a, b = _binned(a, f), _binned(b, f)
-        shift_corr = _shift_correlation(a, b)
+    a, b = gaussian_filter(a, SMOOTH_PX, mode="nearest"), gaussian_filter(b, SMOOTH_PX, mode="nearest")
+    shift_corr = _shift_correlation(a, b)
     base = shift_corr if np.isfinite(shift_corr) else -1.0
     best = (base, 0.0, 1.0)
     for angle in ANGLES:
@@ -89,14 +99,15 @@ def _refuse_rotation_or_scale(a: np.ndarray, b: np.ndarray, shift_corr: float) -
             if c > best[0]:
                 best = (c, float(angle), scale)
     corr, angle, scale = best
-    if corr - base < TRANSFORM_GAIN or not corr >= MIN_CORRELATION:   # no better, or another field altogether
-        return
+    gain = corr - base
+    if gain < max(TRANSFORM_GAIN * (1.0 - base), MIN_GAIN) or not corr >= MIN_CORRELATION:   # no better, or
+        return                                                                                   # another field
     what = " and ".join(w for w in (f"rotated by about {angle:g} degrees" if angle else "",
                                     f"magnified about {scale:g}x" if scale != 1.0 else "") if w)
     raise HAEInputError(
-        f"The re-acquired structural image is {what} against the recorded one (correlation {corr:.2f} with that "
-        f"transform, {shift_corr:.2f} with a shift alone): the run's positions would land on other pixels. Nothing "
-        "was measured.",
+        f"The re-acquired structural image is {what} against the recorded one (correlation {corr:.3f} with that "
+        f"transform, {shift_corr:.3f} with a shift alone, both smoothed by {SMOOTH_PX:g} px): the run's positions "
+        "would land on other pixels. Nothing was measured.",
         "set the scan rotation and the field of view (magnification) the run was recorded with, acquire the image "
         "again and resume.")
 
@@ -142,6 +153,16 @@ class Registered:
             fy, fx = int(y) + self.subpixel[0], int(x) + self.subpixel[1]
             return self.inner.acquire(min(max(fy, 0.0), ny - 1.0), min(max(fx, 0.0), nx - 1.0), **kw)
         return self.inner.acquire(qy, qx, **kw)
+
+    @property
+    def last_beam_on_s(self) -> float:
+        """The instrument's figure (the guard resets it before each acquisition: on the instrument, not on a copy
+        of ours that would hide the instrument's from then on)."""
+        return self.inner.last_beam_on_s
+
+    @last_beam_on_s.setter
+    def last_beam_on_s(self, value: float) -> None:
+        self.inner.last_beam_on_s = value
 
     def __getattr__(self, name):   # scan shape, energy, blank, abort, last_energy, describe, close...
         return getattr(self.inner, name)
