@@ -243,3 +243,67 @@ def test_the_status_line_never_cuts_a_message(qtbot):
     status.value = long
     qtbot.waitUntil(status.is_cut, timeout=2_000)
     assert status.value == long and status.native.toolTip() == long and status.native.height() == height
+
+
+def test_number_fields_read_exponent_notation(qtbot):
+    """Issue 28: "1e9" typed as a budget became 19 and "1e6" as xi 16 (the "e" key was refused), silently. Typed with
+    real keys: exponent notation is read in every number field (a plug-in's parameters too), small values are kept,
+    not rounded to the field's decimals; a number that cannot be the field's is refused visibly (the field shows its
+    value again) and a number out of range is shown clamped."""
+    from qt_input import type_into
+
+    from napari_hae._qt.forms import IntField, ParamForm, commit_on_enter
+    from napari_hae.core.policy.base import POLICIES
+
+    form = ParamForm()
+    form.show(POLICIES.get("ei").params)
+    budget = commit_on_enter(IntField(label="budget (steps)", value=30, min=1, max=100_000))
+    for w in (form, budget):
+        qtbot.addWidget(w.native)
+        w.native.show()
+    xi = form["xi"]
+    type_into(xi, "1e-5")
+    assert form.values()["xi"] == 1e-5 and xi.native.text() == "1e-05"
+    type_into(xi, "2.5E-1")
+    assert form.values()["xi"] == 0.25 and xi.native.text() == "0.25"
+    type_into(xi, "1e6")                                              # xi's range ends at 10: clamped, shown
+    assert form.values()["xi"] == 10.0 and xi.native.text() == "10"
+    type_into(budget, "1e3")
+    assert budget.value == 1000 and budget.native.text() == "1000"
+    type_into(budget, "2.5")                                          # not a whole number of steps: refused
+    assert budget.value == 1000 and budget.native.text() == "1000"
+    type_into(budget, "1e9")                                          # out of range: clamped, shown
+    assert budget.value == 100_000 and budget.native.text() == "100000"
+
+
+def test_the_run_keys_are_napari_shortcuts_the_user_can_rebind(shown, qtbot):
+    """Issue 28: F5-F8 were Qt shortcuts of the dock, invisible in napari's Preferences > Shortcuts and fixed. They
+    are napari viewer actions now: listed there, rebindable (the tooltips follow), pressed on the canvas or in a
+    field of the dock."""
+    from napari._qt.widgets.qt_keyboard_settings import ShortcutEditor
+    from napari.utils.action_manager import action_manager
+
+    viewer, w, ref, _ = shown
+    editor = ShortcutEditor()
+    qtbot.addWidget(editor)
+    listed = editor.key_bindings_strs[editor.VIEWER_KEYBINDINGS]
+    assert {"napari-hae:start", "napari-hae:pause_or_resume", "napari-hae:step_once", "napari-hae:stop"} <= set(listed)
+    assert w.start_btn.tooltip == "start a run (F5)" and w.stop_btn.tooltip == "stop after the current step (F8)"
+    win, canvas = viewer.window._qt_window, viewer.window._qt_viewer.canvas.native
+    win.activateWindow()
+    qtbot.waitUntil(win.isActiveWindow, timeout=5_000)
+    action_manager.unbind_shortcut("napari-hae:start")
+    action_manager.bind_shortcut("napari-hae:start", "F9")
+    try:
+        assert w.start_btn.tooltip == "start a run (F9)"
+        canvas.setFocus()
+        QTest.keyClick(canvas, Qt.Key.Key_F5)                           # no longer the run's key
+        assert w.worker is None
+        QTest.keyClick(canvas, Qt.Key.Key_F9)
+        assert w.worker is not None
+        w.budget.native.setFocus()                                      # a field of the dock has the focus
+        QTest.keyClick(w.budget.native, Qt.Key.Key_F8)
+        qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
+    finally:
+        action_manager.unbind_shortcut("napari-hae:start")
+        action_manager.bind_shortcut("napari-hae:start", "F5")

@@ -20,8 +20,17 @@ pytestmark = pytest.mark.gui
 @pytest.mark.slow   # a run on the simulated instrument in a shown window
 def test_acquire_image_then_start_runs_on_the_live_instrument(make_napari_viewer, small_sample, qtbot, monkeypatch,
                                                                tmp_path):
+    import threading
+
     from napari_hae.core.instrument import nion
 
+    acquired_in, image = [], nion.NionMicroscope.structural_image
+
+    def structural_image(self):
+        acquired_in.append(threading.current_thread() is threading.main_thread())
+        return image(self)
+
+    monkeypatch.setattr(nion.NionMicroscope, "structural_image", structural_image)
     viewer, w = open_dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
     assert w.acquire_btn.native.isHidden()                             # the simulator replays the open data
     choose(w.microscope_kind, "nion-usim")
@@ -32,6 +41,7 @@ def test_acquire_image_then_start_runs_on_the_live_instrument(make_napari_viewer
     QTest.mouseClick(w.acquire_btn.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.status.value.startswith("Acquired the nion-usim structural image"), timeout=60_000)
     assert w.status.value.startswith("Acquired the nion-usim structural image (32 x 32 pixels of 3.125 nm)")
+    assert acquired_in == [False]          # Issue 28: acquired in a worker (on the GUI thread it froze napari 2-3 s)
     layer = w.layer_combo.value
     assert layer.name.endswith("(structural)") and layer.data.shape == (32, 32)
     assert tuple(layer.scale) == pytest.approx((3.125, 3.125))

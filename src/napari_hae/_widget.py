@@ -13,11 +13,11 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 from qtpy.QtCore import QEvent, Qt
-from qtpy.QtGui import QKeySequence, QShortcut
 from qtpy.QtWidgets import QApplication, QCheckBox, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from ._constants import SAMPLE_MENU
 from ._monitor_plot import MonitorPlot
+from ._qt import keys
 from ._qt.controller import RunController
 from ._qt.data_panel import DataPanel
 from ._qt.dataset_switch import DatasetSwitch
@@ -209,14 +209,21 @@ class HAEWidget(QWidget):
         # napari closing deletes the dock before the application quits: both ends stop the threads (the
         # controller, a plain Python object, outlives the widget; a slot of the widget would be disconnected)
         controller, click = self.controller, self.spectra.on_click
-        self.destroyed.connect(lambda *_: (controller.shutdown(), _forget(viewer.mouse_drag_callbacks, click)))
+        # F5-F8 as napari actions (Preferences > Shortcuts), the buttons' tooltips following them; see keyPressEvent
+        forget_keys = keys.install(viewer, run, self.run_panel.show_keys)
+        self.destroyed.connect(lambda *_: (controller.shutdown(), _forget(viewer.mouse_drag_callbacks, click),
+                                           forget_keys()))
         alive = weakref.ref(controller)   # the application outlives many docks: it must not keep their runs
         QApplication.instance().aboutToQuit.connect(lambda: (c := alive()) is not None and c.shutdown())
-        # keys while napari's window is active (the canvas focused too): F5 Start, F6 Pause/Resume, F7 Step, F8 Stop
-        for key, slot in (("F5", run.start), ("F6", run.pause_or_resume), ("F7", run.step_once), ("F8", run.stop)):
-            shortcut = QShortcut(QKeySequence(key), self)
-            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
-            shortcut.activated.connect(slot)
+
+    def keyPressEvent(self, event):
+        """A run key pressed while a field of the dock has the focus (napari's keymap sees the canvas's keys)."""
+        name = keys.action_for(event)
+        if name is None:
+            super().keyPressEvent(event)
+            return
+        getattr(self.run, name)()
+        event.accept()
 
     def event(self, event):
         """Closing the dock (napari takes it out of its window: no parent) stops a run after the step in flight."""

@@ -6,13 +6,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, SpinBox
+from magicgui.widgets import ComboBox, Container
 
 from .._layers import dataset_of
 from ..core.data.io import TOTAL_INTENSITY_NOTE
 from ..core.errors import HAEInputError
 from ..core.run.settings import ExperimentSettings
-from .forms import commit_on_enter
+from .forms import IntField, commit_on_enter
 
 FROM_FILE = "from the dataset file"
 
@@ -24,7 +24,7 @@ class DataPanel(Container):
         self.structural_combo = ComboBox(label="structural image", choices=self._image_layers,
                                          tooltip="the image the model learns from (HAADF): the dataset file's, or "
                                                  "an open image layer acquired on the same scan grid")
-        self.patch_size = commit_on_enter(SpinBox(label="patch size (px)", value=ExperimentSettings().patch_size,
+        self.patch_size = commit_on_enter(IntField(label="patch size (px)", value=ExperimentSettings().patch_size,
                                                   min=3, max=256))
         for combo in (self.layer_combo, self.structural_combo):   # file names are long: elide, not widen the dock
             combo.native.setSizeAdjustPolicy(combo.native.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)

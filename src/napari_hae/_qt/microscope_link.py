@@ -64,7 +64,7 @@ class MicroscopeLink:
             self.controller.idle_instrument = None
             then(live[2])
             return
-        self._connect(name, params, seed, then)
+        self._connect(name, params, seed, lambda mic, image: then(mic))
 
     def acquire_image(self, *_):
         """Connect to the run panel's live instrument (in a worker) and open its structural image as a layer, to
@@ -78,11 +78,10 @@ class MicroscopeLink:
                                "acquire. Fix: choose a live instrument (e.g. nion-usim) under microscope.")
             return
         self._connect(name, params, int(self.run_panel.random_seed.value),
-                      lambda mic: self._show_instrument(name, params, mic), data=None)
+                      lambda mic, live: self._show_instrument(name, params, mic, live), data=None, image=True)
 
-    def _show_instrument(self, name, params, mic):
+    def _show_instrument(self, name, params, mic, live: LiveImage):
         self.controller.close_idle_instrument()   # one instrument held at a time
-        live = LiveImage.of(mic, name)
         (image, kw, _), = dataset_layer_data(live)
         layer = self.viewer.add_image(image, **kw)
         self.controller.idle_instrument = (name, params, mic, live)
@@ -91,23 +90,31 @@ class MicroscopeLink:
         self.status.value = (f"Acquired the {name} structural image ({ny} x {nx} pixels of {live.pixel_size:.4g} "
                              f"{live.pixel_units}): click seeds or draw objects on it, set the target, then Start.")
 
-    def _refresh_live_layer(self, mic, data) -> None:
+    def _refresh_live_layer(self, live: LiveImage, data) -> None:
         """A new connection's image in place of the layer's (the instrument used by a run was released)."""
         layer = self.data_panel.layer_combo.value
-        live = LiveImage.of(mic, self.run_panel.microscope()[0])
         if layer is not None and layer.metadata.get(DATASET_KEY) is data and live.scan_shape == data.scan_shape:
             layer.metadata[DATASET_KEY] = live
             layer.data = live.structural
             self.status.value = "The structural image was acquired again for this run."
 
-    def _connect(self, name, params, seed, then, data=...):
+    def _connect(self, name, params, seed, then, data=..., image: bool = False):
+        """Make the microscope in a worker and call ``then(mic, live)`` in the GUI thread; ``live`` is its structural
+        image (:class:`LiveImage`, acquired in the worker too: 2.3-2.9 s on nion-usim's default field froze napari)
+        where ``image`` is asked or the selected layer is an image acquired before, else None."""
         data = self.dataset if data is ... else data
+        image = image or isinstance(data, LiveImage)
 
-        def connect():   # (microscope, error): a raised error, or a returned one, napari would report itself
+        def connect():   # (microscope, image, error): a raised error, or a returned one, napari would report itself
             try:
-                return make_microscope(name, data, seed=seed, **params), None
+                mic = make_microscope(name, data, seed=seed, **params)
             except Exception as exc:
-                return None, exc
+                return None, None, exc
+            try:
+                return mic, (LiveImage.of(mic, name) if image else None), None
+            except Exception as exc:
+                close_microscope(mic)
+                return None, None, exc
 
         worker = create_worker(connect)
         self.connecting = worker
@@ -118,15 +125,15 @@ class MicroscopeLink:
         worker.start()
         self.on_change()
 
-    def _connected(self, then, mic, error, data):
+    def _connected(self, then, mic, live, error, data):
         if error is not None:
             self.cannot_start(error if isinstance(error, HAEInputError) else
                                f"connecting to the microscope failed ({type(error).__name__}: {error})")
             return
         try:
             if isinstance(data, LiveImage):
-                self._refresh_live_layer(mic, data)
-            then(self.on_grid(mic, data) if data is not None else mic)
+                self._refresh_live_layer(live, data)
+            then(self.on_grid(mic, data) if data is not None else mic, live)
         except HAEInputError as exc:
             close_microscope(mic)
             self.cannot_start(exc)

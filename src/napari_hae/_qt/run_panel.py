@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from magicgui.widgets import ComboBox, Container, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, ProgressBar, PushButton
 
 from ..core.instrument.adapters import MICROSCOPES
 from ..core.run.settings import ExperimentSettings
-from .forms import ParamForm, commit_on_enter
+from .forms import IntField, ParamForm, commit_on_enter
 
 DEFAULTS = ExperimentSettings()
 
 
 class RunPanel(Container):
     def __init__(self):
-        self.n_seeds = commit_on_enter(SpinBox(label="random seeds (if no points)", value=DEFAULTS.n_seeds, min=1,
+        self.n_seeds = commit_on_enter(IntField(label="random seeds (if no points)", value=DEFAULTS.n_seeds, min=1,
                                                max=10000))
-        self.budget = commit_on_enter(SpinBox(label="budget (steps)", value=DEFAULTS.budget, min=1,
+        self.budget = commit_on_enter(IntField(label="budget (steps)", value=DEFAULTS.budget, min=1,
                                               max=1_000_000))
-        self.random_seed = commit_on_enter(SpinBox(label="random seed", value=DEFAULTS.random_seed, min=0,
+        self.random_seed = commit_on_enter(IntField(label="random seed", value=DEFAULTS.random_seed, min=0,
                                                    max=2**31 - 1))
         self.microscope_kind = ComboBox(label="microscope", choices=MICROSCOPES.names(), value="simulator",
                                         tooltip="the instrument: an installed microscope adapter")
@@ -25,11 +25,11 @@ class RunPanel(Container):
         self.acquire_btn = PushButton(text="Acquire image", tooltip="connect to the live instrument and open its "
                                       "structural image as a layer: click seeds and draw objects on it, then Start")
         self.object_mode = ComboBox(label="new objects", choices=["avoid", "visit"], value="avoid")
-        self.start_btn = PushButton(text="Start", tooltip="start a run (F5)")
-        self.pause_btn = PushButton(text="Pause", tooltip="pause after the current step (F6)")
-        self.step_btn = PushButton(text="Step once", tooltip="one step while paused (F7)")
-        self.resume_btn = PushButton(text="Resume", tooltip="go on after a pause (F6)")
-        self.stop_btn = PushButton(text="Stop", tooltip="stop after the current step (F8)")
+        self.start_btn = PushButton(text="Start")
+        self.pause_btn = PushButton(text="Pause")
+        self.step_btn = PushButton(text="Step once")
+        self.resume_btn = PushButton(text="Resume")
+        self.stop_btn = PushButton(text="Stop")
         self.progress = ProgressBar(label="progress", min=0, max=DEFAULTS.budget, value=0)
         self.progress.native.setFormat("%v / %m steps")
         self.save_btn = PushButton(text="Save trace")
@@ -43,6 +43,15 @@ class RunPanel(Container):
             Container(widgets=[self.resume_btn, self.stop_btn], **row), self.progress,
             Container(widgets=[self.save_btn, self.load_btn, self.resume_trace_btn], **row)], label="Run")
         self.microscope_kind.changed.connect(self._on_kind)
+
+    def show_keys(self, key_text) -> None:
+        """The buttons' tooltips with the keys bound now (``key_text(action)``: the user may rebind them)."""
+        for button, what, action in ((self.start_btn, "start a run", "start"),
+                                     (self.pause_btn, "pause after the current step", "pause_or_resume"),
+                                     (self.step_btn, "one step while paused", "step_once"),
+                                     (self.resume_btn, "go on after a pause", "pause_or_resume"),
+                                     (self.stop_btn, "stop after the current step", "stop")):
+            button.tooltip = f"{what} ({key_text(action)})"
         self._on_kind()
 
     def _on_kind(self, *_):

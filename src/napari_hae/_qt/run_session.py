@@ -20,6 +20,7 @@ from ..core.run.driver import Event
 from ..core.run.experiment import Experiment, ExperimentSettings
 from ..core.run.picking import seed_indices
 from ..core.targets.scalarizers import Scalarizer
+from .keys import key_text
 from .layer_view import MAPS
 
 
@@ -279,8 +280,9 @@ class RunSession:
         elif item.kind == "paused" and self._say_paused:   # the step in flight has ended
             self._say_paused = False
             self.run_phase = "paused"
-            self.status.value = (f"Paused after step {item.step} of {item.budget}: Resume (F6), Step once (F7) "
-                                 "or Stop (F8).")
+            self.status.value = (f"Paused after step {item.step} of {item.budget}: Resume "
+                                 f"({key_text('pause_or_resume')}), Step once ({key_text('step_once')}) or Stop "
+                                 f"({key_text('stop')}).")
 
     def _draw_step_info(self, res, view):
         if self.run_phase == "running":   # a run's end and a pause stay said

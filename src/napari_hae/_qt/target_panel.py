@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import math
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
 
 from ..core.errors import HAEInputError
 from ..core.targets.scalarizers import ENERGY_PARAMS, SCALARIZERS, Scalarizer, check_band
 from ..core.targets.suggest import TargetSuggestion
-from .forms import ParamForm, commit_on_enter
+from .forms import FloatField, ParamForm, commit_on_enter
 
 _BAND_LABELS = ("band start", "band end", "band 2 start", "band 2 end", "background from", "background to")
 
 
-def _spin(label: str, visible: bool = True) -> FloatSpinBox:
-    return commit_on_enter(FloatSpinBox(label=label, min=-1e7, max=1e7, step=0.05, visible=visible))
+def _spin(label: str, visible: bool = True) -> FloatField:
+    return commit_on_enter(FloatField(label=label, min=-1e7, max=1e7, step=0.05, visible=visible))
 
 
 def _spectral_scalarizers() -> list[str]:
