@@ -250,10 +250,9 @@ def test_number_fields_read_exponent_notation(qtbot):
     real keys: exponent notation is read in every number field (a plug-in's parameters too), small values are kept,
     not rounded to the field's decimals; a number that cannot be the field's is refused visibly (the field shows its
     value again) and a number out of range is shown clamped."""
-    from qt_input import type_into
-
     from napari_hae._qt.forms import IntField, ParamForm, commit_on_enter
     from napari_hae.core.policy.base import POLICIES
+    from qt_input import type_into
 
     form = ParamForm()
     form.show(POLICIES.get("ei").params)

@@ -107,6 +107,43 @@ def test_avoid_object_is_never_measured_and_visit_object_forces_next_pick(small_
     assert first.step == 0
 
 
+def test_a_retracted_object_no_longer_applies_and_the_journal_rebuilds_that(small_sample, tmp_path):
+    """Issue 28: an object deleted on the layer during a run was still applied. Retracting it is an intervention
+    (recorded, applied from the next step, rebuilt the same from the journal); an unknown or retracted label is
+    refused with a Fix and changes nothing."""
+    from napari_hae.core.run.state import RunState
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=4), dataset_info=small_sample.describe(),
+                     journal=tmp_path / "trace.journal")
+    exp.start()
+    left, corner = np.zeros((48, 48), bool), np.zeros((48, 48), bool)
+    left[:, :24] = True
+    corner[40:44, 40:44] = True
+    exp.add_object(left, "avoid", "avoid #0")
+    exp.add_object(corner, "visit", "visit #1")
+    assert exp.avoid.reshape(48, 48)[:, :24].all() and len(exp.visit) == 1
+    exp.remove_object("avoid #0")
+    exp.remove_object("visit #1")
+    assert not exp.avoid.any() and exp.visit == []
+    res = exp.step()
+    assert res.kind != "visit"                                          # the corner is no longer forced
+    for bad in ("avoid #0", "nothing"):
+        with pytest.raises(HAEInputError, match=rf"No object labelled '{bad}' is in force in this run\. Fix: "):
+            exp.remove_object(bad)
+    exp.add_object(left, "avoid", "avoid #0")                           # drawn again: in force again
+    assert exp.avoid.reshape(48, 48)[:, :24].all()
+    exp.run()
+    assert not any(left[p] for p in exp.trace.positions[6 + 1:])       # avoided again from the next step
+    kinds = [d["kind"] for d in exp.trace.interventions]
+    assert kinds == ["object", "object", "remove_object", "remove_object", "object"]
+    assert exp.trace.interventions[2]["new"] == {"index": 0, "label": "avoid #0"}
+    exp.close()
+    rebuilt = RunState.from_trace(Trace.load(tmp_path / "trace.journal"))
+    for key in ("avoid", "measured"):
+        assert np.array_equal(rebuilt.snapshot()[key], exp.state.snapshot()[key])
+    assert rebuilt.object_in_force("avoid #0") == 2 and rebuilt.object_in_force("visit #1") is None
+
+
 def test_given_grid_and_random_seeds(small_sample):
     given = _exp(small_sample, seed_mode="given", seed_positions=[[1, 1], [10, 20], [30, 5]], budget=1)
     given.start()

@@ -378,7 +378,8 @@ def test_two_noisy_images_of_the_same_field_register_however_noisy(small_sample,
 
     image = small_sample.structural
     for seed in range(4):
-        assert register(_turned(image, noise=noise, seed=seed), _turned(image, noise=noise, seed=seed + 10))[0] == (0, 0)
+        recorded, new = _turned(image, noise=noise, seed=seed), _turned(image, noise=noise, seed=seed + 10)
+        assert register(recorded, new)[0] == (0, 0)
 
 
 def test_a_sub_pixel_drift_is_followed_where_the_instrument_takes_fractions(small_sample):

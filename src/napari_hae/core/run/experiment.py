@@ -350,6 +350,11 @@ class Experiment:
         ``mode="avoid"`` never measures inside it. ``mask`` is a (ny, nx) bool array."""
         self.intervene(iv.AddObject(mask, mode, label))
 
+    def remove_object(self, label: str) -> None:
+        """Retract the newest object in force labelled ``label``: its positions are no longer avoided (or to be
+        visited) from the next step."""
+        self.intervene(iv.RemoveObject(label))
+
     # -- decide -------------------------------------------------------------------------------------------
     def _fit(self) -> tuple[np.ndarray, float, float, float]:
         """Fit on every measured point under the current objective; returns (targets, final loss, seconds, the

@@ -131,6 +131,23 @@ class AddObject(Intervention):
 
 
 @dataclass
+class RemoveObject(Intervention):
+    """An object retracted (deleted or redrawn on the objects layer): its positions are no longer avoided, or no
+    longer to be visited. Named by its label (the newest object in force with it); the record names its index."""
+
+    label: str
+    kind: ClassVar[str] = "remove_object"
+
+    def check(self, exp):
+        if exp.state.object_in_force(self.label) is None:
+            raise HAEInputError(f"No object labelled {self.label!r} is in force in this run.",
+                                "name an object added to this run (its label), not one already removed.")
+
+    def new(self, exp):
+        return {"index": exp.state.object_in_force(self.label), "label": self.label}
+
+
+@dataclass
 class ChangeBudget(Intervention):
     """More (or fewer) policy steps; never fewer than those already taken."""
 
@@ -153,7 +170,8 @@ class ChangeBudget(Intervention):
         return int(self.budget)
 
 
-KINDS = {c.kind: c for c in (ChangeScalarizer, ChangePolicy, ChangePatchSize, AddObject, ChangeBudget)}
+KINDS = {c.kind: c for c in (ChangeScalarizer, ChangePolicy, ChangePatchSize, AddObject, RemoveObject,
+                             ChangeBudget)}
 
 
 def from_record(d: dict, trace: Trace) -> Intervention:
@@ -162,6 +180,8 @@ def from_record(d: dict, trace: Trace) -> Intervention:
     if kind == "object":
         obj = trace.objects[int(new["index"])]
         return AddObject(obj["mask"], obj["mode"], obj.get("label", ""))
+    if kind == "remove_object":
+        return RemoveObject(str(new["label"]))
     if kind == "patch_size":
         return ChangePatchSize(int(new))
     if kind == "budget":

@@ -42,7 +42,7 @@ def settings_with(settings: ExperimentSettings, kind: str, new) -> ExperimentSet
         out.patch_size = int(new)
     elif kind == "budget":
         out.budget = int(new)
-    elif kind != "object":
+    elif kind not in ("object", "remove_object"):
         raise HAEInputError(f"The trace records an intervention of unknown kind {kind!r}.",
                             "read it with the napari-hae version that wrote it.")
     return out
@@ -62,8 +62,7 @@ class RunState:
         n = self.scan_shape[0] * self.scan_shape[1]
         self._measured = np.zeros(n, dtype=bool)
         self._avoid = np.zeros(n, dtype=bool)
-        self._visit: list[np.ndarray] = []        # flat masks of "visit" objects, in the order they were drawn
-        self._objects: list[dict] = []            # object records: mode, label, mask (ny, nx)
+        self._objects: list[dict] = []            # object records: mode, label, mask (ny, nx), in_force
         self.interventions: list[dict] = []       # intervention records applied, in order
         self.n_points = 0
         self.n_steps = 0
@@ -101,7 +100,7 @@ class RunState:
             self.rng_state = fields["state"]
         elif kind == "object":
             self._objects.append({"mode": fields["mode"], "label": fields.get("label", ""),
-                                  "mask": np.asarray(arrays["mask"], dtype=bool)})
+                                  "mask": np.asarray(arrays["mask"], dtype=bool), "in_force": False})
         elif kind == "intervention":
             self._intervene(fields["intervention"])
         # header and event records change nothing here
@@ -114,13 +113,12 @@ class RunState:
 
     def _intervene(self, d: dict) -> None:
         kind, new = d["kind"], d["new"]
-        if kind == "object":
-            obj = self._objects[int(new["index"])]
-            flat = obj["mask"].ravel()
-            if obj["mode"] == "avoid":
-                self._avoid |= flat
-            else:
-                self._visit.append(flat.copy())
+        if kind in ("object", "remove_object"):   # an object comes into force, or is retracted
+            self._objects[int(new["index"])]["in_force"] = kind == "object"
+            self._avoid = np.zeros_like(self._measured)
+            for obj in self._objects:
+                if obj["in_force"] and obj["mode"] == "avoid":
+                    self._avoid |= obj["mask"].ravel()
         else:
             self._settings = settings_with(self._settings, kind, new)
         self.interventions.append(d)
@@ -149,12 +147,19 @@ class RunState:
 
     @property
     def visit(self) -> list[np.ndarray]:
-        """The "visit" objects none of whose positions is measured yet (flat masks)."""
-        return [_read_only(v) for v in self._visit if not (v & self._measured).any()]
+        """The "visit" objects in force none of whose positions is measured yet (flat masks, in the order they were
+        added: an object is recorded just before the intervention that brings it into force)."""
+        flats = (o["mask"].ravel() for o in self._objects if o["in_force"] and o["mode"] == "visit")
+        return [_read_only(v) for v in flats if not (v & self._measured).any()]
 
     @property
     def objects(self) -> list[dict]:
         return [dict(o) for o in self._objects]
+
+    def object_in_force(self, label: str) -> int | None:
+        """The index of the newest object in force labelled ``label`` (None: none is)."""
+        found = [i for i, o in enumerate(self._objects) if o["in_force"] and o["label"] == label]
+        return found[-1] if found else None
 
     @property
     def started(self) -> bool:
@@ -176,7 +181,7 @@ class RunState:
     def snapshot(self) -> dict:
         """Everything the state holds, as plain values (what two rebuilds are compared by)."""
         return {"settings": self._settings.to_dict(), "measured": self._measured.copy(), "avoid": self._avoid.copy(),
-                "visit": [v.copy() for v in self._visit], "n_points": self.n_points, "n_steps": self.n_steps,
+                "visit": [v.copy() for v in self.visit], "n_points": self.n_points, "n_steps": self.n_steps,
                 "rng_state": self.rng_state, "last_position": self.last_position,
                 "objects": [(o["mode"], o["label"], o["mask"].copy()) for o in self._objects],
                 "interventions": list(self.interventions)}
