@@ -82,6 +82,41 @@ def test_interventions_while_paused_apply_to_the_next_picks(viewer_widget, qtbot
     assert tr.objects[0]["mode"] == "avoid" and tr.objects[0]["mask"][:, :24].all()
 
 
+def _pause_between_steps(w, qtbot):
+    w.pause()
+    qtbot.waitUntil(lambda: w.paused and w.controller.driver.idle, timeout=TIMEOUT)
+    return w.experiment.step_index
+
+
+def test_an_object_deleted_or_moved_during_a_run_is_retracted_as_the_layer_shows(viewer_widget, qtbot):
+    """Issue 28: the objects layer is the truth during a run too. An object deleted while paused is retracted (a
+    recorded intervention, applied from the next step); one moved is retracted and added where it is now."""
+    viewer, w = viewer_widget
+    objects = viewer.layers[OBJECTS]
+    w.object_mode.value = "avoid"
+    objects.add_rectangles(np.array([[0, 0], [47, 23]]))             # before Start: the left half
+    w.budget.value = 6
+    w.start()
+    qtbot.waitUntil(lambda: w.experiment.step_index >= 1, timeout=TIMEOUT)
+    k = _pause_between_steps(w, qtbot)
+    assert w.experiment.avoid.sum() == 48 * 24
+    objects.selected_data = {0}
+    objects.remove_selected()                                        # deleted
+    objects.add_rectangles(np.array([[0, 0], [9, 9]]))               # drawn ...
+    w.step_once()
+    qtbot.waitUntil(lambda: w.experiment.step_index == k + 1 and w.controller.driver.idle, timeout=TIMEOUT)
+    assert w.experiment.avoid.sum() == 100                           # the left half no longer avoided
+    objects.data = [np.array([[30.0, 30.0], [30.0, 39.0], [39.0, 39.0], [39.0, 30.0]])]   # ... and moved
+    w.resume()
+    _run_to_end(w, qtbot)
+    tr, exp = w.experiment.trace, w.experiment
+    kinds = [(iv["kind"], iv["step"], iv["new"].get("label")) for iv in tr.interventions]
+    assert kinds == [("object", 0, "avoid #0"), ("remove_object", k, "avoid #0"), ("object", k, "avoid #1"),
+                     ("remove_object", k + 1, "avoid #1"), ("object", k + 1, "avoid #2")], kinds
+    assert exp.avoid.reshape(48, 48)[30:40, 30:40].all() and exp.avoid.sum() == 100
+    assert not any(30 <= y < 40 and 30 <= x < 40 for (y, x) in tr.steps["position"][k + 1:])
+
+
 @pytest.mark.slow
 def test_step_once_and_prompt_stop(viewer_widget, qtbot):
     viewer, w = viewer_widget

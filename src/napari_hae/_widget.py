@@ -151,7 +151,9 @@ class HAEWidget(QWidget):
                                    self.status)
         self.run.launched.append(self.traces.forget_loaded)
         self.run.ended.append(self.traces.enable_replay)
-        self.interventions = Interventions(viewer, panels, self.controller, self.status, self.spectra.show_mean)
+        self.interventions = Interventions(viewer, panels, self.controller, self.status, self.spectra.show_mean,
+                                           self.view)
+        self.run.launched.append(self.interventions.run_started)
         self.datasets = DatasetSwitch(viewer, panels, self.view, self.controller, self.status, self.spectra,
                                       self.interventions, run_view)
         # every run journals each measurement here before the next step (crash-safe); NAPARI_HAE_RUNS_DIR overrides

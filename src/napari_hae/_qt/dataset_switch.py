@@ -56,7 +56,7 @@ class DatasetSwitch:
         self.view.ensure_input_layers(layer, data.scan_shape, self.run_panel.object_mode.value,
                                       self.interventions.objects_changed)
         objects = self.viewer.layers[OBJECTS]
-        self.interventions.n_objects_seen = len(objects.data)
+        self.interventions.track_shapes()
         self.spectra.show_mean()
         if self.spectra.on_click not in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.append(self.spectra.on_click)
