@@ -48,9 +48,68 @@ class EventLoopGaps:
         return self.gaps
 
 
+class StallSampler:
+    """What the GUI thread is doing while it is stalled: a thread samples its stack every ``every`` s once the
+    event loop's last tick (``gaps``) is older than ``after`` s; :meth:`top` counts the innermost frames of this
+    package and napari/vispy/Qt/matplotlib seen (a sample is ~``every`` s of stall)."""
+
+    def __init__(self, gaps: EventLoopGaps, after: float = 0.08, every: float = 0.01):
+        import collections
+        import threading
+
+        self.gaps, self.after, self.every = gaps, after, every
+        self.counts = collections.Counter()
+        self.episodes: dict[float, list] = {}   # the last tick before a stall -> its samples
+        self._main = threading.main_thread().ident
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def _run(self):
+        import traceback
+
+        while not self._stop.wait(self.every):
+            if time.perf_counter() - self.gaps._last < self.after:
+                continue
+            frame = sys._current_frames().get(self._main)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            ours = [f for f in stack if "napari_hae" in f.filename]
+            where = ours[-1] if ours else stack[-1]
+            inner = stack[-1]
+            key = (f"{Path(where.filename).name}:{where.lineno} {where.name}",
+                   f"{Path(inner.filename).parent.name}/{Path(inner.filename).name}:{inner.lineno} {inner.name}")
+            self.counts[key] += 1
+            self.episodes.setdefault(self.gaps._last, []).append((key, [f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                                                                        for f in stack[-12:]]))
+
+    def longest(self, n: int = 3) -> list[str]:
+        """The ``n`` longest stalls, each with the stack sampled most often in it."""
+        import collections
+
+        out = []
+        for _, samples in sorted(self.episodes.items(), key=lambda kv: -len(kv[1]))[:n]:
+            common = collections.Counter(k for k, _ in samples).most_common(1)[0][0]
+            stack = next(st for k, st in samples if k == common)
+            out.append(f"~{len(samples) * self.every * 1000 + self.after * 1000:.0f} ms stalled: " +
+                       " > ".join(stack))
+        return out
+
+    def top(self, n: int = 15) -> list[str]:
+        self._stop.set()
+        return [f"{c * self.every * 1000:7.0f} ms  {ours}  <- {inner}" for (ours, inner), c in
+                self.counts.most_common(n)]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--stalls", action="store_true", help="sample the GUI thread's stack while it is stalled "
+                                                          "(> 80 ms since the last tick) and print where")
     args = ap.parse_args()
     import napari
     from make_screenshots import SAMPLE_MENU, click, menu, new_viewer, open_dock, run_until
@@ -61,10 +120,16 @@ def main():
     w = open_dock(viewer, win)
     w.budget.value = args.steps
     recorder = EventLoopGaps(10).start()
+    sampler = StallSampler(recorder).start() if args.stalls else None
     t0 = time.perf_counter()
     click(w.start_btn)
     run_until(app, lambda: w.experiment is not None and w.worker is None, 1800)
     wall = time.perf_counter() - t0
+    if sampler is not None:
+        print("where the GUI thread was while stalled (sampled time, this package's innermost frame <- innermost):")
+        print("\n".join(sampler.top()))
+        print("the longest stalls:")
+        print("\n".join(sampler.longest()))
     g = np.asarray(recorder.stop()) * 1000
     out = {"load_avg_1_5_15": [round(x, 2) for x in load], "cpus": os.cpu_count(), "steps": w.experiment.step_index,
            "wall_s": round(wall, 1), "ticks": len(g), "median_ms": round(float(np.median(g)), 1),

@@ -626,14 +626,14 @@ def test_the_dock_draws_a_run_from_the_results_a_fake_driver_emits(viewer_widget
     assert [type(i).__name__ for i in items] == ["Event", "StepResult", "StepResult", "StepResult", "Event"]
     w.experiment = _NotDuringARun(Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=3)), w)
     w.controller.driver_factory = lambda exp: _FakeDriver(items)
-    from napari_hae._qt.run_session import RunProgress
+    from napari.utils import progress
 
-    ended, end = [], RunProgress.end
-    monkeypatch.setattr(RunProgress, "end", lambda self: (
-        ended.append((self.activity.n, self.activity.total, self.activity.desc)), end(self)))
+    opened = []
+    monkeypatch.setattr(progress, "__init__", lambda self, *a, **kw: opened.append(kw))
     w.run.launch()
     _run_to_end(w, qtbot)
-    assert ended == [(3, 3, "hAE run")] and w.run.progress.activity is None   # in the activity dock, then closed
+    # the dock's own bar counts the steps; no napari progress (its status-bar spinner doubled a run's wall time)
+    assert opened == [] and w.run_panel.progress.value == 3 and w.run_panel.progress.max == 3
     last = [i for i in items if isinstance(i, StepResult)][-1]
     qtbot.waitUntil(lambda: len(viewer.layers[TRAJECTORY].data) == last.view.n_points, timeout=TIMEOUT)
     np.testing.assert_array_equal(viewer.layers[TRAJECTORY].data, recorded.trace.positions_array())

@@ -25,33 +25,22 @@ from .layer_view import MAPS
 
 
 class RunProgress:
-    """The run's steps on the dock's progress bar and in napari's activity dock (``napari.utils.progress``, opened
-    from the status bar, beside other plugins' tasks)."""
+    """The run's steps on the dock's progress bar. Not in napari's activity dock: while a ``napari.utils.progress``
+    is open, napari animates a spinner in its status bar, and each frame recomposes the window around the OpenGL
+    canvas: with Mesa's software OpenGL a 30-step run took 33-40 s instead of 17-18 s and napari's median event-loop
+    tick went from 10 to 31-35 ms (benchmarks/gui_responsiveness.py, alternated runs; docs/performance.md)."""
 
     def __init__(self, bar):
         self.bar = bar            # the run panel's QProgressBar
-        self.activity = None      # the napari progress of the run going on
 
     def show(self, view) -> None:
         top = max(1, int(view.budget))
-        if self.activity is None:
-            from napari.utils import progress
-
-            self.activity = progress(total=top, desc="hAE run")
-        if self.activity.total != top:
-            self.activity.total = top
-        self.activity.n = min(int(view.n_steps), top)
-        self.activity.refresh()
         self.bar.setUpdatesEnabled(False)   # QProgressBar repaints at once on a new value: 50 ms of window
         if self.bar.maximum() != top:       # composition beside napari's OpenGL canvas; this way it is one update
             self.bar.setMaximum(top)
         self.bar.setValue(min(int(view.n_steps), top))
         self.bar.setUpdatesEnabled(True)
 
-    def end(self) -> None:
-        if self.activity is not None:
-            self.activity.close()
-            self.activity = None
 
 
 class RunWarnings:
@@ -318,7 +307,6 @@ class RunSession:
             exp.close()
             close_microscope(exp.microscope)   # a live instrument: the beam blanked, its cameras stopped
             self.progress.show(view)
-            self.progress.end()
             if self.run_phase != "finished":
                 self._say_finished(view)
             said = self.status.value
