@@ -113,7 +113,7 @@ def main():
     args = ap.parse_args()
     import napari
     from make_screenshots import SAMPLE_MENU, click, menu, new_viewer, open_dock, run_until
-    load = os.getloadavg()
+    load = os.getloadavg() if os.name == "posix" else (float("nan"),) * 3   # Windows has no load average
     app = napari.qt.get_qapp()
     viewer, win = new_viewer((1920, 1080))
     menu(win, SAMPLE_MENU).trigger()

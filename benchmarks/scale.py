@@ -48,7 +48,7 @@ def synthetic(scan: int, seed: int = 0):
 
 def peak_rss_gib() -> float:
     try:
-        import resource
+        import resource  # POSIX only: Windows has no resource module (psutil below)
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20     # KiB on Linux
     except ImportError:   # Windows

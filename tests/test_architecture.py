@@ -664,3 +664,43 @@ def test_the_dock_is_composed_of_parts_that_own_what_they_read():
 
     assert [c.__module__.split(".")[0] for c in HAEWidget.__mro__[1:-1]] and all(
         not c.__module__.startswith("napari_hae") for c in HAEWidget.__mro__[1:]), HAEWidget.__mro__
+
+
+# POSIX only: the patterns themselves (the test's guard window covers them)
+POSIX_ONLY = re.compile(r"signal\.SIG(KILL|HUP|USR1|USR2|ALRM|CHLD|PIPE|QUIT|STOP|CONT)\b|os\.fork\(|os\.get(e)?uid\(|"
+                        r"^\s*(import|from) (fcntl|resource|pwd|grp|termios)\b|os\.setsid|preexec_fn|os\.getloadavg|"
+                        r"\bchmod\(|os\.sync\(|os\.mkfifo|\.symlink_to\(|os\.symlink\(")
+GUARD = re.compile(r"sys\.platform|os\.name|# POSIX only")
+
+
+def _guarded_scopes(tree: ast.AST, lines: list[str]) -> list[tuple[int, int]]:
+    """(first, last) line of each function whose source (decorators included) holds a platform check."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            if any(GUARD.search(x) for x in lines[first - 1:node.end_lineno]):
+                out.append((first, node.end_lineno))
+    return out
+
+
+def test_posix_only_calls_are_guarded():
+    """Issue 29: microscope PCs run Windows. A call that exists or works only on POSIX (SIGKILL, fork, getuid,
+    fcntl, chmod's permission bits, symlinks ...) in the package, its tests or benchmarks is allowed only under a
+    platform check (``sys.platform``, ``os.name``) or a ``# POSIX only: why`` note: on its line or the three lines
+    above, in the function around it (a skip decorator, an early return), or at the top of its file."""
+    bad = []
+    for folder in ("src", "tests", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            lines = text.splitlines()
+            if any(GUARD.search(x) for x in lines[:30] if x.startswith(("pytestmark", "# POSIX only"))):
+                continue   # the whole file: skipped on Windows, or said to be POSIX only
+            scopes = _guarded_scopes(ast.parse(text), lines)
+            for i, line in enumerate(lines):
+                code = line if "# POSIX only" in line else line.split("#", 1)[0]
+                if not POSIX_ONLY.search(code) or any(GUARD.search(x) for x in lines[max(0, i - 3):i + 1]):
+                    continue
+                if not any(a <= i + 1 <= b for a, b in scopes):
+                    bad.append(f"{path.relative_to(ROOT)}:{i + 1}: {line.strip()}")
+    assert bad == [], "\n".join(bad)

@@ -1,7 +1,6 @@
 """The microscope interface over the network: a real server process on loopback, the client in this process."""
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -86,7 +85,7 @@ def test_server_killed_mid_run_pauses_the_run_and_a_restart_resumes_it(server, t
     exp = Experiment(remote, fast_settings(budget=6, acquire_retries=1, acquire_retry_wait=0.0),
                      journal=tmp_path / "trace.journal")
     exp.run(2)
-    os.kill(proc.pid, signal.SIGKILL)
+    proc.kill()   # SIGKILL on POSIX, TerminateProcess on Windows
     proc.wait()
     with pytest.raises(MicroscopeFault, match="failed to acquire"):
         exp.step()

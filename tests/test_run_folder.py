@@ -4,7 +4,6 @@ disk, and options given with --resume become recorded interventions or a clear r
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -273,7 +272,7 @@ def test_two_processes_on_one_folder(tmp_path):
     second = subprocess.run([sys.executable, "-m", "napari_hae.cli", "run", "--resume", str(folder), "-q"], env=env,
                             capture_output=True, text=True)
     assert second.returncode == 2 and f"(pid {first.pid})" in second.stderr
-    first.send_signal(signal.SIGKILL)
+    first.kill()   # SIGKILL on POSIX, TerminateProcess on Windows
     first.wait()
     n_before = Trace.load(folder).n_steps
     third = subprocess.run([sys.executable, "-m", "napari_hae.cli", "run", "--resume", str(folder), "--steps",
@@ -387,3 +386,74 @@ def test_a_journal_whose_close_fails_releases_the_folder_and_says_nothing_is_los
     real.close()
     assert isinstance(j.close_error, OSError) and not (tmp_path / LOCK_NAME).exists()
     assert len(read_records(tmp_path / "trace.journal").records) == 1
+
+
+# -- Windows: a run's file held open by another program (issue 29) --------------------------------------------------
+SHARING_VIOLATION = "The process cannot access the file because it is being used by another process"
+
+
+@pytest.fixture
+def held(monkeypatch):
+    """Files whose name is a key of ``held`` cannot be replaced (Windows' sharing violation) for ``held[name]``
+    more tries (None: while the test runs); the real os.replace otherwise. No waits between tries."""
+    from napari_hae.core.record import files
+
+    held, real = {}, os.replace
+
+    def replace(src, dst):
+        name = Path(dst).name if Path(dst).name in held else Path(src).name
+        if held.get(name, 0) is None or held.get(name, 0) > 0:
+            if held[name] is not None:
+                held[name] -= 1
+            raise PermissionError(13, SHARING_VIOLATION)
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    monkeypatch.setattr(files, "WAITS", (0.0,) * len(files.WAITS))
+    return held
+
+
+def test_a_trace_held_open_for_a_moment_is_replaced_and_one_held_open_is_kept_beside_it(tmp_path, held):
+    from napari_hae.core.record.files import FileInUse
+
+    old = Trace(structural=np.zeros((3, 3)), settings={"budget": 5})
+    old.save(tmp_path / "trace.h5")
+    new = Trace(structural=np.ones((3, 3)), settings={"budget": 7})
+    new.run_id = old.run_id                                            # the same run, saved again
+    held["trace.h5"] = 2                                               # a virus scanner lets go
+    new.save(tmp_path / "trace.h5")
+    assert Trace.load(tmp_path / "trace.h5").settings["budget"] == 7
+    held["trace.h5"] = None                                            # HDFView keeps it open
+    newer = Trace(structural=np.ones((3, 3)), settings={"budget": 9})
+    newer.run_id = old.run_id
+    with pytest.raises(FileInUse, match=r"trace\.h5' could not be replaced \(" + SHARING_VIOLATION + r"\): another "
+                                        r"program may hold it open .* kept in .*trace\.h5\.tmp'\. Fix: close the "
+                                        r"program that holds trace\.h5 and try again\."):
+        newer.save(tmp_path / "trace.h5")
+    assert Trace.load(tmp_path / "trace.h5").settings["budget"] == 7     # the one open elsewhere: untouched
+    assert Trace.load(tmp_path / "trace.h5.tmp").settings["budget"] == 9  # the new one: kept, whole
+
+
+def test_overwrite_with_a_file_held_open_says_what_moved_and_deletes_nothing(tmp_path, held):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    Trace(structural=np.zeros((3, 3)), settings={"budget": 5}).save(folder / "trace.h5")
+    (folder / "summary.png").write_bytes(b"png")
+    held["trace.h5"] = None
+    with pytest.raises(HAEInputError, match=r"trace\.h5 in .* could not be moved into previous-.*/ \(.*being used by "
+                                            r"another process\): another program may hold it open\. .* moved there, "
+                                            r"the rest stayed where they were; nothing is deleted\. Fix: close the "
+                                            r"program that holds trace\.h5, then run again with --overwrite\."):
+        prepare_new_run(folder, overwrite=True)
+    everything = sorted(p.relative_to(folder).name for p in folder.rglob("*") if p.is_file())
+    assert everything == ["summary.png", "trace.h5"]                   # each file somewhere, whole
+
+
+def test_a_summary_held_open_is_said_and_the_run_still_ends_well(tmp_path, held, capsys):
+    out = tmp_path / "run"
+    held["summary.png"] = None                                         # the last run's figure open in a viewer
+    assert main(["run", "--sample", "nanoparticles", "--steps", "1", "--n-seeds", "2", "--fit-iterations", "5",
+                 "--out", str(out), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: '{out / 'summary.png'}' could not be replaced" in err and "summary.new.png" in err
+    assert (out / "summary.new.png").stat().st_size > 0 and Trace.load(out / "trace.h5").n_steps == 1

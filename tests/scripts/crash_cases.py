@@ -1,3 +1,4 @@
+# POSIX only (whole file): it forks; tests/test_crash_recovery.py, which runs it, is skipped on Windows.
 """Worker of the crash test (tests/test_crash_recovery.py): runs many kill-and-resume cases in one process.
 
 Usage: python crash_cases.py WORKDIR CASES_JSON  -> one JSON result per line on stdout.

@@ -313,10 +313,10 @@ def drive(exp, data, out: Path, args) -> int:
         summary["objectives"] = exp.objective.labels()
     summary.update(scalarizer=exp.scalarizer.label(), policy=exp.policy.label(), model=exp.settings.model.name,
                    patch_size=exp.patch_size, dataset=name, trace=str(trace_path), complete=exp.done)
-    (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, default=float))
+    _write_beside(out / SUMMARY_NAME, lambda p: p.write_text(json.dumps(summary, indent=2, default=float)))
     if exp.trace.n_points:
-        summary_figure(exp.trace, out / "summary.png", truth,
-                       title=f"{name}: {exp.scalarizer.label()}, {exp.policy.label()}, patch {exp.patch_size}")
+        title = f"{name}: {exp.scalarizer.label()}, {exp.policy.label()}, patch {exp.patch_size}"
+        _write_beside(out / "summary.png", lambda p: summary_figure(exp.trace, p, truth, title=title))
     if not args.quiet:
         print_summary(summary, out)
     if err is not None:
@@ -326,6 +326,19 @@ def drive(exp, data, out: Path, args) -> int:
             return 3
         raise err
     return 0
+
+
+def _write_beside(path: Path, write) -> None:
+    """``write(p)`` to a new file beside ``path`` that then replaces it; where another program holds ``path`` open
+    (a viewer on Windows) it is said, and the new file kept: the trace is saved, only this view of it is not."""
+    from ..core.record.files import FileInUse, replace_file
+
+    new = path.with_name(f"{path.stem}.new{path.suffix}")
+    write(new)
+    try:
+        replace_file(new, path)
+    except FileInUse as exc:
+        print(f"warning: {exc}", file=sys.stderr)
 
 
 def _save_or_rescue(trace, out: Path) -> Path | None:

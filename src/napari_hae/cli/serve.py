@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 from . import _options as opt
@@ -81,8 +82,12 @@ def _curve_secret(args) -> str | None:
         _, secret = zmq.curve_keypair()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secret.decode())
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o600)
+        if os.name == "posix":   # on Windows a file's mode bits do not keep other users out
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o600)
+        else:
+            print(f"note: {path} holds the server's secret key; keep it in a folder only you can read (your user "
+                  "profile).", file=sys.stderr)
         return secret.decode()
     return zmq.curve_keypair()[1].decode()
 

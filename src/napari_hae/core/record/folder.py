@@ -8,12 +8,12 @@ damage. A new run never replaces another: it is refused unless asked, and then t
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
 
 from ..errors import HAEInputError
+from .files import FileInUse, replace_file
 from .lock import LOCK_NAME
 from .trace import JOURNAL_NAME, TRACE_NAME, Trace
 
@@ -73,8 +73,15 @@ def prepare_new_run(folder, overwrite: bool = False) -> Path | None:
         k += 1
         dest = folder / f"previous-{time.strftime('%Y%m%d-%H%M%S')}-{k}"
     dest.mkdir()
-    for p in files:
-        os.replace(p, dest / p.name)
+    for i, p in enumerate(files):
+        try:
+            replace_file(p, dest / p.name, moving=True)
+        except FileInUse as exc:
+            moved = ", ".join(q.name for q in files[:i]) or "no file"
+            raise HAEInputError(f"{p.name} in {str(folder)!r} could not be moved into {dest.name}/ ({exc.__cause__}): "
+                                f"another program may hold it open. {moved} moved there, the rest stayed where they "
+                                "were; nothing is deleted.",
+                                f"close the program that holds {p.name}, then run again with --overwrite.") from exc
     return dest
 
 

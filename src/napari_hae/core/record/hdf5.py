@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import replace_file
 from .schema import FORMAT_VERSION, MAP_NAMES, POINT_KINDS, STEP_SCALARS, StepRecord, migrate_settings
 
 
@@ -68,7 +69,7 @@ def write(trace, path) -> Path:
             d.attrs["mode"] = obj["mode"]
             d.attrs["label"] = obj.get("label", "")
     _keep_another_runs_trace(path, trace.run_id)
-    tmp.replace(path)
+    replace_file(tmp, path)   # held open elsewhere (Windows): FileInUse, the new trace kept in tmp
     return path
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HAEInputError, HAERunError
+from .files import replace_file
 from .lock import RunLock
 
 MAGIC = b"HAE1"
@@ -86,14 +87,15 @@ def _fault(stage: str, f, blob: bytes) -> None:
         return
     import signal
 
+    kill = getattr(signal, "SIGKILL", signal.SIGTERM)   # Windows: SIGTERM is TerminateProcess (no clean-up either)
     if stage == "before" and mode in ("before", "torn"):
         if mode == "torn":
             f.write(blob[: max(1, len(blob) // 2)])
             f.flush()
             os.fsync(f.fileno())
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), kill)
     if stage == "after" and mode == "after":
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), kill)
     if stage == "after" and mode == "sigint":
         os.kill(os.getpid(), signal.SIGINT)
 
@@ -321,5 +323,5 @@ def set_aside(path, why: str) -> Path:
     while new.exists():
         k += 1
         new = path.with_name(f"{path.name}.{why}-{stamp}-{k}")
-    os.replace(path, new)
+    replace_file(path, new, moving=True)
     return new

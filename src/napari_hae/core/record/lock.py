@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import HAEInputError
+from .files import replace_file
 
 LOCK_NAME = "run.lock"
 _held: dict[Path, list] = {}         # folder -> [how many holders in this process, the note of the first]
@@ -102,7 +103,8 @@ class RunLock:
                                 "wait for that run to end or stop it, or choose another output folder.")
         stale = self.path.with_name(f"{LOCK_NAME}.stale")
         try:
-            os.replace(self.path, stale)   # kept (overwritten by the next stale one): the note says whose it was
+            replace_file(self.path, stale, moving=True)   # kept (overwritten by the next stale one): the note says
+                                                          # whose it was
         except FileNotFoundError:
             return
         self.note = f"took over a stale lock of process {pid} on {host} (it is no longer running)"
