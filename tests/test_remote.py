@@ -128,3 +128,44 @@ def test_the_answer_to_a_long_dwell_is_waited_for_not_asked_again(small_sample):
     finally:
         s.stop()
         thread.join(5)
+
+
+def test_a_retried_acquisition_is_answered_from_the_first_exposure_not_exposed_again(small_sample):
+    """Issue 26: over the network a retry exposed the same point again (the server queued each retry as a new
+    acquisition: 9 acquisitions for 3 spectra). An acquisition carries a request id; a retry of one that timed out
+    carries the same id and the server answers it with the spectrum it acquired, without a second exposure."""
+    import threading
+    import time
+
+    from napari_hae.core.instrument.remote import MicroscopeUnavailable
+
+    class Slow(SimulatedMicroscope):
+        def __init__(self, data):
+            super().__init__(data)
+            self.exposed = []
+
+        def acquire(self, y, x):
+            time.sleep(0.6)
+            self.exposed.append((y, x))
+            return super().acquire(y, x)
+
+    inner = Slow(small_sample)
+    server = MicroscopeServer(inner, token=TOKEN)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_ms": 20}, daemon=True)
+    thread.start()
+    try:
+        client = RemoteMicroscope(server.address, token=TOKEN, timeout=0.25)
+        assert client.capabilities["request_ids"] is True
+        with pytest.raises(MicroscopeUnavailable):
+            client.acquire(3, 4)                                       # gave up while the beam was on it
+        client.timeout = 5.0
+        spectrum = client.acquire(3, 4)                                # the guard's retry
+        np.testing.assert_array_equal(spectrum, small_sample.spectra[3, 4])
+        assert inner.exposed == [(3, 4)] and server.n_acquisitions == 1
+        client.acquire(3, 4)                                           # asked again after an answer: a new one
+        client.acquire(5, 6)
+        assert inner.exposed == [(3, 4), (3, 4), (5, 6)] and server.n_acquisitions == 3
+        client.close()
+    finally:
+        server.stop()
+        thread.join(5)

@@ -22,10 +22,13 @@ reconnects).
 
 from __future__ import annotations
 
+import collections
 import hmac
 import json
 import logging
+import re
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -77,8 +80,10 @@ _REQUESTS = {
     "ping": {}, "info": {}, "structural_image": {}, "status": {}, "shutdown": {},
     "blank": {"on": ("bool", False)},
     "move": {"y": ("int", True), "x": ("int", True)},
-    "acquire": {"y": ("int", True), "x": ("int", True), "dwell": ("seconds", False)},
+    "acquire": {"y": ("int", True), "x": ("int", True), "dwell": ("seconds", False), "id": ("id", False)},
 }
+REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+ANSWERS_KEPT = 8   # acquisitions whose spectra the server keeps to answer a retry of them
 
 
 MAX_DEPTH = 4          # a request is one flat JSON object: deeper nesting is refused before it is parsed
@@ -121,6 +126,8 @@ def _short(value) -> str:
 
 
 def _typed(value, kind: str) -> bool:
+    if kind == "id":
+        return isinstance(value, str) and REQUEST_ID.fullmatch(value) is not None
     if kind == "int":
         return type(value) is int and abs(value) < 2**31
     if kind == "bool":
@@ -162,7 +169,8 @@ def parse_request(frames: list[bytes], token: str | None) -> dict:
                 raise BadRequest(f"{op}: the field {name!r} is required")
             continue
         if not _typed(header[name], kind):
-            what = {"int": "a JSON integer", "bool": "true or false", "seconds": "a number of seconds >= 0"}[kind]
+            what = {"int": "a JSON integer", "bool": "true or false", "seconds": "a number of seconds >= 0",
+                    "id": "1 to 64 letters, digits, _ or -"}[kind]
             limit = {"int": " (|n| < 2^31)", "seconds": f" (at most {MAX_DWELL_S:g} s)"}.get(kind, "")
             raise BadRequest(f"{op}: {name} must be {what}, got {_short(header[name])}{limit}")
     return header
@@ -216,6 +224,7 @@ class MicroscopeServer:
         self.blanked = False
         self.n_requests = 0
         self.n_acquisitions = 0
+        self._answered: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()   # id -> spectrum
         self._stop = False
 
     def _handle(self, header: dict) -> tuple[dict, np.ndarray | None]:
@@ -227,7 +236,7 @@ class MicroscopeServer:
             e = m.energy
             return {"ok": True, "protocol": PROTOCOL, "name": self.name, "scan_shape": list(m.scan_shape),
                     "signal_shape": list(m.signal_shape), "energy": None if e is None else e.to_dict(),
-                    "capabilities": {"dwell": takes_dwell(m), "blank": can_blank(m),
+                    "capabilities": {"dwell": takes_dwell(m), "blank": can_blank(m), "request_ids": True,
                                      "dwell_range": list(dwell_range(m) or (0.0, MAX_DWELL_S))},
                     "describe": m.describe() if callable(getattr(m, "describe", None)) else {}}, None
         if op == "structural_image":
@@ -258,15 +267,27 @@ class MicroscopeServer:
             if dwell is not None and not lo <= dwell <= hi:
                 return {"ok": False, "kind": "bad_request",
                         "error": f"a dwell of {dwell:g} s is outside the served microscope's {lo:g} to {hi:g} s"}, None
-            spectrum = np.asarray(m.acquire(y, x, **({} if dwell is None else {"dwell": dwell})), dtype=np.float64)
-            self.n_acquisitions += 1
-            return {"ok": True}, spectrum
+            return self._acquire(header.get("id"), y, x, dwell)
         # shutdown: only an authenticated client may stop the server
         if self.token is None:
             return {"ok": False, "kind": "bad_request",
                     "error": "remote shutdown is disabled on a server without an access token"}, None
         self._stop = True
         return {"ok": True}, None
+
+    def _acquire(self, request_id: str | None, y: int, x: int, dwell) -> tuple[dict, np.ndarray]:
+        """One exposure; a retry of an acquisition already made (its id: the client gave up waiting while this
+        server, one request at a time, was still exposing) gets that spectrum instead of a second exposure."""
+        if request_id is not None and request_id in self._answered:
+            return {"ok": True, "repeated": True}, self._answered[request_id]
+        spectrum = np.asarray(self.microscope.acquire(y, x, **({} if dwell is None else {"dwell": dwell})),
+                              dtype=np.float64)
+        self.n_acquisitions += 1
+        if request_id is not None:
+            self._answered[request_id] = spectrum
+            while len(self._answered) > ANSWERS_KEPT:
+                self._answered.popitem(last=False)
+        return {"ok": True}, spectrum
 
     def answer(self, frames: list[bytes]) -> tuple[dict, np.ndarray | None]:
         """The reply to one request (every failure becomes a reply: the server keeps serving)."""
@@ -381,6 +402,7 @@ class RemoteMicroscope:
         self.capabilities = {"dwell": False, "blank": False, **info.get("capabilities", {})}
         self._describe = dict(info.get("describe") or {})
         self._structural = None
+        self._unanswered: tuple[tuple, str] | None = None   # (position, dwell), id: an acquisition given up on
 
     def _socket(self):
         import zmq
@@ -450,10 +472,24 @@ class RemoteMicroscope:
         return self._structural
 
     def acquire(self, y: int, x: int, dwell: float | None = None) -> np.ndarray:
+        """A spectrum at (y, x). Asked again after a timeout (the guard's retry), the same acquisition is asked
+        for (its id): a server that exposed it meanwhile answers with that spectrum, not a second exposure."""
         fields = {"y": int(y), "x": int(x)}
         if dwell is not None:
             fields["dwell"] = float(dwell)
-        spectrum = self.request("acquire", wait=dwell or 0.0, **fields)[1]
+        if self.capabilities.get("request_ids"):
+            key = (fields["y"], fields["x"], fields.get("dwell"))
+            same = self._unanswered is not None and self._unanswered[0] == key
+            fields["id"] = self._unanswered[1] if same else uuid.uuid4().hex
+            self._unanswered = (key, fields["id"])
+        try:
+            spectrum = self.request("acquire", wait=dwell or 0.0, **fields)[1]
+        except MicroscopeUnavailable:
+            raise   # no answer: a retry asks for this acquisition again
+        except BaseException:
+            self._unanswered = None
+            raise
+        self._unanswered = None
         self.position = (int(y), int(x))
         return spectrum
 
