@@ -69,14 +69,15 @@ def _coverage(mean, z, truth, mask):
 
 def run_one(job: dict) -> dict:
     """One run of the default experiment on ``job``'s dataset with ``job``'s policy and seed."""
-    from napari_hae.core.analysis.metrics import random_median_steps, steps_to_top, top_mask
+    from napari_hae.core.analysis.metrics import measurements_to_top, random_median_steps, steps_to_top, top_mask
     from napari_hae.core.instrument.microscope import SimulatedMicroscope
     from napari_hae.core.run.experiment import Experiment
 
     ds = DATASETS[job["dataset"]]
     data = _data(job["dataset"])
     settings = {"patch_size": ds["patch"], "scalarizer": ds["scalarizer"], "budget": job["steps"],
-                "n_seeds": 10, "random_seed": job["seed"], "record_maps": False}
+                "n_seeds": 10, "random_seed": job["seed"], "record_maps": False,
+                "seed_mode": job.get("seed_mode") or "random"}
     if job["policy_spec"] is not None:
         settings["policy"] = job["policy_spec"]
     if job.get("fit_iterations"):
@@ -120,6 +121,7 @@ def run_one(job: dict) -> dict:
     return {**{k: job[k] for k in ("dataset", "policy", "seed")},
             "random_median": random_median_steps(flat_truth.size - int((~policy).sum()), int(top1.sum())),
             "steps_to_top1": steps_to_top(pos, kinds, truth, 0.01, seeds_count=False),
+            "measurements_to_top1": measurements_to_top(pos, truth, 0.01),
             "steps_to_top01": steps_to_top(pos, kinds, truth, 0.001, seeds_count=False),
             "seed_hit_top1": bool(top1[pos[~policy, 0] * truth.shape[1] + pos[~policy, 1]].any()),
             "best30": best_at(30), "best60": best_at(60), "raster_picks": ties,
@@ -161,6 +163,7 @@ def summarise(rows: list[dict], steps: int) -> dict:
     out = {"runs": len(rows),
            "stuck_fraction": float(np.mean([r["steps_to_top1"] is None for r in rows])),
            "median_steps_to_top1": _med([r["steps_to_top1"] for r in rows], never),
+           "median_measurements_to_top1": _med([r["measurements_to_top1"] for r in rows], never + 10),
            "random_median_exact": float(np.median([r["random_median"] for r in rows])),
            "median_steps_to_top01": _med([r["steps_to_top01"] for r in rows], never),
            "top01_rate": float(np.mean([r["steps_to_top01"] is not None for r in rows])),
@@ -186,6 +189,23 @@ def summarise(rows: list[dict], steps: int) -> dict:
     return out
 
 
+def _print_baselines(d: str, a, result: dict) -> None:
+    """Measurements to the first top-1% position (seeds included) by the model-free rules, beside the runs'."""
+    from napari_hae.core.analysis.metrics import baselines
+    from napari_hae.core.targets.scalarizers import Scalarizer
+
+    data = _data(d)
+    truth = np.asarray(data.scalarize(Scalarizer.from_dict(DATASETS[d]["scalarizer"])), dtype=float)
+    b = baselines(data.structural, truth, budget=10 + a.steps)
+    result["baselines"][d] = b
+    runs = ", ".join(f"{pol} {result['datasets'][d][pol]['median_measurements_to_top1']:.1f}"
+                     for pol in result["datasets"][d])
+    print(f"measurements to the first top-1% position, seeds included (runs: median; seed mode {a.seed_mode}): "
+          f"{runs}; brightness order {b['brightness']}, smoothed {b['brightness_smoothed']}; random (median) "
+          f"{b['random_median']}; a grid of {b['grid_points']} points (equal dose) "
+          f"{'never' if b['grid'] is None else b['grid']}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the sample, 6 seeds, the default policy and random")
@@ -202,6 +222,8 @@ def main(argv=None):
                    help="a parameter of the model (repeatable; JSON values)")
     p.add_argument("--fit-iterations", type=int, help="training iterations of later fits (the settings' default)")
     p.add_argument("--rows", help="write every run's row to this JSON-lines file")
+    p.add_argument("--seed-mode", choices=("random", "bright", "mixed", "grid"), default="random",
+                   help="where the 10 seeds go (bright: the structural image's brightest places)")
     p.add_argument("--pipeline", type=int, choices=(0, 1), default=0,
                    help="1: decide each next point while the current one is measured (as on a live instrument)")
     a = p.parse_args(argv)
@@ -222,7 +244,8 @@ def main(argv=None):
         params[k] = json.loads(v)
     jobs = [{"dataset": d, "policy": pol, "policy_spec": POLICIES[pol], "seed": s, "steps": a.steps,
              "model_params": params,
-             "model": a.model, "fit_iterations": a.fit_iterations, "pipeline": a.pipeline}
+             "model": a.model, "fit_iterations": a.fit_iterations, "pipeline": a.pipeline,
+             "seed_mode": a.seed_mode}
             for d in a.datasets for pol in a.policies for s in range(a.first_seed, a.first_seed + a.seeds)]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
@@ -232,7 +255,7 @@ def main(argv=None):
         Path(a.rows).write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = {"wall_s": round(time.perf_counter() - t0, 1), "seeds": a.seeds, "steps": a.steps,
               "model": a.model, "model_params": params, "fit_iterations": a.fit_iterations, "pipeline": a.pipeline,
-              "datasets": {}}
+              "seed_mode": a.seed_mode, "datasets": {}, "baselines": {}}
     for d in a.datasets:
         print(f"\n## {d} ({a.seeds} seeds, {a.steps} steps; steps are policy picks, seed hits apart)\n")
         print("| policy | stuck | median steps top 1% | top 0.1% reached | median steps top 0.1% | seed hits | "
@@ -253,6 +276,7 @@ def main(argv=None):
                   f"({s['good_runs_flagged']}/{s['runs'] - s['stuck_runs']}) | {s['median_step_s']:.3f} |")
         s0 = next(iter(result["datasets"][d].values()))
         print(f"\nrandom sampling, exact (hypergeometric): median {s0['random_median_exact']:.0f} steps to the top 1%")
+        _print_baselines(d, a, result)
         for pol in a.policies:
             s = result["datasets"][d][pol]
             print(f"{pol}: border zone (patch reaches past the edge) {s['border_area']:.0%} of the area, "

@@ -294,3 +294,39 @@ def test_step_once_is_one_step_even_when_pressed_while_a_step_is_being_measured(
     driver.step_once()                                         # pressed while idle: exactly one step
     assert isinstance(next(events), StepResult) and exp.step_index == n + 1
     assert next(events).kind == "paused" and exp.step_index == n + 1
+
+
+def test_bright_seeds_start_where_the_structural_image_is_brightest_one_per_feature(small_sample):
+    """Issue 27: on every real map, measuring in order of brightness found the target as fast as the model. The
+    seed mode "bright" gives the model that start: the brightest places of the smoothed image, half a patch apart,
+    outside avoid objects."""
+    from scipy.ndimage import gaussian_filter
+
+    from napari_hae.core.run.picking import bright_seeds
+
+    image = np.zeros((20, 20))
+    image[5, 5], image[5, 6], image[15, 15], image[2, 17] = 10.0, 9.0, 8.0, 3.0   # 3 features, one of 2 pixels
+    flat = bright_seeds(image, 3, patch_size=6)
+    assert sorted(divmod(int(i), 20) for i in flat) == [(2, 17), (5, 5), (15, 15)]   # not (5, 6): same feature
+    avoid = np.zeros(400, bool)
+    avoid[5 * 20 + 5] = avoid[5 * 20 + 6] = True
+    assert (5 * 20 + 5) not in bright_seeds(image, 3, 6, avoid) and len(bright_seeds(image, 12, 6)) == 12
+    exp = _exp(small_sample, seed_mode="bright", n_seeds=6, budget=1)
+    exp.start()
+    smooth = gaussian_filter(small_sample.structural, 1.0, mode="nearest")
+    assert max(smooth[p] for p in exp.trace.positions) == pytest.approx(smooth.max())
+    assert exp.trace.kinds == ["seed"] * 6 and exp.trace.settings["seed_mode"] == "bright"
+
+
+def test_mixed_seeds_are_half_bright_half_random_and_never_twice(small_sample):
+    from napari_hae.core.run.picking import bright_seeds, seed_indices
+    from napari_hae.core.run.settings import ExperimentSettings
+
+    s = ExperimentSettings(seed_mode="mixed", n_seeds=7, patch_size=8)
+    avoid = np.zeros(48 * 48, bool)
+    avoid[:48 * 10] = True                                             # the top ten rows
+    a = seed_indices(s, (48, 48), np.random.default_rng(1), avoid, small_sample.structural)
+    b = seed_indices(s, (48, 48), np.random.default_rng(2), avoid, small_sample.structural)
+    bright = bright_seeds(small_sample.structural, 4, 8, avoid)
+    assert len(a) == len(set(a)) == 7 and set(bright) <= set(a) and set(bright) <= set(b)
+    assert set(a) != set(b) and not avoid[a].any()                     # the random half differs with the seed

@@ -28,3 +28,20 @@ def test_random_baseline_matches_simulation():
     assert abs(random_median_steps(M, K) - np.median(sims)) <= 3
     assert random_first_hit_cdf(M, K, np.array([0]))[0] == 0.0
     assert random_first_hit_cdf(M, K, np.array([1]))[0] == pytest.approx(K / M)
+
+
+def test_the_baselines_count_measurements_to_the_first_top_position():
+    """Issue 27: the model is compared with the rules a microscopist would use, counted the same way (measurements,
+    seeds included). Known answers on a made-up field."""
+    from napari_hae.core.analysis.metrics import baselines, measurements_to_top
+
+    truth = np.zeros((10, 10))
+    truth[7, 2] = 5.0                                                  # the one top-1% position
+    image = np.arange(100.0).reshape(10, 10)                           # brightest at the bottom right
+    image[7, 2] = 95.5                                                 # fifth brightest: 99, 98, 97, 96, 95.5
+    b = baselines(image, truth, budget=9)
+    assert b["brightness"] == 5 and b["random_median"] == 50
+    assert b["grid_points"] == 9 and b["grid"] == 7                    # rows and columns 2, 4, 7: (7, 2) is 7th
+    assert measurements_to_top([(0, 0), (7, 2), (7, 2)], truth) == 2 and measurements_to_top([(0, 0)], truth) is None
+    truth[7, 2], truth[5, 5] = 0.0, 5.0                                # between the grid's points
+    assert baselines(image, truth, budget=9)["grid"] is None

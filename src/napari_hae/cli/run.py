@@ -37,7 +37,10 @@ def add_parser(sub) -> None:
     opt.add_model(r)
     r.add_argument("--patch", type=int, default=d.patch_size, help=f"patch size in pixels (default {d.patch_size})")
     r.add_argument("--n-seeds", type=int, default=d.n_seeds, help=f"number of seed points (default {d.n_seeds})")
-    r.add_argument("--seed-mode", choices=("random", "grid"), default=d.seed_mode)
+    r.add_argument("--seed-mode", choices=("random", "grid", "bright", "mixed"), default=d.seed_mode,
+                   help="where the first spectra are measured: random, a centred grid, the structural image's "
+                        "brightest places (half a patch apart), or mixed: half bright, half random "
+                        "(default: %(default)s)")
     r.add_argument("--seed-at", nargs=2, type=int, action="append", metavar=("Y", "X"),
                    help="a seed position in pixels (repeat for several); overrides --n-seeds/--seed-mode")
     r.add_argument("--steps", type=int, default=d.budget, help=f"policy steps after the seeds (default {d.budget})")

@@ -306,7 +306,8 @@ class Experiment:
     # -- seeds --------------------------------------------------------------------------------------------
     def seed_indices(self) -> np.ndarray:
         """Flat indices of the seed positions for the configured seed mode."""
-        return picking.seed_indices(self.state.settings, self.scan_shape, self.rng, np.array(self.avoid))
+        return picking.seed_indices(self.state.settings, self.scan_shape, self.rng, np.array(self.avoid),
+                                    self.structural)
 
     def start(self) -> None:
         """Measure the seed positions (once; drawn once: a start that faulted goes on with the same seeds)."""

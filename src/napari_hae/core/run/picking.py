@@ -8,10 +8,24 @@ from ..data.patches import flat_index
 from ..errors import HAEInputError
 
 
-def seed_indices(settings, scan_shape, rng: np.random.Generator, avoid: np.ndarray | None = None) -> np.ndarray:
-    """Flat indices of the seed positions: given, on a centred grid, or random (drawn with ``rng``). ``avoid``
-    (flat bool, the "avoid" objects drawn before the start): random seeds are drawn outside it; given or grid
-    seeds inside it are refused (an avoid region is never measured, seeds included)."""
+def seed_indices(settings, scan_shape, rng: np.random.Generator, avoid: np.ndarray | None = None,
+                 structural: np.ndarray | None = None) -> np.ndarray:
+    """Flat indices of the seed positions: given, on a centred grid, random (drawn with ``rng``), or at the
+    brightest places of the ``structural`` image (:func:`bright_seeds`). ``avoid`` (flat bool, the "avoid" objects
+    drawn before the start): random and bright seeds are chosen outside it; given or grid seeds inside it are
+    refused (an avoid region is never measured, seeds included)."""
+    if settings.seed_mode in ("bright", "mixed"):
+        if structural is None:
+            raise HAEInputError("Bright seeds need the structural image.", "pass it (or use another seed mode).")
+        n = int(settings.n_seeds)
+        bright = bright_seeds(structural, -(-n // 2) if settings.seed_mode == "mixed" else n,
+                              int(settings.patch_size), avoid)
+        if settings.seed_mode == "bright":
+            return bright
+        taken = np.zeros(scan_shape[0] * scan_shape[1], bool) if avoid is None else np.asarray(avoid, bool).copy()
+        taken[bright] = True   # the other half at random, elsewhere: where the image does not point
+        free = np.flatnonzero(~taken)
+        return np.sort(np.concatenate([bright, rng.choice(free, min(n - len(bright), len(free)), replace=False)]))
     flat = _seeds(settings, scan_shape, rng, avoid)
     if avoid is not None and avoid[flat].any():
         inside = [divmod(int(i), scan_shape[1]) for i in flat[avoid[flat]]]
@@ -19,6 +33,32 @@ def seed_indices(settings, scan_shape, rng: np.random.Generator, avoid: np.ndarr
                             "they would be measured where the run must not measure.",
                             "move or delete those seeds, or draw that object as 'visit'.")
     return flat
+
+
+def bright_seeds(structural: np.ndarray, n: int, patch_size: int, avoid: np.ndarray | None = None) -> np.ndarray:
+    """The ``n`` brightest positions of the structural image, lightly smoothed (a Gaussian of 1 px: one hot pixel
+    is not a particle), at least half a patch apart (one seed per bright feature before a second on any), outside
+    ``avoid``: what a microscopist measures first by eye, given to the model to start from. Sorted flat indices."""
+    from scipy.ndimage import gaussian_filter
+
+    image = gaussian_filter(np.asarray(structural, dtype=np.float64), 1.0, mode="nearest")
+    ny, nx = image.shape
+    free = np.ones(ny * nx, bool) if avoid is None else ~np.asarray(avoid, bool).ravel()
+    if free.sum() < n:
+        raise HAEInputError(f"{n} bright seeds do not fit outside the 'avoid' objects ({int(free.sum())} positions "
+                            "left).", "draw smaller avoid objects or ask for fewer seeds.")
+    score = np.where(free, image.ravel(), -np.inf)
+    yy, xx = np.divmod(np.arange(ny * nx), nx)
+    gap, chosen = max(1.0, patch_size / 2), []
+    while len(chosen) < n and np.isfinite(score.max()):
+        i = int(np.argmax(score))
+        chosen.append(i)
+        score[(yy - yy[i]) ** 2 + (xx - xx[i]) ** 2 < gap ** 2] = -np.inf   # that feature is seeded
+    if len(chosen) < n:   # fewer bright features than seeds: the brightest of the rest
+        rest = np.where(free, image.ravel(), -np.inf)
+        rest[chosen] = -np.inf
+        chosen += [int(i) for i in np.argsort(-rest, kind="stable")[: n - len(chosen)]]
+    return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
 def _seeds(settings, scan_shape, rng, avoid) -> np.ndarray:

@@ -103,7 +103,8 @@ class ExperimentSettings(Spec):
     policy: PolicySpec = Field(default_factory=PolicySpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     n_seeds: int = 10
-    seed_mode: Literal["random", "grid", "given"] = "random"
+    # bright: the structural image's brightest places; mixed: half of them there, half at random
+    seed_mode: Literal["random", "grid", "given", "bright", "mixed"] = "random"
     seed_positions: list[tuple[int, int]] | None = None
     budget: int = 60
     random_seed: int = Field(0, ge=0, le=2**63 - 1)
