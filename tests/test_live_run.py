@@ -250,15 +250,18 @@ def test_failed_attempts_count_and_a_point_without_spectrum_is_said(small_sample
     assert any(f"at (y, x) = {d.position} without a spectrum to record" in e["message"] for e in exp.trace.events)
 
 
+class Reporting(BlankingScope):
+    """An instrument that says how long its beam was on: 12.3 ms for every spectrum."""
+
+    last_beam_on_s = float("nan")
+
+    def acquire(self, y, x):
+        s = super().acquire(y, x)
+        self.last_beam_on_s = 0.0123
+        return s
+
+
 def test_an_instrument_that_reports_its_beam_time_is_believed(small_sample):
-    class Reporting(BlankingScope):
-        last_beam_on_s = float("nan")
-
-        def acquire(self, y, x):
-            s = super().acquire(y, x)
-            self.last_beam_on_s = 0.0123
-            return s
-
     exp = Experiment(Reporting(small_sample, dwell=0.02), fast_settings(budget=1, pipeline_depth=0),
                      model_factory=lambda d, s: SlowModel())
     exp.run()
@@ -271,14 +274,6 @@ def test_a_registered_instrument_still_has_its_beam_time_believed(small_sample):
     the guard's own clock."""
     from napari_hae.core.instrument.guard import AcquisitionGuard
     from napari_hae.core.instrument.registration import Registered
-
-    class Reporting(BlankingScope):
-        last_beam_on_s = float("nan")
-
-        def acquire(self, y, x):
-            s = super().acquire(y, x)
-            self.last_beam_on_s = 0.0123
-            return s
 
     inner = Reporting(small_sample, dwell=0.02)
     guard = AcquisitionGuard(Registered(inner, small_sample.structural, (0, 0)), timeout=None)
