@@ -15,6 +15,11 @@ class RunPanel(Container):
     def __init__(self):
         self.n_seeds = commit_on_enter(IntField(label="random seeds (if no points)", value=DEFAULTS.n_seeds, min=1,
                                                max=10000))
+        self.seed_mode = ComboBox(label="seeds at", choices=["random", "mixed", "bright", "grid"],
+                                  value=DEFAULTS.seed_mode,
+                                  tooltip="where the seeds go when no points are drawn: random; mixed: half on the "
+                                          "structural image's brightest features, half random; bright: all on the "
+                                          "brightest features; grid: a centred grid")
         self.budget = commit_on_enter(IntField(label="budget (steps)", value=DEFAULTS.budget, min=1,
                                               max=1_000_000))
         self.random_seed = commit_on_enter(IntField(label="random seed", value=DEFAULTS.random_seed, min=0,
@@ -37,7 +42,7 @@ class RunPanel(Container):
         self.resume_trace_btn = PushButton(text="Resume trace...")
         row = dict(layout="horizontal", labels=False)
         super().__init__(widgets=[
-            self.n_seeds, self.budget, self.random_seed, self.microscope_kind, self.microscope_params,
+            self.n_seeds, self.seed_mode, self.budget, self.random_seed, self.microscope_kind, self.microscope_params,
             self.acquire_btn, self.object_mode,
             Container(widgets=[self.start_btn, self.pause_btn, self.step_btn], **row),
             Container(widgets=[self.resume_btn, self.stop_btn], **row), self.progress,

@@ -114,7 +114,7 @@ class RunSession:
             patch_size=int(self.data.patch_size.value), scalarizer=self.target.scalarizer().to_dict(),
             objectives=self.target.objectives(), policy=self.policy.policy(),
             model=self.policy.model(self.model_params), n_seeds=int(rp.n_seeds.value),
-            seed_mode="given" if seeds else "random", seed_positions=seeds, budget=int(rp.budget.value),
+            seed_mode="given" if seeds else rp.seed_mode.value, seed_positions=seeds, budget=int(rp.budget.value),
             random_seed=int(rp.random_seed.value), fit_iterations=self.fit_iterations,
             fit_iterations_first=self.fit_iterations_first)
 
@@ -130,7 +130,8 @@ class RunSession:
         for mask, mode, _ in objects:
             if mode == "avoid":
                 avoid |= np.asarray(mask, dtype=bool).ravel()
-        seed_indices(settings, data.scan_shape, np.random.default_rng(0), avoid)   # refused before a folder exists
+        seed_indices(settings, data.scan_shape, np.random.default_rng(0), avoid,   # refused before a folder exists
+                     data.structural)
         seed = int(self.run_panel.random_seed.value)
         mic = self.link.microscope(data, seed) if mic is None else self.link.on_grid(mic, data)
         folder = self.new_run_dir()
