@@ -457,3 +457,24 @@ def test_a_summary_held_open_is_said_and_the_run_still_ends_well(tmp_path, held,
     err = capsys.readouterr().err
     assert f"warning: '{out / 'summary.png'}' could not be replaced" in err and "summary.new.png" in err
     assert (out / "summary.new.png").stat().st_size > 0 and Trace.load(out / "trace.h5").n_steps == 1
+
+
+def test_a_trace_opened_elsewhere_between_its_two_saves_keeps_every_measurement(tmp_path, monkeypatch, capsys):
+    """The CLI saves the trace, then again with the monitors: held open in between (a viewer opened it), the second
+    save is said and the first, holding every measurement, stays."""
+    from napari_hae.core.record.files import FileInUse
+
+    real, calls = Trace.save, []
+
+    def save(self, path, *a, **kw):
+        calls.append(path)
+        if len(calls) == 2:
+            raise FileInUse(Path(f"{path}.tmp"), Path(path), SHARING_VIOLATION)
+        return real(self, path, *a, **kw)
+
+    monkeypatch.setattr(Trace, "save", save)
+    out = tmp_path / "run"
+    assert main(["run", "--sample", "nanoparticles", "--steps", "1", "--n-seeds", "2", "--fit-iterations", "5",
+                 "--out", str(out), "-q"]) == 0
+    assert "warning: the monitors were not added to the trace: " in capsys.readouterr().err
+    assert len(calls) == 2 and Trace.load(out / "trace.h5").n_points == 3

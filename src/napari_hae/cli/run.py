@@ -307,7 +307,10 @@ def drive(exp, data, out: Path, args) -> int:
     name = data.name if data is not None else exp.trace.dataset.get("name", "remote")
     if exp.trace.n_points:
         monitors(exp.trace, truth, args, quiet=args.quiet)
-        trace_path = exp.trace.save(out / TRACE_NAME)
+        try:
+            trace_path = exp.trace.save(out / TRACE_NAME)   # now with the monitors
+        except OSError as exc:   # held open meanwhile (Windows): every measurement is in the one saved above
+            print(f"warning: the monitors were not added to the trace: {exc}", file=sys.stderr)
     summary = summarize(exp.trace, truth, wall)
     if exp.objectives and exp.trace.n_points:
         pos, vals = exp.pareto_set()
