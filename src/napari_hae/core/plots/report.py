@@ -29,26 +29,8 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
     ncols = 5
     fig = plt.figure(figsize=(4 * ncols, 8), constrained_layout=True)
     gs = fig.add_gridspec(2, ncols)
-    ax = fig.add_subplot(gs[0, 0])
-    ax.imshow(trace.structural, cmap="gray")
-    if len(pos):
-        ax.plot(pos[~seeds, 1], pos[~seeds, 0], "-", color="w", lw=0.6, alpha=0.7)
-        sc = ax.scatter(pos[~seeds, 1], pos[~seeds, 0], c=np.arange((~seeds).sum()), cmap="plasma", s=12)
-        ax.scatter(pos[seeds, 1], pos[seeds, 0], marker="s", facecolors="none", edgecolors="cyan", s=25,
-                   label="seeds")
-        fig.colorbar(sc, ax=ax, shrink=0.7, label="step")
-        ax.legend(loc="lower right", fontsize=7)
-    ax.set_title("structural image + trajectory")
-    panels = [("mean", "predicted mean", "viridis"), ("std", "uncertainty (std)", "magma"),
-              ("acq", "acquisition", "cividis")]
-    for i, (key, name, cmap) in enumerate(panels, start=1):
-        a = fig.add_subplot(gs[0, i])
-        m = trace.map_at(key, last) if last is not None else None
-        if m is not None:
-            m = np.where(np.isfinite(m), m, np.nan)
-            im = a.imshow(m, cmap=cmap)
-            fig.colorbar(im, ax=a, shrink=0.7)
-        a.set_title(f"{name} (step {last})" if m is not None else f"{name}: not recorded")
+    _trajectory_panel(fig.add_subplot(gs[0, 0]), fig, trace.structural, pos, seeds)
+    _map_panels([fig.add_subplot(gs[0, i]) for i in (1, 2, 3)], fig, trace, last)
     a = fig.add_subplot(gs[0, 4])
     if truth is not None:
         im = a.imshow(truth, cmap="viridis")
@@ -57,11 +39,54 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
         a.set_title("complete data (ground truth)")
     else:
         _latent_panel(a, fig, mon, seeds)
-
     cur = learning_curves(trace)
-    steps = cur["step"]
-    a = fig.add_subplot(gs[1, 0])
+    _uncertainty_panel(fig.add_subplot(gs[1, 0]), trace, cur)
+    _values_panel(fig.add_subplot(gs[1, 1]), trace, cur, seeds, truth)
+    _travel_panel(fig.add_subplot(gs[1, 2]), trace, cur)
+    _error_panel(fig.add_subplot(gs[1, 3]), mon)
+    a = fig.add_subplot(gs[1, 4])
+    if truth is not None:
+        _latent_panel(a, fig, mon, seeds)
+    else:
+        a.axis("off")
+    fig.suptitle(title or f"napari-hae run: {trace.settings.get('policy', {}).get('name', '')}")
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _trajectory_panel(ax, fig, structural: np.ndarray, pos: np.ndarray, seeds: np.ndarray) -> None:
+    """The structural image with the trajectory: seeds as cyan squares, then the picks coloured by step."""
+    ax.imshow(structural, cmap="gray")
+    if len(pos):
+        ax.plot(pos[~seeds, 1], pos[~seeds, 0], "-", color="w", lw=0.6, alpha=0.7)
+        sc = ax.scatter(pos[~seeds, 1], pos[~seeds, 0], c=np.arange((~seeds).sum()), cmap="plasma", s=12)
+        ax.scatter(pos[seeds, 1], pos[seeds, 0], marker="s", facecolors="none", edgecolors="cyan", s=25,
+                   label="seeds")
+        fig.colorbar(sc, ax=ax, shrink=0.7, label="step")
+        ax.legend(loc="lower right", fontsize=7)
+    ax.set_title("structural image + trajectory")
+
+
+def _map_panels(axes, fig, trace: Trace, last: int | None) -> None:
+    """The predicted mean, uncertainty and acquisition maps of step ``last`` (said where not recorded)."""
+    panels = [("mean", "predicted mean", "viridis"), ("std", "uncertainty (std)", "magma"),
+              ("acq", "acquisition", "cividis")]
+    for a, (key, name, cmap) in zip(axes, panels):
+        m = trace.map_at(key, last) if last is not None else None
+        if m is not None:
+            m = np.where(np.isfinite(m), m, np.nan)
+            im = a.imshow(m, cmap=cmap)
+            fig.colorbar(im, ax=a, shrink=0.7)
+        a.set_title(f"{name} (step {last})" if m is not None else f"{name}: not recorded")
+
+
+def _uncertainty_panel(a, trace: Trace, cur: dict) -> None:
+    """The learning curve of the predictive std, interventions dashed, stuck / overconfident steps ticked."""
+    mon = trace.monitors
     if trace.n_steps:
+        steps = cur["step"]
         a.plot(steps, cur["std_mean"], label="mean (all patches)")
         a.fill_between(steps, cur["std_q10"], cur["std_q90"], alpha=0.3, label="10-90% quantiles")
         a.plot(steps, cur["next_std"], ".", ms=3, label="next step")
@@ -82,9 +107,14 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
     a.set_ylabel("predictive std (scalarizer units)")
     a.legend(fontsize=7)
     a.set_title("uncertainty (dashed: interventions)")
-    a = fig.add_subplot(gs[1, 1])
+
+
+def _values_panel(a, trace: Trace, cur: dict, seeds: np.ndarray, truth: np.ndarray | None) -> None:
+    """The measured values and the best so far, with the interval the model predicted before each measurement
+    (the calibration monitor) and the truth's maximum."""
     panel_title = "scalarizer of measured points"
     if trace.n_steps:
+        steps = cur["step"]
         a.plot(steps, cur["best_so_far"], label="best measured")
         vals = np.asarray(trace.values)[~seeds]
         pm, ps = trace.step_array("next_mean"), trace.step_array("pred_std")
@@ -106,9 +136,12 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
     a.set_xlabel("step")
     a.legend(fontsize=7)
     a.set_title(panel_title, fontsize=9)
-    a = fig.add_subplot(gs[1, 2])
+
+
+def _travel_panel(a, trace: Trace, cur: dict) -> None:
+    """The cumulative travel in pixels (and in the dataset's length units on the right, where it has them)."""
     if trace.n_steps:
-        a.plot(steps, cur["travel_px"])
+        a.plot(cur["step"], cur["travel_px"])
         units = trace.dataset.get("pixel_units", "px")
         if units != "px":
             sec = a.secondary_yaxis("right", functions=(
@@ -118,7 +151,10 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
     a.set_xlabel("step")
     a.set_ylabel("pixels")
     a.set_title("cumulative travel distance")
-    a = fig.add_subplot(gs[1, 3])
+
+
+def _error_panel(a, mon: dict) -> None:
+    """The live model's error against the ground truth, the complete model and the final model."""
     if "error_step" in mon and len(mon["error_step"]):
         for k, lab in (("error_vs_truth", "vs ground truth"), ("error_vs_complete", "vs complete model"),
                        ("error_vs_final", "vs final model")):
@@ -130,16 +166,6 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
     a.set_xlabel("step")
     a.set_ylabel("RMS difference of predicted mean")
     a.set_title("live model error")
-    a = fig.add_subplot(gs[1, 4])
-    if truth is not None:
-        _latent_panel(a, fig, mon, seeds)
-    else:
-        a.axis("off")
-    fig.suptitle(title or f"napari-hae run: {trace.settings.get('policy', {}).get('name', '')}")
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
 
 
 def _latent_panel(a, fig, mon: dict, seeds: np.ndarray) -> None:
