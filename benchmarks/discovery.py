@@ -222,7 +222,9 @@ def main(argv=None):
                    help="a parameter of the model (repeatable; JSON values)")
     p.add_argument("--fit-iterations", type=int, help="training iterations of later fits (the settings' default)")
     p.add_argument("--rows", help="write every run's row to this JSON-lines file")
-    p.add_argument("--seed-mode", choices=("random", "bright", "mixed", "grid"), default="random",
+    from napari_hae.core.run.settings import SEED_MODES
+
+    p.add_argument("--seed-mode", choices=SEED_MODES, default="random",
                    help="where the 10 seeds go (bright: the structural image's brightest places)")
     p.add_argument("--pipeline", type=int, choices=(0, 1), default=0,
                    help="1: decide each next point while the current one is measured (as on a live instrument)")

@@ -28,7 +28,6 @@ class Interventions:
     def __init__(self, viewer, panels: dict, controller, status, on_target: Callable, view):
         self.viewer, self.controller, self.status, self.view = viewer, controller, status, view
         self.data, self.target, self.policy = panels["data"], panels["target"], panels["policy"]
-        self.run_panel = panels["run"]
         self.on_target = on_target   # a scalarizer was applied: the spectrum plot redraws its bands
         self.shapes: list[_Shape] = []
         self._next = 0               # the number in the next object's label ("avoid #7"): never reused in a run

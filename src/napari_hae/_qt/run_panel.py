@@ -5,7 +5,7 @@ from __future__ import annotations
 from magicgui.widgets import ComboBox, Container, ProgressBar, PushButton
 
 from ..core.instrument.adapters import MICROSCOPES
-from ..core.run.settings import ExperimentSettings
+from ..core.run.settings import SEED_MODES, ExperimentSettings
 from .forms import IntField, ParamForm, commit_on_enter
 
 DEFAULTS = ExperimentSettings()
@@ -15,7 +15,7 @@ class RunPanel(Container):
     def __init__(self):
         self.n_seeds = commit_on_enter(IntField(label="random seeds (if no points)", value=DEFAULTS.n_seeds, min=1,
                                                max=10000))
-        self.seed_mode = ComboBox(label="seeds at", choices=["random", "mixed", "bright", "grid"],
+        self.seed_mode = ComboBox(label="seeds at", choices=list(SEED_MODES),
                                   value=DEFAULTS.seed_mode,
                                   tooltip="where the seeds go when no points are drawn: random; mixed: half on the "
                                           "structural image's brightest features, half random; bright: all on the "

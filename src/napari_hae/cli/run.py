@@ -22,6 +22,8 @@ from . import _options as opt
 
 
 def add_parser(sub) -> None:
+    from ..core.run.settings import SEED_MODES
+
     d = opt.defaults()
     r = sub.add_parser("run", help="run an automated experiment (simulated on pre-acquired data, or remote)")
     opt.add_source(r, extra=[
@@ -37,7 +39,7 @@ def add_parser(sub) -> None:
     opt.add_model(r)
     r.add_argument("--patch", type=int, default=d.patch_size, help=f"patch size in pixels (default {d.patch_size})")
     r.add_argument("--n-seeds", type=int, default=d.n_seeds, help=f"number of seed points (default {d.n_seeds})")
-    r.add_argument("--seed-mode", choices=("random", "grid", "bright", "mixed"), default=d.seed_mode,
+    r.add_argument("--seed-mode", choices=SEED_MODES, default=d.seed_mode,
                    help="where the first spectra are measured: random, a centred grid, the structural image's "
                         "brightest places (half a patch apart), or mixed: half bright, half random "
                         "(default: %(default)s)")

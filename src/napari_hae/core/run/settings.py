@@ -7,7 +7,7 @@ whose parameters are checked against the registry's parameter specs when the run
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -103,8 +103,8 @@ class ExperimentSettings(Spec):
     policy: PolicySpec = Field(default_factory=PolicySpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     n_seeds: int = 10
-    # bright: the structural image's brightest places; mixed: half of them there, half at random
-    seed_mode: Literal["random", "grid", "given", "bright", "mixed"] = "random"
+    # bright: the structural image's brightest places; mixed: half of them there, half at random (SEED_MODES)
+    seed_mode: Literal["random", "mixed", "bright", "grid", "given"] = "random"
     seed_positions: list[tuple[int, int]] | None = None
     budget: int = 60
     random_seed: int = Field(0, ge=0, le=2**63 - 1)
@@ -162,3 +162,7 @@ def _is_whole(c) -> bool:
         return float(c) == int(float(c))
     except (TypeError, ValueError, OverflowError):
         return False
+
+
+# the seed modes a user chooses (the CLI's --seed-mode, the dock's "seeds at"); "given" is set by giving positions
+SEED_MODES = tuple(m for m in get_args(ExperimentSettings.model_fields["seed_mode"].annotation) if m != "given")
