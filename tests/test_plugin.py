@@ -418,7 +418,7 @@ def test_run_on_a_remote_microscope_from_the_dock(viewer_widget, qtbot, small_sa
 
     from napari_hae.core.errors import HAEInputError
     from napari_hae.core.instrument.microscope import SimulatedMicroscope
-    from napari_hae.core.instrument.remote import MicroscopeServer
+    from napari_hae.core.instrument.server import MicroscopeServer
 
     viewer, w = viewer_widget
     server = MicroscopeServer(SimulatedMicroscope(small_sample), token="t0k")

@@ -10,7 +10,8 @@ import pytest
 from conftest import fast_settings
 from napari_hae.core.errors import HAEInputError, MicroscopeFault
 from napari_hae.core.instrument.microscope import SimulatedMicroscope
-from napari_hae.core.instrument.remote import MicroscopeServer, RemoteMicroscope
+from napari_hae.core.instrument.remote import RemoteMicroscope
+from napari_hae.core.instrument.server import MicroscopeServer
 from napari_hae.core.record.trace import Trace
 from napari_hae.core.run.experiment import Experiment
 
@@ -166,6 +167,123 @@ def test_a_retried_acquisition_is_answered_from_the_first_exposure_not_exposed_a
         client.acquire(5, 6)
         assert inner.exposed == [(3, 4), (3, 4), (5, 6)] and server.n_acquisitions == 3
         client.close()
+    finally:
+        server.stop()
+        thread.join(5)
+
+
+class Exposing(SimulatedMicroscope):
+    """An exposure that lasts ``exposure`` seconds (its dwell if None) and, when aborted from another thread, ends
+    at once by raising, as an adapter's abort must."""
+
+    def __init__(self, data, exposure=None):
+        import threading
+
+        super().__init__(data)
+        self.exposure, self.exposed, self.aborts = exposure, [], 0
+        self._aborted = threading.Event()
+
+    def acquire(self, y, x, dwell=None):
+        self._aborted.clear()
+        if self._aborted.wait(self.exposure if self.exposure is not None else (dwell or 0.0)):
+            raise RuntimeError("the exposure was aborted")
+        self.exposed.append((y, x))
+        return super().acquire(y, x)
+
+    def abort(self):
+        self.aborts += 1
+        self._aborted.set()
+
+
+def _served(inner, **kw):
+    import threading
+
+    server = MicroscopeServer(inner, token=TOKEN, **kw)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_ms": 20}, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def test_a_busy_server_answers_other_clients_at_once_and_refuses_a_second_exposure(small_sample):
+    """Issue 26: a served instrument exposing for one client answered no other (one request at a time: a status or
+    a ping waited for the whole exposure). Now the server answers at once while the instrument exposes, says what
+    it is doing, and refuses a second acquisition as busy instead of queueing it behind the first."""
+    import threading
+    import time
+
+    from napari_hae.core.instrument.remote import RemoteRefused
+
+    inner = Exposing(small_sample)
+    server, thread = _served(inner)
+    try:
+        a = RemoteMicroscope(server.address, token=TOKEN, timeout=5)
+        b = RemoteMicroscope(server.address, token=TOKEN, timeout=5)
+        got = []
+        t = threading.Thread(target=lambda: got.append(a.acquire(2, 3, dwell=1.5)))
+        t.start()
+        time.sleep(0.3)
+        t0 = time.perf_counter()
+        status = b.status()
+        b.request("ping")
+        RemoteMicroscope(server.address, token=TOKEN, timeout=5).close()   # a client connecting meanwhile
+        assert time.perf_counter() - t0 < 0.3, "the second client waited for the first one's exposure"
+        assert status["busy"]["op"] == "acquire" and status["busy"]["position"] == [2, 3]
+        assert 0.2 < status["busy"]["for_s"] < 1.5
+        with pytest.raises(RemoteRefused, match=r"busy: the instrument is acquiring at \(y, x\) = \(2, 3\) for "
+                                                r"another request"):
+            b.acquire(4, 4, dwell=0.1)
+        t.join(5)
+        np.testing.assert_array_equal(got[0], small_sample.spectra[2, 3])
+        assert inner.exposed == [(2, 3)] and server.n_acquisitions == 1
+        assert "busy" not in b.status()
+        np.testing.assert_array_equal(b.acquire(4, 4, dwell=0.1), small_sample.spectra[4, 4])   # free again
+        a.close()
+        b.close()
+    finally:
+        server.stop()
+        thread.join(5)
+
+
+def test_an_acquisition_that_times_out_is_aborted_over_the_network_and_nothing_is_recorded_for_it(small_sample):
+    """Issue 26: there was no abort over the network: an acquisition that ran past its timeout kept the served
+    instrument exposing (here for 30 s) and the run waited out its grace for nothing. The client now asks the
+    server to abort it (on a connection of its own: the first still waits for its answer); the exposure ends at
+    once and no spectrum is returned for it."""
+    import time
+
+    from napari_hae.core.instrument.guard import AcquisitionGuard
+
+    inner = Exposing(small_sample, exposure=30.0)
+    server, thread = _served(inner)
+    try:
+        remote = RemoteMicroscope(server.address, token=TOKEN, timeout=5)
+        assert remote.capabilities["abort"] is True
+        events = []
+        guard = AcquisitionGuard(remote, retries=0, timeout=0.3, dwell=0.2, on_event=events.append)
+        t0 = time.perf_counter()
+        with pytest.raises(MicroscopeFault, match=r"failed to acquire at \(y, x\) = \(5, 6\) 1 times \(last: "
+                                                  r"TimeoutError: no spectrum within 0.5 s \(aborted\)\)"):
+            guard(5, 6, small_sample.spectra.shape[2:])
+        assert time.perf_counter() - t0 < 2.0
+        assert inner.aborts == 1 and inner.exposed == [] and server.n_acquisitions == 0
+        assert "busy" not in remote.status()                       # the instrument is free for the retry
+        inner.exposure = 0.05
+        np.testing.assert_array_equal(remote.acquire(5, 6, dwell=0.2), small_sample.spectra[5, 6])
+        remote.close()
+    finally:
+        server.stop()
+        thread.join(5)
+
+
+def test_abort_with_nothing_in_flight_or_an_instrument_without_abort_is_answered_not_failed(small_sample):
+    server, thread = _served(SimulatedMicroscope(small_sample))
+    try:
+        remote = RemoteMicroscope(server.address, token=TOKEN, timeout=5)
+        assert remote.capabilities["abort"] is False
+        remote.abort()                                             # nothing to ask the server: a no-op
+        reply = remote.request("abort")[0]
+        assert reply == {"ok": True, "aborted": False}
+        remote.close()
     finally:
         server.stop()
         thread.join(5)

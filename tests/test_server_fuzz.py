@@ -8,11 +8,12 @@ import threading
 import numpy as np
 import pytest
 
-from napari_hae.core.instrument.remote import MAX_REQUEST_BYTES, MicroscopeServer, _pack, _unpack
+from napari_hae.core.instrument.remote import _pack, _unpack
+from napari_hae.core.instrument.server import MAX_REQUEST_BYTES, MicroscopeServer
 from test_server_hardening import Counting  # a simulator that counts its acquisitions
 
 TOKEN = "tok-fuzz"
-OPS = ["ping", "info", "structural_image", "status", "blank", "move", "acquire", "shutdown", "nope", None, 3]
+OPS = ["ping", "info", "structural_image", "status", "blank", "move", "acquire", "abort", "shutdown", "nope", None, 3]
 
 
 def _value(rng):

@@ -10,13 +10,8 @@ import pytest
 
 from napari_hae.core.errors import HAEInputError
 from napari_hae.core.instrument.microscope import SimulatedMicroscope
-from napari_hae.core.instrument.remote import (
-    MAX_REQUEST_BYTES,
-    MicroscopeServer,
-    MicroscopeUnavailable,
-    RemoteMicroscope,
-    check_address,
-)
+from napari_hae.core.instrument.remote import MicroscopeUnavailable, RemoteMicroscope, check_address
+from napari_hae.core.instrument.server import MAX_REQUEST_BYTES, MicroscopeServer
 
 TOKEN = "tok-123"
 

@@ -22,7 +22,8 @@ import numpy as np  # noqa: E402
 from napari_hae.cli import _options as opt  # noqa: E402
 from napari_hae.cli import build_parser  # noqa: E402
 from napari_hae.core.instrument.adapters import make_microscope  # noqa: E402
-from napari_hae.core.instrument.remote import MicroscopeServer, RemoteMicroscope  # noqa: E402
+from napari_hae.core.instrument.remote import RemoteMicroscope  # noqa: E402
+from napari_hae.core.instrument.server import MicroscopeServer  # noqa: E402
 
 args = build_parser(["serve"]).parse_args(["serve", "--sample", "nanoparticles", "--port", "0"])
 name, params = opt.microscope(args)   # what 'napari-hae serve' does

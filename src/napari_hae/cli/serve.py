@@ -95,7 +95,7 @@ def _curve_secret(args) -> str | None:
 def cmd_serve(args) -> int:
     """Serve a microscope (the simulator on pre-acquired data, or any adapter) until Ctrl-C."""
     from ..core.instrument.adapters import close_microscope, make_microscope
-    from ..core.instrument.remote import MicroscopeServer
+    from ..core.instrument.server import MicroscopeServer
 
     name, params = opt.microscope(args)   # the simulator's --noise is among its parameters
     data = opt.replay_data(args, name, "give --sample NAME or --spectrum FILE, or serve a live adapter "
