@@ -192,3 +192,40 @@ def test_the_conformance_kit_refuses_a_negative_dwell(capsys):
         main(["check-microscope", "simulator", "--sample", "nanoparticles", "--dwell", "-1"])
     assert exc.value.code == 2 and "--dwell: -1 s is not a dwell to check: give 0 < S <= 60 seconds" in \
         capsys.readouterr().err
+
+
+def test_a_dtmicroscope_pixel_size_is_carried_to_the_image_and_through_a_server(small_sample):
+    """Issue 26: the DTMicroscope adapter (and so the remote serving it) carried no pixel size: a live image of it
+    was in pixels whatever its calibration. Its server sends none, so the adapter takes one and describes it; the
+    served client forwards it."""
+    pytest.importorskip("Pyro5", reason="Pyro5 (napari-hae[dtmicroscope]) is absent")
+    import threading
+
+    from dtm_server import serve
+
+    from napari_hae.core.instrument.live import LiveImage
+    from napari_hae.core.instrument.remote import RemoteMicroscope
+    from napari_hae.core.instrument.server import MicroscopeServer
+
+    uri, _, stop = serve(_non_square(small_sample))
+    try:
+        plain = make_microscope("dtmicroscope", None, uri=uri)
+        assert (LiveImage.of(plain, "dtmicroscope").pixel_size, LiveImage.of(plain, "dtmicroscope").pixel_units) \
+            == (1.0, "px")                                       # none given: said in pixels, not invented
+        plain.close()
+        mic = make_microscope("dtmicroscope", None, uri=uri, pixel_size=0.25, pixel_units="nm")
+        image = LiveImage.of(mic, "dtmicroscope")
+        assert (image.pixel_size, image.pixel_units) == (0.25, "nm")
+        server = MicroscopeServer(mic)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_ms": 20}, daemon=True)
+        thread.start()
+        try:
+            remote = RemoteMicroscope(server.address, timeout=5)
+            served = LiveImage.of(remote, "remote")
+            assert (served.pixel_size, served.pixel_units) == (0.25, "nm") and served.scan_shape == (48, 40)
+            remote.close()
+        finally:
+            server.stop()
+            thread.join(5)
+    finally:
+        stop()

@@ -5,7 +5,9 @@ The server's calls, as DTMicroscope's ``server_stem`` defines them: ``initialize
 ``register_data(path)``, ``get_overview_image()``, ``get_point_data(key, x, y)`` and
 ``get_spectrum_image_e_axis(key)``; arrays come back as ``(list, shape, dtype)``. Its ``x`` is the ROW index (it
 indexes ``dataset[key][x][y]``): this adapter passes the run's row y as DTMicroscope's x, and nowhere else is that
-convention known. Its energies come without units: they are taken as ``energy_units`` (eV unless told).
+convention known. Its energies come without units: they are taken as ``energy_units`` (eV unless told). It sends
+no pixel size either: ``pixel_size`` (in ``pixel_units``) is the user's, from the dataset's calibration; without it
+positions are in pixels.
 
 A real server: ``python server_stem.py`` in DTMicroscope's ``DTMicroscope/server`` folder (port 9091), then
 ``napari-hae run --microscope dtmicroscope:uri=PYRO:microscope.server@HOST:9091,data_source=PATH``.
@@ -34,7 +36,8 @@ class DTMicroscope:
     replays = False   # the server may replay a file, but napari-hae cannot see it: a resume registers its image
 
     def __init__(self, uri: str, data_source: str = "", spectrum_key: str = "Channel_001",
-                 initialize: bool = True, energy_units: str = "eV"):
+                 initialize: bool = True, energy_units: str = "eV", pixel_size: float = 0.0,
+                 pixel_units: str = "nm"):
         try:
             import Pyro5.api
             import Pyro5.errors
@@ -44,6 +47,7 @@ class DTMicroscope:
         self._api, self._errors = Pyro5.api, Pyro5.errors
         self.uri, self.key, self.name = uri, spectrum_key, f"DTMicroscope at {uri}"
         self._initialize, self._data_source = initialize, data_source
+        self._pixel = {"pixel_size": float(pixel_size), "pixel_units": pixel_units} if pixel_size > 0 else {}
         self._proxy = self._connect()
         self._lost = False   # the connection failed: the next call opens a new session first
         try:
@@ -96,7 +100,7 @@ class DTMicroscope:
         return self._structural
 
     def describe(self) -> dict:
-        return {"scan_shape": list(self.scan_shape), "source_uri": self.uri, "spectrum_key": self.key}
+        return {"scan_shape": list(self.scan_shape), "source_uri": self.uri, "spectrum_key": self.key, **self._pixel}
 
     def acquire(self, y: int, x: int) -> np.ndarray:
         ny, nx = self.scan_shape
@@ -134,9 +138,9 @@ class DTMicroscope:
 
 def dtmicroscope(data=None, *, seed: int = 0, uri: str = "PYRO:microscope.server@localhost:9091",
                  data_source: str = "", spectrum_key: str = "Channel_001", initialize: bool = True,
-                 energy_units: str = "eV") -> DTMicroscope:
+                 energy_units: str = "eV", pixel_size: float = 0.0, pixel_units: str = "nm") -> DTMicroscope:
     """pycroscopy's DTMicroscope STEM digital twin, over Pyro5."""
-    return DTMicroscope(uri.strip(), data_source, spectrum_key, initialize, energy_units)
+    return DTMicroscope(uri.strip(), data_source, spectrum_key, initialize, energy_units, pixel_size, pixel_units)
 
 
 dtmicroscope.params = (
@@ -145,4 +149,7 @@ dtmicroscope.params = (
     ParamSpec("spectrum_key", "Channel_001", help="the spectrum image's key in the server's dataset"),
     ParamSpec("initialize", True, help="call initialize_microscope('STEM') first"),
     ParamSpec("energy_units", "eV", help="units of the server's energies (it sends none)"),
+    ParamSpec("pixel_size", 0.0, "", 0.0, 1e6, "size of a scan pixel in pixel_units, from the dataset's calibration "
+              "(the server sends none; 0: unknown, positions in pixels)"),
+    ParamSpec("pixel_units", "nm", help="units of pixel_size"),
 )
