@@ -14,7 +14,7 @@ from napari_hae.core.instrument.conformance import check_microscope
 from napari_hae.core.instrument.microscope import SimulatedMicroscope
 
 ALL = ("structural image", "energy axis", "corners", "outside the field", "spectra match the image", "dwell",
-       "beam time", "blanking", "one acquisition in flight", "resume by registration")
+       "beam time", "blanking", "one acquisition in flight", "reconnect", "resume by registration")
 
 
 def test_the_simulator_conforms(small_sample):
@@ -30,7 +30,8 @@ def test_nion_usim_conforms():
     pytest.importorskip("nion.usim_device", reason="Nion's simulated STEM (napari-hae[nion]) is absent")
     report = check_microscope(lambda: make_microscope("nion-usim", None, size=32, exposure_ms=2.0))
     assert report.ok, report.text()
-    assert {c.name: c.outcome for c in report.checks} == dict.fromkeys(ALL, "pass"), report.text()
+    assert {c.name: c.outcome for c in report.checks} == {**dict.fromkeys(ALL, "pass"), "reconnect": "skip"}, \
+        report.text()   # Nion's adapter holds no connection to lose: no reconnect()
 
 
 def test_dtmicroscope_conforms_and_its_row_is_its_x(small_sample):
@@ -50,6 +51,7 @@ def test_dtmicroscope_conforms_and_its_row_is_its_x(small_sample):
         mic.close()
         report = check_microscope(lambda: make_microscope("dtmicroscope", None, uri=uri))
         assert report.ok, report.text()
+        assert report.outcome("reconnect") == "pass", report.text()
     finally:
         stop()
 
@@ -142,6 +144,36 @@ def test_each_check_fails_on_an_adapter_that_breaks_it(small_sample):
     assert noise.outcome("resume by registration") == "fail", noise.text()
 
 
+class Forgetful(SimulatedMicroscope):
+    """reconnect() opens a new session and does not restore it (DTMicroscope's server gives every connection a fresh
+    microscope with no data: a run that reconnected failed every retry with AttributeError)."""
+
+    replays = False
+
+    def __init__(self, data, restores: bool):
+        super().__init__(data)
+        self.restores, self.session = restores, True
+
+    def reconnect(self):
+        self.session = self.restores
+
+    def acquire(self, y, x):
+        if not self.session:
+            raise AttributeError("'STEM' object has no attribute 'dataset'")
+        return super().acquire(y, x)
+
+
+def test_the_kit_checks_that_a_reconnect_restores_the_session(small_sample):
+    """Issue 26: the kit did not check reconnect(), and DTMicroscope's adapter passed it with a reconnect that
+    never restored the server's session."""
+    broken = check_microscope(lambda: Forgetful(small_sample, restores=False))
+    assert broken.outcome("reconnect") == "fail", broken.text()
+    assert "after reconnect() acquire(24, 24) raised AttributeError" in broken.text()
+    good = check_microscope(lambda: Forgetful(small_sample, restores=True))
+    assert good.outcome("reconnect") == "pass", good.text()
+    assert check_microscope(lambda: SimulatedMicroscope(small_sample)).outcome("reconnect") == "skip"
+
+
 def _with_image(data, image):
     mic = SimulatedMicroscope(data)
     mic.structural_image = lambda: image
@@ -154,7 +186,7 @@ def test_check_microscope_prints_the_table_and_fails_a_broken_adapter(capsys):
 
     assert main(["check-microscope", "simulator", "--sample", "nanoparticles"]) == 0
     out = capsys.readouterr().out
-    assert "PASS  corners" in out and out.rstrip().endswith("simulator: conforms (3 checks skipped: capabilities it "
+    assert "PASS  corners" in out and out.rstrip().endswith("simulator: conforms (4 checks skipped: capabilities it "
                                                             "does not have)")
 
     @register_microscope("test-swapped", needs_data=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import HAEInputError, InstrumentRefused, MicroscopeFault
-from .capabilities import ReplaysData, ReportsBeamTime, can_blank, takes_dwell
+from .capabilities import Reconnects, ReplaysData, ReportsBeamTime, can_blank, takes_dwell
 from .guard import AcquisitionGuard
 from .registration import register
 
@@ -88,6 +88,7 @@ def check_microscope(make: Callable[[], object], dwell: float = 0.05) -> Report:
             _check_beam_time(mic, add, dwell)
             _check_blanking(mic, add)
             _check_one_in_flight(mic, add)
+            _check_reconnect(mic, add)
     finally:
         _close(mic)
     if usable:
@@ -256,6 +257,31 @@ def _check_one_in_flight(mic, add) -> None:
     add(Check("one acquisition in flight", "pass" if ok else "fail",
               f"at most {counting.most} at once under a 0.1 ms timeout ({faults} of 3 paused the run, "
               f"{time.perf_counter() - t0:.2f} s)" + ("" if callable(getattr(mic, "abort", None)) else "; no abort()")))
+
+
+def _check_reconnect(mic, add) -> None:
+    """After ``reconnect()`` (what the run calls when the connection was lost) the session is whole again: a spectrum
+    comes back at the field's centre and the structural image is the same field. A server that gives each
+    connection a fresh state (DTMicroscope's) needs the adapter to restore it."""
+    if not isinstance(mic, Reconnects):
+        add(Check("reconnect", "skip", "no reconnect(): a lost connection pauses the run"))
+        return
+    ny, nx = (int(v) for v in mic.scan_shape)
+    before = np.asarray(mic.structural_image(), dtype=np.float64)
+    y, x = ny // 2, nx // 2
+    try:
+        mic.reconnect()
+        s = np.asarray(mic.acquire(y, x), dtype=np.float64)
+        after = np.asarray(mic.structural_image(), dtype=np.float64)
+    except Exception as exc:  # what a run's retry would meet
+        add(Check("reconnect", "fail", f"after reconnect() acquire({y}, {x}) raised {type(exc).__name__}: {exc}; "
+                                       "restore the session (initialise, load the data) in reconnect()"))
+        return
+    same = after.shape == before.shape and _corr(before.ravel(), after.ravel()) >= 0.9
+    ok = same and s.shape == tuple(mic.signal_shape) and bool(np.isfinite(s).all())
+    add(Check("reconnect", "pass" if ok else "fail",
+              f"after reconnect(): a spectrum of {s.shape} at ({y}, {x}); the structural image "
+              f"{'is the same field' if same else 'shows another field'}"))
 
 
 def _check_resume(make, add) -> None:
