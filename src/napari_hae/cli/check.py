@@ -62,6 +62,7 @@ def cmd_check(args) -> int:
     report = check_microscope(lambda: make_microscope(name, data, **params), dwell=args.dwell)
     print(report.text())
     failed = [c.name for c in report.checks if c.outcome == "fail"]
+    skipped = sum(c.outcome == "skip" for c in report.checks)
     print(f"{name}: {'conforms' if not failed else 'FAILS ' + ', '.join(failed)} "
-          f"({sum(c.outcome == 'skip' for c in report.checks)} checks skipped: capabilities it does not have)")
+          f"({skipped} check{'' if skipped == 1 else 's'} skipped: capabilities it does not have)")
     return 1 if failed else 0
