@@ -234,7 +234,6 @@ def test_a_dtmicroscope_pixel_size_is_carried_to_the_image_and_through_a_server(
     import threading
 
     from dtm_server import serve
-
     from napari_hae.core.instrument.live import LiveImage
     from napari_hae.core.instrument.remote import RemoteMicroscope
     from napari_hae.core.instrument.server import MicroscopeServer

@@ -60,6 +60,17 @@ def add_parser(sub) -> None:
                         "positions, every 16th at 1024 x 1024)")
     r.add_argument("--overwrite", action="store_true",
                    help="start afresh even if --out holds an unfinished run (its measurements are discarded)")
+    _add_instrument_options(r, d)
+    r.add_argument("--feature-space", action="store_true",
+                   help="train AtomAI's rVAE on all patches and draw the trajectory in its latent plane")
+    r.add_argument("--complete-model", action="store_true",
+                   help="train the model on every position too, and compare the live model with it")
+    r.add_argument("-q", "--quiet", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+
+def _add_instrument_options(r, d) -> None:
+    """How the instrument is driven: timeouts, retries, dwell, blanking, pipelining, drift tracking."""
     r.add_argument("--acquire-timeout", type=float, default=d.acquire_timeout,
                    help=f"seconds per acquisition (default {d.acquire_timeout:g})")
     r.add_argument("--acquire-retries", type=int, default=d.acquire_retries,
@@ -71,14 +82,12 @@ def add_parser(sub) -> None:
     r.add_argument("--pipeline", type=int, choices=(0, 1), default=None, metavar="DEPTH",
                    help="1: choose the next point while the current one is measured; 0: measure, learn, then choose "
                         "(default: 1 on a live instrument with a dwell of 0.1 s or more, else 0; recorded)")
-    r.add_argument("--feature-space", action="store_true",
-                   help="train AtomAI's rVAE on all patches and draw the trajectory in its latent plane")
-    r.add_argument("--complete-model", action="store_true",
-                   help="train the model on every position too, and compare the live model with it")
+    r.add_argument("--drift-every", type=int, default=0, metavar="N",
+                   help="follow the specimen's drift: acquire the structural image again every N acquisitions, "
+                        "register it to the run's and send later positions where the specimen now is (a live "
+                        "instrument that can; default 0: off; the image's beam time is recorded)")
     r.add_argument("--request-timeout", type=float, default=10.0,
                    help="seconds to wait for each answer of a remote microscope (default 10)")
-    r.add_argument("-q", "--quiet", action="store_true")
-    r.set_defaults(func=cmd_run)
 
 
 def settings(args, sc):
@@ -90,7 +99,7 @@ def settings(args, sc):
         seed_positions=args.seed_at, budget=args.steps, random_seed=args.random_seed,
         fit_iterations=args.fit_iterations, record_maps=not args.no_maps, map_every=args.map_every,
         acquire_timeout=args.acquire_timeout, acquire_retries=args.acquire_retries, dwell=args.dwell,
-        blank_between=not args.no_blank, pipeline_depth=args.pipeline,
+        blank_between=not args.no_blank, pipeline_depth=args.pipeline, drift_every=args.drift_every,
         objectives=[opt.objective_text(t) for t in args.also] if args.also else None)
 
 
@@ -161,7 +170,7 @@ _FIXED_ON_RESUME = {"sample": "--sample", "spectrum": "--spectrum", "image": "--
                     "overwrite": "--overwrite",
                     "fit_iterations": "--fit-iterations", "acquire_timeout": "--acquire-timeout",
                     "acquire_retries": "--acquire-retries", "dwell": "--dwell", "no_blank": "--no-blank",
-                    "pipeline": "--pipeline", "out": "--out"}
+                    "pipeline": "--pipeline", "drift_every": "--drift-every", "out": "--out"}
 _SCALARIZER_OPTIONS = {"scalarizer", "band", "band2", "background", "scalarizer_param"}
 
 

@@ -10,6 +10,7 @@ declared, runtime-checkable protocol, checked with ``isinstance`` (as ophyd's an
 | :class:`ReportsEnergy` | ``last_energy`` (an ``EnergyAxis``) | refuses a spectrum whose energy axis moved |
 | :class:`ReplaysData` | ``data`` (a ``SpectrumImage``) | records the data's fingerprint; a resume checks it |
 | :class:`Closes` | ``close()`` | releases the instrument when the run ends (beam blanked, cameras stopped) |
+| :class:`ReacquiresImage` | ``acquire_structural_image()`` | follows drift during a run (``drift_every``) |
 | :class:`ServedCapabilities` | ``capabilities`` (a dict) | a served instrument's client: what the one behind it does |
 
 ``acquire(y, x, dwell=...)`` (seconds per spectrum) is a keyword, not a method, so it cannot be a structural
@@ -68,6 +69,15 @@ class ReportsBeamTime(Protocol):
     between its unblank and blank calls."""
 
     last_beam_on_s: float
+
+
+@runtime_checkable
+class ReacquiresImage(Protocol):
+    """``acquire_structural_image()``: a fresh structural image of the field as it is now (a scan: it costs dose; the
+    adapter blanks the beam again afterwards), in the run's scan geometry; ``last_image_beam_on_s``: how long the
+    beam was on for it (NaN: unknown)."""
+
+    def acquire_structural_image(self) -> Any: ...
 
 
 @runtime_checkable

@@ -71,12 +71,8 @@ class NionMicroscope:
         fp.fov_nm = float(fov_nm)
         fp.pixel_time_us = float(pixel_time_us)
         scan.set_current_frame_parameters(fp)   # the recorded frame is the current scan context
-        frames = scan.record_immediate(fp)
-        names = [(x.metadata or {}).get("hardware_source", {}).get("channel_name") for x in frames]
-        if channel not in names:
-            raise HAEInputError(f"The scan has no channel {channel!r} (it recorded {names}).",
-                                f"choose one of {names} (channel=NAME).")
-        image = frames[names.index(channel)]
+        self._frame, self._channel = fp, channel
+        image = self._record_image()
         self._structural = np.asarray(image.data, dtype=np.float64)
         cal = image.dimensional_calibrations[-1]
         rotation = math.degrees(float(getattr(fp, "rotation_rad", 0.0) or 0.0))
@@ -91,6 +87,7 @@ class NionMicroscope:
         self._on_s = 0.0                      # beam seconds of the spectrum being acquired
         self._aborted = False                 # abort() was called during the frame: it is not returned
         self.last_beam_on_s = math.nan
+        self.last_image_beam_on_s = math.nan
         self.blank()
         spectrum, self.energy = self._grab()   # with the beam blanked: the axis, no dose
         self.last_energy = self.energy
@@ -119,6 +116,29 @@ class NionMicroscope:
         self.instrument.set_probe_position(self._G.FloatPoint(y=fy, x=fx))
         spectrum, self.last_energy = self._grab()
         return spectrum
+
+    def acquire_structural_image(self) -> np.ndarray:
+        """The structural image again, in the run's frame, as the specimen lies now (drift tracking); the beam is
+        on for the scan only (``last_image_beam_on_s``)."""
+        if self._scan_context() != self._context:
+            raise InstrumentRefused(f"the scan frame changed on the instrument (now {self._scan_context()}, the run's "
+                                    f"is {self._context}): the image would not be the run's field")
+        t0 = time.perf_counter()
+        self.instrument.SetVal("C_Blank", 0.0)
+        try:
+            image = self._record_image()
+        finally:
+            self.instrument.SetVal("C_Blank", 1.0)
+            self.last_image_beam_on_s = time.perf_counter() - t0
+        return np.asarray(image.data, dtype=np.float64)
+
+    def _record_image(self):
+        frames = self.scan.record_immediate(self._frame)
+        names = [(x.metadata or {}).get("hardware_source", {}).get("channel_name") for x in frames]
+        if self._channel not in names:
+            raise HAEInputError(f"The scan has no channel {self._channel!r} (it recorded {names}).",
+                                f"choose one of {names} (channel=NAME).")
+        return frames[names.index(self._channel)]
 
     def blank(self) -> None:
         self.instrument.SetVal("C_Blank", 1.0)

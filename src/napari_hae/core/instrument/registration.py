@@ -1,6 +1,7 @@
 """Resuming on a live instrument: the structural image is acquired again (shot noise, stage drift), registered to
 the recorded one by phase cross-correlation (scikit-image), and the run goes on in the recorded image's frame,
-each position sent to where the specimen now is.
+each position sent to where the specimen now is. During a run the same is done every ``drift_every`` acquisitions
+(:meth:`Registered.track`, :func:`tracking`): the instrument acquires its image again and later positions follow.
 
 Only a shift is followed. A re-acquired image that is rotated or magnified against the recorded one (scan rotation,
 magnification changed) is refused: the recorded image is rotated and scaled over a grid of candidates (every 2
@@ -17,16 +18,20 @@ the unrotated copy (a fresh nion-usim HAADF was refused as "rotated by about 2 d
 
 from __future__ import annotations
 
+import collections
+import math
+
 import numpy as np
 
-from ..errors import HAEInputError, InstrumentRefused
-from .capabilities import takes_fractions
+from ..errors import HAEInputError, InstrumentRefused, sentence
+from .capabilities import ReacquiresImage, takes_fractions
 
 MIN_CORRELATION = 0.5   # of the overlapping parts after the shift: below it the images are not the same field
 MAX_SHIFT = 0.25        # of the field per axis: a larger drift leaves too little of the run's field to go on
 TRANSFORM_GAIN = 0.25   # of the shift's misfit removed by a rotation or scale: the field has turned
 MIN_GAIN = 0.005        # and at least this much correlation (two near-identical images: rounding, not a turn)
 SMOOTH_PX = 1.0         # Gaussian sigma (search pixels) both images are smoothed by before the search
+EDGE_PX = 3             # then cut from each side: 3 sigma, where the smoothing padded the image
 ANGLES = np.arange(-16.0, 17.0, 2.0)                      # degrees tried
 SCALES = (0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25)           # magnifications tried
 SEARCH_PIXELS = 256     # the transform search bins larger fields to at most this many pixels a side
@@ -73,11 +78,16 @@ def _binned(image: np.ndarray, f: int) -> np.ndarray:
 
 
 def _shift_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """The correlation of ``a`` and ``b`` where they overlap, ``b`` registered to ``a`` by a whole-pixel shift."""
+    """The correlation of ``a`` and ``b`` where they overlap, ``a`` moved onto ``b`` by its sub-pixel shift: the
+    fraction interpolated (as a rotated or scaled candidate is: a whole-pixel baseline lost to any interpolated
+    candidate on a diagonal drift, "rotated by about 2 degrees"), the whole pixels by the overlap."""
+    from scipy.ndimage import shift as moved
     from skimage.registration import phase_cross_correlation
 
-    shift, _, _ = phase_cross_correlation(b, a, normalization=None)
-    return _overlap_correlation(a, b, tuple(int(round(float(v))) for v in shift))
+    shift, _, _ = phase_cross_correlation(b, a, upsample_factor=10, normalization=None)
+    whole = np.round(shift)
+    return _overlap_correlation(moved(a, shift - whole, order=1, mode="nearest"), b,
+                                tuple(int(v) for v in whole))
 
 
 def _refuse_rotation_or_scale(a: np.ndarray, b: np.ndarray) -> None:
@@ -88,6 +98,8 @@ def _refuse_rotation_or_scale(a: np.ndarray, b: np.ndarray) -> None:
     if f > 1:
         a, b = _binned(a, f), _binned(b, f)
     a, b = gaussian_filter(a, SMOOTH_PX, mode="nearest"), gaussian_filter(b, SMOOTH_PX, mode="nearest")
+    m = EDGE_PX   # the smoothing's edge: padded in one image where the other, shifted, has the specimen
+    a, b = a[m:-m, m:-m], b[m:-m, m:-m]
     shift_corr = _shift_correlation(a, b)
     base = shift_corr if np.isfinite(shift_corr) else -1.0
     best = (base, 0.0, 1.0)
@@ -130,9 +142,35 @@ class Registered:
 
     def __init__(self, microscope, recorded: np.ndarray, shift: tuple[int, int],
                  subpixel: tuple[float, float] | None = None):
-        self.inner, self.recorded, self.shift = microscope, np.asarray(recorded), tuple(shift)
-        self.subpixel = tuple(float(v) for v in subpixel) if subpixel is not None and takes_fractions(microscope) \
-            else None
+        self.inner, self.recorded = microscope, np.asarray(recorded)
+        self._follow(shift, subpixel)
+        self.every, self._since = 0, 0
+        self.drift_notes: collections.deque = collections.deque()   # (shift before, DriftCheck) for the run to record
+
+    def _follow(self, shift, subpixel) -> None:
+        self.shift = tuple(int(v) for v in shift)
+        self.subpixel = tuple(float(v) for v in subpixel) if subpixel is not None and \
+            takes_fractions(self.inner) else None
+
+    def track(self, every: int) -> None:
+        """Follow drift during the run: before every ``every``-th acquisition the instrument acquires its structural
+        image again (:class:`ReacquiresImage`), it is registered to the recorded one, and positions are sent by the
+        new shift; each check is queued in :attr:`drift_notes` for the run to record. An image that does not
+        register (turned, another field) refuses the acquisition: the run pauses rather than measure elsewhere."""
+        self.every, self._since = int(every), 0
+
+    def _check_drift(self) -> None:
+        new = np.asarray(self.inner.acquire_structural_image(), dtype=np.float64)
+        beam = float(getattr(self.inner, "last_image_beam_on_s", math.nan))
+        try:
+            shift, sub, corr = register(self.recorded, new)
+        except HAEInputError as exc:
+            raise InstrumentRefused(f"the drift check's image does not register to the run's ({sentence(exc)}) "
+                                    "Nothing is measured elsewhere") from exc
+        before = self.shift
+        self._follow(shift, sub)
+        self._since = 0
+        self.drift_notes.append((before, self.shift, tuple(float(v) for v in sub), float(corr), beam))
 
     def structural_image(self) -> np.ndarray:
         return self.recorded
@@ -145,6 +183,9 @@ class Registered:
         return (y >= 0) & (y < ny) & (x >= 0) & (x < nx)
 
     def acquire(self, y: int, x: int, **kw) -> np.ndarray:
+        if self.every and self._since >= self.every:
+            self._check_drift()
+        self._since += 1
         ny, nx = self.recorded.shape
         qy, qx = int(y) + self.shift[0], int(x) + self.shift[1]
         if not (0 <= qy < ny and 0 <= qx < nx):
@@ -165,4 +206,22 @@ class Registered:
         self.inner.last_beam_on_s = value
 
     def __getattr__(self, name):   # scan shape, energy, blank, abort, last_energy, describe, close...
+        if name == "acquire_many":   # the inner instrument's would acquire at unshifted positions: one by one here
+            raise AttributeError(name)
         return getattr(self.inner, name)
+
+
+def tracking(microscope, recorded: np.ndarray, every: int):
+    """``microscope`` following drift every ``every`` acquisitions (unchanged with 0): a :class:`Registered` on the
+    recorded image (the one a resume registered already, or a new one at no shift). Refused for an instrument that
+    cannot acquire its image again."""
+    if not every:
+        return microscope
+    if not isinstance(microscope, ReacquiresImage):
+        raise HAEInputError(f"drift_every={every}: {type(microscope).__name__} cannot acquire its structural image "
+                            "again during a run (no acquire_structural_image()).",
+                            "leave drift tracking off (--drift-every 0) on this instrument (pre-acquired data does "
+                            "not drift); a resume still registers a re-acquired image.")
+    reg = microscope if isinstance(microscope, Registered) else Registered(microscope, recorded, (0, 0), (0.0, 0.0))
+    reg.track(every)
+    return reg

@@ -168,6 +168,8 @@ class RunDriver:
         res = exp.record(decision, measurement)
         if failed is not None:
             raise failed
+        if ahead is not None and exp.avoid[ahead.flat]:
+            ahead = None   # recording avoided it (it drifted out of the field): decided afresh
         self._ahead = ahead
         return res
 

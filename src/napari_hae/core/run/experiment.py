@@ -28,6 +28,7 @@ from ..errors import HAEInputError, ModelFitError
 from ..instrument.capabilities import ReplaysData
 from ..instrument.guard import AcquisitionGuard
 from ..instrument.microscope import Microscope
+from ..instrument.registration import tracking
 from ..model.base import MODELS, Seekable, make_model
 from ..policy import AcquisitionContext, AcquisitionFunction, policy_from_dict, select
 from ..policy.wrappers import penalize_pending
@@ -118,6 +119,7 @@ class Experiment:
         on_record = weakref.WeakMethod(self._on_record)
         trace.listeners.append(lambda *record: (m := on_record()) is not None and m(*record))
         s = self.state.settings   # the guard refuses a dwell the instrument cannot expose: before any journal
+        self.microscope = microscope = tracking(microscope, self.structural, s.drift_every)
         self.guard = AcquisitionGuard(microscope, s.acquire_retries, s.acquire_timeout, s.acquire_retry_wait,
                                       on_event=lambda msg: self.trace.add_event(self.step_index, msg),
                                       dwell=s.dwell, blank=s.blank_between, energy=microscope.energy)
@@ -302,6 +304,7 @@ class Experiment:
         """Record a measurement that is not a policy step's (a seed)."""
         self.trace.add_point(**m.point())
         self._record_why(m)
+        resuming.record_drift(self)
 
     # -- seeds --------------------------------------------------------------------------------------------
     def seed_indices(self) -> np.ndarray:
@@ -471,6 +474,7 @@ class Experiment:
         self.trace.add_step(record, maps if s.stores_maps(k, self.n_positions) else None, point=m.point(),
                             rng=self.rng.bit_generator.state, latest=maps if s.record_maps else None)
         self._record_why(m)
+        resuming.record_drift(self)   # a drift check made before this point's spectrum: said, and what left the field
         memory.after_step(k + 1)   # the free heap back to the OS every few steps (glibc keeps it otherwise)
         self._recorded_at = time.perf_counter()
         return StepResult(k, decision.position, decision.kind, m.value, frozen_mapping(record),

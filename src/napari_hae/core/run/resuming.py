@@ -18,6 +18,7 @@ from ..record.trace import Trace
 from .settings import ExperimentSettings
 
 DRIFT_LABEL = "drifted out of view on resume"
+RUN_DRIFT_LABEL = "drifted out of view during the run"
 
 
 def resume(cls, trace, microscope, journal=None, append_journal: bool = False, model_factory=None,
@@ -92,6 +93,28 @@ def same_field(trace: Trace, microscope):
         return microscope, None
     registered = register(trace.structural, new)   # a live instrument: acquired again, maybe drifted
     return Registered(microscope, trace.structural, registered[0], registered[1]), registered
+
+
+def record_drift(exp) -> None:
+    """Record the drift checks the instrument made since the last record (``drift_every``): an event each, and the
+    positions now out of the field avoided (one recorded 'avoid' object, replaced at every check: what drifts back
+    into view is measurable again)."""
+    microscope = exp.microscope
+    notes = getattr(microscope, "drift_notes", None)
+    while notes:
+        before, (dy, dx), sub, corr, beam = notes.popleft()
+        gone = ~microscope.reachable() & ~exp.measured.reshape(exp.scan_shape)
+        if exp.state.object_in_force(RUN_DRIFT_LABEL) is not None:
+            exp.remove_object(RUN_DRIFT_LABEL)
+        if gone.any():
+            exp.add_object(gone, "avoid", RUN_DRIFT_LABEL)
+        size, units = exp.trace.dataset.get("pixel_size", 1.0), exp.trace.dataset.get("pixel_units", "px")
+        exp.trace.add_event(exp.step_index, f"drift check before point {exp.state.n_points}: the structural image, "
+                                            f"acquired again (beam on {beam:.3g} s), registers to the run's with shift "
+                                            f"(dy, dx) = ({dy}, {dx}) px (was {before}; {sub[0]:.2f}, {sub[1]:.2f} px "
+                                            f"sub-pixel; {dy * size:.3g}, {dx * size:.3g} {units}), correlation "
+                                            f"{corr:.2f}; later positions are sent there; {int(gone.sum())} out of "
+                                            "the field are avoided")
 
 
 def _record_registration(exp, microscope, registered) -> None:

@@ -121,6 +121,10 @@ class ExperimentSettings(Spec):
     # its neighbourhood penalised), 0 measures, then learns, then chooses; None: 1 on a live instrument with a
     # dwell of 0.1 s or more (or its own exposure), else 0 (the run records what it resolved to)
     pipeline_depth: int | None = Field(None, ge=0, le=1)
+    # follow the specimen's drift during the run: every ``drift_every`` acquisitions the structural image is acquired
+    # again (a live instrument that can), registered to the run's, and later positions are sent where the specimen
+    # now is (0: off; a resume registers the image in any case)
+    drift_every: int = Field(0, ge=0)
 
     def maps_every(self, n_positions: int) -> int:
         """Steps between stored per-step maps: ``map_every``, or with 0 one stored step per 65,536 positions'
