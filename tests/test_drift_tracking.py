@@ -115,3 +115,17 @@ def test_the_stage_moved_mid_run_on_nion_usim_is_followed(tmp_path):
         assert followed > 0.7 and followed > untracked + 0.2, (followed, untracked)
     finally:
         close_microscope(mic)
+
+
+def test_the_beam_time_of_the_drift_images_is_in_the_dose_ledger(small_sample, tmp_path):
+    """The images a drift check acquires cost dose: their beam time is recorded with each check (a field of the
+    event, kept through trace.h5) and the summary's ledger counts it beside the spectra's."""
+    from napari_hae.core.analysis.summary import dose_ledger
+    from napari_hae.core.record.trace import Trace
+
+    mic, exp = _run(small_sample, drift_every=4)
+    exp.trace.save(tmp_path / "trace.h5")
+    for trace in (exp.trace, Trace.load(tmp_path / "trace.h5")):
+        dose = dose_ledger(trace)
+        assert dose["structural_images"] == 3 and dose["structural_images_beam_on_s"] == pytest.approx(0.03)
+    exp.close()

@@ -454,6 +454,9 @@ def print_summary(s: dict, out: Path | None) -> None:
         lines.append(f"beam on: {dose['beam_on_s']:.3g} s ({dose['median_beam_on_per_point_s']:.3g} s per point), "
                      f"{100 * dose['fraction_of_full_grid']:.2g}% of a full {dose['full_grid_positions']}-position "
                      "scan at that time per point" + (f"; {unknown} points without a beam time" if unknown else ""))
+    if dose.get("structural_images"):
+        lines.append(f"beam on for {dose['structural_images']} structural images (drift checks): "
+                     f"{dose['structural_images_beam_on_s']:.3g} s")
     if out is not None:
         lines.append(f"written: {out / 'trace.h5'}, {out / 'summary.json'}, {out / 'summary.png'}")
     print("\n".join(lines))

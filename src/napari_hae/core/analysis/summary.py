@@ -15,7 +15,8 @@ def dose_ledger(trace: Trace) -> dict:
     """The beam time a run spent (the recorded per-point ``beam_on_s``; ``trace``: a Trace, or the RunView the dock
     has) against scanning every position of the grid with the same beam time per point (the run's median), and
     electrons where the probe current is known (``dataset["probe_current_a"]``). Points recorded without a beam
-    time (older traces, replayed data) are counted as unknown, not as zero."""
+    time (older traces, replayed data) are counted as unknown, not as zero. Structural images acquired during the
+    run (drift checks) are counted apart: ``structural_images`` and their ``structural_images_beam_on_s``."""
     beam = np.asarray(trace.beam_on, dtype=np.float64)
     known = beam[np.isfinite(beam)]
     n_positions = int(np.prod(trace.dataset.get("scan_shape") or trace.structural.shape))
@@ -23,6 +24,9 @@ def dose_ledger(trace: Trace) -> dict:
            "beam_on_s": float(known.sum()) if len(known) else None,
            "median_beam_on_per_point_s": float(np.median(known)) if len(known) else None,
            "full_grid_positions": n_positions}
+    images = [e["beam_on_s"] for e in getattr(trace, "events", ()) if e.get("beam_on_s") is not None]
+    if images:
+        out.update(structural_images=len(images), structural_images_beam_on_s=float(np.sum(images)))
     if len(known):
         grid = n_positions * float(np.median(known))
         out["full_grid_beam_on_s"] = grid

@@ -210,8 +210,9 @@ class Trace(RecordColumns):
         self._add("object", {"mode": mode, "label": label}, {"mask": np.asarray(mask, dtype=bool).copy()})
         return len(self.objects) - 1
 
-    def add_event(self, step: int, message: str) -> None:
-        self._add("event", {"event": {"step": int(step), "message": message}})
+    def add_event(self, step: int, message: str, **fields) -> None:
+        """Record what happened at ``step``; ``fields``: figures that go with it (JSON values, e.g. ``beam_on_s``)."""
+        self._add("event", {"event": {"step": int(step), "message": message, **fields}})
 
     def set_rng_state(self, state: dict) -> None:
         self._add("rng", {"state": json.loads(json.dumps(state))})

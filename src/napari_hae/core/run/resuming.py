@@ -114,7 +114,8 @@ def record_drift(exp) -> None:
                                             f"(dy, dx) = ({dy}, {dx}) px (was {before}; {sub[0]:.2f}, {sub[1]:.2f} px "
                                             f"sub-pixel; {dy * size:.3g}, {dx * size:.3g} {units}), correlation "
                                             f"{corr:.2f}; later positions are sent there; {int(gone.sum())} out of "
-                                            "the field are avoided")
+                                            "the field are avoided",
+                            beam_on_s=beam if np.isfinite(beam) else None, drift_px=[dy, dx])
 
 
 def _record_registration(exp, microscope, registered) -> None:
