@@ -1,7 +1,7 @@
 """Discovery you can trust: how often runs find the best structures, how fast, and how honest the model's
 uncertainty is, on the bundled sample and the real EELS/EDS data in ../shared/data.
 
-    python benchmarks/discovery.py --quick                        # sample, 6 seeds, default + random (<15 min)
+    python benchmarks/discovery.py --quick                        # sample, 6 seeds, default, random, plain GP
     python benchmarks/discovery.py --seeds 10 --steps 60          # all datasets and policies (long)
     python benchmarks/discovery.py --datasets sample --policies default --seeds 10 --model-param ensemble=1
     python benchmarks/discovery.py --datasets sample cuzn --policies default --pipeline 1   # pipelined decisions
@@ -44,7 +44,8 @@ DATASETS = {
              "scalarizer": {"name": "band_integral", "params": {"a": 1640.0, "b": 1840.0}}},
 }
 POLICIES = {"default": None, "ei": {"name": "ei", "params": {}}, "ucb": {"name": "ucb", "params": {"beta": 4.0}},
-            "mu": {"name": "mu", "params": {}}, "random": {"name": "random", "params": {}}}
+            "mu": {"name": "mu", "params": {}}, "random": {"name": "random", "params": {}},
+            "plain_gp": None}   # the default policy on a plain GP (model "gp": block means of each patch, no network)
 CALIBRATION_AT = (20, 50, 100)
 _CACHE: dict = {}
 
@@ -208,7 +209,8 @@ def _print_baselines(d: str, a, result: dict) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="the sample, 6 seeds, the default policy and random")
+    p.add_argument("--quick", action="store_true",
+                   help="the sample, 6 seeds, the default policy, random and the plain GP")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     p.add_argument("--also-policy", action="append", default=[], metavar="NAME[:K=V,...]",
@@ -235,7 +237,7 @@ def main(argv=None):
         POLICIES[text] = parse_policy(text)
         a.policies = [*a.policies, text]
     if a.quick:
-        a.datasets, a.policies, a.seeds = ["sample"], ["default", "random"], 6
+        a.datasets, a.policies, a.seeds = ["sample"], ["default", "random", "plain_gp"], 6
     missing = [d for d in a.datasets if d != "sample" and not Path(DATASETS[d]["source"]["spectrum"]).exists()]
     if missing:
         print(f"skipping {missing}: ../shared/data is not here", file=sys.stderr)
@@ -245,9 +247,9 @@ def main(argv=None):
         k, _, v = kv.partition("=")
         params[k] = json.loads(v)
     jobs = [{"dataset": d, "policy": pol, "policy_spec": POLICIES[pol], "seed": s, "steps": a.steps,
-             "model_params": params,
-             "model": a.model, "fit_iterations": a.fit_iterations, "pipeline": a.pipeline,
-             "seed_mode": a.seed_mode}
+             "model_params": {} if pol == "plain_gp" else params,
+             "model": "gp" if pol == "plain_gp" else a.model, "fit_iterations": a.fit_iterations,
+             "pipeline": a.pipeline, "seed_mode": a.seed_mode}
             for d in a.datasets for pol in a.policies for s in range(a.first_seed, a.first_seed + a.seeds)]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
