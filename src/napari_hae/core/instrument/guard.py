@@ -327,6 +327,11 @@ class AcquisitionGuard:
             raise ValueError(f"spectrum with {int(np.size(s) - np.isfinite(s).sum())} NaN/inf values")
         return s
 
+    def call(self, fn, *args):
+        """Another call to the instrument (a drift check's structural image) on the thread that owns it, after any
+        acquisition in flight; bounded by the acquisition timeout."""
+        return self._run(fn, *args, timeout=self.timeout)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False)

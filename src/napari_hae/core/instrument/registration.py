@@ -144,7 +144,7 @@ class Registered:
                  subpixel: tuple[float, float] | None = None):
         self.inner, self.recorded = microscope, np.asarray(recorded)
         self._follow(shift, subpixel)
-        self.every, self._since = 0, 0
+        self.every, self._since, self._failed = 0, 0, False
         self.drift_notes: collections.deque = collections.deque()   # (shift before, DriftCheck) for the run to record
 
     def _follow(self, shift, subpixel) -> None:
@@ -153,23 +153,30 @@ class Registered:
             takes_fractions(self.inner) else None
 
     def track(self, every: int) -> None:
-        """Follow drift during the run: before every ``every``-th acquisition the instrument acquires its structural
-        image again (:class:`ReacquiresImage`), it is registered to the recorded one, and positions are sent by the
-        new shift; each check is queued in :attr:`drift_notes` for the run to record. An image that does not
-        register (turned, another field) refuses the acquisition: the run pauses rather than measure elsewhere."""
-        self.every, self._since = int(every), 0
+        """Follow drift during the run: after every ``every`` acquisitions (:attr:`drift_due`) the run calls
+        :meth:`check_drift`, before it decides where to measure next."""
+        self.every, self._since, self._failed = int(every), 0, False
 
-    def _check_drift(self) -> None:
+    @property
+    def drift_due(self) -> bool:
+        return bool(self.every) and self._since >= self.every
+
+    def check_drift(self) -> None:
+        """The instrument acquires its structural image again (:class:`ReacquiresImage`); it is registered to the
+        recorded one and positions are sent by the new shift; the check is queued in :attr:`drift_notes` for the
+        run to record. An image that does not register (turned, another field) raises InstrumentRefused, and
+        every acquisition is refused until a check succeeds: nothing is measured elsewhere."""
         new = np.asarray(self.inner.acquire_structural_image(), dtype=np.float64)
         beam = float(getattr(self.inner, "last_image_beam_on_s", math.nan))
         try:
             shift, sub, corr = register(self.recorded, new)
         except HAEInputError as exc:
+            self._failed = True
             raise InstrumentRefused(f"the drift check's image does not register to the run's ({sentence(exc)}) "
                                     "Nothing is measured elsewhere") from exc
         before = self.shift
         self._follow(shift, sub)
-        self._since = 0
+        self._since, self._failed = 0, False
         self.drift_notes.append((before, self.shift, tuple(float(v) for v in sub), float(corr), beam))
 
     def structural_image(self) -> np.ndarray:
@@ -183,8 +190,8 @@ class Registered:
         return (y >= 0) & (y < ny) & (x >= 0) & (x < nx)
 
     def acquire(self, y: int, x: int, **kw) -> np.ndarray:
-        if self.every and self._since >= self.every:
-            self._check_drift()
+        if self._failed:   # the last drift check did not register: only a new one that does lets it measure
+            self.check_drift()
         self._since += 1
         ny, nx = self.recorded.shape
         qy, qx = int(y) + self.shift[0], int(x) + self.shift[1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import HAEInputError
+from ..errors import HAEInputError, InstrumentRefused, MicroscopeFault, sentence
 from ..instrument.capabilities import ReplaysData
 from ..instrument.registration import Registered, register
 from ..model import MODELS, compute
@@ -96,10 +96,19 @@ def same_field(trace: Trace, microscope):
 
 
 def record_drift(exp) -> None:
-    """Record the drift checks the instrument made since the last record (``drift_every``): an event each, and the
-    positions now out of the field avoided (one recorded 'avoid' object, replaced at every check: what drifts back
-    into view is measurable again)."""
+    """After a record: the drift check, when ``drift_every`` acquisitions have passed (on the instrument's thread,
+    before the next position is decided), then what the checks found: an event each, and the positions now out of
+    the field avoided (one recorded 'avoid' object, replaced at every check: what drifts back into view is
+    measurable again). A check that does not register pauses the run (MicroscopeFault)."""
     microscope = exp.microscope
+    if getattr(microscope, "drift_due", False):
+        try:
+            exp.guard.call(microscope.check_drift)
+        except InstrumentRefused as exc:
+            raise MicroscopeFault(f"The drift check failed: {sentence(exc)} The run is paused; every spectrum "
+                                  "measured so far is in the trace.",
+                                  "bring the run's field back under the beam (stage, scan rotation, magnification) "
+                                  "and resume; the image is checked again before anything is measured.") from exc
     notes = getattr(microscope, "drift_notes", None)
     while notes:
         before, (dy, dx), sub, corr, beam = notes.popleft()
@@ -109,7 +118,7 @@ def record_drift(exp) -> None:
         if gone.any():
             exp.add_object(gone, "avoid", RUN_DRIFT_LABEL)
         size, units = exp.trace.dataset.get("pixel_size", 1.0), exp.trace.dataset.get("pixel_units", "px")
-        exp.trace.add_event(exp.step_index, f"drift check before point {exp.state.n_points}: the structural image, "
+        exp.trace.add_event(exp.step_index, f"drift check after point {exp.state.n_points}: the structural image, "
                                             f"acquired again (beam on {beam:.3g} s), registers to the run's with shift "
                                             f"(dy, dx) = ({dy}, {dx}) px (was {before}; {sub[0]:.2f}, {sub[1]:.2f} px "
                                             f"sub-pixel; {dy * size:.3g}, {dx * size:.3g} {units}), correlation "
