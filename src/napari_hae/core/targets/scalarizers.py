@@ -186,8 +186,34 @@ def subtract_power_law(spectra: np.ndarray, energy: np.ndarray, fit_window: tupl
 
 @register_scalarizer("band_integral")
 def band_integral(spectra, energy, *, a, b):
-    """Integrated intensity over the band [a, b] eV (counts * eV)."""
+    """Integrated intensity over the band [a, b] eV (counts * eV): the exact integral of the piecewise-linear spectrum,
+    partial channels at the ends included (``band_sum``: HyperSpy's whole channels)."""
     return np.asarray(spectra, dtype=np.float64) @ band_weights(energy, a, b)
+
+
+def band_channels(energy: np.ndarray, a: float, b: float) -> slice:
+    """The channels HyperSpy's ``s.isig[a:b]`` selects on a uniform axis: from the channel nearest ``a`` to the one
+    nearest ``b``, that one excluded (nearest as its ``value2index``: half-way rounds toward the lower index above
+    0 eV, away from it below)."""
+    e = np.asarray(energy, dtype=np.float64)
+    a, b = check_band(e, a, b)
+    offset, scale = float(e[0]), float(e[-1] - e[0]) / (len(e) - 1)
+
+    def nearest(value: float) -> int:
+        x = np.trunc((value - offset) / scale * 1e12) / 1e12
+        return int(np.ceil(x - 0.5) if value >= 0 else np.floor(x + 0.5))
+
+    i0, i1 = nearest(a), min(nearest(b), len(e))
+    if i1 <= i0:
+        raise HAEInputError(f"The band {a:g}-{b:g} eV holds no whole channel (channels of {scale:g} eV).",
+                            "widen the band to at least one channel.")
+    return slice(i0, i1)
+
+
+@register_scalarizer("band_sum")
+def band_sum(spectra, energy, *, a, b):
+    """Counts summed over the whole channels of [a, b) eV, HyperSpy's convention (``isig[a:b].integrate1D`` on EELS)."""
+    return np.asarray(spectra, dtype=np.float64)[..., band_channels(energy, a, b)].sum(axis=-1)
 
 
 @register_scalarizer("peak_max")
