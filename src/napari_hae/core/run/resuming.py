@@ -3,7 +3,8 @@
 
 What is not the run's but the machine's is settled here: the model's device (a GPU this PC lacks), and a live
 instrument's field of view, acquired again and registered to the recorded image; positions that drifted out of
-view become a recorded "avoid" object (an intervention like any other, so a later resume rebuilds it).
+view become a recorded "avoid" object (an intervention like any other, so a later resume rebuilds it). The same
+holds during a run that follows drift (``drift_every``, :func:`record_drift`).
 """
 
 from __future__ import annotations
