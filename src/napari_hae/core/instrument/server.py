@@ -158,6 +158,8 @@ class _Job:
         busy = {"op": self.op, "for_s": round(time.monotonic() - self.started, 3)}
         if self.op == "acquire":
             busy.update(position=[self.header["y"], self.header["x"]], dwell=self.header.get("dwell"))
+        if self.aborted:
+            busy["aborting"] = True   # asked to abort; the instrument has not returned yet
         return busy
 
     def sentence(self) -> str:
@@ -179,7 +181,11 @@ class _InstrumentThread:
 
     def _loop(self) -> None:
         while (job := self._queue.get()) is not None:
-            job.answer = self._work(job.header)
+            try:
+                job.answer = self._work(job.header)
+            except BaseException as exc:  # noqa: BLE001  (SystemExit from an adapter: answered, never a hung server)
+                job.answer = ({"ok": False, "kind": "instrument_error", "error": f"{type(exc).__name__}: {exc}"},
+                              None)
             job.done.set()
 
     def stop(self) -> None:
