@@ -655,3 +655,19 @@ def test_the_dock_draws_a_run_from_the_results_a_fake_driver_emits(viewer_widget
     np.testing.assert_array_equal(viewer.layers[MAPS["mean"][0]].data, last.mean.astype(np.float32))
     assert w.run_panel.progress.native.value() == 3
     assert w.status.value.startswith("Run finished: 3 steps, 9 spectra.")
+
+
+def test_the_dock_follows_drift_on_a_live_instrument_only(viewer_widget):
+    """Issue 26: drift tracking (--drift-every) in the dock: a field beside a live adapter, typed with real keys,
+    in the run's settings; hidden, and off, on pre-acquired data."""
+    from qt_input import choose, type_into
+
+    viewer, w = viewer_widget
+    data = w.dataset
+    assert w.drift_every.native.isHidden() and w.run.settings(data).drift_every == 0
+    choose(w.microscope_kind, "remote")
+    assert not w.drift_every.native.isHidden()
+    type_into(w.drift_every, "5")
+    assert w.run.settings(data).drift_every == 5
+    choose(w.microscope_kind, "simulator")
+    assert w.drift_every.native.isHidden() and w.run.settings(data).drift_every == 0

@@ -51,7 +51,7 @@ _PANEL_WIDGETS = {
                "multi_objective", "apply_scalarizer"),
     "policy": ("policy_name", "apply_policy", "model_name"),
     "run_panel": ("n_seeds", "seed_mode", "budget", "random_seed", "microscope_kind", "microscope_params",
-                  "acquire_btn", "object_mode",
+                  "drift_every", "acquire_btn", "object_mode",
                   "start_btn", "pause_btn", "step_btn", "resume_btn", "stop_btn",
                   "save_btn", "load_btn", "resume_trace_btn"),
     "monitors": ("replay", "feature_btn", "export_btn"),

@@ -27,6 +27,10 @@ class RunPanel(Container):
         self.microscope_kind = ComboBox(label="microscope", choices=MICROSCOPES.names(), value="simulator",
                                         tooltip="the instrument: an installed microscope adapter")
         self.microscope_params = ParamForm()   # the adapter's parameters, from its specs
+        self.drift_every = commit_on_enter(IntField(
+            label="follow drift every (points)", value=DEFAULTS.drift_every, min=0, max=1_000_000,
+            tooltip="a live instrument: acquire the structural image again every N points, register it to the "
+                    "run's and measure where the specimen now is (0: off; the image's beam time is recorded)"))
         self.acquire_btn = PushButton(text="Acquire image", tooltip="connect to the live instrument and open its "
                                       "structural image as a layer: click seeds and draw objects on it, then Start")
         self.object_mode = ComboBox(label="new objects", choices=["avoid", "visit"], value="avoid")
@@ -43,7 +47,7 @@ class RunPanel(Container):
         row = dict(layout="horizontal", labels=False)
         super().__init__(widgets=[
             self.n_seeds, self.seed_mode, self.budget, self.random_seed, self.microscope_kind, self.microscope_params,
-            self.acquire_btn, self.object_mode,
+            self.drift_every, self.acquire_btn, self.object_mode,
             Container(widgets=[self.start_btn, self.pause_btn, self.step_btn], **row),
             Container(widgets=[self.resume_btn, self.stop_btn], **row), self.progress,
             Container(widgets=[self.save_btn, self.load_btn, self.resume_trace_btn], **row)], label="Run")
@@ -62,7 +66,13 @@ class RunPanel(Container):
     def _on_kind(self, *_):
         entry = MICROSCOPES.get(self.microscope_kind.value)
         self.microscope_params.show(entry.params)
-        self.acquire_btn.visible = not entry.extra.get("needs_data")   # a live instrument: its own image
+        live = not entry.extra.get("needs_data")   # a live instrument: its own image, and drift
+        self.acquire_btn.visible = self.drift_every.visible = live
+
+    def drift(self) -> int:
+        """Points between drift checks: the field's, on a live instrument; 0 on pre-acquired data (no drift)."""
+        live = not MICROSCOPES.get(self.microscope_kind.value).extra.get("needs_data")
+        return int(self.drift_every.value) if live else 0
 
     def microscope(self) -> tuple[str, dict]:
         """(adapter name, parameters) as the form shows them."""

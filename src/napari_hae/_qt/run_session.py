@@ -116,7 +116,7 @@ class RunSession:
             model=self.policy.model(self.model_params), n_seeds=int(rp.n_seeds.value),
             seed_mode="given" if seeds else rp.seed_mode.value, seed_positions=seeds, budget=int(rp.budget.value),
             random_seed=int(rp.random_seed.value), fit_iterations=self.fit_iterations,
-            fit_iterations_first=self.fit_iterations_first)
+            fit_iterations_first=self.fit_iterations_first, drift_every=rp.drift())
 
     def build_experiment(self, mic=None) -> Experiment:
         """The experiment the panels describe, on ``mic`` (default: the run panel's microscope, made here)."""
