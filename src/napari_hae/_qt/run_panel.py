@@ -63,16 +63,17 @@ class RunPanel(Container):
             button.tooltip = f"{what} ({key_text(action)})"
         self._on_kind()
 
+    def _live(self) -> bool:
+        """A live instrument is chosen (not pre-acquired data): it has its own image, and drift."""
+        return not MICROSCOPES.get(self.microscope_kind.value).extra.get("needs_data")
+
     def _on_kind(self, *_):
-        entry = MICROSCOPES.get(self.microscope_kind.value)
-        self.microscope_params.show(entry.params)
-        live = not entry.extra.get("needs_data")   # a live instrument: its own image, and drift
-        self.acquire_btn.visible = self.drift_every.visible = live
+        self.microscope_params.show(MICROSCOPES.get(self.microscope_kind.value).params)
+        self.acquire_btn.visible = self.drift_every.visible = self._live()
 
     def drift(self) -> int:
         """Points between drift checks: the field's, on a live instrument; 0 on pre-acquired data (no drift)."""
-        live = not MICROSCOPES.get(self.microscope_kind.value).extra.get("needs_data")
-        return int(self.drift_every.value) if live else 0
+        return int(self.drift_every.value) if self._live() else 0
 
     def microscope(self) -> tuple[str, dict]:
         """(adapter name, parameters) as the form shows them."""

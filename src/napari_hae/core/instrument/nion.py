@@ -107,9 +107,7 @@ class NionMicroscope:
 
     def acquire(self, y: int, x: int, dwell: float | None = None) -> np.ndarray:
         fy, fx = self.geometry.to_fraction(y, x)   # fractional pixels too (a registered resume's sub-pixel drift)
-        if self._scan_context() != self._context:
-            raise InstrumentRefused(f"the scan frame changed on the instrument (now {self._scan_context()}, the run's "
-                                    f"is {self._context}): positions would land elsewhere")
+        self._same_frame("positions would land elsewhere")
         self._on_s = 0.0
         self._wait_idle()   # the previous spectrum's camera stopping, with the beam blanked meanwhile
         self._set_exposure(self._exposure_ms if dwell is None else float(dwell) * 1000.0)
@@ -120,9 +118,7 @@ class NionMicroscope:
     def acquire_structural_image(self) -> np.ndarray:
         """The structural image again, in the run's frame, as the specimen lies now (drift tracking); the beam is
         on for the scan only (``last_image_beam_on_s``)."""
-        if self._scan_context() != self._context:
-            raise InstrumentRefused(f"the scan frame changed on the instrument (now {self._scan_context()}, the run's "
-                                    f"is {self._context}): the image would not be the run's field")
+        self._same_frame("the image would not be the run's field")
         t0 = time.perf_counter()
         self.instrument.SetVal("C_Blank", 0.0)
         try:
@@ -168,6 +164,12 @@ class NionMicroscope:
                 self._on_close = None
 
     # -- helpers ------------------------------------------------------------------------------------------
+    def _same_frame(self, otherwise: str) -> None:
+        """Refuse when the scan frame on the instrument is no longer the run's (``otherwise``: what would follow)."""
+        if self._scan_context() != self._context:
+            raise InstrumentRefused(f"the scan frame changed on the instrument (now {self._scan_context()}, the run's "
+                                    f"is {self._context}): {otherwise}")
+
     def _scan_context(self) -> str:
         c = self.instrument.scan_context
         return f"{c.size} {c.fov_nm} nm {getattr(c, 'rotation_rad', 0.0)} rad"

@@ -145,7 +145,8 @@ class Registered:
         self.inner, self.recorded = microscope, np.asarray(recorded)
         self._follow(shift, subpixel)
         self.every, self._since, self._failed = 0, 0, False
-        self.drift_notes: collections.deque = collections.deque()   # (shift before, DriftCheck) for the run to record
+        # (shift before, shift, sub-pixel shift, correlation, image beam seconds) of each check, for the run to record
+        self.drift_notes: collections.deque = collections.deque()
 
     def _follow(self, shift, subpixel) -> None:
         self.shift = tuple(int(v) for v in shift)

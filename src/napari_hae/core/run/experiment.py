@@ -474,7 +474,7 @@ class Experiment:
         self.trace.add_step(record, maps if s.stores_maps(k, self.n_positions) else None, point=m.point(),
                             rng=self.rng.bit_generator.state, latest=maps if s.record_maps else None)
         self._record_why(m)
-        resuming.record_drift(self)   # a drift check made before this point's spectrum: said, and what left the field
+        resuming.record_drift(self)   # a drift check now, if due, before the next decision: said, what left the field
         memory.after_step(k + 1)   # the free heap back to the OS every few steps (glibc keeps it otherwise)
         self._recorded_at = time.perf_counter()
         return StepResult(k, decision.position, decision.kind, m.value, frozen_mapping(record),

@@ -112,32 +112,40 @@ def record_drift(exp) -> None:
                                   "and resume; the image is checked again before anything is measured.") from exc
     notes = getattr(microscope, "drift_notes", None)
     while notes:
-        before, (dy, dx), sub, corr, beam = notes.popleft()
-        gone = ~microscope.reachable() & ~exp.measured.reshape(exp.scan_shape)
+        before, shift, sub, corr, beam = notes.popleft()
+        gone = _out_of_field(exp, microscope)
         if exp.state.object_in_force(RUN_DRIFT_LABEL) is not None:
             exp.remove_object(RUN_DRIFT_LABEL)
         if gone.any():
             exp.add_object(gone, "avoid", RUN_DRIFT_LABEL)
-        size, units = exp.trace.dataset.get("pixel_size", 1.0), exp.trace.dataset.get("pixel_units", "px")
         exp.trace.add_event(exp.step_index, f"drift check after point {exp.state.n_points}: the structural image, "
-                                            f"acquired again (beam on {beam:.3g} s), registers to the run's with shift "
-                                            f"(dy, dx) = ({dy}, {dx}) px (was {before}; {sub[0]:.2f}, {sub[1]:.2f} px "
-                                            f"sub-pixel; {dy * size:.3g}, {dx * size:.3g} {units}), correlation "
-                                            f"{corr:.2f}; later positions are sent there; {int(gone.sum())} out of "
-                                            "the field are avoided",
-                            beam_on_s=beam if np.isfinite(beam) else None, drift_px=[dy, dx])
+                                            f"acquired again (beam on {beam:.3g} s), registers to the run's with "
+                                            f"{_shift_said(exp, shift, sub, corr, f'was {before}; ')}; later "
+                                            f"positions are sent there; {int(gone.sum())} out of the field are avoided",
+                            beam_on_s=beam if np.isfinite(beam) else None, drift_px=list(shift))
+
+
+def _out_of_field(exp, microscope) -> np.ndarray:
+    """(ny, nx) bool: the positions not measured yet that the registered instrument cannot reach now."""
+    return ~microscope.reachable() & ~exp.measured.reshape(exp.scan_shape)
+
+
+def _shift_said(exp, shift, sub, corr, was: str = "") -> str:
+    """A registration in words: whole and sub-pixel shift, in the run's length units, and the correlation."""
+    (dy, dx), size = shift, exp.trace.dataset.get("pixel_size", 1.0)
+    units = exp.trace.dataset.get("pixel_units", "px")
+    return (f"shift (dy, dx) = ({dy}, {dx}) px ({was}{sub[0]:.2f}, {sub[1]:.2f} px sub-pixel; {dy * size:.3g}, "
+            f"{dx * size:.3g} {units}), correlation {corr:.2f}")
 
 
 def _record_registration(exp, microscope, registered) -> None:
-    (dy, dx), sub, corr = registered
-    gone = ~microscope.reachable() & ~exp.measured.reshape(exp.scan_shape)
+    shift, sub, corr = registered
+    gone = _out_of_field(exp, microscope)
     if gone.any():
         exp.add_object(gone, "avoid", DRIFT_LABEL)
-    size, units = exp.trace.dataset.get("pixel_size", 1.0), exp.trace.dataset.get("pixel_units", "px")
     sent = " by the sub-pixel shift (the instrument takes fractional positions)" if microscope.subpixel else \
         " (whole pixels: the instrument takes no fractional positions)"
     exp.trace.add_event(exp.step_index, f"the re-acquired structural image was registered to the recorded one: "
-                                        f"shift (dy, dx) = ({dy}, {dx}) px ({sub[0]:.2f}, {sub[1]:.2f} px sub-pixel; "
-                                        f"{dy * size:.3g}, {dx * size:.3g} {units}), correlation {corr:.2f}; "
-                                        f"positions are sent there{sent}; {int(gone.sum())} that drifted out of the "
-                                        "field are avoided (a recorded 'avoid' object)")
+                                        f"{_shift_said(exp, shift, sub, corr)}; positions are sent there{sent}; "
+                                        f"{int(gone.sum())} that drifted out of the field are avoided (a recorded "
+                                        "'avoid' object)")
