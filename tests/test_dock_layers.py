@@ -144,3 +144,60 @@ def test_objects_keep_their_mode_colour_and_a_seed_inside_avoid_is_refused(make_
                               "would be measured where the run must not measure. Fix: move or delete those seeds, "
                               "or draw that object as 'visit'.")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())   # no run folder made
+
+
+def test_a_steps_drawing_leaves_the_viewers_dimensions_alone_and_hidden_layers_wait(make_napari_viewer, small_sample,
+                                                                                    monkeypatch):
+    """Issue 28 (freezes): napari recomputed the viewer's dimensions from every layer on each data event (two per
+    points layer set, ~9 ms each: a third of a step's drawing) although a step's points and maps lie inside them;
+    and the hidden 'measured values' layer was redrawn every step. Points outside the viewer's ranges still
+    update them; a hidden layer gets its newest drawing when shown."""
+    from napari_hae._qt.layer_view import VALUES, LayerView
+
+    viewer = make_napari_viewer()
+    ref = _open(viewer, small_sample)
+    view = LayerView(viewer)
+    view.prepare_output_layers(view.geometry(ref), small_sample.scan_shape)
+    calls = []
+    monkeypatch.setattr(viewer, "_on_layers_change", lambda *a: calls.append(a))
+    view.show_points([(3, 4), (40, 47)], [-1, 0], [1.0, 2.0], ["seed", "policy"], budget=5)
+    view.show_maps({"mean": np.ones(small_sample.scan_shape, np.float32)})
+    assert calls == []
+    assert viewer.layers[TRAJECTORY].data.tolist() == [[3, 4], [40, 47]]
+    assert viewer.layers[MAPS["mean"][0]].data.max() == 1.0
+    view.show_points([(3, 4), (400, 47)], [-1, 0], [1.0, 2.0], ["seed", "policy"], budget=5)   # outside: recomputed
+    assert calls
+
+    vl = viewer.layers[VALUES]
+    view._draw(vl, lambda: view._show_values(vl, np.array([[1, 2]]), [5.0]))
+    view._draw(vl, lambda: view._show_values(vl, np.array([[1, 2], [3, 4]]), [5.0, 7.0]))
+    assert len(vl.data) == 0
+    vl.visible = True
+    assert vl.features["value"].tolist() == [5.0, 7.0]
+
+
+def test_the_runs_layers_are_made_hidden_when_the_data_opens_and_shown_by_the_first_run(make_napari_viewer,
+                                                                                          small_sample, qtbot,
+                                                                                          monkeypatch, tmp_path):
+    """Issue 28 (freezes): napari takes 0.1-0.3 s to make each layer (its layer controls); the run's five layers
+    were made in the run's first second (one 0.9-1.7 s pause, their posted events handled in one go). They are
+    made, hidden, when the data opens, without taking the user's layer selection; the first run shows the mean
+    map and the trajectory as before."""
+    from napari_hae._qt.layer_view import VALUES
+
+    monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
+    viewer = make_napari_viewer(show=True)
+    _open(viewer, small_sample)
+    w = _dock(viewer, qtbot)
+    names = [MAPS[k][0] for k in ("mean", "std", "acq")] + [VALUES, TRAJECTORY]
+    active = viewer.layers.selection.active
+    qtbot.waitUntil(lambda: all(n in viewer.layers for n in names), timeout=10_000)
+    assert not any(viewer.layers[n].visible for n in names)
+    assert viewer.layers.selection.active is active
+    w.budget.value = 1
+    QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.worker is None and w.experiment is not None, timeout=TIMEOUT)
+    shown = {n for n in names if viewer.layers[n].visible}
+    assert shown == {MAPS["mean"][0], TRAJECTORY}
+    assert [layer.name for layer in viewer.layers].count(TRAJECTORY) == 1
+    assert len(viewer.layers[TRAJECTORY].data) == w.experiment.trace.n_points

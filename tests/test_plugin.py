@@ -222,6 +222,8 @@ def test_measured_values_layer_follows_the_current_scalarizer(viewer_widget, qtb
     _run_to_end(w, qtbot)
     exp = w.experiment
     vl = viewer.layers[VALUES]
+    assert not vl.visible and len(vl.data) == 0   # hidden by default: drawn when shown, not every step
+    vl.visible = True
     np.testing.assert_allclose(vl.features["value"], exp.trace.values)
     w.band_a.value, w.band_b.value = 3.45, 4.05       # edited band is shaded at once
     assert w.plot.bands[0].get_x() == 3.45
@@ -500,9 +502,12 @@ def test_gui_soak_200_steps_leaks_no_layers_or_threads(viewer_widget, qtbot):
     assert w.experiment.done and len(viewer.layers[TRAJECTORY].data) == 210
     assert [layer.name for layer in viewer.layers] == layers_during          # no layer added per step
     qtbot.waitUntil(lambda: w.monitor_plot.wait(0.1), timeout=TIMEOUT)
-    qtbot.wait(200)
-    extra = {t.name for t in threading.enumerate() if t.is_alive()} - before
-    assert not any(n.startswith(("hae-", "Thread-")) for n in extra), extra  # acquisition / render threads gone
+
+    def extra():
+        return {t.name for t in threading.enumerate() if t.is_alive()} - before
+
+    # acquisition / render threads gone (the monitor's helper once idle for IDLE_S)
+    qtbot.waitUntil(lambda: not any(n.startswith(("hae-", "Thread-")) for n in extra()), timeout=5_000)
 
 
 @pytest.mark.slow

@@ -24,6 +24,9 @@ from ._monitor_figure import MonitorFigure, snapshot
 from ._monitor_renderer import start as start_renderer_process
 
 
+IDLE_S = 1.0   # the helper thread ends after this long without a request
+
+
 class _Renderer:
     """The child process and its pipes; or, if it cannot start, an in-process figure."""
 
@@ -86,6 +89,8 @@ class MonitorPlot(QLabel):
         self._latent = None                     # latent coordinates not yet sent to the renderer
         self._theme = None                      # napari's theme colours not yet sent to the renderer
         self._busy = False
+        self._wake = threading.Condition(self._lock)   # a request for the helper thread
+        self._helper: threading.Thread | None = None
         self._sent = (None, None)                # the latent and theme the renderer holds (to give a new one)
         self._renderer: _Renderer | None = None
         self.last_snapshot: dict | None = None  # what the figure shows now
@@ -133,12 +138,16 @@ class MonitorPlot(QLabel):
         return True
 
     def _request(self, snap: dict) -> None:
+        """Hand ``snap`` to the helper thread, started once: starting a thread per request made the GUI thread
+        wait until the new thread held the GIL, which the training worker holds (10-30 ms a step, measured)."""
         with self._lock:
-            start = not self._busy
             self._pending = snap
             self._busy = True
+            self._wake.notify()
+            start, self._helper = self._helper is None, self._helper or threading.Thread(
+                target=self._render_loop, name="hae-monitor-render", daemon=True)
         if start:
-            threading.Thread(target=self._render_loop, name="hae-monitor-render", daemon=True).start()
+            self._helper.start()
 
     # -- helper thread ------------------------------------------------------------------------------------------
     def _render_loop(self):
@@ -146,13 +155,16 @@ class MonitorPlot(QLabel):
         alive = self._alive
         while alive[0]:
             with self._lock:
+                idle_until = time.perf_counter() + IDLE_S
+                while self._pending is None:   # what else arrives meanwhile goes with the next drawing
+                    self._busy = False
+                    self._wake.wait(0.2)
+                    if not alive[0] or (self._pending is None and time.perf_counter() > idle_until):
+                        self._helper = None   # a run's steps come more often: between runs, no thread
+                        return
                 snap, self._pending = self._pending, None
                 latent, self._latent = self._latent, None
                 theme, self._theme = self._theme, None
-                if snap is None:   # nothing to draw: what arrived meanwhile goes with the next drawing
-                    self._latent, self._theme = latent, theme
-                    self._busy = False
-                    return
             try:
                 with self._call_lock:
                     if latent is not None:
@@ -182,6 +194,7 @@ class MonitorPlot(QLabel):
                 break
         with self._lock:
             self._busy = False
+            self._helper = None
 
     def _fall_back(self, renderer: _Renderer, exc: Exception) -> _Renderer:
         """The renderer process failed (a broken pipe, a crash): the monitors are drawn in this process instead

@@ -14,6 +14,7 @@ from ..core.errors import HAEInputError
 from ..core.targets.suggest import band_units, fallback_target, suggest_target
 from .data_panel import FROM_FILE
 from .layer_view import OBJECTS, SCAN_LAYERS, SEEDS
+from .turns import one_per_turn
 
 
 class DatasetSwitch:
@@ -56,6 +57,9 @@ class DatasetSwitch:
         self.view.ensure_input_layers(layer, data.scan_shape, self.run_panel.object_mode.value,
                                       self.interventions.objects_changed)
         objects = self.viewer.layers[OBJECTS]
+        # the run's layers, made now (hidden) rather than in the run's first seconds
+        one_per_turn(self.view.output_layer_steps(self.view.geometry(layer), data.scan_shape, in_advance=True),
+                     self.viewer)
         self.interventions.track_shapes()
         self.spectra.show_mean()
         if self.spectra.on_click not in self.viewer.mouse_drag_callbacks:

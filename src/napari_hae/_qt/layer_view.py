@@ -3,6 +3,9 @@ objects drawn by the user, and the Pareto set. Pure drawing: it reads a RunView 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import numpy as np
 
 SEEDS = "hAE seeds"
@@ -23,8 +26,9 @@ class LayerView:
     def __init__(self, viewer):
         self.viewer = viewer
         self._auto_limits: dict[str, tuple] = {}   # the contrast limits last set here, per map layer
-        self._pending: dict[str, tuple] = {}       # the latest map of a hidden map layer: (key, map)
-        self._watching: set[int] = set()           # map layers whose visibility is watched for that
+        self._pending: dict[str, Callable] = {}    # the latest drawing for a hidden layer, done when it is shown
+        self._watching: set[int] = set()           # layers whose visibility is watched for that
+        self._unrevealed: set[str] = set()          # made hidden in advance, shown when a run first draws
 
     def _layer(self, name):
         return self.viewer.layers[name] if name in self.viewer.layers else None
@@ -95,24 +99,38 @@ class LayerView:
         for step in self.output_layer_steps(geo, scan_shape):
             step()
 
-    def output_layer_steps(self, geo: dict, scan_shape) -> list:
-        """:meth:`prepare_output_layers` as separate calls, one layer each, for separate event-loop turns."""
+    def output_layer_steps(self, geo: dict, scan_shape, in_advance: bool = False) -> list:
+        """:meth:`prepare_output_layers` as separate calls, one layer each, for separate event-loop turns.
+
+        ``in_advance`` (a dataset chosen, no run yet): the layers are made hidden, leaving the user's layer
+        selection as it was, and those a run shows are shown when a run or replay first draws into them
+        (:meth:`reveal`). napari takes 0.1-0.3 s to make each (its layer controls): a pause when the data opens,
+        not five during the run's first seconds."""
         ny, nx = scan_shape
         steps = []
 
-        def add(name, make):
+        def add(name, shown: bool, make):   # checked again when it runs: a step drawn meanwhile may have added it
+            def step():
+                if name in self.viewer.layers:
+                    return
+                keep = self.viewer.layers.selection.active
+                make(shown and not in_advance)
+                if in_advance:
+                    self._unrevealed |= {name} if shown else set()
+                    if keep is not None and keep in self.viewer.layers:
+                        self.viewer.layers.selection.active = keep
             if name not in self.viewer.layers:
-                steps.append(make)
+                steps.append(step)
 
         for key, (name, cmap) in MAPS.items():
-            add(name, lambda name=name, cmap=cmap, key=key: self.viewer.add_image(
+            add(name, key == "mean", lambda visible, name=name, cmap=cmap: self.viewer.add_image(
                 np.zeros((ny, nx), np.float32), name=name, colormap=cmap, opacity=0.7, blending="translucent",
-                visible=(key == "mean"), **geo))
-        add(VALUES, lambda: self.viewer.add_points(np.zeros((0, 2)), name=VALUES, size=max(ny, nx) / 40,
-                                                   symbol="square", border_width=0, visible=False,
-                                                   features={"value": np.zeros(0)}, **geo))
-        add(TRAJECTORY, lambda: self.viewer.add_points(
-            np.zeros((0, 2)), name=TRAJECTORY, size=max(ny, nx) / 60, border_color="white",
+                visible=visible, **geo))
+        add(VALUES, False, lambda visible: self.viewer.add_points(
+            np.zeros((0, 2)), name=VALUES, size=max(ny, nx) / 40, symbol="square", border_width=0, visible=visible,
+            features={"value": np.zeros(0)}, **geo))
+        add(TRAJECTORY, True, lambda visible: self.viewer.add_points(
+            np.zeros((0, 2)), name=TRAJECTORY, size=max(ny, nx) / 60, border_color="white", visible=visible,
             features={"step": np.zeros(0, int), "value": np.zeros(0), "kind": []}, **geo))
 
         def reset():
@@ -123,8 +141,16 @@ class LayerView:
                 if layer.name in SCAN_LAYERS:
                     layer.scale, layer.units = geo["scale"], geo["units"]
             self._auto_limits = {}   # a new run (or replay) starts with contrast fitted to its maps
+            self.reveal()
 
-        return [*steps, reset]
+        return steps if in_advance else [*steps, reset]
+
+    def reveal(self) -> None:
+        """Show the layers made in advance that a run shows (the mean map, the trajectory), once."""
+        for name in self._unrevealed:
+            if name in self.viewer.layers:
+                self.viewer.layers[name].visible = True
+        self._unrevealed = set()
 
     def show_maps(self, maps: dict) -> None:
         """Mean / std / acquisition maps into their layers (-inf acquisition: not available). A hidden layer
@@ -132,22 +158,48 @@ class LayerView:
         hidden by default."""
         for key, (name, _) in MAPS.items():
             m, layer = maps.get(key), self._layer(name)
-            if m is None or layer is None:
-                continue
-            if not layer.visible:
-                if id(layer) not in self._watching:
-                    self._watching.add(id(layer))
-                    layer.events.visible.connect(lambda e, name=name: self._show_pending(name))
-                self._pending[name] = (key, m)
-                continue
-            self._pending.pop(name, None)
-            self._set_map(key, name, layer, m)
+            if m is not None and layer is not None:
+                self._draw(layer, lambda key=key, name=name, layer=layer, m=m: self._set_map(key, name, layer, m))
+
+    def _draw(self, layer, draw: Callable[[], None]) -> None:
+        """``draw()`` now if ``layer`` is visible, else when it is next shown (only the latest drawing is kept):
+        napari refreshes a hidden layer's data, features and thumbnail as a shown one's, ~20 ms a layer a step."""
+        if layer.visible:
+            self._pending.pop(layer.name, None)
+            draw()
+            return
+        if id(layer) not in self._watching:
+            self._watching.add(id(layer))
+            layer.events.visible.connect(lambda e, name=layer.name: self._show_pending(name))
+        self._pending[layer.name] = draw
 
     def _show_pending(self, name: str) -> None:
         layer = self._layer(name)
         if layer is not None and layer.visible and name in self._pending:
-            key, m = self._pending.pop(name)
-            self._set_map(key, name, layer, m)
+            self._pending.pop(name)()
+
+    def _same_extent(self, layer, positions=None):
+        """A context in which setting ``layer``'s data does not make napari recompute the viewer's dimensions
+        from every layer (~9 ms a data event, two per points layer set: a third of a step's drawing), when the
+        new data lie inside the ranges the viewer has: a map of the scan's shape, or ``positions`` (scan pixels)
+        inside them. Otherwise (or if napari no longer has that callback) the usual recomputation."""
+        recompute = getattr(self.viewer, "_on_layers_change", None)
+        if recompute is None or not self._inside_ranges(layer, positions):
+            return contextlib.nullcontext()
+        return layer.events.data.blocker(recompute)
+
+    def _inside_ranges(self, layer, positions) -> bool:
+        ranges = self.viewer.dims.range
+        if len(ranges) != 2 or layer.ndim != 2:
+            return False
+        if positions is None:   # an image of the same shape: its extent does not change
+            return hasattr(layer.data, "shape")
+        pos = np.asarray(positions, dtype=float).reshape(-1, 2)
+        if not len(pos):
+            return True
+        world = pos * np.asarray(layer.scale) + np.asarray(layer.translate)
+        lo, hi = world.min(axis=0), world.max(axis=0)
+        return all(r.start <= a and b <= r.stop for r, a, b in zip(ranges, lo, hi))
 
     def _set_map(self, key: str, name: str, layer, m) -> None:
         m = np.asarray(m, dtype=np.float32)
@@ -156,7 +208,8 @@ class LayerView:
             m = np.where(finite, m, m[finite].min() if finite.any() else 0.0)
         set_before = self._auto_limits.get(name)
         user_set = set_before is not None and tuple(layer.contrast_limits) != set_before
-        layer.data = m
+        with self._same_extent(layer) if layer.data.shape == m.shape else contextlib.nullcontext():
+            layer.data = m
         if user_set:   # the user set the contrast (layer controls): it stays as they set it
             return
         lo, hi = float(m.min()), float(m.max())
@@ -171,7 +224,9 @@ class LayerView:
         if layer is None:
             return
         steps = np.asarray(point_steps)
-        layer.data = np.asarray(positions, dtype=float).reshape(-1, 2)
+        positions = np.asarray(positions, dtype=float).reshape(-1, 2)
+        with self._same_extent(layer, positions):
+            layer.data = positions
         layer.features = {"step": steps, "value": np.asarray(values), "kind": list(kinds)}
         if len(steps):
             cmap, lo, hi = TRAJECTORY_COLORS
@@ -182,7 +237,6 @@ class LayerView:
     def show_run(self, view, ref) -> None:
         """Trajectory, measured values under the current scalarizer, and the Pareto set, from a
         :class:`~napari_hae.core.run.results.RunView` (read-only: the run may go on meanwhile)."""
-        import matplotlib
 
         n = view.n_points
         pos = view.positions_array()
@@ -197,13 +251,19 @@ class LayerView:
             pl.data = pos_p.astype(float)
             pl.features = {f"objective_{i + 1}": vals_p[:, i] for i in range(vals_p.shape[1])}
         if (vl := self._layer(VALUES)) is not None and n:
-            # the scalarizer map of measured points, under the *current* scalarizer (re-computed after a change)
-            vals = np.asarray(view.current_values)
-            vl.data = pos.astype(float)
-            vl.features = {"value": vals}
-            finite = vals[np.isfinite(vals)]
-            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-            vl.face_color = matplotlib.colormaps["viridis"]((vals - lo) / (hi - lo if hi > lo else 1.0))
+            self._draw(vl, lambda: self._show_values(vl, pos, view.current_values))
+
+    def _show_values(self, layer, positions, values) -> None:
+        """The scalarizer map of measured points, under the *current* scalarizer (re-computed after a change)."""
+        import matplotlib
+
+        vals = np.asarray(values)
+        with self._same_extent(layer, positions):
+            layer.data = np.asarray(positions, dtype=float)
+        layer.features = {"value": vals}
+        finite = vals[np.isfinite(vals)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        layer.face_color = matplotlib.colormaps["viridis"]((vals - lo) / (hi - lo if hi > lo else 1.0))
 
     def show_manifold(self, manifold, units=("pixel", "pixel")) -> None:
         """The rVAE's decoded latent grid (not on the scan grid; ``units`` those of the other layers, else napari
