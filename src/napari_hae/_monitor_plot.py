@@ -23,7 +23,6 @@ from qtpy.QtWidgets import QLabel
 from ._monitor_figure import MonitorFigure, snapshot
 from ._monitor_renderer import start as start_renderer_process
 
-
 IDLE_S = 1.0   # the helper thread ends after this long without a request
 
 
