@@ -36,8 +36,29 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
     modules = dict.fromkeys(SUBCOMMANDS.values()) if wanted not in SUBCOMMANDS else {SUBCOMMANDS[wanted]: None}
     for name in modules:
-        importlib.import_module(f".{name}", __name__).add_parser(sub)
+        try:
+            importlib.import_module(f".{name}", __name__).add_parser(sub)
+        except ModuleNotFoundError as exc:   # a serve-only install (microscope PC): 'serve' works, the rest says why
+            if not exc.name or exc.name.split(".")[0] == __name__.split(".")[0]:
+                raise
+            for command in (c for c, m in SUBCOMMANDS.items() if m == name and c not in sub.choices):
+                _unavailable(sub, command, exc.name)
     return p
+
+
+def _unavailable(sub, command: str, missing: str) -> None:
+    """``command`` as a subcommand that says, when called, which package this install lacks for it."""
+    def refuse(args):
+        from ..core.errors import HAEInputError
+
+        raise HAEInputError(f"'napari-hae {command}' needs the package {missing!r}, which this install lacks (a "
+                            "serve-only install, as on a microscope PC, has numpy, scipy and pyzmq only).",
+                            "install napari-hae with its dependencies (pip install napari-hae), or run this "
+                            "command on the analysis PC.")
+
+    sp = sub.add_parser(command, help=f"(not in this install: needs {missing})", add_help=False)
+    # whatever options follow are this command's, which this install cannot read: all taken, refused as one
+    sp.parse_known_args = lambda args=None, namespace=None: (argparse.Namespace(func=refuse), [])
 
 
 def explicit_options(argv) -> set[str]:
