@@ -84,8 +84,9 @@ class StallSampler:
             key = (f"{Path(where.filename).name}:{where.lineno} {where.name}",
                    f"{Path(inner.filename).parent.name}/{Path(inner.filename).name}:{inner.lineno} {inner.name}")
             self.counts[key] += 1
+            depth = int(os.environ.get("HAE_STALL_DEPTH", 12))   # frames kept per sample
             self.episodes.setdefault(self.gaps._last, []).append((key, [f"{Path(f.filename).name}:{f.lineno} {f.name}"
-                                                                        for f in stack[-12:]]))
+                                                                        for f in stack[-depth:]]))
 
     def longest(self, n: int = 3) -> list[str]:
         """The ``n`` longest stalls, each with the stack sampled most often in it."""
@@ -108,17 +109,20 @@ class StallSampler:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--size", type=int, nargs=2, default=(1920, 1080), metavar=("W", "H"),
+                    help="the window's size (default 1920 1080; software OpenGL repaints in time ~ its area)")
     ap.add_argument("--stalls", action="store_true", help="sample the GUI thread's stack while it is stalled "
                                                           "(> 80 ms since the last tick) and print where")
     args = ap.parse_args()
     import napari
-    from make_screenshots import SAMPLE_MENU, click, menu, new_viewer, open_dock, run_until
+    from make_screenshots import SAMPLE_MENU, click, menu, new_viewer, open_dock, run_until, settle
     load = os.getloadavg() if os.name == "posix" else (float("nan"),) * 3   # Windows has no load average
     app = napari.qt.get_qapp()
-    viewer, win = new_viewer((1920, 1080))
+    viewer, win = new_viewer(tuple(args.size))
     menu(win, SAMPLE_MENU).trigger()
     w = open_dock(viewer, win)
     w.budget.value = args.steps
+    settle(app, 100)   # napari draws the image and the dock and makes the run's layers, before the user presses Start
     recorder = EventLoopGaps(10).start()
     sampler = StallSampler(recorder).start() if args.stalls else None
     t0 = time.perf_counter()
@@ -131,7 +135,8 @@ def main():
         print("the longest stalls:")
         print("\n".join(sampler.longest()))
     g = np.asarray(recorder.stop()) * 1000
-    out = {"load_avg_1_5_15": [round(x, 2) for x in load], "cpus": os.cpu_count(), "steps": w.experiment.step_index,
+    out = {"size": list(args.size),
+           "load_avg_1_5_15": [round(x, 2) for x in load], "cpus": os.cpu_count(), "steps": w.experiment.step_index,
            "wall_s": round(wall, 1), "ticks": len(g), "median_ms": round(float(np.median(g)), 1),
            "p99_ms": round(float(np.percentile(g, 99)), 1), "max_ms": round(float(g.max()), 1),
            "gaps_over_100ms": int((g > 100).sum()), "gaps_over_250ms": int((g > 250).sum())}
