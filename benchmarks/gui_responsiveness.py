@@ -106,16 +106,61 @@ class StallSampler:
                 self.counts.most_common(n)]
 
 
-def main():
+def _args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--size", type=int, nargs=2, default=(1920, 1080), metavar=("W", "H"),
                     help="the window's size (default 1920 1080; software OpenGL repaints in time ~ its area)")
     ap.add_argument("--stalls", action="store_true", help="sample the GUI thread's stack while it is stalled "
                                                           "(> 80 ms since the last tick) and print where")
-    args = ap.parse_args()
+    ap.add_argument("--open", metavar="FILE", help="open FILE in napari (as File > Open does) during the run, once "
+                                                   "a third of its steps are done")
+    ap.add_argument("--acquire", action="store_true", help="instead of a run: 'Acquire image' on nion-usim (the "
+                                                           "dock's microscope choice, its default field), measured "
+                                                           "until the image is shown")
+    return ap.parse_args()
+
+
+def _acquire(app, w):
+    """Choose nion-usim in the dock and press Acquire image; returns (wall s, what was measured)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from make_screenshots import click, run_until, settle
+
+    from qt_input import choose
+
+    choose(w.microscope_kind, "nion-usim")
+    settle(app, 50)
+    t0 = time.perf_counter()
+    click(w.acquire_btn)
+    run_until(app, lambda: w.status.value.startswith(("Acquired", "Could not")), 600)
+    return time.perf_counter() - t0, w.status.value.split(". ")[0]
+
+
+def _run(app, viewer, w, args):
+    """Start a run (Start button); with ``args.open``, open that file a third of the way. Returns (wall s, what)."""
+    from make_screenshots import click, run_until
+
+    t0, opened = time.perf_counter(), []
+
+    def open_file():
+        t = time.perf_counter()
+        viewer.open(args.open, plugin="napari-hae")
+        opened.append(time.perf_counter() - t)
+
+    click(w.start_btn)
+    if args.open:
+        run_until(app, lambda: w.experiment is not None and w.experiment.step_index >= args.steps // 3, 1800)
+        open_file()
+    run_until(app, lambda: w.experiment is not None and w.worker is None, 1800)
+    said = f"{w.experiment.step_index} steps" + (f", {Path(args.open).name} opened in {opened[0]:.2f} s (that "
+                                                 "call)" if opened else "")
+    return time.perf_counter() - t0, said
+
+
+def main():
+    args = _args()
     import napari
-    from make_screenshots import SAMPLE_MENU, click, menu, new_viewer, open_dock, run_until, settle
+    from make_screenshots import SAMPLE_MENU, menu, new_viewer, open_dock, settle
     load = os.getloadavg() if os.name == "posix" else (float("nan"),) * 3   # Windows has no load average
     app = napari.qt.get_qapp()
     viewer, win = new_viewer(tuple(args.size))
@@ -125,23 +170,20 @@ def main():
     settle(app, 100)   # napari draws the image and the dock and makes the run's layers, before the user presses Start
     recorder = EventLoopGaps(10).start()
     sampler = StallSampler(recorder).start() if args.stalls else None
-    t0 = time.perf_counter()
-    click(w.start_btn)
-    run_until(app, lambda: w.experiment is not None and w.worker is None, 1800)
-    wall = time.perf_counter() - t0
+    wall, said = _acquire(app, w) if args.acquire else _run(app, viewer, w, args)
     if sampler is not None:
         print("where the GUI thread was while stalled (sampled time, this package's innermost frame <- innermost):")
         print("\n".join(sampler.top()))
         print("the longest stalls:")
         print("\n".join(sampler.longest()))
     g = np.asarray(recorder.stop()) * 1000
-    out = {"size": list(args.size),
-           "load_avg_1_5_15": [round(x, 2) for x in load], "cpus": os.cpu_count(), "steps": w.experiment.step_index,
+    out = {"size": list(args.size), "during": "acquire" if args.acquire else "run" + (" + open" if args.open else ""),
+           "load_avg_1_5_15": [round(x, 2) for x in load], "cpus": os.cpu_count(), "what": said,
            "wall_s": round(wall, 1), "ticks": len(g), "median_ms": round(float(np.median(g)), 1),
            "p99_ms": round(float(np.percentile(g, 99)), 1), "max_ms": round(float(g.max()), 1),
            "gaps_over_100ms": int((g > 100).sum()), "gaps_over_250ms": int((g > 250).sum())}
-    print(f"load average before the run: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {os.cpu_count()} cores")
-    print(f"{out['steps']} steps in {wall:.0f} s; event-loop gaps: median {out['median_ms']} ms, 99th percentile "
+    print(f"load average before: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {os.cpu_count()} cores")
+    print(f"{said} in {wall:.0f} s; event-loop gaps: median {out['median_ms']} ms, 99th percentile "
           f"{out['p99_ms']} ms, worst {out['max_ms']} ms; {out['gaps_over_100ms']} over 100 ms, "
           f"{out['gaps_over_250ms']} over 250 ms")
     print(json.dumps(out))
