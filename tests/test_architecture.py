@@ -24,6 +24,7 @@ PKG = ROOT / "src" / "napari_hae"
 
 # -- one goal rule ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow   # fast tier: one of its longest (5-11 s: subprocess runs, six nion-usim images)
 def test_goal_min_summary_reports_the_minimum_and_the_bottom_one_percent(tmp_path):
     from napari_hae.cli import main
     from napari_hae.core.data.samples import load_sample
@@ -209,6 +210,7 @@ def test_entry_point_plugins_appear_in_the_dock(entry_point_plugin, make_napari_
     assert w.policy.policy() == {"name": "test_greedy", "params": {"greed": 1.5}}
 
 
+@pytest.mark.slow   # fast tier: one of its longest (5-11 s: subprocess runs, six nion-usim images)
 def test_an_entry_point_microscope_adapter_drives_a_run_and_is_rebuilt_on_resume(entry_point_plugin, tmp_path):
     from napari_hae.cli import main
     from napari_hae.cli.run import recorded_microscope

@@ -83,6 +83,7 @@ def test_a_recreated_instrument_gives_a_fresh_haadf_of_the_same_field(usim):
     assert not np.array_equal(a, b) and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.6
 
 
+@pytest.mark.slow   # fast tier: one of its longest (5-11 s: subprocess runs, six nion-usim images)
 def test_two_fresh_haadf_images_of_the_same_field_register_as_no_drift(usim):
     """CI failure: a resumed nion-usim run was refused as 'rotated by about 2 degrees'. Both images carry shot noise;
     a rotated (interpolated, so smoothed) copy of one correlated 0.024-0.026 better with the other than the copy
@@ -154,6 +155,7 @@ def test_a_killed_nion_run_resumes_on_a_fresh_haadf_registered_to_the_recorded_o
     assert np.array_equal(t.structural, before.structural)               # the run's frame stays the recorded one
 
 
+@pytest.mark.slow   # fast tier: one of its longest (5-11 s: subprocess runs, six nion-usim images)
 def test_a_refused_resume_releases_the_instrument_so_the_command_exits(tmp_path, monkeypatch):
     """CI failure: 'napari-hae run --resume' on nion-usim printed its refusal and then hung for 300 s: the instrument
     made for the resume was never closed, and its acquisition threads (not daemons) kept the process alive."""
