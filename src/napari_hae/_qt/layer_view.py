@@ -237,7 +237,6 @@ class LayerView:
     def show_run(self, view, ref) -> None:
         """Trajectory, measured values under the current scalarizer, and the Pareto set, from a
         :class:`~napari_hae.core.run.results.RunView` (read-only: the run may go on meanwhile)."""
-
         n = view.n_points
         pos = view.positions_array()
         self.show_points(pos, view.point_steps, view.values, view.kinds, view.budget)
