@@ -78,9 +78,10 @@ def assert_traces_equal(a, b):
     assert a.versions == b.versions
 
 
-def start_cli_run(folder, steps_before: int = 2, budget: int = 40):
+def start_cli_run(folder, steps_before: int = 2, budget: int = 400):
     """A ``napari-hae run`` process on the sample writing ``folder``, returned once its journal holds
-    ``steps_before`` policy steps (the process keeps running)."""
+    ``steps_before`` policy steps (the process keeps running: ``budget`` is far more steps than a test needs, so
+    that a loaded machine cannot finish the run before the test acts on it)."""
     import os
     import subprocess
     import sys

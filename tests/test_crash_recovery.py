@@ -94,7 +94,7 @@ def test_ctrl_c_on_the_cli_is_a_clean_stop(tmp_path):
     c = read_records(folder / "trace.journal")
     assert c.intact
     h5, journal = Trace.load(folder / "trace.h5"), Trace.load(folder / "trace.journal")
-    assert h5.positions == journal.positions and 2 <= h5.n_steps < 40
+    assert h5.positions == journal.positions and 2 <= h5.n_steps < 400
 
 
 def test_a_disk_too_small_for_the_run_is_refused_before_any_acquisition(small_sample, tmp_path, monkeypatch):

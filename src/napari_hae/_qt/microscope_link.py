@@ -126,6 +126,15 @@ class MicroscopeLink:
         self.on_change()
 
     def _connected(self, then, mic, live, error, data):
+        # the worker has returned: the connection is over now (its `finished` comes in a later event, and the
+        # buttons it re-enabled were still grey while the status already said "Acquired")
+        self.connecting = None
+        try:
+            self._use_connection(then, mic, live, error, data)
+        finally:
+            self.on_change()
+
+    def _use_connection(self, then, mic, live, error, data):
         if error is not None:
             self.cannot_start(error if isinstance(error, HAEInputError) else
                                f"connecting to the microscope failed ({type(error).__name__}: {error})")
