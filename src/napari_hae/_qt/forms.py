@@ -64,6 +64,17 @@ class _ExponentIntSpinBox(QLargeIntSpinBox):
         super().__init__(parent)
         self.lineEdit().setValidator(_IntValidator(self))
 
+    # When napari closes, Python may collect this box's wrapper (its attributes cleared) while Qt still sends the
+    # focused box its focus-out and close events: superqt's handlers then raised AttributeError ('_pending_emit')
+    # into Qt's event loop. With no attributes left there is nothing to commit.
+    def focusOutEvent(self, e) -> None:
+        if "_pending_emit" in self.__dict__:
+            super().focusOutEvent(e)
+
+    def closeEvent(self, e) -> None:
+        if "_pending_emit" in self.__dict__:
+            super().closeEvent(e)
+
     def _interpret(self, policy):
         text = self.lineEdit().displayText() or str(self._value)
         try:
