@@ -41,6 +41,7 @@ def test_the_baselines_count_measurements_to_the_first_top_position():
     image[7, 2] = 95.5                                                 # fifth brightest: 99, 98, 97, 96, 95.5
     b = baselines(image, truth, budget=9)
     assert b["brightness"] == 5 and b["random_median"] == 50
+    assert b["darkness"] == 100 - 5 + 1                                # from the darkest: 0, 1, ... 94, 95.5
     assert b["grid_points"] == 9 and b["grid"] == 7                    # rows and columns 2, 4, 7: (7, 2) is 7th
     assert measurements_to_top([(0, 0), (7, 2), (7, 2)], truth) == 2 and measurements_to_top([(0, 0)], truth) is None
     truth[7, 2], truth[5, 5] = 0.0, 5.0                                # between the grid's points

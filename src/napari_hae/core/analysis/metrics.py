@@ -53,8 +53,10 @@ def measurements_to_top(positions, truth: np.ndarray, q: float = 0.01) -> int | 
 def baselines(structural: np.ndarray, truth: np.ndarray, budget: int, q: float = 0.01) -> dict:
     """Measurements to the first top-q position by the rules a microscopist would use without a model, counted as
     :func:`measurements_to_top`: ``brightness`` (positions in order of the structural image's brightness),
-    ``brightness_smoothed`` (after a Gaussian of 1 px), ``random_median`` (exact median of random sampling), and
-    ``grid`` (a regular grid of ``budget`` points at equal dose, in raster order; None if none of them hits)."""
+    ``brightness_smoothed`` (after a Gaussian of 1 px), ``darkness`` and ``darkness_smoothed`` (the same from the
+    darkest: a target the image shows dim, e.g. a lighter phase or the support), ``random_median`` (exact median of
+    random sampling), and ``grid`` (a regular grid of ``budget`` points at equal dose, in raster order; None if none
+    of them hits)."""
     from scipy.ndimage import gaussian_filter
 
     ny, nx = np.shape(truth)
@@ -69,8 +71,10 @@ def baselines(structural: np.ndarray, truth: np.ndarray, budget: int, q: float =
     ys = np.linspace(0, ny - 1, rows + 2)[1:-1].round().astype(int) if rows < ny else np.arange(ny)
     xs = np.linspace(0, nx - 1, k + 2)[1:-1].round().astype(int) if k < nx else np.arange(nx)
     grid = [(y, x) for y in ys for x in xs]
-    return {"brightness": ranked(structural),
-            "brightness_smoothed": ranked(gaussian_filter(np.asarray(structural, float), 1.0, mode="nearest")),
+    image = np.asarray(structural, dtype=np.float64)
+    smoothed = gaussian_filter(image, 1.0, mode="nearest")
+    return {"brightness": ranked(image), "brightness_smoothed": ranked(smoothed),
+            "darkness": ranked(-image), "darkness_smoothed": ranked(-smoothed),
             "random_median": random_median_steps(ny * nx, int(mask.sum())),
             "grid": measurements_to_top(grid, truth, q), "grid_points": len(grid)}
 
