@@ -304,12 +304,6 @@ class RunSession:
                           Scalarizer.from_dict(dict(view.scalarizer_spec)))
         self.update_buttons()
 
-    def warn(self, res, view):
-        """Say on the status line what :class:`RunWarnings` finds in this step's results."""
-        msg = self.warnings.check(res, view)
-        if msg is not None:
-            self.status.value = msg
-
     def on_error(self, exc):
         self.experiment.close()   # the journal holds everything measured; close it cleanly
         self.run_phase = "stopped"
