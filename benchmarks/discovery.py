@@ -11,7 +11,8 @@ steps to the first top-1% and top-0.1% position, "stuck" = no top-1% pick within
 true maximum after 30 and 60 steps, and at n = 20, 50, 100 measured points the RMSE and the 1/2-sigma coverage of
 the model's predictive distribution (latent std and the fitted observation noise together, as the calibration
 monitor uses it; the central 68% / 95% intervals, on the model's log scale where it warps) on all unmeasured
-positions and on the unmeasured top-1% positions. "raster picks" counts policy
+positions, on the unmeasured top-1% positions, and by region: where the structural image shows features (above
+Otsu's threshold) and the background. "raster picks" counts policy
 picks decided among more than one position with the same acquisition score (a degenerate, all-equal map).
 
 Tasks (``--tasks``, alias ``--datasets``): a dataset and a physics target on it; besides each dataset's first
@@ -111,6 +112,17 @@ def _coverage(mean, z, truth, mask):
             "cov1": float(np.mean(z <= 1)), "cov2": float(np.mean(z <= 2))}
 
 
+def _features(structural) -> np.ndarray:
+    """Where the structural image shows something (particles, film): above Otsu's threshold of the image smoothed by
+    1 px; the rest is the background, where a map's positions are mostly empty and an honest model's intervals say
+    little about the features."""
+    from scipy.ndimage import gaussian_filter
+    from skimage.filters import threshold_otsu
+
+    smooth = gaussian_filter(np.asarray(structural, dtype=np.float64), 1.0, mode="nearest")
+    return smooth > threshold_otsu(smooth)
+
+
 def run_one(job: dict) -> dict:
     """One run of the default experiment on ``job``'s dataset with ``job``'s policy and seed."""
     from napari_hae.core.analysis.metrics import measurements_to_top, random_median_steps, steps_to_top, top_mask
@@ -132,6 +144,7 @@ def run_one(job: dict) -> dict:
     exp = Experiment(SimulatedMicroscope(data, seed=job["seed"]), settings)
     truth = np.asarray(data.scalarize(exp.scalarizer), dtype=float)
     top1 = top_mask(truth, 0.01).ravel()
+    features = _features(data.structural).ravel()
     flat_truth = truth.ravel()
     h = ds["patch"] // 2
     inner = np.zeros(truth.shape, bool)
@@ -150,7 +163,9 @@ def run_one(job: dict) -> dict:
             # the step's predictive distribution (the model is refitted only at the next step): z on its own scale
             z = exp.model.posterior(exp.patches).z_scores(exp.objective.sign * flat_truth)
             cal[n_train] = {"all": _coverage(res.mean.ravel(), z, flat_truth, ~measured),
-                            "top1": _coverage(res.mean.ravel(), z, flat_truth, ~measured & top1)}
+                            "top1": _coverage(res.mean.ravel(), z, flat_truth, ~measured & top1),
+                            "features": _coverage(res.mean.ravel(), z, flat_truth, ~measured & features),
+                            "background": _coverage(res.mean.ravel(), z, flat_truth, ~measured & ~features)}
     tr = exp.trace
     exp.close()
     pos, kinds = tr.positions_array(), tr.kinds
@@ -229,7 +244,7 @@ def summarise(rows: list[dict], steps: int) -> dict:
         cs = [r["calibration"][n] for r in rows if n in r["calibration"]]
         if cs:
             out[f"n{n}"] = {f"{where}_{k}": float(np.nanmean([c[where][k] for c in cs]))
-                            for where in ("all", "top1") for k in ("rmse", "cov1", "cov2")}
+                            for where in ("all", "top1", "features", "background") for k in ("rmse", "cov1", "cov2")}
     return out
 
 
@@ -271,7 +286,9 @@ def task_summary(d: str, result: dict, steps: int) -> dict:
             "baselines": {k: (None if v == float("inf") else v) for k, v in baselines.items()}, "best_baseline": best,
             "model_within_half_best": model["median_measurements_to_top1"] <= best / 2,
             "model_within_2x_plus_5": model["median_measurements_to_top1"] <= 2 * best + 5,
-            "coverage_1sigma_unmeasured": model.get("n50", {}).get("all_cov1")}
+            "coverage_1sigma_unmeasured": model.get("n50", {}).get("all_cov1"),
+            "coverage_1sigma_by_region": {where: model.get("n50", {}).get(f"{where}_cov1")
+                                          for where in ("features", "background", "top1")}}
 
 
 def main(argv=None):
@@ -359,7 +376,8 @@ def main(argv=None):
     for t in result["tasks"]:
         print(f"task {t['name']} ({t['what']}): {'hard' if t['hard'] else 'easy'}; model {t['model_median']:.1f} "
               f"measurements, best baseline {t['best_baseline']:.1f}; within half of it: {t['model_within_half_best']}"
-              f"; 1-sigma coverage of unmeasured positions at 50 points {t['coverage_1sigma_unmeasured']}")
+              f"; 1-sigma coverage of unmeasured positions at 50 points {t['coverage_1sigma_unmeasured']} (by region: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in t["coverage_1sigma_by_region"].items() if v is not None) + ")")
     first = result["datasets"][a.datasets[0]]
     main_pol = "default" if "default" in first else next(iter(first))
     m = first[main_pol]
