@@ -33,7 +33,7 @@ def test_acquire_image_then_start_runs_on_the_live_instrument(make_napari_viewer
     monkeypatch.setattr(nion.NionMicroscope, "structural_image", structural_image)
     # the worker's `finished` arrives in an event after its result: the buttons must not wait for it (they were
     # grey while the status said "Acquired"; CI clicked then)
-    monkeypatch.setattr("napari_hae._qt.microscope_link.MicroscopeLink._connect_done", lambda self: None)
+    monkeypatch.setattr("napari_hae._qt.microscope_link.MicroscopeLink._connect_done", lambda self, worker: None)
     viewer, w = open_dock(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path)
     assert w.acquire_btn.native.isHidden()                             # the simulator replays the open data
     choose(w.microscope_kind, "nion-usim")

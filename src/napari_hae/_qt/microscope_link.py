@@ -4,6 +4,7 @@ selected layer's grid."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 from napari.qt.threading import create_worker
@@ -119,7 +120,8 @@ class MicroscopeLink:
         worker = create_worker(connect)
         self.connecting = worker
         worker.returned.connect(lambda result: self._connected(then, *result, data))
-        worker.finished.connect(self._connect_done)
+        ref = weakref.ref(worker)   # (the worker's own signal holding it would keep it alive)
+        worker.finished.connect(lambda: self._connect_done(ref()))
         wait = f" (up to {params['timeout']} s)" if "timeout" in params else ""
         self.status.value = f"Connecting to the {name} microscope{wait}; napari stays usable meanwhile..."
         worker.start()
@@ -147,8 +149,9 @@ class MicroscopeLink:
             close_microscope(mic)
             self.cannot_start(exc)
 
-    def _connect_done(self):
-        self.connecting = None
+    def _connect_done(self, worker):
+        if self.connecting is worker:   # (a connection its result started meanwhile is not this one)
+            self.connecting = None
         self.on_change()
 
 
