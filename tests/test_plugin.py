@@ -495,7 +495,8 @@ def test_gui_soak_200_steps_leaks_no_layers_or_threads(viewer_widget, qtbot):
     w.budget.value = 200
     before = {t.name for t in threading.enumerate()}
     w.start()
-    qtbot.waitUntil(lambda: w.experiment.step_index >= 1, timeout=TIMEOUT)
+    # the run's layers are made one per event-loop turn: under load the first step came before the last of them
+    qtbot.waitUntil(lambda: w.experiment.step_index >= 1 and w.view.has_output_layers(), timeout=TIMEOUT)
     layers_during = [layer.name for layer in viewer.layers]
     _run_to_end(w, qtbot)
     assert w.experiment.done and len(viewer.layers[TRAJECTORY].data) == 210
