@@ -15,7 +15,6 @@ from gui_responsiveness import EventLoopGaps  # noqa: E402,F401  (the benchmark'
 def open_dock(make_napari_viewer, data, qtbot, monkeypatch, tmp_path, fast_model: bool = True):
     """A shown napari window with ``data`` opened and the hAE dock (runs journaled under tmp_path)."""
     from napari_hae._layers import dataset_layer_data
-    from napari_hae._qt.layer_view import TRAJECTORY
     from napari_hae._widget import HAEWidget
 
     monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
@@ -28,7 +27,7 @@ def open_dock(make_napari_viewer, data, qtbot, monkeypatch, tmp_path, fast_model
         w.fit_iterations, w.fit_iterations_first, w.model_params = 10, 60, {"hidden": [32, 16]}
     qtbot.waitExposed(viewer.window._qt_window)
     # as a user finds it: the run's layers, made one per event-loop turn once a dataset is chosen, are there
-    qtbot.waitUntil(lambda: TRAJECTORY in viewer.layers, timeout=20_000)
+    qtbot.waitUntil(w.view.has_output_layers, timeout=20_000)
     return viewer, w
 
 
