@@ -143,6 +143,44 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=problem))
 
 
+def _gl_answer_cached():
+    """napari's cached answer to 'which OpenGL extensions?' in this process: None if not asked yet, '' if the query
+    had no context (napari caches that too)."""
+    from napari._vispy.utils import gl
+
+    if gl.get_gl_extensions.cache_info().currsize == 0:
+        return None
+    return gl.get_gl_extensions() or ""
+
+
+def _forget_gl_answers():
+    from napari._vispy.utils import gl
+
+    gl.get_gl_extensions.cache_clear()
+    gl.get_max_texture_sizes.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _opengl_in_this_process(request):
+    """napari asks OpenGL for its extensions and texture sizes once per process and caches the answers
+    (``lru_cache``), even an empty one from a moment without a context; every later image layer of the process then
+    failed ('texture_float' not in None): one worker's cascade under load. So: ask before the first viewer, with no
+    canvas open (skip with the reason if OpenGL does not answer), and forget an empty answer after each GUI test."""
+    if "make_napari_viewer" not in request.fixturenames:
+        yield
+        return
+    if _gl_answer_cached() is None:
+        from napari._vispy.utils import gl
+
+        if not gl.get_gl_extensions():
+            _forget_gl_answers()
+            pytest.skip("this test process got no OpenGL context for napari's canvas (no GL extensions answered)")
+        gl.get_max_texture_sizes()
+    yield
+    if _gl_answer_cached() == "":
+        _forget_gl_answers()
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     """napari's viewer fixture reads ``rep_call`` in its teardown, which a test that skipped or errored in setup
