@@ -95,9 +95,10 @@ def test_calibration_is_in_the_trace_summary_and_report(small_sample, tmp_path):
 @pytest.mark.slow
 def test_the_stuck_run_of_the_issue_is_flagged_and_the_readme_run_is_not(tmp_path):
     """The README demo as the issue measured it (its defaults then: UCB beta 4, warm start with 30 iterations;
-    seed 0, 2 torch threads): stuck at 40% of the maximum, flagged by the calibration monitor and the stuck-run
-    detector. The README demo with today's defaults (log EI, a cold restart every step) reaches the top 1% and is
-    not flagged."""
+    2 torch threads): stuck at 40% of the maximum, flagged by the calibration monitor and the stuck-run detector.
+    The README demo with today's defaults (log EI, a cold restart every step) reaches the top 1% and is not
+    flagged. The issue's run was seed 0; since the fit trains on a plain-torch loss (gpytorch's value to 1e-6, other
+    float rounding) seed 0's trajectory goes elsewhere, and seed 2 is that stuck run (40.7%, 22 stuck steps)."""
     import json
 
     from napari_hae.cli import main
@@ -105,7 +106,7 @@ def test_the_stuck_run_of_the_issue_is_flagged_and_the_readme_run_is_not(tmp_pat
     assert main(["run", "--sample", "nanoparticles", "--steps", "60", "--policy", "ucb", "--beta", "4",
                  "--model-param", "threads=2", "--model-param", "restart=warm", "--model-param", "warp=none",
                  "--model-param", "kernel=rbf",
-                 "--fit-iterations", "30",
+                 "--fit-iterations", "30", "--random-seed", "2",
                  "--out", str(tmp_path / "then"), "-q"]) == 0
     s = json.loads((tmp_path / "then" / "summary.json").read_text())
     assert s["steps_to_top1pct"] is None and s["best_fraction_of_truth_best"] < 0.5      # the stuck run
