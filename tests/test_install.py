@@ -7,6 +7,7 @@ No network at test time: numpy, scipy and pyzmq are the very files of this envir
 RECORD into a local folder pip installs them from, as wheels would be), the wheel is built without build isolation.
 """
 
+import email
 import importlib.metadata as md
 import json
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -48,14 +50,20 @@ def _copy_distribution(name: str, site: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def microscope_pc(tmp_path_factory):
-    """A fresh environment holding the checkout's wheel and numpy, scipy, pyzmq only."""
-    tmp = tmp_path_factory.mktemp("microscope_pc")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel built from this checkout (no build isolation: no network)."""
+    out = tmp_path_factory.mktemp("wheels")
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp / "wheels"), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=300)
     if built.returncode:
         pytest.fail(f"the wheel did not build: {built.stderr[-2000:]}")
-    wheel = next((tmp / "wheels").glob("napari_hae-*.whl"))
+    return next(out.glob("napari_hae-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def microscope_pc(tmp_path_factory, wheel):
+    """A fresh environment holding the checkout's wheel and numpy, scipy, pyzmq only."""
+    tmp = tmp_path_factory.mktemp("microscope_pc")
     env = tmp / "env"
     venv.EnvBuilder(with_pip=False, clear=True).create(env)
     py = _venv_python(env)
@@ -68,6 +76,47 @@ def microscope_pc(tmp_path_factory):
                               "--no-index", "-q", str(wheel)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-2000:]
     return env
+
+
+def _wheel_metadata(wheel: Path) -> tuple[email.message.Message, set[str]]:
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        return email.message_from_bytes(z.read(meta)), set(z.namelist())
+
+
+def test_the_wheel_carries_its_licence_and_the_hubs_links(wheel):
+    """The hub shows a plugin's licence and its source, issue and documentation links from the package metadata;
+    the wheel had no licence file and no Project-URL."""
+    meta, names = _wheel_metadata(wheel)
+    assert meta["License-Expression"] == "BSD-3-Clause"
+    assert meta["License-File"] == "LICENSE" and any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
+    source = urls["Source Code"]
+    assert source.startswith("https://") and set(urls) == {"Source Code", "Bug Tracker", "User Support",
+                                                           "Documentation"}
+    assert all(u.startswith(source) for u in urls.values()), urls
+    assert "Framework :: napari" in meta.get_all("Classifier")
+
+
+def test_every_link_of_the_readme_is_absolute_and_names_a_file_of_this_checkout(wheel):
+    """README is the page on PyPI and on the napari hub, where a relative link or image is broken. Each link into
+    the project is absolute under the Source Code address and names a file that exists here (the hub resolves
+    nothing else)."""
+    meta, _ = _wheel_metadata(wheel)
+    source = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))["Source Code"]
+    raw = source.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/"
+    readme = meta.get_payload()
+    assert readme.strip() == (ROOT / "README.md").read_text(encoding="utf-8").strip()
+    targets = re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", readme)
+    assert len(targets) >= 10
+    relative = [t for t in targets if not re.match(r"(https?:|#)", t)]
+    assert relative == []
+    ours = [t for t in targets if t.startswith((source, raw))]
+    assert len(ours) >= 10
+    for t in ours:
+        path = t.split("#")[0].removeprefix(raw).removeprefix(source + "/blob/main/").removeprefix(
+            source + "/tree/main/")
+        assert (ROOT / path).exists(), f"README links to {t}, but {path} is not in the checkout"
 
 
 def _installed(env: Path) -> set[str]:
