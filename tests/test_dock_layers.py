@@ -176,6 +176,29 @@ def test_a_steps_drawing_leaves_the_viewers_dimensions_alone_and_hidden_layers_w
     assert vl.features["value"].tolist() == [5.0, 7.0]
 
 
+def test_a_run_on_layers_already_on_the_datas_scale_does_not_set_their_scale_again(make_napari_viewer,
+                                                                                   small_sample):
+    """Issue 28 (freezes): a run's start set every hAE layer's scale and units, already the data's, and napari redid
+    its layer list and the viewer's dimensions for each (the 190 ms stall at Start in the --stalls profile). Only a
+    layer not on the data's scale is moved."""
+    from napari_hae._qt.layer_view import LayerView
+
+    viewer = make_napari_viewer()
+    ref = _open(viewer, small_sample)
+    view = LayerView(viewer)
+    geo = view.geometry(ref)
+    view.prepare_output_layers(geo, small_sample.scan_shape)
+    moved = []
+    for layer in viewer.layers:
+        layer.events.scale.connect(lambda e, name=layer.name: moved.append(name))
+    view.prepare_output_layers(geo, small_sample.scan_shape)   # a second run on the same data
+    assert moved == []
+    viewer.layers[TRAJECTORY].scale = (2.0, 2.0)
+    moved.clear()
+    view.prepare_output_layers(geo, small_sample.scan_shape)
+    assert moved == [TRAJECTORY] and tuple(viewer.layers[TRAJECTORY].scale) == geo["scale"]
+
+
 def test_the_runs_layers_are_made_hidden_when_the_data_opens_and_shown_by_the_first_run(make_napari_viewer,
                                                                                           small_sample, qtbot,
                                                                                           monkeypatch, tmp_path):

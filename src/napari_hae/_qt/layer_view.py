@@ -41,7 +41,13 @@ class LayerView:
 
     def follow(self, ref) -> list[str]:
         """Put every existing hAE layer on ``ref``'s scale and units; the names of those that moved."""
-        geo, moved = self.geometry(ref), []
+        return self._place(self.geometry(ref))
+
+    def _place(self, geo: dict) -> list[str]:
+        """Put every hAE layer not already there on scale and units ``geo``; the names of those that moved (setting
+        a layer's scale to the one it has still makes napari redo the layer list and the viewer's dimensions: ~0.2
+        s at a run's start for the six layers)."""
+        moved = []
         for layer in self.viewer.layers:
             if layer.name in SCAN_LAYERS and (tuple(layer.scale) != geo["scale"]
                                                   or tuple(map(str, layer.units)) != geo["units"]):
@@ -137,9 +143,7 @@ class LayerView:
             for name, _ in MAPS.values():
                 if name in self.viewer.layers and self.viewer.layers[name].data.shape != (ny, nx):
                     self.viewer.layers[name].data = np.zeros((ny, nx), np.float32)
-            for layer in self.viewer.layers:
-                if layer.name in SCAN_LAYERS:
-                    layer.scale, layer.units = geo["scale"], geo["units"]
+            self._place(geo)
             self._auto_limits = {}   # a new run (or replay) starts with contrast fitted to its maps
             self.reveal()
 
