@@ -25,7 +25,8 @@ class EventLoopGaps:
 
     def __init__(self, period_ms: int = 10):
         self.gaps: list[float] = []
-        self._last = time.perf_counter()
+        self.ends: list[float] = []
+        self._last = self._t0 = time.perf_counter()
         from qtpy.QtCore import QTimer
 
         self._timer = QTimer()
@@ -35,11 +36,13 @@ class EventLoopGaps:
     def _tick(self):
         now = time.perf_counter()
         self.gaps.append(now - self._last)
+        self.ends.append(now - self._t0)
         self._last = now
 
     def start(self):
         self.gaps.clear()
-        self._last = time.perf_counter()
+        self.ends = []   # when each gap ended, s since start: where in the run the worst ones fall
+        self._last = self._t0 = time.perf_counter()
         self._timer.start(self._period)
         return self
 
@@ -177,15 +180,19 @@ def main():
         print("the longest stalls:")
         print("\n".join(sampler.longest()))
     g = np.asarray(recorder.stop()) * 1000
+    worst = np.argsort(g)[::-1][:5]
     out = {"size": list(args.size), "during": "acquire" if args.acquire else "run" + (" + open" if args.open else ""),
            "load_avg_1_5_15": [round(x, 2) for x in load], "cpus": os.cpu_count(), "what": said,
            "wall_s": round(wall, 1), "ticks": len(g), "median_ms": round(float(np.median(g)), 1),
            "p99_ms": round(float(np.percentile(g, 99)), 1), "max_ms": round(float(g.max()), 1),
-           "gaps_over_100ms": int((g > 100).sum()), "gaps_over_250ms": int((g > 250).sum())}
+           "gaps_over_100ms": int((g > 100).sum()), "gaps_over_250ms": int((g > 250).sum()),
+           "worst_ms_at_s": [[round(float(g[i]), 1), round(recorder.ends[i] - g[i] / 1000, 2)] for i in worst]}
     print(f"load average before: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {os.cpu_count()} cores")
     print(f"{said} in {wall:.0f} s; event-loop gaps: median {out['median_ms']} ms, 99th percentile "
           f"{out['p99_ms']} ms, worst {out['max_ms']} ms; {out['gaps_over_100ms']} over 100 ms, "
           f"{out['gaps_over_250ms']} over 250 ms")
+    print("the five worst gaps (ms, began s after the start):",
+          ", ".join(f"{ms:.0f} at {at:.2f}" for ms, at in out["worst_ms_at_s"]))
     print(json.dumps(out))
     viewer.close()
 
