@@ -199,6 +199,36 @@ def test_a_run_on_layers_already_on_the_datas_scale_does_not_set_their_scale_aga
     assert moved == [TRAJECTORY] and tuple(viewer.layers[TRAJECTORY].scale) == geo["scale"]
 
 
+def test_a_contrast_set_before_the_runs_queued_layer_steps_end_stays(make_napari_viewer, small_sample):
+    """Issue 28 (contrast survives): a run's layer steps run one per event-loop turn, and their last one forgot the
+    contrast the dock had set. A fast run could draw, be paused and have its contrast set by the user before that
+    step ran (`test_the_contrast_the_user_set_stays` failed under load): the contrast of a new run is forgotten when
+    it starts (new_run), not in a queued step; a layer made again (deleted mid-run) gets fitted contrast."""
+    from napari_hae._qt.layer_view import LayerView
+
+    viewer = make_napari_viewer()
+    ref = _open(viewer, small_sample)
+    view = LayerView(viewer)
+    geo, shape = view.geometry(ref), small_sample.scan_shape
+    view.prepare_output_layers(geo, shape)
+    view.new_run()
+    queued = view.output_layer_steps(geo, shape)                 # the run's steps, not yet run
+    mean = viewer.layers[MAPS["mean"][0]]
+    view.show_maps({"mean": np.arange(shape[0] * shape[1], dtype=np.float32).reshape(shape)})
+    mean.contrast_limits = (1.0, 2.0)                            # the user, as the layer controls set it
+    for step in queued:
+        step()
+    view.show_maps({"mean": np.ones(shape, np.float32) * 7})
+    assert tuple(mean.contrast_limits) == (1.0, 2.0)
+    view.new_run()                                               # the next run: fitted again
+    view.show_maps({"mean": np.arange(shape[0] * shape[1], dtype=np.float32).reshape(shape)})
+    assert tuple(mean.contrast_limits) == (0.0, shape[0] * shape[1] - 1.0)
+    viewer.layers.remove(mean)                                   # deleted mid-run: comes back fitted
+    view.prepare_output_layers(geo, shape)
+    view.show_maps({"mean": np.full(shape, 3.0, np.float32) + np.eye(*shape, dtype=np.float32)})
+    assert tuple(viewer.layers[MAPS["mean"][0]].contrast_limits) == (3.0, 4.0)
+
+
 def test_the_runs_layers_are_made_hidden_when_the_data_opens_and_shown_by_the_first_run(make_napari_viewer,
                                                                                           small_sample, qtbot,
                                                                                           monkeypatch, tmp_path):
@@ -215,7 +245,14 @@ def test_the_runs_layers_are_made_hidden_when_the_data_opens_and_shown_by_the_fi
     names = [MAPS[k][0] for k in ("mean", "std", "acq")] + [VALUES, TRAJECTORY]
     active = viewer.layers.selection.active
     qtbot.waitUntil(lambda: all(n in viewer.layers for n in names), timeout=10_000)
+    # drawn once, transparent, so that vispy builds their shaders now, not in the run's first frame
+    qtbot.waitUntil(lambda: w.view.settling, timeout=5_000)
+    seen = {}
+    qtbot.waitUntil(lambda: seen.update({n: (viewer.layers[n].visible, viewer.layers[n].opacity) for n in names
+                                         if viewer.layers[n].visible}) or not w.view.settling, timeout=10_000)
+    assert set(seen) == {MAPS["mean"][0], TRAJECTORY} and all(op == 0.0 for _, op in seen.values()), seen
     assert not any(viewer.layers[n].visible for n in names)
+    assert viewer.layers[MAPS["mean"][0]].opacity == 0.7 and viewer.layers[TRAJECTORY].opacity == 1.0
     assert viewer.layers.selection.active is active
     w.budget.value = 1
     QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)

@@ -19,6 +19,7 @@ OBJECT_COLORS = {"visit": "lime", "avoid": "red"}
 # the trajectory's step colours: plasma's middle, whose every colour stands apart from every colour of the mean
 # map's viridis (CIE76 distance >= 32; plasma's yellow end is viridis' own yellow, its dark end near its purple)
 TRAJECTORY_COLORS = ("plasma", 0.2, 0.8)
+WARM_MS = 400   # how long the layers made in advance are drawn transparent (LayerView.warm): a frame or more
 SCAN_LAYERS = (SEEDS, OBJECTS, VALUES, TRAJECTORY, PARETO, *(name for name, _ in MAPS.values()))   # on the scan grid
 
 
@@ -29,6 +30,8 @@ class LayerView:
         self._pending: dict[str, Callable] = {}    # the latest drawing for a hidden layer, done when it is shown
         self._watching: set[int] = set()           # layers whose visibility is watched for that
         self._unrevealed: set[str] = set()          # made hidden in advance, shown when a run first draws
+        self._warming: dict[str, float] = {}         # drawn transparent once (see warm): their opacities
+        self.settling = False   # from a dataset's layers made in advance (output_layer_steps) to their warm-up's end
 
     def _layer(self, name):
         return self.viewer.layers[name] if name in self.viewer.layers else None
@@ -114,12 +117,14 @@ class LayerView:
         not five during the run's first seconds."""
         ny, nx = scan_shape
         steps = []
+        self.settling = self.settling or in_advance
 
         def add(name, shown: bool, make):   # checked again when it runs: a step drawn meanwhile may have added it
             def step():
                 if name in self.viewer.layers:
                     return
                 keep = self.viewer.layers.selection.active
+                self._auto_limits.pop(name, None)   # a layer made (again) gets contrast fitted to its map
                 make(shown and not in_advance)
                 if in_advance:
                     self._unrevealed |= {name} if shown else set()
@@ -144,13 +149,44 @@ class LayerView:
                 if name in self.viewer.layers and self.viewer.layers[name].data.shape != (ny, nx):
                     self.viewer.layers[name].data = np.zeros((ny, nx), np.float32)
             self._place(geo)
-            self._auto_limits = {}   # a new run (or replay) starts with contrast fitted to its maps
             self.reveal()
 
         return steps if in_advance else [*steps, reset]
 
+    def warm(self) -> None:
+        """Draw the layers made in advance that a run shows once, transparent, then hide them again after
+        ``WARM_MS``: vispy builds a layer's shader programs on its first frame (0.1-0.3 s in software OpenGL), and
+        that frame was the run's first, its longest pause. Now it falls in the pauses of opening the data."""
+        from qtpy.QtCore import QTimer
+
+        for name in self._unrevealed:
+            layer = self._layer(name)
+            if layer is not None and not layer.visible and name not in self._warming:
+                self._warming[name] = layer.opacity
+                layer.opacity = 0.0
+                layer.visible = True
+        if self._warming:
+            QTimer.singleShot(WARM_MS, self._cool)
+        else:
+            self.settling = False
+
+    def _cool(self, hide: bool = True) -> None:
+        from .turns import viewer_open
+
+        warming, self._warming, self.settling = self._warming, {}, False
+        for name, opacity in warming.items():
+            if (layer := self._layer(name)) is not None and viewer_open(self.viewer):
+                layer.opacity = opacity
+                layer.visible = layer.visible and not (hide and name in self._unrevealed)
+
+    def new_run(self) -> None:
+        """A new run (or replay) starts: its maps get contrast fitted to them, until the user sets one. Called when
+        it starts, not in its queued layer steps, which may run after the user set a contrast on its first maps."""
+        self._auto_limits = {}
+
     def reveal(self) -> None:
         """Show the layers made in advance that a run shows (the mean map, the trajectory), once."""
+        self._cool(hide=False)
         for name in self._unrevealed:
             if name in self.viewer.layers:
                 self.viewer.layers[name].visible = True

@@ -192,6 +192,7 @@ class RunSession:
         geo, shape = self.view.geometry(ref), self.data.dataset.scan_shape
         first = self.experiment.view()   # taken before the worker starts
         self.last_view = first
+        self.view.new_run()
         one_per_turn([*self.view.output_layer_steps(geo, shape), lambda: self.view.show_run(first, ref)],
                      self.view.viewer)
         self.progress.show(first)

@@ -85,6 +85,7 @@ class TraceBrowser:
             name = f"{tr.dataset.get('name', Path(path).stem)} (structural, from the trace)"
             if name not in self.viewer.layers:
                 self.viewer.add_image(tr.structural, name=name, colormap="gray", **geo)
+        self.view.new_run()
         self.view.prepare_output_layers(geo, scan_shape)
         self.replay_trace = tr
         self.enable_replay(tr)
