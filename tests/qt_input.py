@@ -26,8 +26,9 @@ def open_dock(make_napari_viewer, data, qtbot, monkeypatch, tmp_path, fast_model
     if fast_model:
         w.fit_iterations, w.fit_iterations_first, w.model_params = 10, 60, {"hidden": [32, 16]}
     qtbot.waitExposed(viewer.window._qt_window)
-    # as a user finds it: the run's layers, made one per event-loop turn once a dataset is chosen, are there
-    qtbot.waitUntil(w.view.has_output_layers, timeout=20_000)
+    # as a user finds it: the run's layers, made one per event-loop turn once a dataset is chosen, are there (and
+    # drawn once, transparent, to build their shaders: LayerView.warm)
+    qtbot.waitUntil(lambda: w.view.has_output_layers() and not w.view.settling, timeout=20_000)
     return viewer, w
 
 

@@ -59,8 +59,8 @@ class DatasetSwitch:
         objects = self.viewer.layers[OBJECTS]
         # the run's layers, made now (hidden) rather than in the run's first seconds, on this dataset's scale while
         # it stays the chosen one (another chosen meanwhile makes the rest on its own)
-        one_per_turn(self.view.output_layer_steps(self.view.geometry(layer), data.scan_shape, in_advance=True),
-                     self.viewer, still=lambda: self.data.layer_combo.value is layer)
+        one_per_turn([*self.view.output_layer_steps(self.view.geometry(layer), data.scan_shape, in_advance=True),
+                      self.view.warm], self.viewer, still=lambda: self.data.layer_combo.value is layer)
         self.interventions.track_shapes()
         self.spectra.show_mean()
         if self.spectra.on_click not in self.viewer.mouse_drag_callbacks:
