@@ -244,3 +244,45 @@ def test_a_renderer_that_dies_falls_back_to_drawing_in_process_and_says_so(qtbot
     assert plot._renderer.local is not None and plot.n_steps_drawn == 2
     assert len(warnings) == 1 and "monitor renderer process failed" in warnings[0]
     plot.close_renderer()
+
+
+def test_a_renderer_that_fails_after_the_dock_is_gone_ends_its_thread_quietly(qtbot, small_sample):
+    """At a GUI test's teardown the renderer process was closed while the helper thread waited on it; the thread
+    then fell back and emitted 'failed' into the deleted widget: "Exception in thread hae-monitor-render:
+    RuntimeError: wrapped C/C++ object of type MonitorPlot has been deleted". A dock that is gone is not told."""
+    import threading
+
+    from napari_hae._monitor_plot import MonitorPlot
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.run.experiment import Experiment
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=1))
+    exp.run()
+    entered, release = threading.Event(), threading.Event()
+
+    class ClosedUnderIt:   # the renderer process, closed by the teardown while a drawing waits on it
+        local = None
+
+        def call(self, *_):
+            entered.set()
+            release.wait(10)
+            raise EOFError("the other end closed the pipe")
+
+        def close(self):
+            pass
+
+    plot = MonitorPlot(min_interval=0.0)
+    plot._renderer = ClosedUnderIt()
+    raised = []
+    hook, threading.excepthook = threading.excepthook, lambda args: raised.append(args.exc_value)
+    try:
+        plot.update_from(exp.trace, force=True)
+        assert entered.wait(10)
+        helper = plot._helper
+        plot.deleteLater()
+        qtbot.waitUntil(lambda: not plot._alive[0], timeout=5_000)
+        release.set()
+        helper.join(10)
+    finally:
+        threading.excepthook = hook
+    assert not helper.is_alive() and raised == []

@@ -173,6 +173,8 @@ class MonitorPlot(QLabel):
                     rgba = renderer.call("render", snap)
             except Exception as exc:  # keep the GUI alive; say it, and draw in this process from now on
                 self.errors.append(str(exc))
+                if not alive[0]:   # the dock is gone (its teardown closed the renderer): nobody to tell
+                    break
                 if renderer.local is None:   # the same drawing again, in-process, with what the process had
                     with self._lock:
                         self._pending = self._pending or snap
@@ -199,14 +201,20 @@ class MonitorPlot(QLabel):
         """The renderer process failed (a broken pipe, a crash): the monitors are drawn in this process instead
         (slower, on this helper thread), and the dock says why."""
         if renderer.local is not None:   # already in-process: the drawing itself failed
-            self.failed.emit(f"Monitors could not be drawn: {exc}")
+            self._tell(f"Monitors could not be drawn: {exc}")
             return renderer
         renderer.close()
         local = _Renderer(local=True)
         with self._call_lock:
             self._renderer = local
-        self.failed.emit(f"The monitor renderer process failed ({exc}); drawing in napari's process instead.")
+        self._tell(f"The monitor renderer process failed ({exc}); drawing in napari's process instead.")
         return local
+
+    def _tell(self, message: str) -> None:
+        try:
+            self.failed.emit(message)
+        except RuntimeError:   # deleted between the loop's check and the emit: the dock is gone
+            pass
 
     def _say_failed(self, message: str) -> None:
         self.setToolTip(message)
