@@ -49,7 +49,7 @@ class LayerView:
     def _place(self, geo: dict) -> list[str]:
         """Put every hAE layer not already there on scale and units ``geo``; the names of those that moved (setting
         a layer's scale to the one it has still makes napari redo the layer list and the viewer's dimensions: ~0.2
-        s at a run's start for the six layers)."""
+        s at a run's start for all of them)."""
         moved = []
         for layer in self.viewer.layers:
             if layer.name in SCAN_LAYERS and (tuple(layer.scale) != geo["scale"]
@@ -174,8 +174,10 @@ class LayerView:
         from .turns import viewer_open
 
         warming, self._warming, self.settling = self._warming, {}, False
+        if not viewer_open(self.viewer):
+            return
         for name, opacity in warming.items():
-            if (layer := self._layer(name)) is not None and viewer_open(self.viewer):
+            if (layer := self._layer(name)) is not None:
                 layer.opacity = opacity
                 layer.visible = layer.visible and not (hide and name in self._unrevealed)
 

@@ -295,9 +295,12 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         model.train()
         lik.train()
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
         # priors add their log densities to gpytorch's loss; without them the plain-torch loss is the same number
-        loss_of = (lambda: -mll(model(x), yt)) if self.priors else (lambda: model.exact_loss(x, yt))
+        if self.priors:
+            mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
+            loss_of = lambda: -mll(model(x), yt)  # noqa: E731
+        else:
+            loss_of = lambda: model.exact_loss(x, yt)  # noqa: E731
         ctx = (gpytorch.settings.cholesky_jitter(float_value=jitter, double_value=jitter) if jitter
                else contextlib.nullcontext())
         with ctx, warnings.catch_warnings():
