@@ -38,3 +38,25 @@ def test_real_eels_and_eds_data_load_with_calibrated_axes(shared_data):
 def test_real_velox_emd_loads(shared_data):
     d = load_spectrum_image(shared_data / "formats/fei_emd_si.emd")
     assert d.scan_shape == (16, 16) and d.signal_shape[0] > 1000
+
+
+def test_opening_a_file_imports_no_signal_package(tmp_path):
+    """HyperSpy makes each signal of a file as its signal type's class and imports that class's package (exspy
+    for EELS/EDS: ~2 s of imports the first time, a frozen napari when a file is opened mid-run). napari-hae uses
+    the data, the axes and the signal type only: the file is read without that import, its signal type kept; a
+    small file is read into memory without dask (whose first import and compute take ~0.6 s)."""
+    import subprocess
+    import sys
+
+    import exspy
+
+    s = exspy.signals.EELSSpectrum(np.random.default_rng(0).poisson(5, (4, 5, 30)).astype("int16"))
+    e = s.axes_manager.signal_axes[0]
+    e.offset, e.scale, e.units = 280.0, 0.5, "eV"
+    s.save(tmp_path / "eels.hspy")
+    code = ("import sys; from napari_hae.core.data.io import read_data_file; d = read_data_file(sys.argv[1]); "
+            "print(d.signal_type, d.spectra.shape, d.energy.offset, d.energy.scale, 'exspy' in sys.modules, "
+            "'dask.array' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "eels.hspy")], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["EELS", "(4,", "5,", "30)", "280.0", "0.5", "False", "False"]   # small: read without dask

@@ -34,6 +34,7 @@ from ._qt.target_panel import TargetPanel
 from ._qt.trace_browser import TraceBrowser
 from ._spectrum_plot import SpectrumPlot
 from ._torch_preload import preload_torch_compiler
+from .core.data.io import prepare_reading
 
 __all__ = ["HAEWidget", "MAPS", "OBJECTS", "PARETO", "SEEDS", "TRAJECTORY", "VALUES"]
 
@@ -119,6 +120,7 @@ class HAEWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
+        prepare_reading()   # now, among the pauses of opening the dock, not when a file is opened mid-run
         self.viewer = napari_viewer
         self._make_parts(napari_viewer)
         self._lay_out()

@@ -77,16 +77,51 @@ def _hs_load(path: Path):
             raise HAEInputError(f"{str(path)!r} is a .zspy (zarr) file and the 'zarr' package {found}.",
                                 "pip install \"napari-hae[zspy]\" (zarr 2, what RosettaSciIO's .zspy needs), or "
                                 "save the data as .hspy.") from None
-    import hyperspy.api as hs
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return hs.load(str(path), lazy=True)   # large files stay on disk (see load_spectrum_image)
+            return _read_signals(path)
         except Exception as exc:
             raise HAEInputError(f"HyperSpy could not read {str(path)!r} ({type(exc).__name__}: {exc}).",
                                 "check that the file is complete (not truncated) and of a format HyperSpy reads.") \
                 from exc
+
+
+def _read_signals(path: Path):
+    """The file's signals: ``hs.load`` without its imports of what napari-hae does not use, so that a file opened
+    in napari (on its GUI thread, mid-run too) takes a frame or two, not seconds:
+
+    - HyperSpy makes each signal as its signal type's class (exspy's for EELS/EDS) and imports that package (~2 s
+      the first time). Here RosettaSciIO's reader (chosen as HyperSpy chooses it) gives the signals' dicts,
+      HyperSpy makes them generic signals, and the signal type goes back into their metadata.
+    - Files up to ``EAGER_BYTES / 8`` on disk are read into memory: a lazy read imports dask.array and, to compute,
+      dask.distributed (~0.6 s the first time). Larger ones (and .zspy folders) are read lazily and stay on disk
+      when their data exceed ``EAGER_BYTES`` (see :func:`load_spectrum_image`).
+    """
+    import importlib
+
+    from hyperspy.io import _infer_file_reader, dict2signal
+
+    reader = _infer_file_reader(path.suffix[1:])
+    lazy = path.is_dir() or path.stat().st_size > EAGER_BYTES // 8
+    signals = []
+    for d in importlib.import_module(reader["api"]).file_reader(str(path), lazy=lazy):
+        d.pop("package", None)   # the package whose class saved it (exspy), imported by dict2signal
+        meta = d.setdefault("metadata", {}).setdefault("Signal", {})
+        signal_type, meta["signal_type"] = meta.get("signal_type", ""), ""
+        s = dict2signal(d, lazy=lazy)
+        s.metadata.set_item("Signal.signal_type", signal_type)
+        signals.append(s)
+    return signals[0] if len(signals) == 1 else signals
+
+
+def prepare_reading() -> None:
+    """Import what :func:`read_data_file` needs (HyperSpy's generic signals, h5py and the .hspy reader: ~0.25 s the
+    first time), for a caller that can spend that time now rather than when a file is opened (the dock, when it is
+    made)."""
+    import hyperspy.io  # noqa: F401
+    import rsciio.hspy  # noqa: F401
+    from hyperspy._signals import signal1d, signal2d  # noqa: F401
 
 
 def _in_memory_or_lazy(a, path: Path):
@@ -95,8 +130,18 @@ def _in_memory_or_lazy(a, path: Path):
         return np.asarray(a)
     if a.nbytes <= EAGER_BYTES:
         _check_memory(a.nbytes, path, "")
-        return np.asarray(a.compute())
+        return _in_memory(a)
     return a
+
+
+def _in_memory(a) -> np.ndarray:
+    """A (lazily read) array in memory, read in this thread: dask's default scheduler would first import
+    dask.distributed to look for a client (0.3 s, the first time)."""
+    if hasattr(a, "compute"):
+        from dask.local import get_sync
+
+        a = a.compute(scheduler=get_sync)
+    return np.asarray(a)
 
 
 def _energy_axis(sig) -> EnergyAxis:
@@ -150,8 +195,8 @@ def read_data_file(path) -> SpectrumImage | StructuralImage:
         spectrum, image = _split(obj)
         if spectrum is None and image is not None:
             size, units = _calibration(image.axes_manager.signal_axes)
-            return StructuralImage(np.asarray(image.data, dtype=np.float64), size, units, path.stem)
-    return load_spectrum_image(path, pair_image(path))
+            return StructuralImage(_in_memory(image.data).astype(np.float64), size, units, path.stem)
+    return _spectrum_image(obj, path, pair_image(path), path.stem)
 
 
 def pair_image(path) -> Path | None:
@@ -176,9 +221,13 @@ def load_spectrum_image(spectrum_path, image_path=None, name: str | None = None)
     intensity per position is used instead (with a warning): a poor stand-in for HAADF.
     """
     spectrum_path = Path(spectrum_path)
-    obj = _hs_load(spectrum_path)
+    return _spectrum_image(_hs_load(spectrum_path), spectrum_path, image_path, name or spectrum_path.stem)
+
+
+def _spectrum_image(obj, spectrum_path: Path, image_path, name: str) -> SpectrumImage:
+    """The :class:`SpectrumImage` in ``obj``, what :func:`_hs_load` read from ``spectrum_path``."""
     if isinstance(obj, (np.ndarray, np.lib.npyio.NpzFile)):
-        return _from_numpy(obj, image_path, name or spectrum_path.stem)
+        return _from_numpy(obj, image_path, name)
     spectrum, image = _split(obj)
     if spectrum is None:
         shapes = [getattr(s, "data", np.zeros(0)).shape for s in (obj if isinstance(obj, list) else [obj])]
@@ -189,7 +238,7 @@ def load_spectrum_image(spectrum_path, image_path=None, name: str | None = None)
     if image_path is not None:
         if image is not None:
             warnings.warn(f"Using the structural image {str(image_path)!r} instead of the one inside "
-                          f"{spectrum_path.name!r}.", UserWarning, stacklevel=2)
+                          f"{spectrum_path.name!r}.", UserWarning, stacklevel=3)
         img_obj = _hs_load(Path(image_path))
         if isinstance(img_obj, np.ndarray):
             structural = img_obj
@@ -198,11 +247,11 @@ def load_spectrum_image(spectrum_path, image_path=None, name: str | None = None)
             if image is None:
                 raise HAEInputError(f"{str(image_path)!r} holds no 2-D structural image.",
                                     "pass a single HAADF/ADF image file.")
-            structural = np.asarray(image.data)
+            structural = _in_memory(image.data)
     elif image is not None:
-        structural = np.asarray(image.data)
+        structural = _in_memory(image.data)
     else:
-        warnings.warn(TOTAL_INTENSITY_NOTE, UserWarning, stacklevel=2)
+        warnings.warn(TOTAL_INTENSITY_NOTE, UserWarning, stacklevel=3)
         structural = None
     data = _in_memory_or_lazy(spectrum.data, spectrum_path)
     if structural is None:
@@ -221,7 +270,7 @@ def load_spectrum_image(spectrum_path, image_path=None, name: str | None = None)
             f"use the HAADF acquired with the spectrum image, or bin/resample it to {data.shape[:2]}.",
         )
     return SpectrumImage(structural=structural, spectra=data, energy=energy, pixel_size=pixel_size,
-                         pixel_units=pixel_units, name=name or spectrum_path.stem,
+                         pixel_units=pixel_units, name=name,
                          signal_type=str(spectrum.metadata.get_item("Signal.signal_type", "") or ""),
                          notes=[] if image is not None or image_path is not None else [TOTAL_INTENSITY_NOTE])
 
@@ -254,7 +303,7 @@ def _from_numpy(obj, image_path, name) -> SpectrumImage:
                                     "save the structural image with numpy.save(path, image), or drop --image to "
                                     "use the 'structural' array inside the .npz.")
             warnings.warn(f"Using the structural image {str(image_path)!r} instead of the 'structural' array inside "
-                          f"the .npz.", UserWarning, stacklevel=3)
+                          f"the .npz.", UserWarning, stacklevel=4)
             structural = img
         energy = None
         if "energy_offset" in keys and "energy_scale" in keys and np.ndim(spectra) == 3:
