@@ -261,3 +261,30 @@ def test_the_runs_layers_are_made_hidden_when_the_data_opens_and_shown_by_the_fi
     assert shown == {MAPS["mean"][0], TRAJECTORY}
     assert [layer.name for layer in viewer.layers].count(TRAJECTORY) == 1
     assert len(viewer.layers[TRAJECTORY].data) == w.experiment.trace.n_points
+
+
+def test_paced_steps_are_drawn_once_the_run_pauses(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path):
+    """Issue 28: drawing every step cost each step a 100-150 ms pause of napari in software OpenGL, so steps are
+    drawn at a pace (DrawPace). Steps not drawn yet are not lost: a pause shows the paused step's maps and the
+    whole trajectory at once."""
+    from napari_hae._qt.turns import DrawPace
+
+    monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
+    viewer = make_napari_viewer(show=True)
+    _open(viewer, small_sample)
+    w = _dock(viewer, qtbot)
+    w.run.pace = DrawPace(share=1e-4)      # after the first drawing, none until the run pauses
+    drawn = []
+    monkeypatch.setattr(w.view, "show_maps", lambda maps, f=w.view.show_maps: (drawn.append(1), f(maps)))
+    w.budget.value = 30
+    QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.experiment is not None and w.experiment.step_index >= 4, timeout=TIMEOUT)
+    QTest.mouseClick(w.pause_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.status.value.startswith("Paused after step"), timeout=TIMEOUT)
+    tr = w.experiment.trace
+    assert len(drawn) == 2 < tr.n_steps              # the first step, then the paused one
+    np.testing.assert_array_equal(viewer.layers[MAPS["mean"][0]].data, tr.map_at("mean", tr.n_steps - 1))
+    assert len(viewer.layers[TRAJECTORY].data) == tr.n_points
+    assert w.status.value.startswith(f"Paused after step {tr.n_steps} of 30")
+    QTest.mouseClick(w.stop_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)

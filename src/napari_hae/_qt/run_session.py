@@ -22,7 +22,7 @@ from ..core.run.picking import seed_indices
 from ..core.targets.scalarizers import Scalarizer
 from .keys import key_text
 from .layer_view import MAPS
-from .turns import one_per_turn
+from .turns import DrawPace, one_per_turn
 
 
 class RunProgress:
@@ -97,6 +97,7 @@ class RunSession:
         self.run_phase = "idle"    # "running", "paused", "finished", "stopped": what the status line may say over
         self.last_view = None      # the newest RunView the worker delivered
         self._newest = None        # the newest step result not drawn yet
+        self.pace = DrawPace()     # when the next step may be drawn
         self._warning = None       # what a step delivered since the last drawing deserves saying
         self._say_paused = False   # Pause or Step once pressed: say "Paused after step N" once the step ends
         # advanced, not shown: tests and power users may change them before Start
@@ -193,6 +194,7 @@ class RunSession:
         first = self.experiment.view()   # taken before the worker starts
         self.last_view = first
         self.view.new_run()
+        self.pace.reset()
         one_per_turn([*self.view.output_layer_steps(geo, shape), lambda: self.view.show_run(first, ref)],
                      self.view.viewer)
         self.progress.show(first)
@@ -245,19 +247,23 @@ class RunSession:
         # Drawn from the immutable result the worker delivered (read-only: the run goes on meanwhile, a new one may
         # even have started), on a timer of its own: Qt then serves its other timers before the repaint this
         # drawing asks for, so the drawing (~50 ms) and the repaint (~90 ms in software OpenGL at 1920 x 1080) are
-        # two short pauses of the event loop, not one long one. Steps that arrive faster than they are drawn are
-        # drawn once, the newest (what each step says is checked for every step).
+        # two short pauses of the event loop, not one long one. Steps that arrive faster than they are drawn (or
+        # than ``pace`` allows) are drawn once, the newest (what each step says is checked for every step).
         self.last_view = item.view
         self._warning = self.warnings.check(item, item.view) or self._warning
         first = self._newest is None
         self._newest = item
         if first:
-            QTimer.singleShot(1, self._draw_newest)
+            QTimer.singleShot(self.pace.wait_ms(), self._draw_newest)
 
     def _draw_newest(self) -> None:
         item, self._newest = self._newest, None
         if item is None:
             return
+        # the drawing's cost with its repaint, measured by a timer (Qt sends the repaint, a posted event of low
+        # priority, before it serves timers; a zero timer is a posted event of normal priority: sent before it)
+        started = time.perf_counter()
+        QTimer.singleShot(1, lambda: self.pace.drawn(time.perf_counter() - started))
         view, ref = item.view, self.data.layer_combo.value
         if not self.view.has_output_layers():   # the user deleted one mid-run: it comes back
             self.view.prepare_output_layers(self.view.geometry(ref), view.scan_shape)
@@ -270,6 +276,7 @@ class RunSession:
             self.status.value, self._warning = self._warning, None
 
     def _on_event(self, item: Event) -> None:
+        self._draw_newest()   # a step not drawn yet (paced) is drawn before what follows it: a pause, the end
         if item.view is not None:
             self.last_view = item.view
         if item.kind == "seeds":
@@ -314,6 +321,7 @@ class RunSession:
     def on_finished(self):
         # the worker has ended: the experiment is this thread's alone from here
         exp = self.experiment
+        self._draw_newest()
         if exp is not None:
             view = self.last_view if self.last_view is not None else exp.view()
             self.view.show_run(view, self.data.layer_combo.value)   # the final state, drawn now
