@@ -124,15 +124,22 @@ def _args():
     return ap.parse_args()
 
 
-def _acquire(app, w):
-    """Choose nion-usim in the dock and press Acquire image; returns (wall s, what was measured)."""
+def _choose_nion_usim(app, w):
+    """The dock's microscope set to nion-usim, as a user chooses it before pressing Acquire image (the dock then
+    lays out that microscope's fields: not part of the acquisition)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from make_screenshots import click, run_until, settle
+    from make_screenshots import settle
 
     from qt_input import choose
 
     choose(w.microscope_kind, "nion-usim")
-    settle(app, 50)
+    settle(app, 100)
+
+
+def _acquire(app, w):
+    """Press Acquire image (nion-usim chosen); returns (wall s, what was measured)."""
+    from make_screenshots import click, run_until
+
     t0 = time.perf_counter()
     click(w.acquire_btn)
     run_until(app, lambda: w.status.value.startswith(("Acquired", "Could not")), 600)
@@ -170,6 +177,8 @@ def main():
     menu(win, SAMPLE_MENU).trigger()
     w = open_dock(viewer, win)
     w.budget.value = args.steps
+    if args.acquire:
+        _choose_nion_usim(app, w)
     settle(app, 100)   # napari draws the image and the dock and makes the run's layers, before the user presses Start
     recorder = EventLoopGaps(10).start()
     sampler = StallSampler(recorder).start() if args.stalls else None
