@@ -71,7 +71,8 @@ DATASETS = {
 HARD_AT = 15
 POLICIES = {"default": None, "ei": {"name": "ei", "params": {}}, "ucb": {"name": "ucb", "params": {"beta": 4.0}},
             "mu": {"name": "mu", "params": {}}, "random": {"name": "random", "params": {}},
-            "plain_gp": None}   # the default policy on a plain GP (model "gp": block means of each patch, no network)
+            "plain_gp": None,   # the default policy on a plain GP (model "gp": block means of each patch, no network)
+            "atomai_dkl": None}  # the default policy on AtomAI's dklGPR workflow (a fresh model fitted every step)
 CALIBRATION_AT = (20, 50, 100)
 _CACHE: dict = {}
 
@@ -123,6 +124,18 @@ def _features(structural) -> np.ndarray:
     return smooth > threshold_otsu(smooth)
 
 
+def _model_factory(job: dict):
+    """AtomAI's dklGPR workflow for ``atomai_dkl`` (benchmarks/atomai_workflow.py: a fresh dklGPR fitted from
+    scratch every step, KISS-GP), at our network and our first fit's iterations (its own defaults, [1000, 500, 50]
+    and 200 epochs in float64, take 42 s a step here); else None (the settings' model)."""
+    if job["policy"] != "atomai_dkl":
+        return None
+    from atomai_workflow import AtomaiDKL
+
+    return lambda d, s: AtomaiDKL(d, training_cycles=s.fit_iterations_first,
+                                  hidden=tuple(s.model.params.get("hidden", (64, 32))), precision="single")
+
+
 def run_one(job: dict) -> dict:
     """One run of the default experiment on ``job``'s dataset with ``job``'s policy and seed."""
     from napari_hae.core.analysis.metrics import measurements_to_top, random_median_steps, steps_to_top, top_mask
@@ -141,7 +154,7 @@ def run_one(job: dict) -> dict:
     if job.get("model") or job.get("model_params"):
         settings["model"] = {"name": job.get("model") or "dkl", "params": job["model_params"]}
     settings["pipeline_depth"] = job.get("pipeline") or 0
-    exp = Experiment(SimulatedMicroscope(data, seed=job["seed"]), settings)
+    exp = Experiment(SimulatedMicroscope(data, seed=job["seed"]), settings, model_factory=_model_factory(job))
     truth = np.asarray(data.scalarize(exp.scalarizer), dtype=float)
     top1 = top_mask(truth, 0.01).ravel()
     features = _features(data.structural).ravel()
