@@ -273,7 +273,7 @@ def test_paced_steps_are_drawn_once_the_run_pauses(make_napari_viewer, small_sam
     viewer = make_napari_viewer(show=True)
     _open(viewer, small_sample)
     w = _dock(viewer, qtbot)
-    w.run.pace = DrawPace(share=1e-4)      # after the first drawing, none until the run pauses
+    w.run.pace = DrawPace(share=1e-4, longest=1e9)   # after the first drawing, none until the run pauses
     drawn = []
     monkeypatch.setattr(w.view, "show_maps", lambda maps, f=w.view.show_maps: (drawn.append(1), f(maps)))
     w.budget.value = 30

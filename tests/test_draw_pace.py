@@ -27,6 +27,8 @@ def test_the_next_drawing_waits_in_proportion_to_the_last_ones_cost():
     assert pace.wait_ms() == 1
     pace.drawn(0.02)                             # with a GPU: every step of a run (0.3-0.5 s apart) is drawn
     assert pace.wait_ms() == 180
+    pace.drawn(0.6)                              # one slow drawing (shaders built): not 6.9 s without a drawing
+    assert pace.wait_ms() == 2000
     pace.reset()
     assert pace.wait_ms() == 1
 

@@ -32,13 +32,14 @@ class DrawPace:
     made every step a pause of napari over 100 ms. After a drawing that cost ``c`` seconds the next waits until
     ``c * (1 / share - 1)`` has passed (the steps in between are drawn once, the newest): with a GPU every step is
     drawn; in software OpenGL one every 1.2-1.7 s (benchmarks/gui_responsiveness.py: p99 event-loop gap 63-96 ms
-    against 105-145 ms). Pauses and the run's end are drawn at once (the caller's flush).
+    against 105-145 ms). Pauses and the run's end are drawn at once (the caller's flush). The wait is at most
+    ``longest`` seconds: one slow drawing (shaders built, a busy machine) does not hide the run for long.
     """
 
-    def __init__(self, share: float = 0.08, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, share: float = 0.08, longest: float = 2.0, clock: Callable[[], float] = time.perf_counter):
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], got {share}")
-        self.share, self.clock = share, clock
+        self.share, self.longest, self.clock = share, longest, clock
         self._not_before = 0.0   # nothing drawn yet: at once (the clocks used count up from 0 or more)
 
     def wait_ms(self) -> int:
@@ -47,7 +48,7 @@ class DrawPace:
 
     def drawn(self, cost: float) -> None:
         """A drawing has just ended that took ``cost`` seconds of the GUI thread (its repaint included)."""
-        self._not_before = self.clock() + cost * (1 / self.share - 1)
+        self._not_before = self.clock() + min(self.longest, cost * (1 / self.share - 1))
 
     def reset(self) -> None:
         self._not_before = 0.0   # nothing drawn yet: at once (the clocks used count up from 0 or more)
