@@ -98,6 +98,7 @@ class RunSession:
         self.last_view = None      # the newest RunView the worker delivered
         self._newest = None        # the newest step result not drawn yet
         self.pace = DrawPace()     # when the next step may be drawn
+        self._measuring = False    # a drawing's cost is being measured (the pace is not known yet)
         self._warning = None       # what a step delivered since the last drawing deserves saying
         self._say_paused = False   # Pause or Step once pressed: say "Paused after step N" once the step ends
         # advanced, not shown: tests and power users may change them before Start
@@ -253,7 +254,7 @@ class RunSession:
         self._warning = self.warnings.check(item, item.view) or self._warning
         first = self._newest is None
         self._newest = item
-        if first:
+        if first and not self._measuring:   # (else the measurement schedules it, once the pace is known)
             QTimer.singleShot(self.pace.wait_ms(), self._draw_newest)
 
     def _draw_newest(self) -> None:
@@ -262,8 +263,8 @@ class RunSession:
             return
         # the drawing's cost with its repaint, measured by a timer (Qt sends the repaint, a posted event of low
         # priority, before it serves timers; a zero timer is a posted event of normal priority: sent before it)
-        started = time.perf_counter()
-        QTimer.singleShot(1, lambda: self.pace.drawn(time.perf_counter() - started))
+        self._measuring = True
+        QTimer.singleShot(1, lambda started=time.perf_counter(): self._measured(time.perf_counter() - started))
         view, ref = item.view, self.data.layer_combo.value
         if not self.view.has_output_layers():   # the user deleted one mid-run: it comes back
             self.view.prepare_output_layers(self.view.geometry(ref), view.scan_shape)
@@ -274,6 +275,12 @@ class RunSession:
         self.monitor_plot.update_from(view)
         if self._warning is not None:   # said over the step's line until the next warning
             self.status.value, self._warning = self._warning, None
+
+    def _measured(self, cost: float) -> None:
+        self._measuring = False
+        self.pace.drawn(cost)
+        if self._newest is not None:   # a step that came while the drawing was measured
+            QTimer.singleShot(self.pace.wait_ms(), self._draw_newest)
 
     def _on_event(self, item: Event) -> None:
         self._draw_newest()   # a step not drawn yet (paced) is drawn before what follows it: a pause, the end
