@@ -27,12 +27,18 @@ def snapshot(trace, upto: int | None = None) -> dict:
             "length_units": str(trace.dataset.get("pixel_units") or "px")}
 
 
+def _legend_above(ax, ncol: int) -> None:
+    """The legend between the axes' title and its data, never over the curves it explains."""
+    ax.legend(fontsize=6, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol, frameon=False,
+              borderaxespad=0.1, handlelength=1.5, columnspacing=2.0)
+
+
 class MonitorFigure:
     def __init__(self, size=(3.4, 5.6), dpi=100):
         self.figure = Figure(figsize=size, dpi=dpi)
         self.canvas = FigureCanvasAgg(self.figure)
         f = self.figure
-        f.subplots_adjust(left=0.2, right=0.96, bottom=0.06, top=0.96, hspace=0.75)
+        f.subplots_adjust(left=0.2, right=0.96, bottom=0.06, top=0.87, hspace=0.8)
         self.ax_std, self.ax_val, self.ax_travel, self.ax_latent = (f.add_subplot(4, 1, i) for i in range(1, 5))
         for ax in (self.ax_std, self.ax_val, self.ax_travel, self.ax_latent):
             ax.tick_params(labelsize=7)
@@ -44,13 +50,13 @@ class MonitorFigure:
         (self.l_next,) = a.plot([], [], ".", ms=2, color="tab:orange", label="next-step σ")
         (self.l_stuck,) = a.plot([], [], "|", color="r", ms=6, label="stuck warning")
         (self.l_over,) = a.plot([], [], "|", color="tab:orange", ms=6, label="model overconfident")
-        a.set_title("uncertainty", fontsize=8)
-        a.legend(fontsize=6, loc="upper right")
+        a.set_title("uncertainty", fontsize=8, pad=36)
+        _legend_above(a, ncol=2)
         a = self.ax_val
         (self.l_val,) = a.plot([], [], ".", ms=2, color="k", label="measured")
         (self.l_best,) = a.plot([], [], lw=1, color="tab:green", label="best so far")
-        a.set_title("scalarizer of measured points", fontsize=8)
-        a.legend(fontsize=6, loc="lower right")
+        a.set_title("scalarizer of measured points", fontsize=8, pad=10)
+        _legend_above(a, ncol=2)
         a = self.ax_travel
         (self.l_travel,) = a.plot([], [], lw=1, color="tab:purple")
         a.set_title("cumulative travel (px)", fontsize=8)
