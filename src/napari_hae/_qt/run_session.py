@@ -255,7 +255,10 @@ class RunSession:
         first = self._newest is None
         self._newest = item
         if first and not self._measuring:   # (else the measurement schedules it, once the pace is known)
-            QTimer.singleShot(self.pace.wait_ms(), self._draw_newest)
+            self._draw_at_pace()
+
+    def _draw_at_pace(self) -> None:
+        QTimer.singleShot(self.pace.wait_ms(), self._draw_newest)
 
     def _draw_newest(self) -> None:
         item, self._newest = self._newest, None
@@ -280,7 +283,7 @@ class RunSession:
         self._measuring = False
         self.pace.drawn(cost)
         if self._newest is not None:   # a step that came while the drawing was measured
-            QTimer.singleShot(self.pace.wait_ms(), self._draw_newest)
+            self._draw_at_pace()
 
     def _on_event(self, item: Event) -> None:
         self._draw_newest()   # a step not drawn yet (paced) is drawn before what follows it: a pause, the end

@@ -40,7 +40,7 @@ class DrawPace:
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], got {share}")
         self.share, self.longest, self.clock = share, longest, clock
-        self._not_before = 0.0   # nothing drawn yet: at once (the clocks used count up from 0 or more)
+        self.reset()
 
     def wait_ms(self) -> int:
         """Milliseconds until the next drawing may start (at least 1: a timer of its own, not a posted event)."""
