@@ -140,7 +140,8 @@ def test_a_run_records_its_model_parameters_in_full(small_sample, tmp_path):
     params = Trace.load(tmp_path / "j").settings["model"]["params"]
     assert params == {"hidden": [32, 16], "embed_dim": 2, "kernel": "matern", "lr": 0.01, "restart": "cold",
                       "priors": False, "threads": 1, "predictor": "auto", "grid_size": 32, "max_train": 256,
-                      "predict_threads": 0, "refit_points": 100, "warp": "log", "device": "auto"}
+                      "predict_threads": 0, "refit_points": 100, "warp": "log", "device": "auto",
+                      "noise": "learned"}
 
 
 def test_a_trace_from_before_the_cold_default_resumes_warm(small_sample, tmp_path):

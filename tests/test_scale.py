@@ -111,9 +111,11 @@ def test_a_trace_from_before_the_bounded_fit_is_rebuilt_as_it_ran():
 
     old = migrate_settings({"model": {"name": "dkl", "params": {"restart": "cold"}}})
     assert old["model"]["params"] == {"restart": "cold", "max_train": 100_000, "predictor": "exact",
-                                      "refit_points": 0, "warp": "none", "kernel": "rbf"}   # as it ran then
+                                      "refit_points": 0, "warp": "none", "kernel": "rbf",
+                                      "noise": "learned"}   # as it ran then
     new = {"model": {"name": "dkl", "params": {"restart": "cold", "max_train": 512, "predictor": "auto",
-                                               "refit_points": 100, "warp": "log", "kernel": "matern"}}}
+                                               "refit_points": 100, "warp": "log", "kernel": "matern",
+                                               "noise": "counts"}}}
     assert migrate_settings(new) == new
 
 

@@ -31,6 +31,7 @@ from . import compute, exact_predict, large
 from . import warp as _warp
 from .base import MODELS, FitReport, Posterior, clip_event, register_model, robust_targets
 from .kernels import FloorMaternKernel, FloorRBFKernel
+from .noise import KnownNoise, learned_noise, with_noise
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class MLPFeatureExtractor(torch.nn.Sequential):
 
 KERNELS = {"matern": FloorMaternKernel, "rbf": FloorRBFKernel}   # the kernel choices, here only
 RESTARTS = ("cold", "warm")
+NOISES = ("learned", "counts")
 
 
 class _DKLModel(gpytorch.models.ExactGP):
@@ -78,7 +80,7 @@ class _DKLModel(gpytorch.models.ExactGP):
         with gpytorch.settings.lazily_evaluate_kernels(False):
             cov = self.covar_module(z).to_dense()
         n = y.shape[-1]
-        cov = cov + self.likelihood.noise.reshape(()) * torch.eye(n, dtype=cov.dtype, device=cov.device)
+        cov = with_noise(cov, self.likelihood)
         r = y - self.mean_module(z)
         chol = psd_safe_cholesky(cov)
         alpha = torch.cholesky_solve(r.unsqueeze(-1), chol).squeeze(-1)
@@ -102,6 +104,9 @@ LARGE_SCAN = 65_536      # positions (256 x 256) from which prediction uses the 
                                         "misfit: calibrated on counts); 'none': the target as it is",
               choices=_warp.MODES),
     ParamSpec("priors", None, "", help="weak priors on lengthscale, outputscale and noise (as BoTorch's)"),
+    ParamSpec("noise", None, "", help="'counts': each measured value's counting variance (Poisson redraws of its "
+                                         "spectrum, where the spectra are counts) is a floor of its noise, a learned "
+                                         "variance added; 'learned': one noise variance, learned", choices=NOISES),
     ParamSpec("predictor", None, "", help="'exact' posterior at every position, 'grid': exact on a grid in the "
                                              "2-D embedding, interpolated (error measured each step); 'auto': "
                                              f"grid from {GRID_WORK:.0e} positions x points"),
@@ -138,7 +143,7 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
                  kernel: str = "matern", lr: float = 0.01, seed: int = 0, dtype=torch.float32,
                  max_retries: int = 3, threads: int = 1, restart: str = "cold", priors: bool = False,
                  predictor: str = "auto", grid_size: int = 32, max_train: int = 256, predict_threads: int = 0,
-                 refit_points: int = 100, warp: str = "log", device: str = "auto"):
+                 refit_points: int = 100, warp: str = "log", device: str = "auto", noise: str = "learned"):
         from ..errors import HAEInputError
 
         try:
@@ -154,8 +159,9 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         if predictor not in ("auto", "exact", "grid") or (predictor == "grid" and embed_dim != 2):
             raise HAEInputError(f"Model 'dkl': predictor={predictor!r} is not 'auto', 'exact' or 'grid' (the grid "
                                 "needs embed_dim=2).", "use --model-param predictor=auto, exact or grid.")
-        MODELS.check_params("dkl", {"kernel": kernel, "restart": restart, "warp": warp})   # the table's choices
+        MODELS.check_params("dkl", {"kernel": kernel, "restart": restart, "warp": warp, "noise": noise})
         self.threads, self.warp_mode, self.warp = threads, warp, _warp.NONE
+        self.noise_mode, self.known = noise, None   # the training targets' known noise (:mod:`.noise`), this fit
         self.device_spec, self.device = str(device), compute.resolve(device)
         self.restart = restart
         self.predictor, self.grid_size, self.max_train = predictor, int(grid_size), int(max_train)
@@ -194,11 +200,13 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         with torch.device("cpu"):
             return MLPFeatureExtractor(self.input_dim, self.hidden, self.embed_dim).to(self.device, self.dtype)
 
-    def _build(self, x, y):
+    def _build(self, x, y, known: np.ndarray | None = None):
+        """A fresh GP on (x, y): one learned noise variance, or ``known`` variances (standardized) plus one."""
         with torch.device("cpu"):
             noise_prior = gpytorch.priors.GammaPrior(1.1, 0.05) if self.priors else None
-            lik = gpytorch.likelihoods.GaussianLikelihood(noise_prior=noise_prior,
-                                                          noise_constraint=gpytorch.constraints.GreaterThan(1e-4))
+            learned = {"noise_prior": noise_prior, "noise_constraint": gpytorch.constraints.GreaterThan(1e-4)}
+            lik = (gpytorch.likelihoods.GaussianLikelihood(**learned) if known is None else
+                   gpytorch.likelihoods.FixedNoiseGaussianLikelihood(torch.as_tensor(known), True, **learned))
             self.model = _DKLModel(x, y, lik, self._new_extractor(), self.embed_dim, self.kernel,
                                    self.priors).to(self.device, self.dtype)
         self.likelihood = lik.to(self.device, self.dtype)
@@ -226,24 +234,46 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
     def fitted(self) -> bool:
         return self.model is not None
 
-    def fit(self, X, y, *, iterations: int = 100, warm: bool = True) -> FitReport:
+    @property
+    def known_noise(self) -> bool:
+        """Whether the model wants each target's counting variance with it (``noise="counts"``; base.KnowsNoise)."""
+        return self.noise_mode == "counts"
+
+    def fit(self, X, y, *, iterations: int = 100, warm: bool = True, y_var=None) -> FitReport:
         """Train on (X, y) for ``iterations`` Adam steps: from fresh weights, or continuing from the current ones
         when ``warm`` is asked, the model's ``restart`` is "warm" and it was fitted before. Above ``refit_points``
-        points a ``warm`` fit between scheduled refits only conditions the posterior on (X, y) (see :mod:`.large`)."""
+        points a ``warm`` fit between scheduled refits only conditions the posterior on (X, y) (see :mod:`.large`).
+        ``y_var``: each target's known (counting) variance in its units, NaN where not known; used with
+        ``noise="counts"`` (:mod:`.noise`), else ignored."""
         if self.n_fits == 0 and self.device.type != "cpu":
             self._note(f"The model runs on {compute.describe(self.device)}.")
-        self._last_fit = (X, y, iterations)   # to fit again where a failed GPU kept the model
+        self._last_fit = (X, y, iterations, y_var)   # to fit again where a failed GPU kept the model
         with compute.dtype_scope(self.dtype), compute.exact(), compute.threads_scope(self.threads):
-            report = self._run_on_device("fit", self._fit_or_condition, X, y, iterations, warm)
+            report = self._run_on_device("fit", self._fit_or_condition, X, y, iterations, warm, y_var)
         report.events[:0] = self._device_events()
         return report
 
-    def _fit_or_condition(self, X, y, iterations, warm) -> FitReport:
+    def _fit_or_condition(self, X, y, iterations, warm, y_var) -> FitReport:
         if warm and self._reconditions(len(np.atleast_1d(y))) and self.warp.fits(y):
-            return self._recondition(X, y)
-        return self._fit(X, y, iterations, not warm or self.restart == "cold")
+            return self._recondition(X, y, y_var)
+        return self._fit(X, y, iterations, not warm or self.restart == "cold", y_var)
 
-    def _fit(self, X, y, iterations, reset) -> FitReport:
+    def _known_noise(self, y, y_var) -> tuple[KnownNoise | None, list[str]]:
+        """This fit's known noise (after the warp and standardisation are chosen), and an event when the counting
+        noise is wanted but cannot be had, or can again."""
+        known = None
+        if self.known_noise and y_var is not None:
+            if len(np.atleast_1d(y_var)) != len(y):
+                raise ValueError(f"{len(y)} targets but {len(np.atleast_1d(y_var))} variances.")
+            known = KnownNoise.from_targets(y, y_var, self.warp, self.y_std)
+        events, before = [], self.known is not None or not self.n_fits   # a first fit is told when it has none
+        if self.known_noise and (known is not None) != before:
+            events.append("each value's counting variance is a floor of the model's noise again" if known else
+                          "no counting variance for these targets (the spectra are not counts, or several "
+                          "objectives): the model learns one noise variance")
+        return known, events
+
+    def _fit(self, X, y, iterations, reset, y_var=None) -> FitReport:
         self._factors, self._since_fit = None, 0   # the posterior's training factors belong to the old weights
         x = self._tensor(X)
         y = np.asarray(y, dtype=np.float64).ravel()
@@ -252,16 +282,22 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         if not np.all(np.isfinite(y)):
             raise ValueError("Training targets contain NaN or inf; check the scalarizer and the spectra.")
         self.warp, events = _warp.choose(y, self.warp_mode, self.warp if self.n_fits else None)
+        y_units = y
         y, self.y_mean, self.y_std, n_clipped = robust_targets(self.warp.forward(y))
         events, self.n_clipped = events + clip_event(n_clipped, self.n_clipped), n_clipped
+        known, noise_events = self._known_noise(y_units, y_var)
+        events += noise_events
         yt = torch.as_tensor((y - self.y_mean) / self.y_std, dtype=self.dtype, device=self.device)
         x_all, yt_all = x, yt
         sub = large.training_subset(y, self.max_train, self._gen)   # the posterior conditions on all, below
         x, yt = x[sub], yt[sub]
-        if self.model is None or reset:
-            self._build(x, yt)
+        if self.model is None or reset or (known is None) != (self.known is None):
+            self.known = known
+            self._build(x, yt, None if known is None else known.train[sub])
         else:
+            self.known = known
             self.model.set_train_data(x, yt, strict=False)
+            self._set_known(sub)
         report = FitReport(events=events)
         jitter = None
         attempt = 0
@@ -287,8 +323,14 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
                 if attempt > self.max_retries:
                     raise RuntimeError(f"DKL fit failed after {self.max_retries} retries: {exc}") from exc
         self.model.set_train_data(x_all, yt_all, strict=False)
+        self._set_known(slice(None))
         self.n_fits += 1
         return report
+
+    def _set_known(self, rows) -> None:
+        """The known noise of the training rows ``rows`` into the likelihood (it holds one per training point)."""
+        if self.known is not None:
+            self.likelihood.noise = torch.as_tensor(self.known.train[rows], dtype=self.dtype, device=self.device)
 
     def _train_loop(self, x, yt, iterations, report, jitter):
         model, lik = self.model, self.likelihood
@@ -333,7 +375,8 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
 
     def _ensure_fitted(self):
         if self.model is None and self._last_fit is not None:   # moved off a GPU that kept the model
-            self._fit(*self._last_fit, reset=True)
+            X, y, iterations, y_var = self._last_fit
+            self._fit(X, y, iterations, True, y_var)
         self._check_fitted()
 
     def _predict(self, X, batch_size, standardized):
@@ -363,11 +406,15 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         return self.warp.to_units(mean * self.y_std + self.y_mean, std * self.y_std)
 
     def posterior(self, X) -> Posterior:
-        """Posterior at X in standardized units, with the scale to undo them and joint sampling."""
+        """Posterior at X in standardized units, with the scale to undo them and joint sampling. The noise of a
+        new measurement: the learned one, plus with counting noise the variance predicted at each position's median
+        (:meth:`.noise.KnownNoise.at`)."""
         mean, std = self.predict(X, standardized=True)
+        noise2 = learned_noise(self.likelihood)
+        if self.known is not None:
+            noise2 = noise2 + self.known.at(self.warp.inverse(mean * self.y_std + self.y_mean))
         return Posterior(mean, std, sample=lambda idx, rng: self.sample(X[idx], rng)[0],
-                         offset=self.y_mean, scale=self.y_std, warp=self.warp,
-                         noise=float(self.likelihood.noise.detach().double().sqrt().ravel()[0]))
+                         offset=self.y_mean, scale=self.y_std, warp=self.warp, noise=np.sqrt(noise2))
 
     def sample(self, X, rng: np.random.Generator, n_samples: int = 1) -> np.ndarray:
         """Joint posterior samples (n_samples, len(X)) in standardized units (for Thompson sampling)."""
@@ -407,5 +454,5 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         return {
             "outputscale": float(k.outputscale.detach()),
             "lengthscale": k.base_kernel.lengthscale.detach().double().cpu().numpy().ravel().tolist(),
-            "noise": float(self.likelihood.noise.detach().ravel()[0]),
+            "noise": learned_noise(self.likelihood),
         }

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .noise import with_noise
+
 
 @dataclass
 class TrainingFactors:
@@ -33,7 +35,7 @@ def training_factors(model, likelihood) -> TrainingFactors:
         z = model.embed(x)
         K = model.covar_module(z).to_dense().double()
         eye = torch.eye(len(y), dtype=torch.float64, device=y.device)
-        K = K + float(likelihood.noise.detach().double().ravel()[0]) * eye
+        K = with_noise(K, likelihood).detach()
         jitter = 0.0
         for _ in range(6):
             L, info = torch.linalg.cholesky_ex(K + jitter * eye)

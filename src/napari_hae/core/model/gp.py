@@ -18,7 +18,7 @@ from ..errors import HAEInputError
 from ..registry import ParamSpec
 from . import warp as _warp
 from .base import register_model
-from .dkl import KERNELS, DKLRegressor
+from .dkl import KERNELS, NOISES, DKLRegressor
 
 
 def pooling(side: int, pool: int) -> np.ndarray:
@@ -40,20 +40,22 @@ def pooling(side: int, pool: int) -> np.ndarray:
     ParamSpec("warp", None, "", help="'log': the GP models log(target) while every target is > 0; 'none'",
               choices=_warp.MODES),
     ParamSpec("threads", None, "", 1, 256, "torch threads (fixed: picks do not depend on the machine)"),
+    ParamSpec("noise", None, "", help="'counts': each value's counting variance a floor of its noise (as the "
+                                         "DKL's); 'learned'", choices=NOISES),
     ParamSpec("device", None, "", help="'auto' (a CUDA GPU when torch sees one), 'cpu', 'cuda' or 'cuda:N'"),
 ))
 class PlainGP(DKLRegressor):
     """Exact GP on the block means of each patch (no learned features)."""
 
     def __init__(self, input_dim: int, *, pool: int = 4, kernel: str = "matern", lr: float = 0.05, seed: int = 0,
-                 threads: int = 1, warp: str = "log", device: str = "auto"):
+                 threads: int = 1, warp: str = "log", device: str = "auto", noise: str = "learned"):
         side = math.isqrt(int(input_dim))
         if side * side != int(input_dim) or type(pool) is not int or not 1 <= pool <= side:
             raise HAEInputError(f"Model 'gp': pool={pool!r} does not fit patches of {side} x {side} pixels.",
                                 f"give a whole number of blocks from 1 to {side} (--model-param pool=4).")
         self.pool = pool
         super().__init__(input_dim, embed_dim=pool * pool, hidden=(), kernel=kernel, lr=lr, seed=seed,
-                         threads=threads, warp=warp, device=device, predictor="exact")
+                         threads=threads, warp=warp, device=device, predictor="exact", noise=noise)
 
     def _new_extractor(self) -> torch.nn.Sequential:
         torch.randint(0, 2**31 - 1, (1,), generator=self._gen, device="cpu")   # one draw a fresh start (seek)

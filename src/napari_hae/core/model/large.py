@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from . import exact_predict
-from .base import FitReport
+from .base import FitReport, robust_targets
+from .noise import KnownNoise
 
 
 def embed_positions(extractor: torch.nn.Sequential, grid, dtype, rows_per_block: int | None = None) -> torch.Tensor:
@@ -117,9 +118,9 @@ class ScalableFit:
         every = self.refit_points
         return self.model is not None and every > 0 and n > every and self._since_fit + 1 < -(-n // every)
 
-    def _recondition(self, X, y) -> FitReport:
-        """All points as the posterior's data, with the last fit's network, hyperparameters and standardisation."""
-        from .base import robust_targets
+    def _recondition(self, X, y, y_var=None) -> FitReport:
+        """All points as the posterior's data, with the last fit's network, hyperparameters, standardisation and
+        noise (with counting noise: each point's known variance, :mod:`.noise`)."""
 
         x = self._tensor(X)
         y = np.asarray(y, dtype=np.float64).ravel()
@@ -127,6 +128,10 @@ class ScalableFit:
             raise ValueError(f"{x.shape[0]} inputs for {len(y)} targets, or targets that are not finite.")
         yt = (robust_targets(self.warp.forward(y))[0] - self.y_mean) / self.y_std
         self.model.set_train_data(x, torch.as_tensor(yt, dtype=self.dtype, device=self.device), strict=False)
+        if self.known is not None:   # the kind of noise stays the last fit's until the next fit
+            line = self.known.a + self.known.b * np.abs(y)   # no variances given: the last fit's line
+            self.known = KnownNoise.from_targets(y, line if y_var is None else y_var, self.warp, self.y_std)
+            self._set_known(slice(None))
         self._factors = None
         self._since_fit += 1
         return FitReport()

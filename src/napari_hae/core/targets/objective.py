@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import HAEInputError
+from . import noise
 from .scalarizers import Scalarizer
 
 GOALS = ("max", "min")
@@ -95,6 +96,14 @@ class Objective:
             Z = (Y - np.nanmean(Y, 0)) / np.where(sd > 0, sd, 1.0)
         weights = rng.dirichlet(np.ones(Z.shape[1]))
         return Z @ weights, float(weights[0])
+
+    def counting_variance(self, spectra, energy, first_index: int = 0) -> np.ndarray | None:
+        """The counting variance of each spectrum's model target (:mod:`.noise`: Poisson redraws; the goal's sign
+        does not change it), ``spectra`` being the run's from its ``first_index``-th; None where it is not defined:
+        spectra that are not counts, or several objectives (their scalarised target is drawn anew every step)."""
+        if self.multi or not noise.are_counts(spectra):
+            return None
+        return noise.counting_variance(lambda s: self.value(s, energy, errors="nan"), spectra, first_index)
 
     @property
     def target_sign(self) -> float:
