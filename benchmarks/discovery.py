@@ -154,6 +154,7 @@ def run_one(job: dict) -> dict:
     if job.get("model") or job.get("model_params"):
         settings["model"] = {"name": job.get("model") or "dkl", "params": job["model_params"]}
     settings["pipeline_depth"] = job.get("pipeline") or 0
+    settings["recalibrate"] = job.get("recalibrate", True)
     exp = Experiment(SimulatedMicroscope(data, seed=job["seed"]), settings, model_factory=_model_factory(job))
     truth = np.asarray(data.scalarize(exp.scalarizer), dtype=float)
     top1 = top_mask(truth, 0.01).ravel()
@@ -174,7 +175,9 @@ def run_one(job: dict) -> dict:
             pos = exp.trace.positions_array()[:-1]
             measured[pos[:, 0] * truth.shape[1] + pos[:, 1]] = True
             # the step's predictive distribution (the model is refitted only at the next step): z on its own scale
-            z = exp.model.posterior(exp.patches).z_scores(exp.objective.sign * flat_truth)
+            # (drawn as wide as the run drew it: its recalibration from its misses, run.diagnostics.spread_factor)
+            post = exp.model.posterior(exp.patches).widened(res.record["spread_factor"])
+            z = post.z_scores(exp.objective.sign * flat_truth)
             cal[n_train] = {"all": _coverage(res.mean.ravel(), z, flat_truth, ~measured),
                             "top1": _coverage(res.mean.ravel(), z, flat_truth, ~measured & top1),
                             "features": _coverage(res.mean.ravel(), z, flat_truth, ~measured & features),
@@ -329,6 +332,8 @@ def main(argv=None):
                    help="where the 10 seeds go (bright: the structural image's brightest places)")
     p.add_argument("--pipeline", type=int, choices=(0, 1), default=0,
                    help="1: decide each next point while the current one is measured (as on a live instrument)")
+    p.add_argument("--no-recalibrate", dest="recalibrate", action="store_false",
+                   help="draw the model's own predictive spread (not widened after the run's misses)")
     a = p.parse_args(argv)
     for text in a.also_policy:
         from napari_hae.core.analysis.sweep import parse_policy
@@ -349,7 +354,7 @@ def main(argv=None):
     jobs = [{"dataset": d, "policy": pol, "policy_spec": POLICIES[pol], "seed": s, "steps": a.steps,
              "model_params": {} if pol == "plain_gp" else params,
              "model": "gp" if pol == "plain_gp" else a.model, "fit_iterations": a.fit_iterations,
-             "pipeline": a.pipeline, "seed_mode": a.seed_mode}
+             "pipeline": a.pipeline, "seed_mode": a.seed_mode, "recalibrate": a.recalibrate}
             for d in a.datasets for pol in a.policies for s in range(a.first_seed, a.first_seed + a.seeds)]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
@@ -359,7 +364,7 @@ def main(argv=None):
         Path(a.rows).write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = {"wall_s": round(time.perf_counter() - t0, 1), "seeds": a.seeds, "steps": a.steps,
               "model": a.model, "model_params": params, "fit_iterations": a.fit_iterations, "pipeline": a.pipeline,
-              "seed_mode": a.seed_mode, "datasets": {}, "baselines": {}}
+              "seed_mode": a.seed_mode, "recalibrate": a.recalibrate, "datasets": {}, "baselines": {}}
     for d in a.datasets:
         print(f"\n## {d} ({a.seeds} seeds, {a.steps} steps; steps are policy picks, seed hits apart)\n")
         print("| policy | stuck | median steps top 1% | top 0.1% reached | median steps top 0.1% | seed hits | "

@@ -106,7 +106,7 @@ def test_the_stuck_run_of_the_issue_is_flagged_and_the_readme_run_is_not(tmp_pat
     assert main(["run", "--sample", "nanoparticles", "--steps", "60", "--policy", "ucb", "--beta", "4",
                  "--model-param", "threads=2", "--model-param", "restart=warm", "--model-param", "warp=none",
                  "--model-param", "kernel=rbf",
-                 "--fit-iterations", "30", "--random-seed", "2",
+                 "--fit-iterations", "30", "--random-seed", "2", "--no-recalibrate",
                  "--out", str(tmp_path / "then"), "-q"]) == 0
     s = json.loads((tmp_path / "then" / "summary.json").read_text())
     assert s["steps_to_top1pct"] is None and s["best_fraction_of_truth_best"] < 0.5      # the stuck run
@@ -169,3 +169,62 @@ def test_seed_hits_are_counted_apart_from_the_policys_own():
     s = summarize(t, truth)
     assert s["steps_to_top1pct"] == 0 and s["seed_in_top1pct"] is True
     assert s["policy_steps_to_top1pct"] == 2
+
+
+def test_the_spread_is_widened_to_the_runs_misses_never_narrowed():
+    from napari_hae.core.run.diagnostics import SPREAD_AT_LEAST, spread_factor
+
+    ones = np.ones(40)
+    assert spread_factor(np.full(SPREAD_AT_LEAST - 1, 5.0), ones[:SPREAD_AT_LEAST - 1]) == 1.0   # too few yet
+    assert spread_factor(np.full(20, 0.3), ones[:20]) == 1.0                  # covered: never narrower
+    z = np.linspace(0.0, 3.0, 31)[1:]                                         # |z| 0.1 .. 3.0
+    assert spread_factor(z, ones[:30]) == pytest.approx(np.quantile(z, 0.6827))
+    # recorded z-scores are under the widened spread: the model's own miss is z x the factor it was drawn with
+    assert spread_factor(z / 2.0, np.full(30, 2.0)) == pytest.approx(np.quantile(z, 0.6827))
+    assert spread_factor(np.r_[np.full(30, 9.0), np.full(30, 2.0)], np.ones(60)) == pytest.approx(2.0)   # window
+    assert spread_factor(np.r_[np.full(12, np.nan), z], np.full(42, np.nan)) == pytest.approx(
+        np.quantile(z, 0.6827))                                               # NaN: none / before it was recorded
+
+
+def test_a_widened_posterior_draws_every_spread_wider():
+    post = Posterior(mean=np.array([0.0, 1.0]), std=np.array([0.5, 1.0]), noise=np.array([0.1, 0.2]), offset=3.0,
+                     scale=2.0, sample=lambda idx, rng: np.array([2.0, 0.0])[idx])
+    wide = post.widened(3.0)
+    np.testing.assert_allclose(wide.std, [1.5, 3.0])
+    np.testing.assert_allclose(wide.noise, [0.3, 0.6])
+    np.testing.assert_allclose(wide.z_scores(np.array([9.0, 9.0])), post.z_scores(np.array([9.0, 9.0])) / 3.0)
+    np.testing.assert_allclose(wide.sample(np.array([0, 1]), None), [6.0, -2.0])   # mean + 3 x deviation
+    assert post.widened(1.0) is post
+
+
+def test_an_overconfident_models_spread_is_widened_by_the_run_and_replayed(small_sample, tmp_path):
+    """The model says std 1e-4 (standardized) and misses by ~1e4 of it: from the 11th step the run draws its maps
+    and the next point's interval wide enough for its misses, records the factor, and a resume decides the same."""
+    journal = tmp_path / "run.journal"
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=14, n_seeds=5),
+                     model_factory=lambda d, s: FixedModel(1e-4), journal=journal)
+    exp.run()
+    factor = exp.trace.step_array("spread_factor")
+    assert (factor[:10] == 1.0).all() and (factor[10:] > 100).all()
+    z = exp.trace.step_array("z_score")
+    assert np.median(np.abs(z[:10])) > 100 and np.median(np.abs(z[10:])) < 5
+    assert exp.trace.step_array("overconfident")[10:].all()            # the model's own misses are still judged
+    std = exp.trace.step_array("next_std")
+    assert std[10:].min() > 100 * std[:10].max()
+    from napari_hae.core.analysis.summary import summarize
+
+    cal = summarize(exp.trace)["calibration"]
+    assert cal["spread_factor_max"] == pytest.approx(factor.max())
+    assert cal["model_coverage_2sigma"] == 0.0 and cal["coverage_1sigma"] > 0.1   # the model's own, the drawn
+    exp.close()
+    no = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=12, n_seeds=5, recalibrate=False),
+                    model_factory=lambda d, s: FixedModel(1e-4))
+    no.run()
+    assert (no.trace.step_array("spread_factor") == 1.0).all()
+
+
+def test_a_run_recorded_before_the_recalibration_is_rebuilt_without_it():
+    from napari_hae.core.record.schema import migrate_settings
+
+    assert migrate_settings({"budget": 3})["recalibrate"] is False
+    assert migrate_settings({"budget": 3, "recalibrate": True})["recalibrate"] is True

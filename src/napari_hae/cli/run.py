@@ -86,6 +86,9 @@ def _add_instrument_options(r, d) -> None:
                    help="follow the specimen's drift: acquire the structural image again every N acquisitions, "
                         "register it to the run's and send later positions where the specimen now is (a live "
                         "instrument that can; default 0: off; the image's beam time is recorded)")
+    r.add_argument("--no-recalibrate", action="store_true",
+                   help="draw the model's own predictive spread (default: wider where the run's last measurements "
+                        "missed their predicted intervals more often than a calibrated model would)")
     r.add_argument("--request-timeout", type=float, default=10.0,
                    help="seconds to wait for each answer of a remote microscope (default 10)")
 
@@ -100,6 +103,7 @@ def settings(args, sc):
         fit_iterations=args.fit_iterations, record_maps=not args.no_maps, map_every=args.map_every,
         acquire_timeout=args.acquire_timeout, acquire_retries=args.acquire_retries, dwell=args.dwell,
         blank_between=not args.no_blank, pipeline_depth=args.pipeline, drift_every=args.drift_every,
+        recalibrate=not args.no_recalibrate,
         objectives=[opt.objective_text(t) for t in args.also] if args.also else None)
 
 
@@ -170,7 +174,8 @@ _FIXED_ON_RESUME = {"sample": "--sample", "spectrum": "--spectrum", "image": "--
                     "overwrite": "--overwrite",
                     "fit_iterations": "--fit-iterations", "acquire_timeout": "--acquire-timeout",
                     "acquire_retries": "--acquire-retries", "dwell": "--dwell", "no_blank": "--no-blank",
-                    "pipeline": "--pipeline", "drift_every": "--drift-every", "out": "--out"}
+                    "pipeline": "--pipeline", "drift_every": "--drift-every", "no_recalibrate": "--no-recalibrate",
+                    "out": "--out"}
 _SCALARIZER_OPTIONS = {"scalarizer", "band", "band2", "background", "scalarizer_param"}
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..data.patches import travel_distance
 from ..record.trace import Trace
-from ..run.diagnostics import STUCK_WINDOW, window_verdict
+from ..run.diagnostics import STUCK_WINDOW, model_z_scores, window_verdict
 from ..targets.objective import Objective
 from .metrics import steps_to_top
 
@@ -69,6 +69,13 @@ def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | 
                               "coverage_2sigma": float(np.mean(np.abs(z) <= 2)),
                               "mean_log_score": float(np.nanmean(ls)),
                               "overconfident_steps": int(np.nansum(trace.step_array("overconfident")))}
+        factor = trace.step_array("spread_factor")
+        if np.nanmax(factor, initial=1.0) > 1.0:   # the run drew the spread wider than the model's (its misses)
+            own = model_z_scores(trace.steps)
+            own = own[np.isfinite(own)]
+            out["calibration"].update(spread_factor_max=float(np.nanmax(factor)),
+                                      model_coverage_1sigma=float(np.mean(np.abs(own) <= 1)),
+                                      model_coverage_2sigma=float(np.mean(np.abs(own) <= 2)))
     if "stuck_latent" in trace.monitors:
         out["stuck_steps_latent"] = int(np.sum(trace.monitors["stuck_latent"]))
     if wall_time is not None:

@@ -13,7 +13,7 @@ A surrogate model maps flattened patches to a predictive distribution of the (si
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -28,8 +28,9 @@ class Posterior:
 
     ``offset`` and ``scale`` turn them back into target units (``mean * scale + offset``, ``std * scale``);
     ``sample(idx, rng)`` draws one joint sample at candidates ``idx`` (standardized), when the model can.
-    ``std`` is the latent function's; ``noise`` the observation noise's std (standardized), so that a new
-    measurement is predicted with std ``sqrt(std^2 + noise^2)`` (the calibration monitor's prediction).
+    ``std`` is the latent function's; ``noise`` the observation noise's std (standardized; one per candidate
+    where it differs, as with counting noise), so that a new measurement is predicted with std
+    ``sqrt(std^2 + noise^2)`` (the calibration monitor's prediction).
     All of these are on the ``warp``'s scale (:mod:`.warp`: the log of positive targets by default); ``in_units``
     gives the median and half the central 68% interval in scalarizer units.
     """
@@ -39,8 +40,22 @@ class Posterior:
     sample: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
     offset: float = 0.0
     scale: float = 1.0
-    noise: float = 0.0
+    noise: float | np.ndarray = 0.0
     warp: Warp = NONE
+
+    def noise_at(self, i: int) -> float:
+        """The observation noise's std (standardized) at candidate ``i``."""
+        return float(self.noise if np.ndim(self.noise) == 0 else np.asarray(self.noise)[i])
+
+    def widened(self, factor: float) -> Posterior:
+        """The same prediction with its spread (latent std, noise and joint samples' deviations) times ``factor``
+        (the run's recalibration from its own misses, :func:`..run.diagnostics.spread_factor`)."""
+        if factor == 1.0:
+            return self
+        sample = self.sample
+        if sample is not None:
+            sample = lambda idx, rng: self.mean[idx] + factor * (self.sample(idx, rng) - self.mean[idx])  # noqa: E731
+        return replace(self, std=self.std * factor, noise=self.noise * factor, sample=sample)
 
     def in_units(self) -> tuple[np.ndarray, np.ndarray]:
         return self.warp.to_units(self.mean * self.scale + self.offset, self.std * self.scale)
@@ -58,9 +73,10 @@ class Posterior:
         and ``noise_std`` in scalarizer units (half the central 68% interval), ``pred_lo``/``pred_hi`` its central
         95% interval (times ``sign``, the goal's: in the scalarizer's own sign), and for a measured ``value`` (in
         the model's target units) its ``z_score`` and ``log_score`` (the calibration monitor)."""
-        center, spread = self.mean[i] * self.scale + self.offset, float(np.hypot(self.std[i], self.noise) * self.scale)
+        noise = self.noise_at(i)
+        center, spread = self.mean[i] * self.scale + self.offset, float(np.hypot(self.std[i], noise) * self.scale)
         out = {k: float(self.warp.to_units(center, v)[1]) for k, v in (("pred_std", spread),
-                                                                         ("noise_std", self.noise * self.scale))}
+                                                                         ("noise_std", noise * self.scale))}
         ends = sorted(float(sign * self.warp.inverse(center + k * spread)) for k in (-2.0, 2.0))
         out.update(pred_lo=ends[0], pred_hi=ends[1])
         if value is not None:
@@ -137,6 +153,17 @@ class SurrogateModel(Protocol):
     def fit(self, X, y, *, iterations: int, warm: bool) -> FitReport: ...
 
     def posterior(self, X) -> Posterior: ...
+
+
+@runtime_checkable
+class KnowsNoise(Protocol):
+    """A model that can take each target's known (counting) variance: ``fit(X, y, iterations=, warm=, y_var=)``,
+    ``y_var`` in the targets' units (NaN: not known). ``known_noise`` says whether its settings want it
+    (:mod:`.noise`); the run computes the variances only then."""
+
+    known_noise: bool
+
+    def fit(self, X, y, *, iterations: int, warm: bool, y_var=None) -> FitReport: ...
 
 
 @runtime_checkable

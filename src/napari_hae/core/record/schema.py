@@ -52,6 +52,8 @@ class StepRecord:
     grid_mean_err: float = NAN     # grid predictor: RMS difference of its mean from the exact posterior's on a
     grid_std_err: float = NAN      # random sample of positions, and of its std (scalarizer units; NaN: exact)
     blanked_s: float = NAN         # seconds the beam was blanked before this step's measurement (NaN: not blanked)
+    spread_factor: float = NAN     # the predictive spread drawn this many times the model's (the run's misses; NaN:
+                                   # a run from before the recalibration, 1 throughout)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -95,11 +97,14 @@ def migrate_settings(settings: dict) -> dict:
       DKL recorded without ``restart`` was warm-started (the default before), and is rebuilt so when the run is
       resumed or replayed;
     - a DKL recorded without ``max_train``, ``predictor`` or ``refit_points`` (before issue 15) trained on every
-      point at every step and predicted exactly everywhere: it is rebuilt so.
+      point at every step and predicted exactly everywhere: it is rebuilt so;
+    - a DKL or plain GP recorded without ``noise`` (before issue 27's counting noise) learned one noise variance;
+    - a run recorded without ``recalibrate`` drew the model's own predictive spread.
     """
     if not isinstance(settings, dict):
         return settings
     settings = dict(settings)
+    settings.setdefault("recalibrate", False)
     old = {k: settings.pop(k) for k in _FORMAT1_MODEL_KEYS if k in settings}
     model = settings.get("model") or {"name": "dkl", "params": old}
     if model.get("name", "dkl") == "dkl" and "restart" not in (model.get("params") or {}):
@@ -110,5 +115,7 @@ def migrate_settings(settings: dict) -> dict:
                                                   ("warp", "none"), ("kernel", "rbf"))
                   if k not in params}
         model = {**model, "params": {**params, **before}}
+    if model.get("name", "dkl") in ("dkl", "gp") and "noise" not in (model.get("params") or {}):
+        model = {**model, "params": {**(model.get("params") or {}), "noise": "learned"}}
     settings["model"] = model
     return settings

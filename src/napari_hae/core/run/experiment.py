@@ -29,7 +29,7 @@ from ..instrument.capabilities import ReplaysData
 from ..instrument.guard import AcquisitionGuard
 from ..instrument.microscope import Microscope
 from ..instrument.registration import tracking
-from ..model.base import MODELS, Seekable, make_model
+from ..model.base import MODELS, KnowsNoise, Seekable, make_model
 from ..policy import AcquisitionContext, AcquisitionFunction, policy_from_dict, select
 from ..policy.wrappers import penalize_pending
 from ..record.journal import bytes_needed, check_free_space
@@ -38,7 +38,7 @@ from ..targets.objective import Objective
 from ..targets.scalarizers import Scalarizer
 from . import interventions as iv
 from . import memory, picking, resuming
-from .diagnostics import STUCK_WINDOW, step_flags
+from .diagnostics import STUCK_WINDOW, spread_factor, step_flags
 from .results import Decision, Measurement, RunView, StepResult, frozen_array, frozen_mapping
 from .settings import ExperimentSettings, PolicySpec, ScalarizerSpec
 from .state import RunState
@@ -127,6 +127,7 @@ class Experiment:
             self.journal_to(journal)
         self._seeds = None
         self._values_cache = ("", np.zeros(0))
+        self._variance_cache: tuple = (None, np.zeros(0))   # (objective, counting variances so far; None: not counts)
         self._recorded_at = -math.inf   # time.perf_counter() of the latest step's record
 
     def _read_instrument(self, microscope) -> None:
@@ -270,6 +271,21 @@ class Experiment:
         self._values_cache = (label, done)
         return done
 
+    def _counting_variances(self) -> np.ndarray | None:
+        """Each measured spectrum's counting variance under the objective in force (:mod:`..targets.noise`;
+        computed for new points only while the objective stays, a function of the recorded spectra alone), or None
+        where it is not defined (spectra that are not counts, several objectives)."""
+        objective, done = self._variance_cache
+        n = self.trace.n_points
+        if objective is not self.objective or (done is not None and len(done) > n):
+            objective, done = self.objective, np.zeros(0)
+        if done is not None and len(done) < n:
+            new = self.objective.counting_variance(np.stack(self.trace.spectra[len(done):n]), self.energies,
+                                                   first_index=len(done))
+            done = None if new is None else np.concatenate([done, new])
+        self._variance_cache = (objective, done)
+        return done
+
     # -- measure ------------------------------------------------------------------------------------------
     def measure(self, decision: Decision) -> Measurement:
         """Acquire the spectrum ``decision`` chose and scalarize it (nothing is recorded yet)."""
@@ -372,6 +388,10 @@ class Experiment:
                                 f"{self.scalarizer.label()}; nothing was lost.",
                                 "check the scalarizer (its band and background) against a measured spectrum, "
                                 "then change it (an intervention) and resume.")
+        noise = {}
+        if isinstance(self.model, KnowsNoise):   # the targets' counting variances, where the model wants them
+            y_var = self._counting_variances() if self.model.known_noise else None
+            noise["y_var"] = None if y_var is None else y_var[usable]
         y, order = y[usable], order[usable]
         X = self.patches[order]
         t0 = time.perf_counter()
@@ -381,7 +401,7 @@ class Experiment:
             self.model.seek(self.step_index)
         try:
             rep = self.model.fit(X, y, iterations=s.fit_iterations_first if first else s.fit_iterations,
-                                 warm=not self._needs_reset)
+                                 warm=not self._needs_reset, **noise)
         except (RuntimeError, ValueError) as exc:
             self._needs_reset = self._retry_fresh = True   # start the next attempt from fresh weights
             self.trace.add_event(self.step_index, f"model fit failed: {exc}")
@@ -404,6 +424,9 @@ class Experiment:
         measured_y, loss, fit_time, weight = self._fit()
         t0 = time.perf_counter()
         post = self.model.posterior(self.patches)
+        factor = spread_factor(self.trace.step_array("z_score"), self.trace.step_array("spread_factor")) \
+            if self.state.settings.recalibrate else 1.0
+        post = post.widened(factor)
         predict_time = time.perf_counter() - t0
         mean, std = post.in_units()   # maps in scalarizer units (several objectives: the step's z-score target)
         mean = self.objective.in_units(mean)
@@ -428,7 +451,7 @@ class Experiment:
         ties = float(np.sum(pick_mask & (acq == acq[choice])))
         record = self._decision_record(position, choice, scores[choice], ties, mean, std, measured_y)
         record.update(loss=float(loss), fit_time=fit_time, predict_time=predict_time, objective_weight=float(
-            weight) if self.objective.multi else float("nan"))
+            weight) if self.objective.multi else float("nan"), spread_factor=factor)
         flags, warning = step_flags(self.trace.steps, position, record["std_mean"], record["best_so_far"],
                                     self.scan_shape, self.stuck_window)
         record.update(flags)

@@ -125,6 +125,9 @@ class ExperimentSettings(Spec):
     # again (a live instrument that can), registered to the run's, and later positions are sent where the specimen
     # now is (0: off; a resume registers the image in any case)
     drift_every: int = Field(0, ge=0)
+    # draw the predictive spread (maps, policies, the calibration monitor) wider when the run's last measurements
+    # missed their predicted intervals more often than a calibrated model would (run.diagnostics.spread_factor)
+    recalibrate: bool = True
 
     def maps_every(self, n_positions: int) -> int:
         """Steps between stored per-step maps: ``map_every``, or with 0 one stored step per 65,536 positions'
