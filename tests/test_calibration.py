@@ -228,3 +228,15 @@ def test_a_run_recorded_before_the_recalibration_is_rebuilt_without_it():
 
     assert migrate_settings({"budget": 3})["recalibrate"] is False
     assert migrate_settings({"budget": 3, "recalibrate": True})["recalibrate"] is True
+
+
+def test_the_stuck_detector_judges_the_models_own_misses_not_the_widened_ones():
+    """A stalled run whose misses were drawn within 2 sigma only because the run widened the spread x10 is still
+    stuck: the model itself keeps being wrong where it looks."""
+    from napari_hae.core.run.diagnostics import window_verdict
+
+    k = 10
+    steps = {"position": [(5, 5)] * k, "std_mean": [1.0] * k, "best_so_far": [3.0] * k, "z_score": [0.5] * k}
+    assert not window_verdict(dict(steps, spread_factor=[1.0] * k), (40, 40), k).stuck
+    assert window_verdict(dict(steps, spread_factor=[10.0] * k), (40, 40), k).stuck
+    assert not window_verdict(steps, (40, 40), k).stuck                       # not recorded: as drawn

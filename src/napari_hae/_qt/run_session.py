@@ -15,7 +15,7 @@ from ..core.analysis.summary import dose_ledger
 from ..core.errors import HAEInputError, sentence
 from ..core.instrument.adapters import close_microscope
 from ..core.record.trace import JOURNAL_NAME
-from ..core.run.diagnostics import calibration_verdict, window_verdict
+from ..core.run.diagnostics import calibration_verdict, model_z_scores, window_verdict
 from ..core.run.driver import Event
 from ..core.run.experiment import Experiment, ExperimentSettings
 from ..core.run.picking import seed_indices
@@ -65,7 +65,7 @@ class RunWarnings:
                    + "; ".join(verdict.suggestions) + ".")
             show_warning(msg)
             return msg
-        cal = calibration_verdict(view.steps["z_score"], view.steps["log_score"])
+        cal = calibration_verdict(model_z_scores(view.steps), view.steps["log_score"])   # the model's own
         if cal is not None and cal.overconfident and not self._overconfident:   # once a run: then the monitors
             self._overconfident = True
             msg = (f"The model is overconfident at step {res.step + 1}: {cal.reason}. Consider: "

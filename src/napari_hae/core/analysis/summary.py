@@ -124,7 +124,7 @@ def compute_monitors(trace: Trace, truth: np.ndarray | None = None, complete: np
 
 def stuck_flags(trace: Trace, k: int = STUCK_WINDOW, **kw) -> np.ndarray:
     """The stuck-run verdict after every policy step (0/1), e.g. re-judged with the rVAE latent plane."""
-    cols = ("position", "std_mean", "best_so_far", "z_score")
+    cols = ("position", "std_mean", "best_so_far", "z_score", "spread_factor")
     verdicts = (window_verdict({c: list(trace.steps.get(c) or [])[: i + 1] for c in cols}, trace.structural.shape, k,
                                **kw) for i in range(trace.n_steps))
     return np.array([float(v is not None and v.stuck) for v in verdicts])

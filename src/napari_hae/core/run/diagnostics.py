@@ -88,11 +88,12 @@ def stuck_verdict(picks, std_means, scan_shape, radius: float | None = None, lat
 
 def window_verdict(steps: dict, scan_shape, k: int = STUCK_WINDOW, **kw) -> StuckReport | None:
     """:func:`stuck_verdict` on the last ``k`` policy steps of ``steps`` (a trace's step columns: ``position``,
-    ``std_mean``, and where recorded ``best_so_far`` and ``z_score``); None while fewer than ``k`` steps exist."""
+    ``std_mean``, and where recorded ``best_so_far``, ``z_score`` and ``spread_factor``: the misses are judged in
+    the model's own standard deviations, as drawn before any widening); None while fewer than ``k`` steps exist."""
     if len(steps["position"]) < k:
         return None
     best = list(steps["best_so_far"])[-k:] if len(steps.get("best_so_far") or []) >= k else None
-    z = list(steps.get("z_score") or [])[-k:]
+    z = list(model_z_scores(steps))[-k:]
     return stuck_verdict(list(steps["position"])[-k:], list(steps["std_mean"])[-k:], scan_shape, best=best,
                          z_scores=z, **kw)
 
@@ -126,8 +127,9 @@ SPREAD_AT_LEAST = 10    # finite z-scores before the spread is widened at all
 def model_z_scores(steps: dict) -> np.ndarray:
     """The recorded z-scores in the model's own standard deviations (each times the spread factor it was drawn
     with; a step from before the recalibration: 1)."""
-    z = np.asarray(steps["z_score"], dtype=float)
-    return z * np.nan_to_num(np.asarray(steps.get("spread_factor", np.ones(len(z))), dtype=float), nan=1.0)
+    z = np.asarray(steps.get("z_score", ()), dtype=float)
+    factor = np.asarray(steps.get("spread_factor", ()), dtype=float)
+    return z * (np.nan_to_num(factor, nan=1.0) if factor.shape == z.shape else 1.0)   # not recorded: 1
 
 
 def spread_factor(z_scores, factors, window: int = SPREAD_WINDOW) -> float:
@@ -175,7 +177,8 @@ def step_flags(steps: dict, position, std_mean: float, best_so_far: float, scan_
     and ``overconfident`` (the calibration of the steps before), as 0/1; and the event text when overconfidence
     starts (empty otherwise). ``steps``: the trace's step columns."""
     verdict = window_verdict({"position": steps["position"] + [position], "std_mean": steps["std_mean"] + [std_mean],
-                              "best_so_far": steps["best_so_far"] + [best_so_far], "z_score": steps["z_score"]},
+                              "best_so_far": steps["best_so_far"] + [best_so_far], "z_score": steps["z_score"],
+                              "spread_factor": steps["spread_factor"]},
                              scan_shape, window)
     cal = calibration_verdict(model_z_scores(steps), steps["log_score"])   # the model's own, not the widened
     over = bool(cal and cal.overconfident)
