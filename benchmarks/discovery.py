@@ -140,13 +140,13 @@ def run_one(job: dict) -> dict:
     """One run of the default experiment on ``job``'s dataset with ``job``'s policy and seed."""
     from napari_hae.core.analysis.metrics import measurements_to_top, random_median_steps, steps_to_top, top_mask
     from napari_hae.core.instrument.microscope import SimulatedMicroscope
-    from napari_hae.core.run.experiment import Experiment
+    from napari_hae.core.run.experiment import Experiment, ExperimentSettings
 
     ds = DATASETS[job["dataset"]]
     data = _data(job["dataset"])
     settings = {"patch_size": ds["patch"], "scalarizer": ds["scalarizer"], "budget": job["steps"],
                 "n_seeds": 10, "random_seed": job["seed"], "record_maps": False,
-                "seed_mode": job.get("seed_mode") or "random"}
+                "seed_mode": job.get("seed_mode") or ExperimentSettings().seed_mode}
     if job["policy_spec"] is not None:
         settings["policy"] = job["policy_spec"]
     if job.get("fit_iterations"):
@@ -326,9 +326,9 @@ def main(argv=None):
                    help="a parameter of the model (repeatable; JSON values)")
     p.add_argument("--fit-iterations", type=int, help="training iterations of later fits (the settings' default)")
     p.add_argument("--rows", help="write every run's row to this JSON-lines file")
-    from napari_hae.core.run.settings import SEED_MODES
+    from napari_hae.core.run.settings import SEED_MODES, ExperimentSettings
 
-    p.add_argument("--seed-mode", choices=SEED_MODES, default="random",
+    p.add_argument("--seed-mode", choices=SEED_MODES, default=ExperimentSettings().seed_mode,
                    help="where the 10 seeds go (bright: the structural image's brightest places)")
     p.add_argument("--pipeline", type=int, choices=(0, 1), default=0,
                    help="1: decide each next point while the current one is measured (as on a live instrument)")

@@ -106,7 +106,7 @@ def test_the_stuck_run_of_the_issue_is_flagged_and_the_readme_run_is_not(tmp_pat
     assert main(["run", "--sample", "nanoparticles", "--steps", "60", "--policy", "ucb", "--beta", "4",
                  "--model-param", "threads=2", "--model-param", "restart=warm", "--model-param", "warp=none",
                  "--model-param", "kernel=rbf",
-                 "--fit-iterations", "30", "--random-seed", "2", "--no-recalibrate",
+                 "--fit-iterations", "30", "--random-seed", "2", "--no-recalibrate", "--seed-mode", "random",
                  "--out", str(tmp_path / "then"), "-q"]) == 0
     s = json.loads((tmp_path / "then" / "summary.json").read_text())
     assert s["steps_to_top1pct"] is None and s["best_fraction_of_truth_best"] < 0.5      # the stuck run

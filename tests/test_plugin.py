@@ -231,18 +231,19 @@ def test_measured_values_layer_follows_the_current_scalarizer(viewer_widget, qtb
 
 @pytest.mark.slow
 def test_the_dock_puts_the_seeds_where_the_user_chose(viewer_widget, qtbot, small_sample):
-    """Issue 27: 'mixed' seeds (half on the brightest features) are the dock's choice too, not only the CLI's."""
+    """Issue 27: the seed modes are the dock's choice too, not only the CLI's; its default is the settings' (mixed:
+    half on the brightest features), and what the user chooses is what the run does."""
     from napari_hae.core.run.picking import bright_seeds
 
     viewer, w = viewer_widget
-    assert w.seed_mode.value == "random" and w.seed_mode.choices == ("random", "mixed", "bright", "grid")
-    w.seed_mode.value = "mixed"
+    assert w.seed_mode.value == "mixed" and w.seed_mode.choices == ("random", "mixed", "bright", "grid")
+    w.seed_mode.value = "bright"
     w.n_seeds.value, w.budget.value = 6, 1
     w.start()
     _run_to_end(w, qtbot)
     tr = w.experiment.trace
-    bright = {divmod(int(i), 48) for i in bright_seeds(small_sample.structural, 3, w.patch_size.value)}
-    assert tr.settings["seed_mode"] == "mixed" and bright <= set(tr.positions[:6])
+    bright = {divmod(int(i), 48) for i in bright_seeds(small_sample.structural, 6, w.patch_size.value)}
+    assert tr.settings["seed_mode"] == "bright" and bright == set(tr.positions[:6])
 
 
 def test_objects_drawn_before_start_apply_from_the_first_step(viewer_widget, qtbot):

@@ -37,6 +37,27 @@ def dose_ledger(trace: Trace) -> dict:
     return out
 
 
+def calibration(trace: Trace) -> dict | None:
+    """How many measured values fell within the intervals predicted for them (the calibration monitor over the
+    whole run), and where the run drew its spread wider than the model's, the model's own coverage; None without
+    a z-score."""
+    z = trace.step_array("z_score") if trace.n_steps else np.zeros(0)
+    z = z[np.isfinite(z)]
+    if not len(z):
+        return None
+    out = {"n": int(len(z)), "coverage_1sigma": float(np.mean(np.abs(z) <= 1)),
+           "coverage_2sigma": float(np.mean(np.abs(z) <= 2)),
+           "mean_log_score": float(np.nanmean(trace.step_array("log_score"))),
+           "overconfident_steps": int(np.nansum(trace.step_array("overconfident")))}
+    factor = trace.step_array("spread_factor")
+    if np.nanmax(factor, initial=1.0) > 1.0:   # the run drew the spread wider than the model's (its misses)
+        own = model_z_scores(trace.steps)
+        own = own[np.isfinite(own)]
+        out.update(spread_factor_max=float(np.nanmax(factor)), model_coverage_1sigma=float(np.mean(np.abs(own) <= 1)),
+                   model_coverage_2sigma=float(np.mean(np.abs(own) <= 2)))
+    return out
+
+
 def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | None = None) -> dict:
     """Numbers a microscopist wants at the end of a run. ``truth``: the scalarizer of every pre-acquired spectrum
     (scalarizer units); "best" and "top 1%" follow the run's goal (max or min)."""
@@ -61,21 +82,8 @@ def summarize(trace: Trace, truth: np.ndarray | None = None, wall_time: float | 
         "stuck_steps": int(np.nansum(trace.step_array("stuck"))) if trace.n_steps else 0,
         "dose": dose_ledger(trace),
     }
-    z = trace.step_array("z_score") if trace.n_steps else np.zeros(0)
-    z = z[np.isfinite(z)]
-    if len(z):   # the calibration monitor over the whole run
-        ls = trace.step_array("log_score")
-        out["calibration"] = {"n": int(len(z)), "coverage_1sigma": float(np.mean(np.abs(z) <= 1)),
-                              "coverage_2sigma": float(np.mean(np.abs(z) <= 2)),
-                              "mean_log_score": float(np.nanmean(ls)),
-                              "overconfident_steps": int(np.nansum(trace.step_array("overconfident")))}
-        factor = trace.step_array("spread_factor")
-        if np.nanmax(factor, initial=1.0) > 1.0:   # the run drew the spread wider than the model's (its misses)
-            own = model_z_scores(trace.steps)
-            own = own[np.isfinite(own)]
-            out["calibration"].update(spread_factor_max=float(np.nanmax(factor)),
-                                      model_coverage_1sigma=float(np.mean(np.abs(own) <= 1)),
-                                      model_coverage_2sigma=float(np.mean(np.abs(own) <= 2)))
+    if (cal := calibration(trace)) is not None:   # the calibration monitor over the whole run
+        out["calibration"] = cal
     if "stuck_latent" in trace.monitors:
         out["stuck_steps_latent"] = int(np.sum(trace.monitors["stuck_latent"]))
     if wall_time is not None:

@@ -105,6 +105,7 @@ def migrate_settings(settings: dict) -> dict:
         return settings
     settings = dict(settings)
     settings.setdefault("recalibrate", False)
+    settings.setdefault("seed_mode", "random")   # before seed modes: random seeds
     old = {k: settings.pop(k) for k in _FORMAT1_MODEL_KEYS if k in settings}
     model = settings.get("model") or {"name": "dkl", "params": old}
     if model.get("name", "dkl") == "dkl" and "restart" not in (model.get("params") or {}):

@@ -126,10 +126,12 @@ SPREAD_AT_LEAST = 10    # finite z-scores before the spread is widened at all
 
 def model_z_scores(steps: dict) -> np.ndarray:
     """The recorded z-scores in the model's own standard deviations (each times the spread factor it was drawn
-    with; a step from before the recalibration: 1)."""
+    with, which is >= 1; a step from before the recalibration, or a hand-made record without one: 1)."""
     z = np.asarray(steps.get("z_score", ()), dtype=float)
     factor = np.asarray(steps.get("spread_factor", ()), dtype=float)
-    return z * (np.nan_to_num(factor, nan=1.0) if factor.shape == z.shape else 1.0)   # not recorded: 1
+    if factor.shape != z.shape:
+        return z                                                   # not recorded: drawn as the model said
+    return z * np.where(np.isfinite(factor) & (factor >= 1.0), factor, 1.0)   # NaN: a step from before it
 
 
 def spread_factor(z_scores, factors, window: int = SPREAD_WINDOW) -> float:
