@@ -209,6 +209,9 @@ def test_an_overconfident_models_spread_is_widened_by_the_run_and_replayed(small
     z = exp.trace.step_array("z_score")
     assert np.median(np.abs(z[:10])) > 100 and np.median(np.abs(z[10:])) < 5
     assert exp.trace.step_array("overconfident")[10:].all()            # the model's own misses are still judged
+    said = [e for e in exp.trace.events if "wider than the model's" in e["message"]]
+    assert len(said) == 1 and said[0]["step"] == 10                       # once, when it starts
+    assert f"{factor[10]:.2f}x wider" in said[0]["message"]
     std = exp.trace.step_array("next_std")
     assert std[10:].min() > 100 * std[:10].max()
     from napari_hae.core.analysis.summary import summarize
@@ -240,3 +243,12 @@ def test_the_stuck_detector_judges_the_models_own_misses_not_the_widened_ones():
     assert not window_verdict(dict(steps, spread_factor=[1.0] * k), (40, 40), k).stuck
     assert window_verdict(dict(steps, spread_factor=[10.0] * k), (40, 40), k).stuck
     assert not window_verdict(steps, (40, 40), k).stuck                       # not recorded: as drawn
+
+
+def test_the_widening_is_said_when_it_starts_and_when_it_stops():
+    from napari_hae.core.run.diagnostics import spread_event
+
+    assert "1.50x wider" in spread_event(float("nan"), 1.5) and "1.50x wider" in spread_event(1.0, 1.5)
+    assert spread_event(1.5, 2.0) == "" and spread_event(1.0, 1.0) == "" and spread_event(float("nan"), 1.0) == ""
+    assert spread_event(1.5, 1.0) == ("the model's intervals hold what is measured again: the run draws them as "
+                                      "the model says")

@@ -152,6 +152,19 @@ def spread_factor(z_scores, factors, window: int = SPREAD_WINDOW) -> float:
     return max(1.0, float(np.quantile(z, 0.6827)))
 
 
+def spread_event(before: float, now: float) -> str:
+    """The event when the run starts, or stops, drawing its intervals wider than the model's (else "");
+    ``before``: the factor of the step before (NaN: none, or a step from before the recalibration)."""
+    before = float(before) if np.isfinite(before) else 1.0
+    if now > 1.0 >= before:
+        return ("the model's last measurements fell outside its 68% intervals more often than a calibrated "
+                f"model's would: the run draws its intervals {now:.2f}x wider than the model's from here "
+                "(recorded per step as spread_factor; --no-recalibrate turns it off)")
+    if now <= 1.0 < before:
+        return "the model's intervals hold what is measured again: the run draws them as the model says"
+    return ""
+
+
 def calibration_verdict(z_scores, log_scores=None, k: int = CALIBRATION_WINDOW) -> CalibrationReport | None:
     """Judge the last ``k`` finite z-scores (measured minus predicted, in predicted standard deviations). A
     calibrated model covers about 68% within 1 sigma and 95% within 2; the run is flagged overconfident when fewer

@@ -38,7 +38,7 @@ from ..targets.objective import Objective
 from ..targets.scalarizers import Scalarizer
 from . import interventions as iv
 from . import memory, picking, resuming
-from .diagnostics import STUCK_WINDOW, spread_factor, step_flags
+from .diagnostics import STUCK_WINDOW, spread_event, spread_factor, step_flags
 from .results import Decision, Measurement, RunView, StepResult, frozen_array, frozen_mapping
 from .settings import ExperimentSettings, PolicySpec, ScalarizerSpec
 from .state import RunState
@@ -461,7 +461,12 @@ class Experiment:
                 "acq": acq.reshape(self.scan_shape)}
         return Decision(k, int(choice), position, kind, frozen_mapping(record),
                         frozen_mapping({n: frozen_array(m) for n, m in maps.items()}), post,
-                        (warning,) if warning else (), t_start)
+                        tuple(w for w in (warning, spread_event(self._last_factor(), factor)) if w), t_start)
+
+    def _last_factor(self) -> float:
+        """The spread factor the step before was drawn with (NaN: none yet)."""
+        factors = self.trace.steps["spread_factor"]
+        return float(factors[-1]) if factors else float("nan")
 
     def _decision_record(self, position, choice, score, ties, mean, std, measured_y) -> dict:
         """The step record's fields known once the position is chosen (scalarizer units)."""
