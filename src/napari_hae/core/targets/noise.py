@@ -12,8 +12,9 @@ is its records: the variance is a function of the recorded spectra).
 
 Why: on a sparse real EDS map (SiO2, a median of 20 counts a spectrum) the pixel-to-pixel scatter of the C K line
 (38 count-eV) is its Poisson noise (36), which a model fitted on 50 points underestimated (1-sigma coverage of the
-map 0.51): its network could fit part of the noise. With each value's counting variance as a floor of its noise
-the model cannot explain counting noise as structure (issue 27, ``docs/performance.md``).
+map 0.38-0.51): its network could fit part of the noise. With each value's counting variance as a floor of its
+noise the model cannot explain counting noise as structure (``noise="counts"``, an option of the models; issue
+27, ``docs/performance.md``).
 """
 
 from __future__ import annotations
