@@ -252,3 +252,26 @@ def test_the_widening_is_said_when_it_starts_and_when_it_stops():
     assert spread_event(1.5, 2.0) == "" and spread_event(1.0, 1.0) == "" and spread_event(float("nan"), 1.0) == ""
     assert spread_event(1.5, 1.0) == ("the model's intervals hold what is measured again: the run draws them as "
                                       "the model says")
+
+
+def test_the_dock_says_when_the_run_widens_its_intervals():
+    """The uncertainty map grows by the factor at once: the dock's status line and a notification say why."""
+    from types import SimpleNamespace
+
+    from napari_hae._qt.run_session import RunWarnings
+
+    def view(factors):
+        n = len(factors)
+        steps = {"position": [(i, i) for i in range(n)], "std_mean": list(np.linspace(1.0, 0.5, n)),
+                 "best_so_far": list(range(n)), "z_score": [0.5] * n, "log_score": [0.0] * n,
+                 "spread_factor": factors}
+        return SimpleNamespace(steps=steps, scan_shape=(40, 40), stuck_window=10)
+
+    warnings = RunWarnings(lambda: None)
+    quiet = [1.0] * 11
+    assert warnings.check(SimpleNamespace(step=10), view(quiet)) is None
+    said = warnings.check(SimpleNamespace(step=11), view(quiet + [1.47]))
+    assert said.startswith("Step 12: the model's last measurements") and "1.47x wider" in said
+    assert warnings.check(SimpleNamespace(step=12), view(quiet + [1.47, 1.5])) is None     # said once
+    assert "hold what is measured again" in warnings.check(SimpleNamespace(step=13),
+                                                           view(quiet + [1.47, 1.5, 1.0]))

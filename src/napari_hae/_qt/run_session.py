@@ -15,7 +15,7 @@ from ..core.analysis.summary import dose_ledger
 from ..core.errors import HAEInputError, sentence
 from ..core.instrument.adapters import close_microscope
 from ..core.record.trace import JOURNAL_NAME
-from ..core.run.diagnostics import calibration_verdict, model_z_scores, window_verdict
+from ..core.run.diagnostics import calibration_verdict, model_z_scores, spread_event, window_verdict
 from ..core.run.driver import Event
 from ..core.run.experiment import Experiment, ExperimentSettings
 from ..core.run.picking import seed_indices
@@ -45,8 +45,9 @@ class RunProgress:
 
 
 class RunWarnings:
-    """Says (once per window) that a run looks stuck, and (once a run) that its model is overconfident; with a
-    feature space (``latent()``), latent clustering counts too."""
+    """Says (once per window) that a run looks stuck, (once a run) that its model is overconfident, and when the
+    run starts or stops drawing its intervals wider than the model's (the uncertainty map grows or shrinks by that
+    factor at once); with a feature space (``latent()``), latent clustering counts too."""
 
     def __init__(self, latent: Callable):
         self._latent = latent
@@ -71,6 +72,12 @@ class RunWarnings:
             msg = (f"The model is overconfident at step {res.step + 1}: {cal.reason}. Consider: "
                    + "; ".join(cal.suggestions) + ". (Orange ticks in the monitors mark further such steps.)")
             show_warning(msg)
+            return msg
+        factors = list(view.steps.get("spread_factor") or [])
+        said = spread_event(factors[-2] if len(factors) > 1 else float("nan"), factors[-1]) if factors else ""
+        if said:
+            msg = f"Step {res.step + 1}: {said}."
+            show_info(msg)
             return msg
         return None
 
