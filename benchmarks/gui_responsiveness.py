@@ -124,65 +124,86 @@ def _args():
     return ap.parse_args()
 
 
-def _choose_nion_usim(app, w):
+def _choose_nion_usim(w):
     """The dock's microscope set to nion-usim, as a user chooses it before pressing Acquire image (the dock then
     lays out that microscope's fields: not part of the acquisition)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from make_screenshots import settle
-
     from qt_input import choose
 
     choose(w.microscope_kind, "nion-usim")
-    settle(app, 100)
+    loop_until(lambda: False, 2.0)
 
 
-def _acquire(app, w):
+def _acquire(w):
     """Press Acquire image (nion-usim chosen); returns (wall s, what was measured)."""
-    from make_screenshots import click, run_until
+    from make_screenshots import click
 
     t0 = time.perf_counter()
     click(w.acquire_btn)
-    run_until(app, lambda: w.status.value.startswith(("Acquired", "Could not")), 600)
+    loop_until(lambda: w.status.value.startswith(("Acquired", "Could not")), 600)
     return time.perf_counter() - t0, w.status.value.split(". ")[0]
 
 
-def _run(app, viewer, w, args):
-    """Start a run (Start button); with ``args.open``, open that file a third of the way. Returns (wall s, what)."""
-    from make_screenshots import click, run_until
+def _run(viewer, w, args):
+    """Start a run (Start button); with ``args.open``, open that file a third of the way, from the event loop as
+    File > Open does. Returns (wall s, what)."""
+    from make_screenshots import click
 
     t0, opened = time.perf_counter(), []
 
-    def open_file():
-        t = time.perf_counter()
-        viewer.open(args.open, plugin="napari-hae")
-        opened.append(time.perf_counter() - t)
+    def open_file_once():
+        if args.open and not opened and w.experiment is not None and w.experiment.step_index >= args.steps // 3:
+            t = time.perf_counter()
+            viewer.open(args.open, plugin="napari-hae")
+            opened.append(time.perf_counter() - t)
 
     click(w.start_btn)
-    if args.open:
-        run_until(app, lambda: w.experiment is not None and w.experiment.step_index >= args.steps // 3, 1800)
-        open_file()
-    run_until(app, lambda: w.experiment is not None and w.worker is None, 1800)
+    loop_until(lambda: w.experiment is not None and w.worker is None, 1800, every=open_file_once)
     said = f"{w.experiment.step_index} steps" + (f", {Path(args.open).name} opened in {opened[0]:.2f} s (that "
                                                  "call)" if opened else "")
     return time.perf_counter() - t0, said
 
 
+def loop_until(cond, limit: float, every=None) -> None:
+    """Run Qt's event loop, as napari's own does, until ``cond()`` holds or ``limit`` s have passed; ``every()``
+    is called from it every 10 ms. A loop of ``processEvents`` calls with sleeps between (the screenshots' pump)
+    is not the same: it adds up to a sleep to every gap, and Qt's deferred deletions never run in it, so
+    napari's activity spinner, stopped when the progress bar of a file's opening is deleted, would animate for
+    the rest of the run and recompose the window at every frame (measured: the median tick 33-38 ms)."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop, t0 = QEventLoop(), time.time()
+
+    def poll():
+        if every is not None:
+            every()
+        if cond() or time.time() - t0 > limit:
+            loop.quit()
+
+    timer = QTimer()
+    timer.timeout.connect(poll)
+    timer.start(10)
+    loop.exec()
+    timer.stop()
+
+
 def main():
     args = _args()
     import napari
-    from make_screenshots import SAMPLE_MENU, menu, new_viewer, open_dock, settle
+    from make_screenshots import SAMPLE_MENU, menu, new_viewer, open_dock
     load = os.getloadavg() if os.name == "posix" else (float("nan"),) * 3   # Windows has no load average
-    app = napari.qt.get_qapp()
+    napari.qt.get_qapp()
     viewer, win = new_viewer(tuple(args.size))
     menu(win, SAMPLE_MENU).trigger()
     w = open_dock(viewer, win)
     w.budget.value = args.steps
     if args.acquire:
-        _choose_nion_usim(app, w)
-    settle(app, 100)   # napari draws the image and the dock and makes the run's layers, before the user presses Start
+        _choose_nion_usim(w)
+    # napari draws the image and the dock and makes the run's layers, before the user presses Start
+    loop_until(lambda: False, 2.0)
     recorder = EventLoopGaps(10).start()
     sampler = StallSampler(recorder).start() if args.stalls else None
-    wall, said = _acquire(app, w) if args.acquire else _run(app, viewer, w, args)
+    wall, said = _acquire(w) if args.acquire else _run(viewer, w, args)
     if sampler is not None:
         print("where the GUI thread was while stalled (sampled time, this package's innermost frame <- innermost):")
         print("\n".join(sampler.top()))
