@@ -131,10 +131,14 @@ def _gl_problem() -> str | None:
     return f"no working OpenGL context for napari's canvas ({last}); run under Xvfb with Mesa (see .ci/run)"
 
 
+def _opens_a_viewer(fixturenames) -> bool:
+    """Whether a test is a GUI test: one that opens a napari viewer."""
+    return "make_napari_viewer" in fixturenames
+
+
 def pytest_collection_modifyitems(config, items):
-    """GUI tests (those that open a napari viewer) skip with the reason when there is no OpenGL context, instead of
-    failing one by one."""
-    gui = [item for item in items if "make_napari_viewer" in getattr(item, "fixturenames", ())]
+    """GUI tests skip with the reason when there is no OpenGL context, instead of failing one by one."""
+    gui = [item for item in items if _opens_a_viewer(getattr(item, "fixturenames", ()))]
     if not gui:
         return
     problem = _gl_problem()
@@ -166,7 +170,7 @@ def _opengl_in_this_process(request):
     (``lru_cache``), even an empty one from a moment without a context; every later image layer of the process then
     failed ('texture_float' not in None): one worker's cascade under load. So: ask before the first viewer, with no
     canvas open (skip with the reason if OpenGL does not answer), and forget an empty answer after each GUI test."""
-    if "make_napari_viewer" not in request.fixturenames:
+    if not _opens_a_viewer(request.fixturenames):
         yield
         return
     if _gl_answer_cached() is None:
