@@ -2,7 +2,7 @@
 ``dkl`` the deep-kernel-learning exact GP (the default), ``ensemble`` an ensemble of DKL members, ``gp`` a plain GP
 on fixed patch features (the baseline without a network). Importing the package registers the built-ins."""
 
-from . import dkl, ensemble, gp, hybrid  # noqa: F401  (register "dkl", "dkl_ensemble", "gp")
+from . import dkl, ensemble, gp  # noqa: F401  (register "dkl", "dkl_ensemble", "gp")
 from .base import MODELS, FitReport, Posterior, SurrogateModel, make_model, register_model
 
 __all__ = ["MODELS", "FitReport", "Posterior", "SurrogateModel", "make_model", "register_model"]

@@ -332,14 +332,11 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         if self.known is not None:
             self.likelihood.noise = torch.as_tensor(self.known.train[rows], dtype=self.dtype, device=self.device)
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
-
     def _train_loop(self, x, yt, iterations, report, jitter):
         model, lik = self.model, self.likelihood
         model.train()
         lik.train()
-        opt = self._optimizer()
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         # priors add their log densities to gpytorch's loss; without them the plain-torch loss is the same number
         if self.priors:
             mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)

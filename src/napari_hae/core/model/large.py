@@ -35,8 +35,6 @@ from .noise import KnownNoise
 
 def embed_positions(extractor: torch.nn.Sequential, grid, dtype, rows_per_block: int | None = None) -> torch.Tensor:
     """The extractor's output at every position of ``grid`` (a :class:`PatchGrid`), (ny * nx, embed_dim)."""
-    if hasattr(extractor, "branches"):
-        return torch.cat([embed_positions(b, grid, dtype, rows_per_block) for b in extractor.branches], dim=-1)
     first, rest = extractor[0], torch.nn.Sequential(*list(extractor)[1:])
     n = grid.patch_size
     ny, nx = grid.scan_shape
