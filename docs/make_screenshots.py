@@ -20,7 +20,7 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QScrollArea
 
@@ -53,16 +53,24 @@ def click(widget) -> None:
     QTest.mouseClick(widget.native, Qt.MouseButton.LeftButton)
 
 
+def pump(app) -> None:
+    """What a turn of Qt's event loop does, deferred deletions included: ``processEvents`` alone never deletes what
+    was ``deleteLater``-ed, and napari, which stops its activity spinner when a finished progress bar is deleted,
+    then showed a busy spinner in every later screenshot."""
+    app.processEvents()
+    app.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+
+
 def settle(app, n: int = 20) -> None:
     for _ in range(n):
-        app.processEvents()
+        pump(app)
         time.sleep(0.02)
 
 
 def run_until(app, cond, limit=300) -> None:
     t0 = time.time()
     while not cond() and time.time() - t0 < limit:
-        app.processEvents()
+        pump(app)
         time.sleep(0.01)
 
 
