@@ -288,3 +288,51 @@ def test_paced_steps_are_drawn_once_the_run_pauses(make_napari_viewer, small_sam
     assert w.status.value.startswith(f"Paused after step {tr.n_steps} of 30")
     QTest.mouseClick(w.stop_btn.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
+
+
+def test_the_layer_list_is_laid_out_in_the_frame_of_the_drawing(make_napari_viewer, qtbot):
+    """Issue 28: napari's layer list answered a drawn step's layer events with a layout on a zero timer of Qt's
+    item view, which fired after the frame the drawing asked for: a second composition of the whole window per
+    drawn step (30-80 ms at 1920 x 1080 in software OpenGL, benchmarks/gui_responsiveness.py). The drawing now
+    lays the list out at once (``layer_list_now``): one frame, the list painted in it."""
+    from qtpy.QtCore import QEvent, QObject
+    from qtpy.QtWidgets import QApplication
+
+    from napari_hae._qt.turns import layer_list_now
+
+    viewer = make_napari_viewer(show=True)
+    points = viewer.add_points(np.zeros((1, 2)), name="trajectory")
+    viewer.add_image(np.zeros((8, 8)), name="map")
+    window, rows = viewer.window._qt_window, viewer.window._qt_viewer.layers.viewport()
+    qtbot.waitExposed(window)
+    qtbot.wait(100)
+
+    class Frames(QObject):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def eventFilter(self, obj, event):
+            if obj is window and event.type() == QEvent.Type.UpdateRequest:
+                self.seen.append("frame")
+            elif obj is rows and event.type() == QEvent.Type.Paint:
+                self.seen.append("rows")
+            return False
+
+    frames = Frames()
+    app = QApplication.instance()
+    app.installEventFilter(frames)
+
+    def after_a_step(drawn):
+        frames.seen = []
+        points.data = np.random.default_rng(len(points.data)).uniform(0, 8, (3, 2))   # what a drawing changes
+        points.face_color = "red"
+        drawn()
+        qtbot.wait(200)
+        return frames.seen
+
+    try:
+        assert after_a_step(lambda: None) == ["frame", "frame", "rows"]   # napari's own: the rows a frame later
+        assert after_a_step(lambda: layer_list_now(viewer)) == ["frame", "rows"]   # one frame, the rows in it
+    finally:
+        app.removeEventFilter(frames)

@@ -22,7 +22,7 @@ from ..core.run.picking import seed_indices
 from ..core.targets.scalarizers import Scalarizer
 from .keys import key_text
 from .layer_view import MAPS
-from .turns import DrawPace, one_per_turn
+from .turns import DrawPace, layer_list_now, one_per_turn
 
 
 class RunProgress:
@@ -285,6 +285,7 @@ class RunSession:
         self.monitor_plot.update_from(view)
         if self._warning is not None:   # said over the step's line until the next warning
             self.status.value, self._warning = self._warning, None
+        layer_list_now(self.view.viewer)
 
     def _measured(self, cost: float) -> None:
         self._measuring = False
