@@ -128,6 +128,8 @@ def _choose_nion_usim(w):
     """The dock's microscope set to nion-usim, as a user chooses it before pressing Acquire image (the dock then
     lays out that microscope's fields: not part of the acquisition)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from make_screenshots import loop_until
+
     from qt_input import choose
 
     choose(w.microscope_kind, "nion-usim")
@@ -136,7 +138,7 @@ def _choose_nion_usim(w):
 
 def _acquire(w):
     """Press Acquire image (nion-usim chosen); returns (wall s, what was measured)."""
-    from make_screenshots import click
+    from make_screenshots import click, loop_until
 
     t0 = time.perf_counter()
     click(w.acquire_btn)
@@ -147,7 +149,7 @@ def _acquire(w):
 def _run(viewer, w, args):
     """Start a run (Start button); with ``args.open``, open that file a third of the way, from the event loop as
     File > Open does. Returns (wall s, what)."""
-    from make_screenshots import click
+    from make_screenshots import click, loop_until
 
     t0, opened = time.perf_counter(), []
 
@@ -164,33 +166,10 @@ def _run(viewer, w, args):
     return time.perf_counter() - t0, said
 
 
-def loop_until(cond, limit: float, every=None) -> None:
-    """Run Qt's event loop, as napari's own does, until ``cond()`` holds or ``limit`` s have passed; ``every()``
-    is called from it every 10 ms. A loop of ``processEvents`` calls with sleeps between (the screenshots' pump)
-    is not the same: it adds up to a sleep to every gap, and Qt's deferred deletions never run in it, so
-    napari's activity spinner, stopped when the progress bar of a file's opening is deleted, would animate for
-    the rest of the run and recompose the window at every frame (measured: the median tick 33-38 ms)."""
-    from qtpy.QtCore import QEventLoop, QTimer
-
-    loop, t0 = QEventLoop(), time.time()
-
-    def poll():
-        if every is not None:
-            every()
-        if cond() or time.time() - t0 > limit:
-            loop.quit()
-
-    timer = QTimer()
-    timer.timeout.connect(poll)
-    timer.start(10)
-    loop.exec()
-    timer.stop()
-
-
 def main():
     args = _args()
     import napari
-    from make_screenshots import SAMPLE_MENU, menu, new_viewer, open_dock
+    from make_screenshots import SAMPLE_MENU, loop_until, menu, new_viewer, open_dock
     load = os.getloadavg() if os.name == "posix" else (float("nan"),) * 3   # Windows has no load average
     napari.qt.get_qapp()
     viewer, win = new_viewer(tuple(args.size))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QScrollArea
 
@@ -53,25 +53,36 @@ def click(widget) -> None:
     QTest.mouseClick(widget.native, Qt.MouseButton.LeftButton)
 
 
-def pump(app) -> None:
-    """What a turn of Qt's event loop does, deferred deletions included: ``processEvents`` alone never deletes what
-    was ``deleteLater``-ed, and napari, which stops its activity spinner when a finished progress bar is deleted,
-    then showed a busy spinner in every later screenshot."""
-    app.processEvents()
-    app.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+def loop_until(cond, limit: float, every=None) -> None:
+    """Run Qt's event loop, as napari's own does, until ``cond()`` holds or ``limit`` s have passed; ``every()``
+    is called from it every 10 ms. A loop of ``processEvents`` calls with sleeps between is not the same: it adds
+    up to a sleep to every gap, and Qt's deferred deletions never run in it, so napari's activity spinner, stopped
+    when a finished progress bar (a file's opening) is deleted, animated on: every later screenshot showed napari
+    busy, and in benchmarks/gui_responsiveness.py it recomposed the window at every frame (median tick 33-38 ms)."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop, t0 = QEventLoop(), time.time()
+
+    def poll():
+        if every is not None:
+            every()
+        if cond() or time.time() - t0 > limit:
+            loop.quit()
+
+    timer = QTimer()
+    timer.timeout.connect(poll)
+    timer.start(10)
+    loop.exec()
+    timer.stop()
 
 
 def settle(app, n: int = 20) -> None:
-    for _ in range(n):
-        pump(app)
-        time.sleep(0.02)
+    """Let napari draw for ``n`` x 20 ms."""
+    loop_until(lambda: False, 0.02 * n)
 
 
 def run_until(app, cond, limit=300) -> None:
-    t0 = time.time()
-    while not cond() and time.time() - t0 < limit:
-        pump(app)
-        time.sleep(0.01)
+    loop_until(cond, limit)
 
 
 def new_viewer(size):
