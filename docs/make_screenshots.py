@@ -76,13 +76,9 @@ def loop_until(cond, limit: float, every=None) -> None:
     timer.stop()
 
 
-def settle(app, n: int = 20) -> None:
+def settle(n: int = 20) -> None:
     """Let napari draw for ``n`` x 20 ms."""
     loop_until(lambda: False, 0.02 * n)
-
-
-def run_until(app, cond, limit=300) -> None:
-    loop_until(cond, limit)
 
 
 def new_viewer(size):
@@ -101,10 +97,10 @@ def open_dock(viewer, win, cls=HAEWidget):
     return docks[-1]
 
 
-def check_fits(app, viewer, w, size) -> str:
+def check_fits(viewer, w, size) -> str:
     """The window within the screen, the dock within the window, no panel cut sideways: else stop."""
     win = viewer.window._qt_window
-    settle(app, 10)
+    settle(10)
     scroll = w.findChild(QScrollArea)
     top_left = w.mapTo(win, w.rect().topLeft())
     problems = []
@@ -119,7 +115,7 @@ def check_fits(app, viewer, w, size) -> str:
     return f"dock {w.width()} x {w.height()} fits {size[0]} x {size[1]}"
 
 
-def main_run(app, out):
+def main_run(out):
     """The sample at 1920 x 1080: the pictures of the guide."""
     size = (1920, 1080)
     viewer, win = new_viewer(size)
@@ -129,17 +125,17 @@ def main_run(app, out):
     viewer.layers[OBJECTS].add_rectangles(np.array([[70, 5], [92, 30]]))
     w.budget.value = 40
     click(w.start_btn)
-    run_until(app, lambda: w.experiment is not None and w.experiment.step_index >= 25)
+    loop_until(lambda: w.experiment is not None and w.experiment.step_index >= 25, 300)
     click(w.pause_btn)
-    run_until(app, lambda: w.paused, 60)
+    loop_until(lambda: w.paused, 60)
     w.policy_name.value = "ei"
     w.policy_param.value = 0.05
     click(w.apply_policy)
     click(w.resume_btn)
-    run_until(app, lambda: w.worker is None)
+    loop_until(lambda: w.worker is None, 300)
     viewer.reset_view()
-    settle(app)
-    print(check_fits(app, viewer, w, size))
+    settle()
+    print(check_fits(viewer, w, size))
     viewer.layers["hAE uncertainty"].visible = False
     viewer.layers["hAE acquisition"].visible = False
     viewer.screenshot(str(out / "napari_viewer.png"), canvas_only=False)
@@ -153,10 +149,10 @@ def main_run(app, out):
 
     # monitors: feature space (worker), then the replay slider at step 30
     click(w.feature_btn)
-    run_until(app, lambda: w.traces.feature_worker is None)
+    loop_until(lambda: w.traces.feature_worker is None, 300)
     w.replay.value = 30
-    run_until(app, lambda: w.monitor_plot.n_steps_drawn == 30 and w.monitor_plot.wait(0.05), 60)
-    settle(app)
+    loop_until(lambda: w.monitor_plot.n_steps_drawn == 30 and w.monitor_plot.wait(0.05), 60)
+    settle()
     w.panels().grab().save(str(out / "napari_monitors.png"))
     viewer.screenshot(str(out / "napari_replay.png"), canvas_only=False)
 
@@ -164,13 +160,13 @@ def main_run(app, out):
     sw.patches.value, sw.seeds.value, sw.steps.value = "8 16", 2, 10
     sw.policies.value = "ei:xi=0.01 ei_penalized:xi=0.01,radius=5"
     sw.run()
-    run_until(app, lambda: sw.worker is None, 900)
-    settle(app)
+    loop_until(lambda: sw.worker is None, 900)
+    settle()
     sw.grab().save(str(out / "napari_sweep.png"))
     viewer.close()
 
 
-def screen_run(app, out, kind: str, size, steps: int = 15):
+def screen_run(out, kind: str, size, steps: int = 15):
     """One dataset at one screen size: open it as the guide says, check the dock's start, run, save, check fit."""
     viewer, win = new_viewer(size)
     if kind == "sample":
@@ -185,17 +181,17 @@ def screen_run(app, out, kind: str, size, steps: int = 15):
         w.patch_size.value = 8
     w.budget.value = steps
     click(w.start_btn)
-    run_until(app, lambda: w.experiment is not None and w.worker is None)
+    loop_until(lambda: w.experiment is not None and w.worker is None, 300)
     viewer.reset_view()
-    settle(app)
-    fits = check_fits(app, viewer, w, size)
+    settle()
+    fits = check_fits(viewer, w, size)
     name = f"napari_{kind}_{size[0]}x{size[1]}.png"
     viewer.screenshot(str(out / name), canvas_only=False)
     if kind == "cuzn" and size[0] == 1920:   # the mean spectrum: the Cu L2,3 band over its fitted background
         w.tabs.setCurrentIndex(0)
         w.log_counts.setChecked(True)
         w.spectra.show_mean()
-        settle(app)
+        settle()
         w.tabs.grab().save(str(out / "napari_cuzn_spectrum.png"))
     print(f"{name}: {fits}; {w.status.value[:100]}")
     viewer.close()
@@ -204,14 +200,14 @@ def screen_run(app, out, kind: str, size, steps: int = 15):
 def main():  # guarded: the sweep's dask workers re-import this file
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images")
     out.mkdir(parents=True, exist_ok=True)
-    app = napari.qt.get_qapp()
-    main_run(app, out)
+    napari.qt.get_qapp()
+    main_run(out)
     if SHARED.is_dir():
         for size in ((1920, 1080), (1366, 768)):
-            screen_run(app, out, "cuzn", size)
+            screen_run(out, "cuzn", size)
     else:
         print(f"skipped the CuZn pictures: {SHARED} not found")
-    screen_run(app, out, "sample", (1366, 768))
+    screen_run(out, "sample", (1366, 768))
     print("wrote", sorted(p.name for p in out.glob("napari_*.png")))
 
 
