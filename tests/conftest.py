@@ -8,6 +8,8 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 warnings.filterwarnings("ignore", category=FutureWarning)
 
+pytest_plugins = ("quiet_gate",)   # tests that measure time run alone on several processes
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -194,3 +196,4 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if rep.when == "setup" and not rep.passed:
         item.rep_call = rep
+

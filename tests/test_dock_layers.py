@@ -290,6 +290,7 @@ def test_paced_steps_are_drawn_once_the_run_pauses(make_napari_viewer, small_sam
     qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
 
 
+@pytest.mark.quiet   # counts frames within 200 ms
 def test_the_layer_list_is_laid_out_in_the_frame_of_the_drawing(make_napari_viewer, qtbot):
     """Issue 28: napari's layer list answered a drawn step's layer events with a layout on a zero timer of Qt's
     item view, which fired after the frame the drawing asked for: a second composition of the whole window per

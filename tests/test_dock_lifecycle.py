@@ -24,6 +24,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.quiet   # measures time
 def test_a_remote_microscope_without_a_server_keeps_napari_responsive(make_napari_viewer, small_sample, qtbot,
                                                                       monkeypatch, tmp_path):
     """The 'remote' microscope with no server blocked the GUI thread for its whole timeout (11 s)."""

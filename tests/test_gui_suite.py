@@ -8,6 +8,12 @@ import pytest
 
 CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
 
+
+def _suite_conftest(pytester, text=CONFTEST):
+    """The suite's conftest, with the plug-in it loads, in ``pytester``'s folder."""
+    pytester.makepyfile(quiet_gate=(Path(__file__).parent / "quiet_gate.py").read_text())
+    pytester.makeconftest(text)
+
 TESTS = """
 import pytest
 
@@ -25,7 +31,7 @@ def test_opens_a_viewer(make_napari_viewer):
 
 @pytest.mark.slow
 def test_a_gui_test_skipped_in_setup_does_not_error_in_teardown(pytester):
-    pytester.makeconftest(CONFTEST)
+    _suite_conftest(pytester)
     pytester.makepyfile(test_gui=TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(passed=1, skipped=1, errors=0)
@@ -33,7 +39,7 @@ def test_a_gui_test_skipped_in_setup_does_not_error_in_teardown(pytester):
 
 @pytest.mark.slow
 def test_without_opengl_the_gui_tests_skip_with_the_reason(pytester):
-    pytester.makeconftest(CONFTEST.replace("ext = get_gl_extensions()", "raise RuntimeError('no GL here')"))
+    _suite_conftest(pytester, CONFTEST.replace("ext = get_gl_extensions()", "raise RuntimeError('no GL here')"))
     pytester.makepyfile(test_gui=TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(skipped=2, errors=0)
@@ -60,7 +66,7 @@ def test_one_moment_without_opengl_does_not_fail_every_later_gui_test(pytester):
     """napari caches its OpenGL queries for the process (``lru_cache``): one answered without a context (None) made
     every later image layer of that pytest process fail ('texture_float' not in None), the cascade seen on the
     suite's workers under load. The suite forgets a failed answer after each GUI test."""
-    pytester.makeconftest(CONFTEST)
+    _suite_conftest(pytester)
     pytester.makepyfile(test_gui=ONE_LOST_CONTEXT)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", "-rs")
     result.assert_outcomes(passed=2, errors=0)

@@ -104,6 +104,7 @@ def test_blanking_can_be_turned_off_and_an_instrument_without_it_records_nan(sma
     assert np.isnan(exp.trace.steps["blanked_s"]).all()
 
 
+@pytest.mark.quiet   # measures time
 def test_a_slow_acquisition_is_aborted_and_never_two_run_at_once(small_sample):
     """The issue's 2.5 s exposure with a 1 s timeout (scaled down): 4 acquisitions ran at once before."""
     mic = LiveFake(small_sample, exposure=1.6, abort_works=False)   # longer than timeout + grace (0.1 + 1 s)

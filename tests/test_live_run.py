@@ -75,6 +75,7 @@ def _run(data, depth, dwell=0.0, fit=0.0, budget=6, **kw):
 
 
 @pytest.mark.slow   # timed: 6 s of sleeping instruments and models
+@pytest.mark.quiet   # measures time
 def test_the_microscope_measures_while_the_model_learns(small_sample):
     """Dwell 0.3 s and a 0.3 s fit: a sequential step takes their sum, a pipelined one about the longer."""
     times = {}

@@ -142,6 +142,7 @@ def test_step_once_and_prompt_stop(viewer_widget, qtbot):
 
 
 @pytest.mark.slow
+@pytest.mark.quiet   # measures time
 def test_event_loop_stays_responsive_during_a_run(viewer_widget, qtbot):
     from qt_input import EventLoopGaps
 

@@ -204,6 +204,7 @@ def _served(inner, **kw):
     return server, thread
 
 
+@pytest.mark.quiet   # measures time
 def test_a_busy_server_answers_other_clients_at_once_and_refuses_a_second_exposure(small_sample):
     """Issue 26: a served instrument exposing for one client answered no other (one request at a time: a status or
     a ping waited for the whole exposure). Now the server answers at once while the instrument exposes, says what
