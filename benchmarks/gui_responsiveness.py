@@ -149,7 +149,7 @@ def _args():
                                                    "a third of its steps are done")
     ap.add_argument("--acquire", action="store_true", help="instead of a run: 'Acquire image' on nion-usim (the "
                                                            "dock's microscope choice, its default field), measured "
-                                                           "until the image is shown")
+                                                           "until the image is shown and 1 s after")
     ap.add_argument("--napari-only", action="store_true", help="with --acquire: napari's own part, the same "
                                                                "acquired image added by viewer.add_image from the "
                                                                "event loop (dock open, its layers made; the dock "

@@ -26,6 +26,7 @@ def test_the_simulator_conforms(small_sample):
 
 
 @pytest.mark.slow
+@pytest.mark.quiet   # measures time (the dwell check)
 def test_nion_usim_conforms():
     pytest.importorskip("nion.usim_device", reason="Nion's simulated STEM (napari-hae[nion]) is absent")
     report = check_microscope(lambda: make_microscope("nion-usim", None, size=32, exposure_ms=2.0))
@@ -64,6 +65,7 @@ def _non_square(data):
 
 
 @pytest.mark.slow   # a server process with Nion's simulated STEM
+@pytest.mark.quiet   # measures time (the dwell check)
 def test_the_remote_adapter_conforms_serving_any_adapter(tmp_path):
     pytest.importorskip("nion.usim_device", reason="Nion's simulated STEM (napari-hae[nion]) is absent")
     cmd = [sys.executable, "-m", "napari_hae.cli", "serve", "--microscope", "nion-usim:size=32,exposure_ms=2",

@@ -337,3 +337,27 @@ def test_the_layer_list_is_laid_out_in_the_frame_of_the_drawing(make_napari_view
         assert after_a_step(lambda: layer_list_now(viewer)) == ["frame", "rows"]   # one frame, the rows in it
     finally:
         app.removeEventFilter(frames)
+
+
+def test_the_layers_queued_at_start_never_draw_an_older_run_over_a_newer_one(make_napari_viewer, small_sample,
+                                                                             qtbot, monkeypatch, tmp_path):
+    """The run's layers are made one per event-loop turn from Start on, and the last turn drew the run as it was at
+    Start: on a loaded machine (CI with a core busy) a short run ended before those turns did, and the trajectory
+    was drawn back to the empty state of Start (0 of 9 points). Here the turns are held until the run has ended."""
+    from napari_hae._qt import run_session
+
+    held = []
+    monkeypatch.setattr(run_session, "one_per_turn", lambda calls, viewer, still=lambda: True: held.extend(calls))
+    monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
+    viewer = make_napari_viewer()
+    _open(viewer, small_sample)
+    w = _dock(viewer, qtbot)
+    viewer.layers[SEEDS].add([[5, 5], [20, 30], [40, 10], [30, 30]])
+    w.budget.value = 5
+    w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT)
+    assert held and len(viewer.layers[TRAJECTORY].data) == 9
+    for call in held:   # what the event loop does with them later
+        call()
+    assert len(viewer.layers[TRAJECTORY].data) == 9
+    np.testing.assert_allclose(viewer.layers[TRAJECTORY].features["value"], w.experiment.trace.values)

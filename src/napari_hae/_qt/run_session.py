@@ -202,7 +202,8 @@ class RunSession:
         self.last_view = first
         self.view.new_run()
         self.pace.reset()
-        one_per_turn([*self.view.output_layer_steps(geo, shape), lambda: self.view.show_run(first, ref)],
+        # the newest view when that turn comes, not `first`: a short run on a loaded machine can end before it
+        one_per_turn([*self.view.output_layer_steps(geo, shape), lambda: self.view.show_run(self.last_view, ref)],
                      self.view.viewer)
         self.progress.show(first)
         said = ("Running: measuring seeds and training the first model..." if not first.n_steps and not

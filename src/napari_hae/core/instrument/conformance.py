@@ -168,14 +168,20 @@ def _check_dwell(mic, add, dwell: float) -> None:
     if not takes_dwell(mic):
         add(Check("dwell", "skip", "acquire(y, x) takes no dwell: the instrument's own exposure is used"))
         return
-    t = []
-    for d in (dwell / 10, dwell):
-        t0 = time.perf_counter()
-        mic.acquire(0, 0, dwell=d)
-        t.append(time.perf_counter() - t0)
+    t = [min(_timed_acquire(mic, d) for _ in range(DWELL_TRIES)) for d in (dwell / 10, dwell)]
     ok = t[1] >= 0.9 * dwell and t[1] - t[0] >= 0.5 * (dwell - dwell / 10)
     add(Check("dwell", "pass" if ok else "fail", f"acquire with dwell {dwell / 10:g} s took {t[0]:.3f} s, with "
-                                                 f"{dwell:g} s {t[1]:.3f} s"))
+                                                 f"{dwell:g} s {t[1]:.3f} s (shortest of {DWELL_TRIES})"))
+
+
+DWELL_TRIES = 3   # a busy PC only adds time to a call: the shortest of a few is the instrument's own (one call each
+                  # failed the check on a loaded machine: 0.046 s for a 0.005 s dwell)
+
+
+def _timed_acquire(mic, dwell: float) -> float:
+    t0 = time.perf_counter()
+    mic.acquire(0, 0, dwell=dwell)
+    return time.perf_counter() - t0
 
 
 BEAM_PER_DWELL = 1.2   # most beam time per point a conforming adapter spends, in dwells (the trace's beam_on_s)
