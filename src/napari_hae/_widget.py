@@ -7,6 +7,7 @@ controller's worker thread, by the same :class:`~napari_hae.core.run.driver.RunD
 
 from __future__ import annotations
 
+import gc
 import os
 import weakref
 from pathlib import Path
@@ -127,6 +128,11 @@ class HAEWidget(QWidget):
         self._connect(napari_viewer)
         self.datasets.dataset_changed()
         self.run.update_buttons()
+        # Python's full garbage collection, now, among the pauses of opening the dock: with napari, torch and the
+        # dock loaded it tracks ~850,000 objects and a full collection of them holds the GIL 0.3 s. Python starts
+        # one once the objects made since the last one exceed a quarter of those: without this, that came at the
+        # end of 'Acquire image' (a 0.45 s pause, docs/performance.md); after it, only after ~200,000 more.
+        gc.collect()
 
     def _make_parts(self, viewer) -> None:
         self.view, self.controller = LayerView(viewer), RunController()
