@@ -361,3 +361,25 @@ def test_the_layers_queued_at_start_never_draw_an_older_run_over_a_newer_one(mak
         call()
     assert len(viewer.layers[TRAJECTORY].data) == 9
     np.testing.assert_allclose(viewer.layers[TRAJECTORY].features["value"], w.experiment.trace.values)
+
+
+def test_layers_warmed_once_are_not_warmed_again_when_another_dataset_is_chosen(make_napari_viewer, small_sample,
+                                                                                 qtbot, monkeypatch, tmp_path):
+    """Issue 28: the run's layers are drawn once, transparent, when the data opens, so that vispy builds their
+    shaders then (LayerView.warm). Choosing another dataset (an acquired image, a second file) moves the same
+    layers onto its scale, and they were drawn transparent again for 0.4 s: two more compositions of the whole
+    window (~0.1 s each in software OpenGL) for shaders built already."""
+    monkeypatch.setenv("NAPARI_HAE_RUNS_DIR", str(tmp_path / "runs"))
+    viewer = make_napari_viewer(show=True)
+    _open(viewer, small_sample)
+    w = _dock(viewer, qtbot)
+    qtbot.waitUntil(lambda: w.view.has_output_layers() and not w.view.settling, timeout=20_000)
+    names = [MAPS["mean"][0], TRAJECTORY]
+    shown = []
+    for name in names:
+        viewer.layers[name].events.visible.connect(lambda e, name=name: shown.append(name))
+    second = _open(viewer, dataclasses.replace(small_sample, name="in_um", pixel_size=0.002, pixel_units="um"))
+    choose(w.layer_combo, second.name)
+    qtbot.wait(1000)   # the dataset's turns and a warm-up's 0.4 s
+    assert tuple(viewer.layers[TRAJECTORY].scale) == pytest.approx((2.0, 2.0))   # moved onto the new scale
+    assert shown == [] and not any(viewer.layers[n].visible for n in names)

@@ -4,6 +4,7 @@ objects drawn by the user, and the Pareto set. Pure drawing: it reads a RunView 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -31,6 +32,7 @@ class LayerView:
         self._watching: set[int] = set()           # layers whose visibility is watched for that
         self._unrevealed: set[str] = set()          # made hidden in advance, shown when a run first draws
         self._warming: dict[str, float] = {}         # drawn transparent once (see warm): their opacities
+        self._warmed = weakref.WeakSet()              # the layers drawn so once: their shaders are built
         self.settling = False   # from a dataset's layers made in advance (output_layer_steps) to their warm-up's end
 
     def _layer(self, name):
@@ -156,13 +158,16 @@ class LayerView:
     def warm(self) -> None:
         """Draw the layers made in advance that a run shows once, transparent, then hide them again after
         ``WARM_MS``: vispy builds a layer's shader programs on its first frame (0.1-0.3 s in software OpenGL), and
-        that frame was the run's first, its longest pause. Now it falls in the pauses of opening the data."""
+        that frame was the run's first, its longest pause. Now it falls in the pauses of opening the data. Once
+        per layer: another dataset chosen moves the same layers, whose shaders are built (drawing them again cost
+        two more compositions of the window)."""
         from qtpy.QtCore import QTimer
 
         for name in self._unrevealed:
             layer = self._layer(name)
-            if layer is not None and not layer.visible and name not in self._warming:
+            if layer is not None and not layer.visible and name not in self._warming and layer not in self._warmed:
                 self._warming[name] = layer.opacity
+                self._warmed.add(layer)
                 layer.opacity = 0.0
                 layer.visible = True
         if self._warming:
