@@ -5,8 +5,9 @@ Why: the suite runs on two processes (half the wall time on two cores), but a te
 or a pipelined step's time measured the other worker's load (a worst gap of 0.29 s against 0.25 s beside it).
 xdist has no exclusive mode, so the workers agree through files in a folder of their own run (``testrunuid``),
 which works on every platform: ``quiet.lock`` (made with ``O_EXCL``: one quiet test at a time) and ``idle-<worker>``
-(there while that worker runs no test). A worker deletes its idle file *before* it looks for the lock, and a quiet
-test makes the lock *before* it looks at the idle files, so one of the two always sees the other.
+(there while that worker runs no test); the controller removes the folder when the session ends. A worker
+deletes its idle file *before* it looks for the lock, and a quiet test makes the lock *before* it looks at the idle
+files, so one of the two always sees the other.
 
 A pytest plug-in (``pytest_plugins`` in ``tests/conftest.py``); on one process it does nothing.
 """
@@ -14,6 +15,7 @@ A pytest plug-in (``pytest_plugins`` in ``tests/conftest.py``); on one process i
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -24,14 +26,18 @@ POLL_S = 0.05
 WAIT_FOR_OTHERS_S = 300.0   # longer than the slowest test (~60 s beside another worker); then it runs anyway
 
 
+def run_folder(testrunuid: str, root: Path | None = None) -> Path:
+    """The folder the workers of one run (xdist's ``testrunuid``) agree through."""
+    return (Path(tempfile.gettempdir()) if root is None else root) / f"napari-hae-quiet-{testrunuid}"
+
+
 class QuietGate:
     """The gate of one xdist worker (``workerinput``: xdist's ``workerid``, ``workercount`` and ``testrunuid``)."""
 
     def __init__(self, workerinput: dict, root: Path | None = None):
         self.me = workerinput["workerid"]
         self.count = int(workerinput["workercount"])
-        root = Path(tempfile.gettempdir()) if root is None else root
-        self.folder = root / f"napari-hae-quiet-{workerinput['testrunuid']}"
+        self.folder = run_folder(workerinput["testrunuid"], root)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.lock = self.folder / "quiet.lock"
         self.idle()
@@ -79,6 +85,7 @@ class QuietGate:
 
 
 _GATE = pytest.StashKey()
+_RUN_FOLDER = pytest.StashKey()
 MAX_WORKERS = 4   # each worker holds napari, torch and an X server's OpenGL: ~1 GB
 
 
@@ -93,6 +100,19 @@ def pytest_configure(config):
     workerinput = getattr(config, "workerinput", None)   # set by pytest-xdist in its workers only
     if workerinput is not None:
         config.stash[_GATE] = QuietGate(workerinput)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """(xdist's controller, for each worker it starts) the folder of this run, removed when the session ends."""
+    node.config.stash[_RUN_FOLDER] = run_folder(node.workerinput["testrunuid"])
+
+
+def pytest_sessionfinish(session):
+    """(the controller, after its workers have stopped) no folder left behind in the temporary directory."""
+    folder = session.config.stash.get(_RUN_FOLDER, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

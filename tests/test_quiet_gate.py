@@ -79,8 +79,11 @@ def test_under_xdist_no_test_overlaps_a_quiet_one(pytester, monkeypatch):
     pytester.makepyfile(test_a=body + tests + "@pytest.mark.quiet\ndef test_quiet(): _ran('quiet')\n",
                         test_b=body + tests.replace("_ordinary_", "_other_").replace("'o", "'p"))
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")   # (napari's and Qt's plug-ins: seconds a worker)
+    temp = pytester.mkdir("temp")   # the run's temporary directory: its gate folder is removed at the end
+    monkeypatch.setenv("TMPDIR", str(temp))
     result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist.plugin", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=17)
+    assert list(temp.iterdir()) == []
     ran = {name: (float(t0), float(t1)) for name, t0, t1 in (line.split() for line in log.read_text().splitlines())}
     q0, q1 = ran.pop("quiet")
     assert all(t1 <= q0 or t0 >= q1 for t0, t1 in ran.values()), (q0, q1, ran)
