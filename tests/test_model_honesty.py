@@ -138,10 +138,62 @@ def test_a_run_records_its_model_parameters_in_full(small_sample, tmp_path):
     exp.run()
     exp.close()
     params = Trace.load(tmp_path / "j").settings["model"]["params"]
-    assert params == {"hidden": [32, 16], "embed_dim": 2, "kernel": "matern", "lr": 0.01, "restart": "cold",
+    assert params == {"hidden": [32, 16], "embed_dim": 8, "kernel": "matern", "lr": 0.01, "restart": "cold",
                       "priors": False, "threads": 1, "predictor": "auto", "grid_size": 32, "max_train": 256,
                       "predict_threads": 0, "refit_points": 100, "warp": "log", "device": "auto",
                       "noise": "learned"}
+
+
+def test_the_embedding_is_eight_dimensional_up_to_128_by_128_positions_and_two_above():
+    """embed_dim="auto" is written out from the scan's size before the run records its settings; a model built
+    outside a run takes the large scans' 2 (the grid predictor's)."""
+    from napari_hae.core.run.experiment import resolved_settings
+
+    assert [resolved_settings(None, None, True, n).model.params["embed_dim"] for n in (2_000, 128 * 128,
+                                                                                        128 * 128 + 1)] == [8, 8, 2]
+    assert resolved_settings({"model": {"name": "dkl", "params": {"embed_dim": 3}}}, None, True,
+                             100).model.params["embed_dim"] == 3   # the user's own number is kept
+    assert "embed_dim" not in resolved_settings({"model": {"name": "gp"}}, None, True, 100).model.params
+    grid = {"model": {"name": "dkl", "params": {"predictor": "grid"}}}   # the grid predictor is 2-D
+    assert resolved_settings(grid, None, True, 100).model.params["embed_dim"] == 2
+    assert DKLRegressor(16).embed_dim == 2 and DKLRegressor(16, embed_dim=5).embed_dim == 5
+
+
+@pytest.mark.parametrize("bad", [0, 17, 2.5, "two"])
+def test_an_embedding_dimension_that_is_not_auto_or_1_to_16_is_refused(bad):
+    with pytest.raises(HAEInputError, match=rf"Model 'dkl': embed_dim={bad!r} is not 'auto' or a whole number "
+                                            r"from 1 to 16\..*Fix: use --model-param embed_dim=auto"):
+        DKLRegressor(16, embed_dim=bad)
+
+
+def test_a_run_builds_and_resumes_the_embedding_it_recorded(small_sample, tmp_path):
+    """The 48 x 48 sample: an 8-D embedding recorded and rebuilt on resume, also once the default would differ."""
+    from conftest import fast_settings
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.model import dkl
+    from napari_hae.core.run.experiment import Experiment
+
+    exp = Experiment(SimulatedMicroscope(small_sample), fast_settings(budget=2), journal=tmp_path / "j")
+    exp.run(1)
+    assert exp.model.embed_dim == 8 and exp.trace.settings["model"]["params"]["embed_dim"] == 8
+    exp.close()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dkl, "EMBED_AUTO", {"small": 3, "large": 3})   # a later default
+        again = Experiment.resume(tmp_path / "j", SimulatedMicroscope(small_sample))
+        again.run()
+    assert again.model.embed_dim == 8 and again.trace.n_steps == 2
+    again.close()
+
+
+def test_a_trace_from_before_the_auto_embedding_resumes_two_dimensional():
+    from napari_hae.core.record.schema import migrate_settings
+
+    old = {"model": {"name": "dkl", "params": {"hidden": [64, 32], "restart": "cold", "max_train": 256,
+                                               "predictor": "auto", "refit_points": 100, "warp": "log",
+                                               "kernel": "matern", "noise": "learned"}}}
+    assert migrate_settings(old)["model"]["params"]["embed_dim"] == 2
+    assert migrate_settings({"model": {"name": "dkl", "params": {**old["model"]["params"], "embed_dim": 8}}}
+                            )["model"]["params"]["embed_dim"] == 8
 
 
 def test_a_trace_from_before_the_cold_default_resumes_warm(small_sample, tmp_path):

@@ -112,10 +112,10 @@ def test_a_trace_from_before_the_bounded_fit_is_rebuilt_as_it_ran():
     old = migrate_settings({"model": {"name": "dkl", "params": {"restart": "cold"}}})
     assert old["model"]["params"] == {"restart": "cold", "max_train": 100_000, "predictor": "exact",
                                       "refit_points": 0, "warp": "none", "kernel": "rbf",
-                                      "noise": "learned"}   # as it ran then
+                                      "noise": "learned", "embed_dim": 2}   # as it ran then
     new = {"model": {"name": "dkl", "params": {"restart": "cold", "max_train": 512, "predictor": "auto",
                                                "refit_points": 100, "warp": "log", "kernel": "matern",
-                                               "noise": "counts"}}}
+                                               "noise": "counts", "embed_dim": 8}}}
     assert migrate_settings(new)["model"] == new["model"]
 
 

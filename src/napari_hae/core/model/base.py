@@ -176,6 +176,21 @@ class Seekable(Protocol):
     def seek(self, fit_index: int) -> None: ...
 
 
+@runtime_checkable
+class SizedByScan(Protocol):
+    """A model whose defaults depend on the scan's size (a model class with ``for_scan``): the run writes them out
+    once, before it records its settings, so that a resumed or replayed run rebuilds the model the live one had."""
+
+    @classmethod
+    def for_scan(cls, params: dict, n_positions: int) -> dict: ...
+
+
+def params_for_scan(name: str, params: dict, n_positions: int) -> dict:
+    """``params`` of the registered model ``name`` with what depends on a scan of ``n_positions`` written out."""
+    cls = MODELS.get(name).obj
+    return cls.for_scan(dict(params), int(n_positions)) if isinstance(cls, SizedByScan) else dict(params)
+
+
 MODELS = Registry("model", "napari_hae.models",
                   describe=lambda obj, name: Entry(name, obj, specs_from_signature(obj.__init__, keyword_only=True,
                                                                                    skip=("self", "seed")),

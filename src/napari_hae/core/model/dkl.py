@@ -89,11 +89,27 @@ class _DKLModel(gpytorch.models.ExactGP):
 
 GRID_WORK = 10_000_000   # positions x measured points from which predictor="auto" takes the grid
 LARGE_SCAN = 65_536      # positions (256 x 256) from which prediction uses the process's threads
+# embed_dim="auto": 8 dimensions on scans of up to 128 x 128 positions, where the posterior is exact at every
+# position; 2 above, where the grid predictor (2-D only) keeps a step under a second. On the 7 discovery tasks
+# (12-24 runs each) 8 found the top 1% sooner on three, as soon on three and 1.5 measurements later on one; on
+# the C K / Si K ratio 23-29 measurements against 50-56 (docs/performance.md, issue 27).
+EMBED_AUTO = {"small": 8, "large": 2}
+EMBED_SMALL_SCAN = 128 * 128
+
+
+def embed_dim_for(n_positions: int | None) -> int:
+    """The embedding's dimension ``embed_dim="auto"`` stands for on a scan of ``n_positions`` (None: not known,
+    the large scans' 2)."""
+    small = n_positions is not None and n_positions <= EMBED_SMALL_SCAN
+    return EMBED_AUTO["small" if small else "large"]
 
 
 @register_model("dkl", params=(
     ParamSpec("hidden", None, "", help="hidden layer widths of the MLP"),
-    ParamSpec("embed_dim", None, "", 1, 16, "dimension of the embedding fed to the kernel"),
+    ParamSpec("embed_dim", None, "", help="dimension of the embedding fed to the kernel, 1-16; 'auto': "
+                                           f"{EMBED_AUTO['small']} on scans of up to {EMBED_SMALL_SCAN:,} positions "
+                                           f"(128 x 128), {EMBED_AUTO['large']} above and with predictor='grid' "
+                                           "(the grid predictor's)"),
     ParamSpec("kernel", None, "", help="'matern' (5/2) or 'rbf'", choices=tuple(KERNELS)),
     ParamSpec("lr", None, "", 1e-5, 1.0, "Adam learning rate"),
     ParamSpec("restart", None, "", help="'cold': every fit starts from fresh weights (calibrated uncertainty); "
@@ -131,7 +147,9 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
     Parameters
     ----------
     input_dim : length of a flattened patch (N*N).
-    embed_dim : dimension of the learned embedding fed to the kernel (default 2, as in AtomAI).
+    embed_dim : dimension of the learned embedding fed to the kernel; "auto" (the default): a run writes out
+        :func:`embed_dim_for` its scan (:meth:`for_scan`), a model built outside a run takes the large scans' 2
+        (AtomAI's).
     hidden : hidden layer widths of the MLP.
     kernel : "matern" (nu = 5/2) or "rbf", scaled, with one lengthscale per embedding dimension.
     lr : Adam learning rate for network and GP hyperparameters jointly.
@@ -139,7 +157,7 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
     dtype : torch.float32 (default) or torch.float64.
     """
 
-    def __init__(self, input_dim: int, *, embed_dim: int = 2, hidden: tuple[int, ...] = (64, 32),
+    def __init__(self, input_dim: int, *, embed_dim: int | str = "auto", hidden: tuple[int, ...] = (64, 32),
                  kernel: str = "matern", lr: float = 0.01, seed: int = 0, dtype=torch.float32,
                  max_retries: int = 3, threads: int = 1, restart: str = "cold", priors: bool = False,
                  predictor: str = "auto", grid_size: int = 32, max_train: int = 256, predict_threads: int = 0,
@@ -156,6 +174,10 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         if type(threads) is not int or threads < 1:
             raise HAEInputError(f"Model 'dkl': threads={threads!r} is not a whole number >= 1.",
                                 "use --model-param threads=1 (reproducible on any machine) or more.")
+        embed_dim = embed_dim_for(None) if embed_dim == "auto" else embed_dim
+        if type(embed_dim) is not int or not 1 <= embed_dim <= 16:
+            raise HAEInputError(f"Model 'dkl': embed_dim={embed_dim!r} is not 'auto' or a whole number from 1 to 16.",
+                                "use --model-param embed_dim=auto (or e.g. embed_dim=8).")
         if predictor not in ("auto", "exact", "grid") or (predictor == "grid" and embed_dim != 2):
             raise HAEInputError(f"Model 'dkl': predictor={predictor!r} is not 'auto', 'exact' or 'grid' (the grid "
                                 "needs embed_dim=2).", "use --model-param predictor=auto, exact or grid.")
@@ -169,7 +191,7 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         self.last_grid: large.GridReport | None = None   # the grid predictor's measured error, last prediction
         self.priors = bool(priors)
         self.input_dim = int(input_dim)
-        self.embed_dim = int(embed_dim)
+        self.embed_dim = embed_dim
         self.hidden = hidden
         self.kernel = kernel
         self.lr = float(lr)
@@ -185,6 +207,15 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         self.n_clipped = 0
         self._factors = None   # exact_predict.TrainingFactors of the current fit
         self._last_fit = None
+
+    @classmethod
+    def for_scan(cls, params: dict, n_positions: int) -> dict:
+        """``params`` with ``embed_dim="auto"`` written out for a scan of ``n_positions`` (:class:`.base.SizedByScan`:
+        the run records the number it ran with); with the grid predictor asked for, the grid's 2."""
+        if params.get("embed_dim") == "auto":
+            grid = params.get("predictor") == "grid"
+            params = {**params, "embed_dim": embed_dim_for(None if grid else n_positions)}
+        return params
 
     def seek(self, fit_index: int) -> None:
         """Position the weights' random stream at fit ``fit_index`` (:class:`.base.Seekable`): the next fresh weights

@@ -98,6 +98,7 @@ def migrate_settings(settings: dict) -> dict:
       resumed or replayed;
     - a DKL recorded without ``max_train``, ``predictor`` or ``refit_points`` (before issue 15) trained on every
       point at every step and predicted exactly everywhere: it is rebuilt so;
+    - a DKL recorded without ``embed_dim`` had a 2-D embedding (the default until issue 27's ``"auto"``);
     - a DKL or plain GP recorded without ``noise`` (before issue 27's counting noise) learned one noise variance;
     - a run recorded without ``recalibrate`` drew the model's own predictive spread.
     """
@@ -113,7 +114,7 @@ def migrate_settings(settings: dict) -> dict:
     if model.get("name", "dkl") == "dkl":
         params = model.get("params") or {}
         before = {k: v for k, v in (("max_train", 100_000), ("predictor", "exact"), ("refit_points", 0),
-                                                  ("warp", "none"), ("kernel", "rbf"))
+                                    ("warp", "none"), ("kernel", "rbf"), ("embed_dim", 2))
                   if k not in params}
         model = {**model, "params": {**params, **before}}
     if model.get("name", "dkl") in ("dkl", "gp") and "noise" not in (model.get("params") or {}):

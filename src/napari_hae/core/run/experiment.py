@@ -29,7 +29,7 @@ from ..instrument.capabilities import ReplaysData
 from ..instrument.guard import AcquisitionGuard
 from ..instrument.microscope import Microscope
 from ..instrument.registration import tracking
-from ..model.base import MODELS, KnowsNoise, Seekable, make_model
+from ..model.base import MODELS, KnowsNoise, Seekable, make_model, params_for_scan
 from ..policy import AcquisitionContext, AcquisitionFunction, policy_from_dict, select
 from ..policy.wrappers import penalize_pending
 from ..record.journal import bytes_needed, check_free_space
@@ -59,14 +59,17 @@ def _registered_model(input_dim: int, s: ExperimentSettings):
 
 
 def resolved_settings(settings: ExperimentSettings | dict | None, scalarizer: Scalarizer | None,
-                      registered_model: bool) -> ExperimentSettings:
-    """A copy of ``settings`` with what the run fills in written out (the model's and the policy's defaults, a
-    custom scalarizer's spec): what the run records. The caller's settings are never changed."""
+                      registered_model: bool, n_positions: int | None = None) -> ExperimentSettings:
+    """A copy of ``settings`` with what the run fills in written out (the model's and the policy's defaults, those
+    of the model's defaults that depend on a scan of ``n_positions``, a custom scalarizer's spec): what the run
+    records. The caller's settings are never changed."""
     if isinstance(settings, dict):
         settings = ExperimentSettings.from_dict(settings)
     s = ExperimentSettings() if settings is None else settings.model_copy(deep=True)
     if registered_model:   # the registered model's parameters recorded in full, defaults included
         s.model.params = MODELS.with_defaults(s.model.name, s.model.params)
+        if n_positions is not None:
+            s.model.params = params_for_scan(s.model.name, s.model.params, n_positions)
     if scalarizer is not None:
         s.scalarizer = ScalarizerSpec(**scalarizer.to_dict())
     s.policy = PolicySpec(**policy_from_dict(s.policy.to_dict()).to_dict())
@@ -92,7 +95,7 @@ class Experiment:
         self._read_instrument(microscope)
         self._custom_scalarizer = scalarizer
         if trace is None:
-            s = resolved_settings(settings, scalarizer, model_factory is None)
+            s = resolved_settings(settings, scalarizer, model_factory is None, self.n_positions)
             if s.pipeline_depth is None:   # learning while measuring pays where measuring takes time
                 s.pipeline_depth = int(not isinstance(microscope, ReplaysData) and (s.dwell or 1.0) >= PIPELINE_DWELL)
             picking.check_budget(s, self.n_positions)
