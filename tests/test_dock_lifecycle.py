@@ -157,3 +157,31 @@ def test_the_dock_leaves_python_with_a_full_collection_just_made(make_napari_vie
     assert full, "no full collection while the dock was made"
     assert after[1:] == (0, 0)   # nothing collected since the last full one: it was the construction's last step
     w.close()
+
+
+def test_the_data_is_fingerprinted_off_the_gui_thread_when_chosen(make_napari_viewer, small_sample, qtbot,
+                                                                  monkeypatch, tmp_path):
+    """Start hashed the whole spectrum image on the GUI thread (0.23 s for the SiO2 EDS map, seconds for a large
+    file): now it is hashed when the dataset is chosen, in a thread, and Start takes that digest."""
+    import threading
+
+    from napari_hae.core.data import dataset
+    from napari_hae.core.data.dataset import SpectrumImage
+
+    data = SpectrumImage(small_sample.structural, small_sample.spectra.copy(), small_sample.energy,
+                         name="fresh")   # not fingerprinted by another test
+    on_gui, real = [], dataset.SpectrumImage._digests
+
+    def watched(self):
+        if self is data:
+            on_gui.append(threading.current_thread() is threading.main_thread())
+        return real(self)
+
+    monkeypatch.setattr(dataset.SpectrumImage, "_digests", watched)
+    viewer, w = open_dock(make_napari_viewer, data, qtbot, monkeypatch, tmp_path)
+    qtbot.waitUntil(lambda: bool(on_gui), timeout=10_000)
+    w.budget.value = 1
+    QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.experiment is not None and w.worker is None, timeout=60_000)
+    assert on_gui == [False]   # read once, off the GUI thread
+    assert w.experiment.trace.dataset["fingerprint"] == small_sample.fingerprint()

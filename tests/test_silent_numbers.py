@@ -1,6 +1,8 @@
 """Class 5 (silent wrong numbers) and the data-source half of class 4 of the reliability issue: a value napari-hae
 stores or reports is right, or there is a clear error or a recorded, visible event, never a quiet wrong number."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -119,6 +121,35 @@ def test_the_fingerprint_tells_changed_spectra_calibration_and_image(small_sampl
     image = SpectrumImage(small_sample.structural + 1, small_sample.spectra, small_sample.energy)
     with pytest.raises(HAEInputError, match=r"structural image \(content differs\)"):
         image.check_same_source(rec)
+
+
+def test_the_fingerprint_is_read_once_and_again_for_other_arrays(small_sample, monkeypatch):
+    """Hashing a large spectrum image takes seconds (0.23 s for the 128 x 128 x 2048 SiO2 map): the dock computes it
+    when the data is chosen, off the GUI thread, and Start takes that one. Threads asking at once share one."""
+    import threading
+
+    from napari_hae.core.data import dataset
+
+    data = SpectrumImage(small_sample.structural, small_sample.spectra.copy(), small_sample.energy)
+    reads, real = [], dataset.row_blocks
+
+    def counting(a, *args, **kw):
+        reads.append(a is data.spectra)
+        time.sleep(0.05)   # a slow disk: the second thread arrives while the first reads
+        return real(a, *args, **kw)
+
+    monkeypatch.setattr(dataset, "row_blocks", counting)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(data.fingerprint())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got[0] == got[1] == small_sample.fingerprint() and reads.count(True) == 1
+    assert data.fingerprint() == got[0] and reads.count(True) == 1          # asked again: not read again
+    data.spectra = data.spectra.copy()
+    data.spectra[0, 0, 0] += 1.0                                             # other arrays: read again
+    assert data.fingerprint()["spectra"] != got[0]["spectra"] and reads.count(True) == 2
 
 
 def _npz_run(tmp_path, data):

@@ -3,6 +3,7 @@ dataset's scale, objects drawn before on its grid, and a status line that says w
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -15,6 +16,20 @@ from ..core.targets.suggest import band_units, fallback_target, suggest_target
 from .data_panel import FROM_FILE
 from .layer_view import OBJECTS, SCAN_LAYERS, SEEDS
 from .turns import one_per_turn
+
+
+def fingerprint_ahead(data) -> None:
+    """Hash ``data`` in a thread now, so that Start takes the digest (:meth:`SpectrumImage.fingerprint`, read once)
+    instead of reading the whole spectrum image on the GUI thread: 0.23 s for the 128 x 128 x 2048 SiO2 map,
+    seconds for a large file on disk."""
+    def read():
+        try:
+            data.fingerprint()
+        except Exception:   # noqa: BLE001 (Start reads it again, and says what is wrong there)
+            pass
+
+    if callable(getattr(data, "fingerprint", None)):
+        threading.Thread(target=read, daemon=True, name="hae-fingerprint").start()
 
 
 class DatasetSwitch:
@@ -35,6 +50,7 @@ class DatasetSwitch:
         data = self.dataset
         if data is None:
             return
+        fingerprint_ahead(data)
         if self.controller.running:   # the fields and layers belong to the run going on until it ends
             last = self._run_view()
             run_data = last.dataset if last is not None else {}

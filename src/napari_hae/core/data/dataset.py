@@ -5,6 +5,7 @@ Units: scan positions in pixels (row y, column x), energies in eV.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -79,6 +80,9 @@ class SpectrumImage:
     signal_type: str = ""     # HyperSpy's metadata.Signal.signal_type ("EELS", "EDS_TEM", ...) where the file says
     ground_truth: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)     # what was done to the data on loading (recorded in runs)
+    # the last fingerprint and what it was of (the arrays themselves, not their ids, which a new array may reuse;
+    # the calibration): see fingerprint()
+    _fingerprint: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.structural = _as_float_array(self.structural, "structural image")
@@ -177,7 +181,19 @@ class SpectrumImage:
 
     def fingerprint(self) -> dict:
         """Digests of the whole data source (spectra, structural image) and its energy calibration, so that a resume
-        or a report can tell whether it replays the data the run measured (read in row blocks: bounded memory)."""
+        or a report can tell whether it replays the data the run measured (read in row blocks: bounded memory).
+
+        Read once for the same arrays and calibration (0.23 s for a 128 x 128 x 2048 map, more from disk): the
+        dock computes it off the GUI thread when the data is chosen, and Start takes that one; threads asking at
+        once wait for the one reading. Arrays replaced are read again (arrays are not changed in place here)."""
+        energy = None if self.energy is None else self.energy.to_dict()
+        with _FINGERPRINTING:
+            known = self._fingerprint
+            if known is None or known[0] is not self.spectra or known[1] is not self.structural or known[2] != energy:
+                self._fingerprint = known = (self.spectra, self.structural, energy, self._digests())
+            return dict(known[3])
+
+    def _digests(self) -> dict:
         import hashlib
 
         def digest(a) -> str:
@@ -265,6 +281,9 @@ def _release(a) -> None:
             mm.madvise(mmap.MADV_DONTNEED)
         except (OSError, ValueError):
             pass
+
+
+_FINGERPRINTING = threading.Lock()   # one fingerprint read at a time, process-wide (a lock is not copied with data)
 
 
 def row_blocks(a, block_bytes: int = BLOCK_BYTES):
