@@ -147,6 +147,9 @@ def _args():
                                                           "(> 80 ms since the last tick) and print where")
     ap.add_argument("--open", metavar="FILE", help="open FILE in napari (as File > Open does) during the run, once "
                                                    "a third of its steps are done")
+    ap.add_argument("--model-param", action="append", default=[], metavar="K=V",
+                    help="a parameter of the run's model, as the dock's advanced model_params (JSON values; "
+                         "repeatable), e.g. embed_dim=2 for an A/B")
     ap.add_argument("--reader", default="napari-hae", help="the plug-in that reads --open's FILE (default "
                                                          "napari-hae; 'napari' for napari's own, e.g. a .tif)")
     ap.add_argument("--acquire", action="store_true", help="instead of a run: 'Acquire image' on nion-usim (the "
@@ -266,6 +269,7 @@ def main():
     w = None if open_alone else open_dock(viewer, win)
     if w is not None:
         w.budget.value = args.steps
+        w.run.model_params = {k: json.loads(v) for k, _, v in (kv.partition("=") for kv in args.model_param)}
     if args.acquire:
         _choose_nion_usim(w)
     alone = _nion_usim_image() if args.acquire and args.napari_only else None
