@@ -206,33 +206,36 @@ def _nion_usim_image() -> tuple:
     return image, {k: v for k, v in kw.items() if k != "metadata"}
 
 
-def _add_as_napari(viewer, image, kw):
-    """napari alone adding the acquired image (from a timer, as a worker's result arrives); (wall s, what)."""
-    from make_screenshots import loop_until
-    from qtpy.QtCore import QTimer
-
-    t0 = time.perf_counter()
-    QTimer.singleShot(0, lambda: viewer.add_image(image, **kw))
-    loop_until(lambda: False, 1.5)
-    return time.perf_counter() - t0, f"napari alone added the {image.shape[0]} x {image.shape[1]} acquired image"
-
-
-def _open_as_napari(viewer, path, reader):
-    """napari opening ``path`` (this package's reader) from a timer, nothing of the dock there; (wall s, what)."""
+def _napari_alone(action) -> float:
+    """Call ``action`` from a timer (as a worker's result or a menu's choice arrives) and let the event loop run
+    1.5 s; the seconds ``action`` took."""
     from make_screenshots import loop_until
     from qtpy.QtCore import QTimer
 
     took = []
 
-    def open_it():
+    def timed():
         t = time.perf_counter()
-        viewer.open(path, plugin=reader)
+        action()
         took.append(time.perf_counter() - t)
 
-    t0 = time.perf_counter()
-    QTimer.singleShot(0, open_it)
+    QTimer.singleShot(0, timed)
     loop_until(lambda: False, 1.5)
-    return time.perf_counter() - t0, f"napari alone opened {Path(path).name} in {took[0]:.2f} s (that call)"
+    return took[0]
+
+
+def _add_as_napari(viewer, image, kw):
+    """napari alone adding the acquired image; (wall s, what)."""
+    t0 = time.perf_counter()
+    _napari_alone(lambda: viewer.add_image(image, **kw))
+    return time.perf_counter() - t0, f"napari alone added the {image.shape[0]} x {image.shape[1]} acquired image"
+
+
+def _open_as_napari(viewer, path, reader):
+    """napari opening ``path`` with the plug-in ``reader``, nothing of the dock there; (wall s, what)."""
+    t0 = time.perf_counter()
+    took = _napari_alone(lambda: viewer.open(path, plugin=reader))
+    return time.perf_counter() - t0, f"napari alone opened {Path(path).name} in {took:.2f} s (that call)"
 
 
 def _run(viewer, w, args):
