@@ -71,18 +71,17 @@ def complete_model(structural: np.ndarray, truth: np.ndarray, patch_size: int, s
     training size). Returns the predicted (mean, std) maps in scalarizer units: what the run's model would
     believe with all data."""
     from ..data.patches import PatchGrid
-    from ..model.base import MODELS, make_model, params_for_scan
-    from ..run.settings import ExperimentSettings
+    from ..model.base import make_model
+    from ..run.experiment import resolved_settings
 
-    settings = settings if settings is not None else ExperimentSettings()
     shape = np.shape(truth)
     X = PatchGrid(structural, patch_size)
     y = np.asarray(truth, dtype=np.float64).ravel()
     idx = np.arange(len(y))
     if len(y) > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(len(y), max_points, replace=False))
-    spec = settings.model.to_dict()   # the run's (recorded: written out), else the defaults for this scan
-    spec["params"] = params_for_scan(spec["name"], MODELS.with_defaults(spec["name"], spec["params"]), len(y))
+    # the run's model (recorded: written out), else the defaults, written out for this scan as a run writes them
+    spec = resolved_settings(settings, None, True, len(y)).model.to_dict()
     if spec["name"] == "dkl":   # trained on all max_points, not the run's bounded subset (issue 15)
         spec = {**spec, "params": {**spec["params"], "max_train": max(max_points, len(idx))}}
     model = make_model(spec, X.shape[1], seed=seed)
