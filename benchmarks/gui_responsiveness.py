@@ -243,7 +243,7 @@ def _run(viewer, w, args):
     File > Open does. Returns (wall s, what)."""
     from make_screenshots import click, loop_until
 
-    t0, opened = time.perf_counter(), []
+    t0, opened, draws0 = time.perf_counter(), [], w.plot.n_full_draws
 
     def open_file_once():
         if args.open and not opened and w.experiment is not None and w.experiment.step_index >= args.steps // 3:
@@ -255,7 +255,7 @@ def _run(viewer, w, args):
     loop_until(lambda: w.experiment is not None and w.worker is None, 1800, every=open_file_once)
     wall = time.perf_counter() - t0
     loop_until(lambda: False, AFTER_S)
-    said = f"{w.experiment.step_index} steps" + (f", {Path(args.open).name} opened in {opened[0]:.2f} s (that "
+    said = f"{w.experiment.step_index} steps, {w.plot.n_full_draws - draws0} full redraws of the spectrum plot" + (f", {Path(args.open).name} opened in {opened[0]:.2f} s (that "
                                                  "call)" if opened else "")
     return wall, said
 

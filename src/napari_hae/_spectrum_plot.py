@@ -92,9 +92,11 @@ class SpectrumPlot(FigureCanvasQTAgg):
             self.draw_idle()
 
     def show_spectrum(self, energy: np.ndarray | None, spectrum: np.ndarray, bands=(), title: str = "",
-                      background=None) -> None:
+                      background=None, hold: bool = False) -> None:
         """``energy`` and ``bands`` in eV (drawn in :attr:`units`); ``background``: (window (eV), fitted curve over
-        ``energy``) to draw, or None."""
+        ``energy``) to draw, or None. ``hold`` (a run's spectra, one a step): the counts axis stays while it holds
+        the spectrum, however little of it the spectrum fills, and grows with room when it does not
+        (:meth:`_limits`)."""
         ax = self.ax
         spectrum = np.asarray(spectrum)
         if spectrum.ndim == 1:
@@ -105,7 +107,7 @@ class SpectrumPlot(FigureCanvasQTAgg):
             self._place_bands(bands)
             self.show_background(energy, background)
             ax.set_xlim(*(self._xlim or (float(x.min()), float(x.max()))))
-            self._limits(spectrum, keep=True)
+            self._limits(spectrum, keep=True, hold=hold)
             ax.set_xlabel(f"energy ({self.units})" if energy is not None else "channel", fontsize=7)
             ax.set_ylabel("counts", fontsize=7)
         else:  # 2-D signal (diffraction pattern)
@@ -117,10 +119,12 @@ class SpectrumPlot(FigureCanvasQTAgg):
         ax.set_title(title, fontsize=8)
         self.refresh()
 
-    def _limits(self, spectrum, keep: bool = False) -> None:
+    def _limits(self, spectrum, keep: bool = False, hold: bool = False) -> None:
         """Counts axis fitted to the part of the spectrum in view; with ``keep``, the present axis stays while it
         holds that part and the part fills at least 60% of it (linear) or a decade of it (log), so that a run's
-        next spectrum is usually a blit, not a redraw of the axes."""
+        next spectrum is usually a blit, not a redraw of the axes. With ``hold`` it stays whenever it holds the
+        part, and else grows to hold both, with room (a run going from particles to background and back redrew
+        the axes at each change, 130-190 ms on the GUI thread beside the model's fit)."""
         if self._x is not None and len(self._x) == len(spectrum):
             a, b = self.ax.get_xlim()
             seen = spectrum[(self._x >= a) & (self._x <= b)]
@@ -135,9 +139,15 @@ class SpectrumPlot(FigureCanvasQTAgg):
             pad = (0.1 if keep else 0.0, 0.1 if keep else 0.05)
             limits = (lo - pad[0] * (hi - lo), hi + pad[1] * (hi - lo) + 1e-12)
         a, b = self.ax.get_ylim()
-        if keep and self.ax.get_yscale() == scale and a <= lo and hi <= b and (
-                (hi - lo) >= 0.6 * (b - a) if scale == "linear" else b <= 10 * limits[1]):
+        same = self.ax.get_yscale() == scale
+        if keep and same and a <= lo and hi <= b and (
+                hold or ((hi - lo) >= 0.6 * (b - a) if scale == "linear" else b <= 10 * limits[1])):
             return
+        if hold and same and scale == "linear":   # the union of both, room above for the next spectra
+            lo, hi = min(lo, a), max(hi, b)
+            limits = (lo, hi + 0.25 * (hi - lo))
+        elif hold and same:
+            limits = (min(limits[0], a), max(limits[1], b))
         self.ax.set_yscale(scale)
         self.ax.set_ylim(*limits)
 

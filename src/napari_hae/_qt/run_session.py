@@ -327,7 +327,7 @@ class RunSession:
         if view.last_spectrum is None or view.index_of(res.position) is None:
             return
         self.spectra.show(view.last_spectrum, f"step {res.step + 1} at {res.position}: {res.value:.4g}",
-                          Scalarizer.from_dict(dict(view.scalarizer_spec)))
+                          Scalarizer.from_dict(dict(view.scalarizer_spec)), hold=True)
         self.update_buttons()
 
     def on_error(self, exc):

@@ -44,8 +44,9 @@ class SpectrumView:
         if self._dataset() is not None and self.mean_spectrum is not None:
             self.show(self.mean_spectrum, "mean spectrum")
 
-    def show(self, spectrum, title: str, sc=None) -> None:
-        """A spectrum on the plot with the bands and the fitted background of ``sc`` (default: the fields')."""
+    def show(self, spectrum, title: str, sc=None, hold: bool = False) -> None:
+        """A spectrum on the plot with the bands and the fitted background of ``sc`` (default: the fields');
+        ``hold``: a run's step, drawn on the counts axis the run's spectra hold (:meth:`SpectrumPlot.show_spectrum`)."""
         data = self._dataset()
         energies = data.energies if data is not None else None
         window = (sc.background if sc is not None else self.target.window())
@@ -56,7 +57,7 @@ class SpectrumView:
                 background = (window, spectrum - subtract_power_law(spectrum, energies, window))
             except HAEInputError:
                 background = None   # the fields say what is wrong (status line)
-        self.plot.show_spectrum(energies, spectrum, bands, title, background=background)
+        self.plot.show_spectrum(energies, spectrum, bands, title, background=background, hold=hold)
 
     def spectrum_at(self, y: int, x: int):
         """(spectrum, value, source) at a scan position: the measured one if the run shown measured it (as
