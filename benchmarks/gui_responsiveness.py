@@ -255,8 +255,9 @@ def _run(viewer, w, args):
     loop_until(lambda: w.experiment is not None and w.worker is None, 1800, every=open_file_once)
     wall = time.perf_counter() - t0
     loop_until(lambda: False, AFTER_S)
-    said = f"{w.experiment.step_index} steps, {w.plot.n_full_draws - draws0} full redraws of the spectrum plot" + (f", {Path(args.open).name} opened in {opened[0]:.2f} s (that "
-                                                 "call)" if opened else "")
+    said = f"{w.experiment.step_index} steps, {w.plot.n_full_draws - draws0} full redraws of the spectrum plot"
+    if opened:
+        said += f", {Path(args.open).name} opened in {opened[0]:.2f} s (that call)"
     return wall, said
 
 
