@@ -63,3 +63,42 @@ def test_it_runs_as_a_run_model_on_every_position_of_a_scan(small_sample):
 def test_a_pool_that_does_not_fit_the_patch_is_refused(pool, dim, said):
     with pytest.raises(HAEInputError, match=said):
         make_model({"name": "gp", "params": {"pool": pool}}, dim, seed=0)
+
+
+def test_dkl_or_gp_uses_the_model_whose_recorded_predictions_scored_better():
+    """Issue 27: the choice between the DKL and the plain GP is made from the recorded log scores alone: the
+    higher sum over the steps both models scored; the DKL before any and on a tie; NaN steps left out."""
+    from napari_hae.core.model.choice import DKLOrGP
+
+    m = DKLOrGP(64, embed_dim=2)
+    m.choose(np.empty((0, 2)))
+    assert m.chosen == 0
+    m.choose([[-3.0, -2.0], [-4.0, -4.5]])                 # -7.0 against -6.5
+    assert m.chosen == 1 and m.n_scored == 2
+    m.choose([[-3.0, -2.0], [-4.0, -4.5], [np.nan, -9.0], [-1.0, -1.5]])   # the NaN step is not counted
+    assert m.chosen == 0 and m.n_scored == 3 and list(m.totals) == [-8.0, -8.0]   # a tie: the DKL
+
+
+def test_a_run_with_dkl_or_gp_records_both_scores_and_resumes_choosing_as_live(small_sample, tmp_path):
+    """Each step records the log score each model gave the measured value before it was measured, the one in use
+    is the step's own log_score; a run resumed from its journal picks what the uninterrupted run picked."""
+    from conftest import fast_settings
+    from napari_hae.core.instrument.microscope import SimulatedMicroscope
+    from napari_hae.core.run.experiment import Experiment
+
+    s = fast_settings(budget=6, model={"name": "dkl_or_gp", "params": {"hidden": [16]}}, recalibrate=False)
+    whole = Experiment(SimulatedMicroscope(small_sample), s)
+    whole.run()
+    scores = np.column_stack([whole.trace.step_array(f) for f in ("dkl_log_score", "gp_log_score")])
+    assert np.all(np.isfinite(scores))
+    used = [int(np.sum(scores[:k, 1]) > np.sum(scores[:k, 0])) for k in range(6)]   # the rule, from the records
+    np.testing.assert_allclose(whole.trace.step_array("log_score"), scores[np.arange(6), used])
+    assert 1 in used, "the plain GP is never chosen on this sample: the test would not see the choice resumed"
+    part = Experiment(SimulatedMicroscope(small_sample), s, journal=tmp_path / "j")
+    part.run(3)
+    part.close()
+    again = Experiment.resume(tmp_path / "j", SimulatedMicroscope(small_sample))
+    again.run()
+    again.close()
+    np.testing.assert_array_equal(again.trace.positions_array(), whole.trace.positions_array())
+    np.testing.assert_allclose(again.trace.step_array("gp_log_score"), whole.trace.step_array("gp_log_score"))

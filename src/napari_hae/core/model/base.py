@@ -42,6 +42,8 @@ class Posterior:
     scale: float = 1.0
     noise: float | np.ndarray = 0.0
     warp: Warp = NONE
+    members: tuple = ()   # a model that chooses between others (:class:`ChoosesByRecord`): (record field, posterior)
+                          # of each, its own prediction, which the step's record scores
 
     def noise_at(self, i: int) -> float:
         """The observation noise's std (standardized) at candidate ``i``."""
@@ -164,6 +166,19 @@ class KnowsNoise(Protocol):
     known_noise: bool
 
     def fit(self, X, y, *, iterations: int, warm: bool, y_var=None) -> FitReport: ...
+
+
+@runtime_checkable
+class ChoosesByRecord(Protocol):
+    """A model that holds several and uses the one whose predictions of the run's measurements, made before each
+    was measured, scored best: its posteriors carry each one's (``Posterior.members``), the step's record keeps the
+    log score each gave the measured value (the fields ``score_fields``), and before each fit the run hands it
+    those recorded scores (``choose``: (steps, members), NaN where not recorded), so that a resumed or replayed
+    run chooses as the live one did."""
+
+    score_fields: tuple[str, ...]
+
+    def choose(self, scores: np.ndarray) -> None: ...
 
 
 @runtime_checkable

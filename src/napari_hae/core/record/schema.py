@@ -54,6 +54,8 @@ class StepRecord:
     blanked_s: float = NAN         # seconds the beam was blanked before this step's measurement (NaN: not blanked)
     spread_factor: float = NAN     # the predictive spread drawn this many times the model's (the run's misses; NaN:
                                    # a run from before the recalibration, 1 throughout)
+    dkl_log_score: float = NAN     # model 'dkl_or_gp': the log density the DKL and the plain GP each gave the
+    gp_log_score: float = NAN      # measured value before it was measured, unwidened (the choice's records)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

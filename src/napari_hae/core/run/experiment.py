@@ -29,7 +29,7 @@ from ..instrument.capabilities import ReplaysData
 from ..instrument.guard import AcquisitionGuard
 from ..instrument.microscope import Microscope
 from ..instrument.registration import tracking
-from ..model.base import MODELS, KnowsNoise, Seekable, make_model, params_for_scan
+from ..model.base import MODELS, ChoosesByRecord, KnowsNoise, Seekable, make_model, params_for_scan
 from ..policy import AcquisitionContext, AcquisitionFunction, policy_from_dict, select
 from ..policy.wrappers import penalize_pending
 from ..record.journal import bytes_needed, check_free_space
@@ -402,6 +402,9 @@ class Experiment:
         first = self.state.fresh_fit or self._retry_fresh
         if isinstance(self.model, Seekable):   # the same fresh weights live, on resume and in replay
             self.model.seek(self.step_index)
+        if isinstance(self.model, ChoosesByRecord):   # which of its models it uses: from the records alone
+            self.model.choose(np.column_stack([self.trace.step_array(f).reshape(-1)
+                                               for f in self.model.score_fields]))
         try:
             rep = self.model.fit(X, y, iterations=s.fit_iterations_first if first else s.fit_iterations,
                                  warm=not self._needs_reset, **noise)

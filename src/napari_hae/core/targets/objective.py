@@ -123,6 +123,9 @@ class Objective:
         sign = self.target_sign
         cal = post.measurement(i, np.nan if self.multi else sign * value, sign=sign)
         cal["z_score"] = sign * cal["z_score"]
+        for field, member in post.members:   # a model choosing between others: what each predicted
+            cal[field] = member.measurement(i, np.nan if self.multi else sign * value, sign=sign).get(
+                "log_score", np.nan)
         if self.multi:
             cal["pred_std"] = np.nan
         return cal
