@@ -209,9 +209,8 @@ def test_the_monitors_give_travel_in_the_dataset_length_units(small_sample, tmp_
     assert policy_travel(tr)[-1] > 0
 
 
-def test_a_run_of_spectra_is_blitted_and_looks_as_a_full_redraw_would(qtbot):
-    """Each new spectrum redrew the whole axes (~60 ms of pure Python on the GUI thread). Spectra of one run
-    are now blitted over the saved axes; the picture must be the one a full redraw gives, pixel for pixel."""
+def _shown_spectrum_plot(qtbot):
+    """The dock's spectrum plot at its size in the dock, shown, and an energy axis of 600 channels (eV)."""
     from napari_hae._spectrum_plot import SpectrumPlot
 
     plot = SpectrumPlot()
@@ -219,7 +218,13 @@ def test_a_run_of_spectra_is_blitted_and_looks_as_a_full_redraw_would(qtbot):
     plot.resize(340, 220)
     plot.show()
     qtbot.waitExposed(plot)
-    e = np.linspace(0.0, 6.0, 600)
+    return plot, np.linspace(0.0, 6.0, 600)
+
+
+def test_a_run_of_spectra_is_blitted_and_looks_as_a_full_redraw_would(qtbot):
+    """Each new spectrum redrew the whole axes (~60 ms of pure Python on the GUI thread). Spectra of one run
+    are now blitted over the saved axes; the picture must be the one a full redraw gives, pixel for pixel."""
+    plot, e = _shown_spectrum_plot(qtbot)
     rng = np.random.default_rng(0)
     for i in range(20):
         plot.show_spectrum(e, rng.poisson(100 * np.exp(-e) + 20).astype(float), [(1.0, 2.0 + i / 20)],
@@ -238,14 +243,7 @@ def test_a_runs_spectra_hold_the_counts_axis_from_particle_to_background(qtbot):
     each change of scale (the dim spectrum filled under 60% of it): 4 full redraws of 130-190 ms in a 30-step run
     on the GUI thread beside the model's fit (benchmarks/gui_responsiveness.py --stalls). A run's spectra hold the
     axis: it grows when one leaves it, with room, and never shrinks meanwhile; each spectrum stays inside it."""
-    from napari_hae._spectrum_plot import SpectrumPlot
-
-    plot = SpectrumPlot()
-    qtbot.addWidget(plot)
-    plot.resize(340, 220)
-    plot.show()
-    qtbot.waitExposed(plot)
-    e = np.linspace(0.0, 6.0, 600)
+    plot, e = _shown_spectrum_plot(qtbot)
     rng = np.random.default_rng(1)
     plot.show_spectrum(e, rng.poisson(300 * np.exp(-e) + 60).astype(float), [(1.0, 2.0)], "mean spectrum")
     qtbot.wait(1)

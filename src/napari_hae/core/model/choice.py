@@ -9,7 +9,7 @@ The choice is made from the records alone, so a resumed or replayed run chooses 
 Why (issue 27, docs/performance.md): on the three real tasks the structural image does not show, neither model is
 ahead everywhere (24 runs each: the C K line DKL 47 / plain GP 34 measurements to the top 1%, Zn minus Cu
 50.5 / 56, C K / Si K 28.5 / 34) and each fails to get there within 55 measurements in 4-14 of 24 runs; the
-choice made 30 / 41.5 / 34.5 and missed in 6 / 7 / 4. It costs both fits: about 1.4 times the DKL's step.
+choice made 30 / 41.5 / 34.5 and missed in 6 / 7 / 4. It costs both fits: 1.4-2 times the DKL's step.
 """
 
 from __future__ import annotations
