@@ -680,3 +680,26 @@ def test_the_dock_follows_drift_on_a_live_instrument_only(viewer_widget):
     assert w.run.settings(data).drift_every == 5
     choose(w.microscope_kind, "simulator")
     assert w.drift_every.native.isHidden() and w.run.settings(data).drift_every == 0
+
+
+def test_the_dock_runs_the_choice_between_the_dkl_and_the_plain_gp(viewer_widget, qtbot):
+    """Issue 27: 'dkl_or_gp' is one of the dock's models (chosen in its combo box, as a user would); its run
+    records both models' scores and the model it was given."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    viewer, w = viewer_widget
+    combo = w.model_name.native
+    viewer.window._qt_window.show()
+    qtbot.waitExposed(viewer.window._qt_window)
+    combo.setFocus()
+    while combo.currentText() != "dkl_or_gp":                # the keyboard, one entry down at a time
+        before = combo.currentIndex()
+        QTest.keyClick(combo, Qt.Key.Key_Down)
+        assert combo.currentIndex() != before, f"'dkl_or_gp' is not among {w.model_name.choices}"
+    w.budget.value = 3
+    QTest.mouseClick(w.start_btn.native, Qt.MouseButton.LeftButton)
+    _run_to_end(w, qtbot)
+    tr = w.experiment.trace
+    assert tr.settings["model"]["name"] == "dkl_or_gp" and tr.n_steps == 3
+    assert np.all(np.isfinite(tr.step_array("dkl_log_score"))) and np.all(np.isfinite(tr.step_array("gp_log_score")))
