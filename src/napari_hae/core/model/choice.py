@@ -80,7 +80,3 @@ class DKLOrGP:
         """The chosen model's posterior, with both models' own (``members``: what the step records score)."""
         posts = [m.posterior(X) for m in self.members]
         return replace(posts[self.chosen], members=tuple(zip(self.score_fields, posts)))
-
-    def predict(self, X, standardized: bool = False):
-        post = self.posterior(X)
-        return (post.mean, post.std) if standardized else post.in_units()

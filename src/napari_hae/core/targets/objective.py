@@ -124,8 +124,7 @@ class Objective:
         cal = post.measurement(i, np.nan if self.multi else sign * value, sign=sign)
         cal["z_score"] = sign * cal["z_score"]
         for field, member in post.members:   # a model choosing between others: what each predicted
-            cal[field] = member.measurement(i, np.nan if self.multi else sign * value, sign=sign).get(
-                "log_score", np.nan)
+            cal[field] = member.measurement(i, np.nan if self.multi else sign * value, sign=sign)["log_score"]
         if self.multi:
             cal["pred_std"] = np.nan
         return cal
