@@ -4,7 +4,8 @@ Both models are fitted at every step. Each step's record holds the log density e
 the prediction it made before the measurement (``dkl_log_score``, ``gp_log_score``: a prequential score, as the
 calibration monitor's ``log_score`` for the model in use); before each fit the run hands the recorded scores to the
 model (:meth:`DKLOrGP.choose`), which uses the posterior of the one with the higher sum over the steps both scored.
-The choice is made from the records alone, so a resumed or replayed run chooses as the live one did.
+The choice is made from the records alone, so a resumed or replayed run chooses as the live one did. With several
+objectives no measured value scores a prediction (the scalarised target is not measured): the DKL throughout.
 
 Why (issue 27, docs/performance.md): on the three real tasks the structural image does not show, neither model is
 ahead everywhere (24 runs each: the C K line DKL 47 / plain GP 34 measurements to the top 1%, Zn minus Cu
