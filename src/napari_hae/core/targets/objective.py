@@ -121,10 +121,11 @@ class Objective:
         predictive std, its 95% interval (scalarizer units) and the z and log scores (z > 0: above the prediction).
         In multi-objective mode the scalarised target has no measured counterpart: those are NaN."""
         sign = self.target_sign
-        cal = post.measurement(i, np.nan if self.multi else sign * value, sign=sign)
+        measured = np.nan if self.multi else sign * value
+        cal = post.measurement(i, measured, sign=sign)
         cal["z_score"] = sign * cal["z_score"]
         for field, member in post.members:   # a model choosing between others: what each predicted
-            cal[field] = member.measurement(i, np.nan if self.multi else sign * value, sign=sign)["log_score"]
+            cal[field] = member.measurement(i, measured, sign=sign)["log_score"]
         if self.multi:
             cal["pred_std"] = np.nan
         return cal
