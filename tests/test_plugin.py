@@ -237,7 +237,7 @@ def test_the_dock_puts_the_seeds_where_the_user_chose(viewer_widget, qtbot, smal
     from napari_hae.core.run.picking import bright_seeds
 
     viewer, w = viewer_widget
-    assert w.seed_mode.value == "mixed" and w.seed_mode.choices == ("random", "mixed", "bright", "grid")
+    assert w.seed_mode.value == "mixed" and w.seed_mode.choices == ("random", "mixed", "bright", "grid", "cover")
     w.seed_mode.value = "bright"
     w.n_seeds.value, w.budget.value = 6, 1
     w.start()

@@ -19,7 +19,9 @@ class RunPanel(Container):
                                   value=DEFAULTS.seed_mode,
                                   tooltip="where the seeds go when no points are drawn: random; mixed: half on the "
                                           "structural image's brightest features, half random; bright: all on the "
-                                          "brightest features; grid: a centred grid")
+                                          "brightest features; grid: a centred grid; cover: over what the image "
+                                          "shows, the most different places first (targets that are not the "
+                                          "brightest: edges, interfaces, odd spots)")
         self.budget = commit_on_enter(IntField(label="budget (steps)", value=DEFAULTS.budget, min=1,
                                               max=1_000_000))
         self.random_seed = commit_on_enter(IntField(label="random seed", value=DEFAULTS.random_seed, min=0,

@@ -41,8 +41,8 @@ def add_parser(sub) -> None:
     r.add_argument("--n-seeds", type=int, default=d.n_seeds, help=f"number of seed points (default {d.n_seeds})")
     r.add_argument("--seed-mode", choices=SEED_MODES, default=d.seed_mode,
                    help="where the first spectra are measured: random, a centred grid, the structural image's "
-                        "brightest places (half a patch apart), or mixed: half bright, half random "
-                        "(default: %(default)s)")
+                        "brightest places (half a patch apart), mixed: half bright, half random, or cover: over "
+                        "what the image shows, the most different places first (default: %(default)s)")
     r.add_argument("--seed-at", nargs=2, type=int, action="append", metavar=("Y", "X"),
                    help="a seed position in pixels (repeat for several); overrides --n-seeds/--seed-mode")
     r.add_argument("--steps", type=int, default=d.budget, help=f"policy steps after the seeds (default {d.budget})")

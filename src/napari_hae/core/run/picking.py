@@ -10,22 +10,16 @@ from ..errors import HAEInputError
 
 def seed_indices(settings, scan_shape, rng: np.random.Generator, avoid: np.ndarray | None = None,
                  structural: np.ndarray | None = None) -> np.ndarray:
-    """Flat indices of the seed positions: given, on a centred grid, random (drawn with ``rng``), or at the
-    brightest places of the ``structural`` image (:func:`bright_seeds`). ``avoid`` (flat bool, the "avoid" objects
-    drawn before the start): random and bright seeds are chosen outside it; given or grid seeds inside it are
-    refused (an avoid region is never measured, seeds included)."""
-    if settings.seed_mode in ("bright", "mixed"):
+    """Flat indices of the seed positions: given, on a centred grid, random (drawn with ``rng``), at the
+    brightest places of the ``structural`` image (:func:`bright_seeds`) or over what it shows
+    (:func:`cover_seeds`). ``avoid`` (flat bool, the "avoid" objects drawn before the start): random, bright and
+    cover seeds are chosen outside it; given or grid seeds inside it are refused (an avoid region is never
+    measured, seeds included)."""
+    if settings.seed_mode in IMAGE_SEEDS:
         if structural is None:
-            raise HAEInputError("Bright seeds need the structural image.", "pass it (or use another seed mode).")
-        n = int(settings.n_seeds)
-        bright = bright_seeds(structural, -(-n // 2) if settings.seed_mode == "mixed" else n,
-                              int(settings.patch_size), avoid)
-        if settings.seed_mode == "bright":
-            return bright
-        taken = np.zeros(scan_shape[0] * scan_shape[1], bool) if avoid is None else np.asarray(avoid, bool).copy()
-        taken[bright] = True   # the other half at random, elsewhere: where the image does not point
-        free = np.flatnonzero(~taken)
-        return np.sort(np.concatenate([bright, rng.choice(free, min(n - len(bright), len(free)), replace=False)]))
+            raise HAEInputError(f"Seeds placed by the image ('{settings.seed_mode}') need the structural image.",
+                                "pass it (or use another seed mode).")
+        return _image_seeds(settings, scan_shape, rng, avoid, structural)
     flat = _seeds(settings, scan_shape, rng, avoid)
     if avoid is not None and avoid[flat].any():
         inside = [divmod(int(i), scan_shape[1]) for i in flat[avoid[flat]]]
@@ -33,6 +27,22 @@ def seed_indices(settings, scan_shape, rng: np.random.Generator, avoid: np.ndarr
                             "they would be measured where the run must not measure.",
                             "move or delete those seeds, or draw that object as 'visit'.")
     return flat
+
+
+IMAGE_SEEDS = ("bright", "mixed", "cover")   # the seed modes that read the structural image
+
+
+def _image_seeds(settings, scan_shape, rng, avoid, structural) -> np.ndarray:
+    n, patch = int(settings.n_seeds), int(settings.patch_size)
+    if settings.seed_mode == "cover":
+        return cover_seeds(structural, n, patch, rng, avoid)
+    bright = bright_seeds(structural, -(-n // 2) if settings.seed_mode == "mixed" else n, patch, avoid)
+    if settings.seed_mode == "bright":
+        return bright
+    taken = np.zeros(scan_shape[0] * scan_shape[1], bool) if avoid is None else np.asarray(avoid, bool).copy()
+    taken[bright] = True   # the other half at random, elsewhere: where the image does not point
+    free = np.flatnonzero(~taken)
+    return np.sort(np.concatenate([bright, rng.choice(free, min(n - len(bright), len(free)), replace=False)]))
 
 
 def bright_seeds(structural: np.ndarray, n: int, patch_size: int, avoid: np.ndarray | None = None) -> np.ndarray:
@@ -58,6 +68,46 @@ def bright_seeds(structural: np.ndarray, n: int, patch_size: int, avoid: np.ndar
         rest = np.where(free, image.ravel(), -np.inf)
         rest[chosen] = -np.inf
         chosen += [int(i) for i in np.argsort(-rest, kind="stable")[: n - len(chosen)]]
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+def image_features(structural: np.ndarray, patch_size: int) -> np.ndarray:
+    """(positions, 8): what the structural image shows around each position, standardized: its mean and its
+    local contrast (standard deviation) in Gaussian windows of 1, 2, a quarter and half a patch (pixels)."""
+    from scipy.ndimage import gaussian_filter
+
+    image = np.asarray(structural, dtype=np.float64)
+    columns = []
+    for sigma in (1.0, 2.0, max(1.0, patch_size / 4), max(1.0, patch_size / 2)):
+        mean = gaussian_filter(image, sigma, mode="nearest")
+        columns += [mean, np.sqrt(np.maximum(gaussian_filter(image ** 2, sigma, mode="nearest") - mean ** 2, 0.0))]
+    f = np.stack([c.ravel() for c in columns], axis=1)
+    spread = f.std(axis=0)
+    return (f - f.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+
+
+def cover_seeds(structural: np.ndarray, n: int, patch_size: int, rng: np.random.Generator,
+                avoid: np.ndarray | None = None) -> np.ndarray:
+    """``n`` positions that cover what the structural image shows, the most different first: from one drawn at
+    random, each next one where the image looks least like any chosen so far (farthest-point order over
+    :func:`image_features`), outside ``avoid``. Particles, their edges, the support, vacuum and odd spots each get
+    a seed before any gets a second. Sorted flat indices."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    f = image_features(structural, patch_size)
+    free = np.flatnonzero(np.ones(len(f), bool) if avoid is None else ~np.asarray(avoid, bool).ravel())
+    if len(free) < n:
+        raise HAEInputError(f"{n} seeds do not fit outside the 'avoid' objects ({len(free)} positions left).",
+                            "draw smaller avoid objects or ask for fewer seeds.")
+    chosen = [int(rng.choice(free))]
+    far = np.linalg.norm(f[free] - f[chosen[0]], axis=1)
+    while len(chosen) < n:
+        if far.max() > 0:
+            j = int(free[np.argmax(far)])
+        else:   # what is left looks like what is chosen (a flat image): at random among the rest
+            j = int(rng.choice(np.setdiff1d(free, chosen)))
+        chosen.append(j)
+        far = np.minimum(far, np.linalg.norm(f[free] - f[j], axis=1))
     return np.sort(np.asarray(chosen, dtype=np.int64))
 
 

@@ -103,10 +103,11 @@ class ExperimentSettings(Spec):
     policy: PolicySpec = Field(default_factory=PolicySpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     n_seeds: int = 10
-    # bright: the structural image's brightest places; mixed: half of them there, half at random (SEED_MODES)
+    # bright: the structural image's brightest places; mixed: half of them there, half at random; cover: over what
+    # the image shows, the most different places first (SEED_MODES)
     # (default mixed: on the real maps' brightness-like targets 1 and 5 measurements to the top 1% against 13 and
     # 18.5 with random seeds, 12 and 8 runs; docs/performance.md, issue 27)
-    seed_mode: Literal["random", "mixed", "bright", "grid", "given"] = "mixed"
+    seed_mode: Literal["random", "mixed", "bright", "grid", "given", "cover"] = "mixed"
     seed_positions: list[tuple[int, int]] | None = None
     budget: int = 60
     random_seed: int = Field(0, ge=0, le=2**63 - 1)
