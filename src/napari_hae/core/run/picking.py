@@ -99,16 +99,17 @@ def cover_seeds(structural: np.ndarray, n: int, patch_size: int, rng: np.random.
     if len(free) < n:
         raise HAEInputError(f"{n} seeds do not fit outside the 'avoid' objects ({len(free)} positions left).",
                             "draw smaller avoid objects or ask for fewer seeds.")
-    chosen = [int(rng.choice(free))]
-    far = np.linalg.norm(f[free] - f[chosen[0]], axis=1)
+    f = f[free]
+    first = int(rng.integers(len(free)))   # (as rng.choice(free) draws it)
+    chosen, far = [first], np.linalg.norm(f - f[first], axis=1)
     while len(chosen) < n:
         if far.max() > 0:
-            j = int(free[np.argmax(far)])
+            k = int(np.argmax(far))
         else:   # what is left looks like what is chosen (a flat image): at random among the rest
-            j = int(rng.choice(np.setdiff1d(free, chosen)))
-        chosen.append(j)
-        far = np.minimum(far, np.linalg.norm(f[free] - f[j], axis=1))
-    return np.sort(np.asarray(chosen, dtype=np.int64))
+            k = int(rng.choice(np.setdiff1d(np.arange(len(free)), chosen)))
+        chosen.append(k)
+        far = np.minimum(far, np.linalg.norm(f - f[k], axis=1))
+    return np.sort(free[chosen].astype(np.int64))
 
 
 def _seeds(settings, scan_shape, rng, avoid) -> np.ndarray:
