@@ -209,6 +209,29 @@ def test_the_monitors_give_travel_in_the_dataset_length_units(small_sample, tmp_
     assert policy_travel(tr)[-1] > 0
 
 
+def test_the_monitors_step_axes_have_whole_steps(small_sample, tmp_path):
+    """Issue 28: the step axis had fractional ticks (0, 1.5, 3, 4.5 after a 6-step run), in the dock's monitors and
+    the summary's panels. Steps are counted."""
+    from conftest import saved_trace
+    from napari_hae._monitor_figure import MonitorFigure, snapshot
+
+    tr, _ = saved_trace(small_sample, tmp_path, budget=6)
+    fig = MonitorFigure()
+    fig.render(snapshot(tr))
+    from matplotlib.figure import Figure
+
+    from napari_hae.core.plots.report import draw_summary
+
+    report = Figure(figsize=(20, 8), layout="constrained")   # the summary's panels (summary.png, napari-hae report)
+    draw_summary(report, tr)
+    report.canvas.draw()
+    step_axes = [a for a in report.axes if a.get_xlabel() == "step"]
+    assert len(step_axes) == 4
+    for ax in (fig.ax_std, fig.ax_val, fig.ax_travel, *step_axes):
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), (ax.get_title(), ticks)
+
+
 def _shown_spectrum_plot(qtbot):
     """The dock's spectrum plot at its size in the dock, shown, and an energy axis of 600 channels (eV)."""
     from napari_hae._spectrum_plot import SpectrumPlot

@@ -42,7 +42,8 @@ class MonitorFigure:
         self.ax_std, self.ax_val, self.ax_travel, self.ax_latent = (f.add_subplot(4, 1, i) for i in range(1, 5))
         for ax in (self.ax_std, self.ax_val, self.ax_travel, self.ax_latent):
             ax.tick_params(labelsize=7)
-            ax.xaxis.set_major_locator(MaxNLocator(4))   # few ticks: tick layout is most of the drawing time
+            # few ticks: tick layout is most of the drawing time; steps are whole (the latent plane's x is not)
+            ax.xaxis.set_major_locator(MaxNLocator(4, integer=ax is not self.ax_latent))
             ax.yaxis.set_major_locator(MaxNLocator(3))
         a = self.ax_std
         (self.l_std,) = a.plot([], [], lw=1, label="mean σ (all patches)")

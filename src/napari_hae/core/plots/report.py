@@ -20,15 +20,29 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    fig = plt.figure(figsize=(4 * NCOLS, 8), constrained_layout=True)
+    try:
+        draw_summary(fig, trace, truth, title, step)
+        path = Path(path)
+        fig.savefig(path, dpi=80)
+    finally:
+        plt.close(fig)
+    return path
+
+
+NCOLS = 5
+
+
+def draw_summary(fig, trace: Trace, truth: np.ndarray | None = None, title: str = "",
+                 step: int | None = None) -> None:
+    """:func:`summary_figure`'s panels drawn into ``fig``."""
     from ..analysis.monitors import learning_curves
 
     pos = trace.positions_array()
     seeds = np.array([k == "seed" for k in trace.kinds])
     last = (trace.map_steps[-1] if trace.map_steps else None) if step is None else step
     mon = trace.monitors
-    ncols = 5
-    fig = plt.figure(figsize=(4 * ncols, 8), constrained_layout=True)
-    gs = fig.add_gridspec(2, ncols)
+    gs = fig.add_gridspec(2, NCOLS)
     _trajectory_panel(fig.add_subplot(gs[0, 0]), fig, trace.structural, pos, seeds)
     _map_panels([fig.add_subplot(gs[0, i]) for i in (1, 2, 3)], fig, trace, last)
     a = fig.add_subplot(gs[0, 4])
@@ -50,10 +64,14 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
     else:
         a.axis("off")
     fig.suptitle(title or f"napari-hae run: {trace.settings.get('policy', {}).get('name', '')}")
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+
+
+def _steps_axis(a) -> None:
+    """A step axis: labelled, ticks at whole steps (a short run's were at 0, 1.5, 3, 4.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    a.set_xlabel("step")
+    a.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _trajectory_panel(ax, fig, structural: np.ndarray, pos: np.ndarray, seeds: np.ndarray) -> None:
@@ -103,7 +121,7 @@ def _uncertainty_panel(a, trace: Trace, cur: dict) -> None:
         if len(over):
             a.plot(over, np.full(len(over), 0.9 * np.nanmax(cur["std_q90"])), "|", color="tab:orange", ms=8,
                    label="model overconfident")
-    a.set_xlabel("step")
+    _steps_axis(a)
     a.set_ylabel("predictive std (scalarizer units)")
     a.legend(fontsize=7)
     a.set_title("uncertainty (dashed: interventions)")
@@ -133,7 +151,7 @@ def _values_panel(a, trace: Trace, cur: dict, seeds: np.ndarray, truth: np.ndarr
         seen = np.concatenate([vals, [np.max(truth)] if truth is not None else []])
         if seen.size and np.all(np.isfinite(seen)) and np.ptp(seen) > 0:   # a log model's upper ends are far out:
             a.set_ylim(seen.min() - 0.1 * np.ptp(seen), seen.max() + 0.3 * np.ptp(seen))   # the values set the axis
-    a.set_xlabel("step")
+    _steps_axis(a)
     a.legend(fontsize=7)
     a.set_title(panel_title, fontsize=9)
 
@@ -148,7 +166,7 @@ def _travel_panel(a, trace: Trace, cur: dict) -> None:
                 lambda v: v * float(trace.dataset.get("pixel_size", 1.0)),
                 lambda v: v / float(trace.dataset.get("pixel_size", 1.0))))
             sec.set_ylabel(units)
-    a.set_xlabel("step")
+    _steps_axis(a)
     a.set_ylabel("pixels")
     a.set_title("cumulative travel distance")
 
@@ -163,7 +181,7 @@ def _error_panel(a, mon: dict) -> None:
         a.legend(fontsize=7)
     else:
         a.text(0.5, 0.5, "no stored maps", ha="center", transform=a.transAxes)
-    a.set_xlabel("step")
+    _steps_axis(a)
     a.set_ylabel("RMS difference of predicted mean")
     a.set_title("live model error")
 
