@@ -8,6 +8,8 @@ import numpy as np
 
 from ..record.trace import Trace
 
+NCOLS = 5   # the summary's panels per row
+
 
 def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: str = "",
                    step: int | None = None) -> Path:
@@ -28,9 +30,6 @@ def summary_figure(trace: Trace, path, truth: np.ndarray | None = None, title: s
     finally:
         plt.close(fig)
     return path
-
-
-NCOLS = 5
 
 
 def draw_summary(fig, trace: Trace, truth: np.ndarray | None = None, title: str = "",

@@ -100,7 +100,7 @@ def cover_seeds(structural: np.ndarray, n: int, patch_size: int, rng: np.random.
         raise HAEInputError(f"{n} seeds do not fit outside the 'avoid' objects ({len(free)} positions left).",
                             "draw smaller avoid objects or ask for fewer seeds.")
     f = f[free]
-    first = int(rng.integers(len(free)))   # (as rng.choice(free) draws it)
+    first = int(rng.integers(len(free)))   # the first at random, from the run's generator
     chosen, far = [first], np.linalg.norm(f - f[first], axis=1)
     while len(chosen) < n:
         if far.max() > 0:
