@@ -45,6 +45,15 @@ def _image_seeds(settings, scan_shape, rng, avoid, structural) -> np.ndarray:
     return np.sort(np.concatenate([bright, rng.choice(free, min(n - len(bright), len(free)), replace=False)]))
 
 
+def outside_avoid(n_positions: int, avoid: np.ndarray | None, n: int, what: str) -> np.ndarray:
+    """The positions outside the "avoid" objects (flat bool); refused when fewer than the ``n`` ``what`` asked."""
+    free = np.ones(n_positions, bool) if avoid is None else ~np.asarray(avoid, bool).ravel()
+    if free.sum() < n:
+        raise HAEInputError(f"{n} {what} do not fit outside the 'avoid' objects ({int(free.sum())} positions left).",
+                            "draw smaller avoid objects or ask for fewer seeds.")
+    return free
+
+
 def bright_seeds(structural: np.ndarray, n: int, patch_size: int, avoid: np.ndarray | None = None) -> np.ndarray:
     """The ``n`` brightest positions of the structural image, lightly smoothed (a Gaussian of 1 px: one hot pixel
     is not a particle), at least half a patch apart (one seed per bright feature before a second on any), outside
@@ -53,10 +62,7 @@ def bright_seeds(structural: np.ndarray, n: int, patch_size: int, avoid: np.ndar
 
     image = gaussian_filter(np.asarray(structural, dtype=np.float64), 1.0, mode="nearest")
     ny, nx = image.shape
-    free = np.ones(ny * nx, bool) if avoid is None else ~np.asarray(avoid, bool).ravel()
-    if free.sum() < n:
-        raise HAEInputError(f"{n} bright seeds do not fit outside the 'avoid' objects ({int(free.sum())} positions "
-                            "left).", "draw smaller avoid objects or ask for fewer seeds.")
+    free = outside_avoid(ny * nx, avoid, n, "bright seeds")
     score = np.where(free, image.ravel(), -np.inf)
     yy, xx = np.divmod(np.arange(ny * nx), nx)
     gap, chosen = max(1.0, patch_size / 2), []
@@ -95,10 +101,7 @@ def cover_seeds(structural: np.ndarray, n: int, patch_size: int, rng: np.random.
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
     f = image_features(structural, patch_size)
-    free = np.flatnonzero(np.ones(len(f), bool) if avoid is None else ~np.asarray(avoid, bool).ravel())
-    if len(free) < n:
-        raise HAEInputError(f"{n} seeds do not fit outside the 'avoid' objects ({len(free)} positions left).",
-                            "draw smaller avoid objects or ask for fewer seeds.")
+    free = np.flatnonzero(outside_avoid(len(f), avoid, n, "cover seeds"))
     f = f[free]
     first = int(rng.integers(len(free)))   # the first at random, from the run's generator
     chosen, far = [first], np.linalg.norm(f - f[first], axis=1)
@@ -132,10 +135,7 @@ def _seeds(settings, scan_shape, rng, avoid) -> np.ndarray:
         return flat[: settings.n_seeds]
     if avoid is None or not avoid.any():
         return np.sort(rng.choice(ny * nx, int(settings.n_seeds), replace=False))
-    free = np.flatnonzero(~avoid)
-    if len(free) < settings.n_seeds:
-        raise HAEInputError(f"{settings.n_seeds} random seeds do not fit outside the 'avoid' objects "
-                            f"({len(free)} positions left).", "draw smaller avoid objects or ask for fewer seeds.")
+    free = np.flatnonzero(outside_avoid(ny * nx, avoid, int(settings.n_seeds), "random seeds"))
     return np.sort(rng.choice(free, int(settings.n_seeds), replace=False))
 
 
