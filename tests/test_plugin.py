@@ -13,6 +13,9 @@ from napari_hae.core.record.trace import Trace  # noqa: E402
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 120_000
+# a budget no run reaches before a test pauses it (on a loaded machine several steps go by between a test's look at
+# the step count and its pause: with a budget of 6 a run once paused at step 5 and its one step left ended it)
+ROOM = 60
 
 
 @pytest.fixture
@@ -56,7 +59,7 @@ def test_seeds_from_points_then_run_fills_trajectory_and_maps(viewer_widget, qtb
 
 def test_interventions_while_paused_apply_to_the_next_picks(viewer_widget, qtbot):
     viewer, w = viewer_widget
-    w.budget.value = 8
+    w.budget.value = ROOM   # however many steps go by before the pause takes, steps remain after it
     w.start()
     qtbot.waitUntil(lambda: w.experiment.step_index >= 2, timeout=TIMEOUT)
     w.pause()
@@ -72,7 +75,7 @@ def test_interventions_while_paused_apply_to_the_next_picks(viewer_widget, qtbot
     w.band_a.value, w.band_b.value = 3.45, 4.05
     w.request_scalarizer()
     w.resume()
-    _run_to_end(w, qtbot)
+    _run_a_few_steps_more(w, qtbot, k)
     tr = w.experiment.trace
     kinds = [(iv["kind"], iv["step"]) for iv in tr.interventions]
     assert kinds == [("policy", k), ("object", k), ("scalarizer", k)]
@@ -80,6 +83,14 @@ def test_interventions_while_paused_apply_to_the_next_picks(viewer_widget, qtbot
     assert all(x > 23 for (_, x) in tr.steps["position"][k:])
     assert tr.steps["scalarizer"][k] == "band_integral(a=3.45, b=4.05)"
     assert tr.objects[0]["mode"] == "avoid" and tr.objects[0]["mask"][:, :24].all()
+
+
+def _run_a_few_steps_more(w, qtbot, k):
+    """Let the resumed run take 3 steps past ``k``, then stop it and wait for its end."""
+    qtbot.waitUntil(lambda: w.experiment.step_index >= k + 3, timeout=TIMEOUT)
+    w.stop()
+    _run_to_end(w, qtbot)
+    assert w.experiment.step_index < ROOM, "the run ended at its budget: the test did not stop it"
 
 
 def _pause_between_steps(w, qtbot):
@@ -95,7 +106,7 @@ def test_an_object_deleted_or_moved_during_a_run_is_retracted_as_the_layer_shows
     objects = viewer.layers[OBJECTS]
     w.object_mode.value = "avoid"
     objects.add_rectangles(np.array([[0, 0], [47, 23]]))             # before Start: the left half
-    w.budget.value = 6
+    w.budget.value = ROOM
     w.start()
     qtbot.waitUntil(lambda: w.experiment.step_index >= 1, timeout=TIMEOUT)
     k = _pause_between_steps(w, qtbot)
@@ -108,7 +119,7 @@ def test_an_object_deleted_or_moved_during_a_run_is_retracted_as_the_layer_shows
     assert w.experiment.avoid.sum() == 100                           # the left half no longer avoided
     objects.data = [np.array([[30.0, 30.0], [30.0, 39.0], [39.0, 39.0], [39.0, 30.0]])]   # ... and moved
     w.resume()
-    _run_to_end(w, qtbot)
+    _run_a_few_steps_more(w, qtbot, k + 1)
     tr, exp = w.experiment.trace, w.experiment
     kinds = [(iv["kind"], iv["step"], iv["new"].get("label")) for iv in tr.interventions]
     assert kinds == [("object", 0, "avoid #0"), ("remove_object", k, "avoid #0"), ("object", k, "avoid #1"),
