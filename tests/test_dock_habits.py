@@ -104,6 +104,7 @@ def test_a_click_shows_the_spectrum_whatever_layer_is_selected(shown, qtbot):
     assert w.plot.title.startswith("pre-acquired at (20, 31): ")
 
 
+@pytest.mark.slow
 def test_the_spectrum_follows_the_theme_and_zooms_with_the_wheel(shown, qtbot):
     from matplotlib.colors import to_hex
     from napari.utils.theme import get_theme
@@ -139,6 +140,7 @@ def test_the_spectrum_follows_the_theme_and_zooms_with_the_wheel(shown, qtbot):
     assert plot.ax.get_xlim() == pytest.approx(full)
 
 
+@pytest.mark.slow
 def test_the_monitors_follow_the_theme(shown, qtbot, tmp_path, monkeypatch):
     """The monitor figure was white in napari's dark theme, its measured values black on it; a loaded trace's
     monitors are drawn on the theme's background and redrawn when the theme changes."""

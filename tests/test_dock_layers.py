@@ -199,6 +199,7 @@ def test_a_run_on_layers_already_on_the_datas_scale_does_not_set_their_scale_aga
     assert moved == [TRAJECTORY] and tuple(viewer.layers[TRAJECTORY].scale) == geo["scale"]
 
 
+@pytest.mark.slow
 def test_a_contrast_set_before_the_runs_queued_layer_steps_end_stays(make_napari_viewer, small_sample):
     """Issue 28 (contrast survives): a run's layer steps run one per event-loop turn, and their last one forgot the
     contrast the dock had set. A fast run could draw, be paused and have its contrast set by the user before that
@@ -229,6 +230,7 @@ def test_a_contrast_set_before_the_runs_queued_layer_steps_end_stays(make_napari
     assert tuple(viewer.layers[MAPS["mean"][0]].contrast_limits) == (3.0, 4.0)
 
 
+@pytest.mark.slow
 def test_the_runs_layers_are_made_hidden_when_the_data_opens_and_shown_by_the_first_run(make_napari_viewer,
                                                                                           small_sample, qtbot,
                                                                                           monkeypatch, tmp_path):
@@ -263,6 +265,7 @@ def test_the_runs_layers_are_made_hidden_when_the_data_opens_and_shown_by_the_fi
     assert len(viewer.layers[TRAJECTORY].data) == w.experiment.trace.n_points
 
 
+@pytest.mark.slow
 def test_paced_steps_are_drawn_once_the_run_pauses(make_napari_viewer, small_sample, qtbot, monkeypatch, tmp_path):
     """Issue 28: drawing every step cost each step a 100-150 ms pause of napari in software OpenGL, so steps are
     drawn at a pace (DrawPace). Steps not drawn yet are not lost: a pause shows the paused step's maps and the
@@ -339,6 +342,7 @@ def test_the_layer_list_is_laid_out_in_the_frame_of_the_drawing(make_napari_view
         app.removeEventFilter(frames)
 
 
+@pytest.mark.slow
 def test_the_layers_queued_at_start_never_draw_an_older_run_over_a_newer_one(make_napari_viewer, small_sample,
                                                                              qtbot, monkeypatch, tmp_path):
     """The run's layers are made one per event-loop turn from Start on, and the last turn drew the run as it was at
@@ -363,6 +367,7 @@ def test_the_layers_queued_at_start_never_draw_an_older_run_over_a_newer_one(mak
     np.testing.assert_allclose(viewer.layers[TRAJECTORY].features["value"], w.experiment.trace.values)
 
 
+@pytest.mark.slow
 def test_layers_warmed_once_are_not_warmed_again_when_another_dataset_is_chosen(make_napari_viewer, small_sample,
                                                                                  qtbot, monkeypatch, tmp_path):
     """Issue 28: the run's layers are drawn once, transparent, when the data opens, so that vispy builds their

@@ -130,6 +130,7 @@ def test_closing_the_dock_mid_run_stops_the_run_and_releases_the_instrument(make
     assert w.status.value.startswith("Run stopped:")
 
 
+@pytest.mark.slow
 def test_the_dock_leaves_python_with_a_full_collection_just_made(make_napari_viewer, small_sample):
     """Issue 28: a full garbage collection of napari's and torch's ~850,000 objects holds the GIL 0.3 s, and Python
     started one at the end of 'Acquire image' (a 0.45 s pause). The dock makes it while it opens (a pause already):
@@ -159,6 +160,7 @@ def test_the_dock_leaves_python_with_a_full_collection_just_made(make_napari_vie
     w.close()
 
 
+@pytest.mark.slow
 def test_the_data_is_fingerprinted_off_the_gui_thread_when_chosen(make_napari_viewer, small_sample, qtbot,
                                                                   monkeypatch, tmp_path):
     """Start hashed the whole spectrum image on the GUI thread (0.23 s for the SiO2 EDS map, seconds for a large

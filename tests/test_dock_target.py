@@ -27,6 +27,7 @@ def _eds_data():
                          energy=EnergyAxis(2048, 0.0, 10.0), name="eds", signal_type="EDS_TEM")
 
 
+@pytest.mark.slow
 def test_eds_bands_are_typed_in_kev_and_a_kev_band_measures_the_peak(make_napari_viewer, qtbot, monkeypatch,
                                                                       tmp_path):
     """Defect 4: an EDS user typed Si K as 1.64-1.84 into eV fields; the band held no channel and the run measured
@@ -50,6 +51,7 @@ def test_eds_bands_are_typed_in_kev_and_a_kev_band_measures_the_peak(make_napari
     assert w.worker is None and w.status.value.startswith("Cannot start: The band")
 
 
+@pytest.mark.slow
 def test_a_value_outside_the_axis_is_said_not_clamped(viewer_widget_shown, qtbot):
     """Defect 7: typing 931 into a band on 0.2-6.2 eV data gave 3.0 with no message."""
     viewer, w = viewer_widget_shown
@@ -107,6 +109,7 @@ def test_band_dragged_on_the_spectrum_fills_the_fields(viewer_widget_shown, qtbo
     assert sc.params["a"] == pytest.approx(w.band_a.value) and sc.params["b"] == pytest.approx(w.band_b.value)
 
 
+@pytest.mark.slow
 def test_core_loss_eels_starts_with_the_edge_and_its_background(make_napari_viewer, qtbot, monkeypatch, tmp_path,
                                                                   shared_data):
     """Defect 2: the dock had no background control and started on the middle third of the axis; on CuZn the

@@ -460,6 +460,7 @@ def test_run_on_a_remote_microscope_from_the_dock(viewer_widget, qtbot, small_sa
         thread.join(5)
 
 
+@pytest.mark.slow
 def test_multi_objective_run_shows_the_pareto_set(viewer_widget, qtbot):
     viewer, w = viewer_widget
     w.multi_objective.value = True
@@ -677,6 +678,7 @@ def test_the_dock_draws_a_run_from_the_results_a_fake_driver_emits(viewer_widget
     assert w.status.value.startswith("Run finished: 3 steps, 9 spectra.")
 
 
+@pytest.mark.slow
 def test_the_dock_follows_drift_on_a_live_instrument_only(viewer_widget):
     """Issue 26: drift tracking (--drift-every) in the dock: a field beside a live adapter, typed with real keys,
     in the run's settings; hidden, and off, on pre-acquired data."""
@@ -693,6 +695,7 @@ def test_the_dock_follows_drift_on_a_live_instrument_only(viewer_widget):
     assert w.drift_every.native.isHidden() and w.run.settings(data).drift_every == 0
 
 
+@pytest.mark.slow
 def test_the_dock_runs_the_choice_between_the_dkl_and_the_plain_gp(viewer_widget, qtbot):
     """Issue 27: 'dkl_or_gp' is one of the dock's models (chosen in its combo box, as a user would); its run
     records both models' scores and the model it was given."""

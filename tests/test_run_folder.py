@@ -449,6 +449,7 @@ def test_overwrite_with_a_file_held_open_says_what_moved_and_deletes_nothing(tmp
     assert everything == ["summary.png", "trace.h5"]                   # each file somewhere, whole
 
 
+@pytest.mark.slow
 def test_a_summary_held_open_is_said_and_the_run_still_ends_well(tmp_path, held, capsys):
     out = tmp_path / "run"
     held["summary.png"] = None                                         # the last run's figure open in a viewer
@@ -459,6 +460,7 @@ def test_a_summary_held_open_is_said_and_the_run_still_ends_well(tmp_path, held,
     assert (out / "summary.new.png").stat().st_size > 0 and Trace.load(out / "trace.h5").n_steps == 1
 
 
+@pytest.mark.slow
 def test_a_trace_opened_elsewhere_between_its_two_saves_keeps_every_measurement(tmp_path, monkeypatch, capsys):
     """The CLI saves the trace, then again with the monitors: held open in between (a viewer opened it), the second
     save is said and the first, holding every measurement, stays."""
