@@ -149,7 +149,9 @@ def dtype_scope(dtype):
 
 def threads_scope(n: int):
     """Run with ``n`` torch intra-op threads, restoring the previous count afterwards. The count changes the order
-    of floating-point reductions, so a fixed count makes a run's picks the same on every machine."""
+    of floating-point reductions, so a fixed count makes a run's picks the same whatever the machine's core count
+    (not across kinds of CPU: their vector kernels round some sums differently, and a run's path can part at a
+    near-tie)."""
     return _torch_setting(torch.get_num_threads, torch.set_num_threads, n)
 
 

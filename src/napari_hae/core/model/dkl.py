@@ -173,7 +173,7 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
                                 "give whole numbers >= 1, e.g. --model-param hidden=[64,32].")
         if type(threads) is not int or threads < 1:
             raise HAEInputError(f"Model 'dkl': threads={threads!r} is not a whole number >= 1.",
-                                "use --model-param threads=1 (reproducible on any machine) or more.")
+                                "use --model-param threads=1 (the same picks whatever the core count) or more.")
         embed_dim = embed_dim_for(None) if embed_dim == "auto" else embed_dim
         if type(embed_dim) is not int or not 1 <= embed_dim <= 16:
             raise HAEInputError(f"Model 'dkl': embed_dim={embed_dim!r} is not 'auto' or a whole number from 1 to 16.",
@@ -398,7 +398,7 @@ class DKLRegressor(large.ScalableFit, compute.OnDevice):
         The training covariance is factorised once per fit; each batch costs one kernel block and one triangular
         solve (:mod:`.exact_predict`).
         """
-        # the model's own (reproducible on any machine) on small scans; on large ones the process's (CLI all cores,
+        # the model's own (the same whatever the core count) on small scans; on large ones the process's (CLI all cores,
         # dock all but one), where prediction is most of a step and differs by ~1e-12 relative between counts
         threads = self.predict_threads or (torch.get_num_threads() if len(X) >= LARGE_SCAN else self.threads)
         with compute.dtype_scope(self.dtype), compute.exact(), compute.threads_scope(threads):
