@@ -101,8 +101,9 @@ def test_the_stuck_run_of_the_issue_is_flagged_and_the_readme_run_is_not(sample,
 
     The stuck run follows a recorded stuck trajectory (tests/data/stuck_ucb_warm_run.json) with the model of those
     defaults fitted at every step as it was: which seed of that command gets stuck depends on the CPU's float
-    rounding (seed 2 here until 2026-12-03; on an AVX2 machine it reaches the top 1% at step 18 and seed 4 is
-    stuck), while the detectors' verdicts on a stuck path are what is tested."""
+    rounding (seed 2 on the machines of 2026-12-03; on an AMD EPYC with torch's AVX2 kernels seed 2 reaches the top
+    1% at step 18 and seed 4, recorded here, is stuck), while the detectors' verdicts on a stuck path are what is
+    tested."""
     import json
     from pathlib import Path
 
