@@ -42,8 +42,17 @@ class Posterior:
     scale: float = 1.0
     noise: float | np.ndarray = 0.0
     warp: Warp = NONE
-    members: tuple = ()   # a model that chooses between others (:class:`ChoosesByRecord`): (record field, posterior)
-                          # of each, its own prediction, which the step's record scores
+    members: tuple = ()   # a model that chooses between others (:class:`ChoosesByRecord`): (record field, its own
+                          # prediction), which the step's record scores: a Posterior, or a function of candidate
+                          # indices giving one (predicted only where the step measures: see :meth:`members_at`)
+
+    def members_at(self, i: int) -> Posterior:
+        """The same prediction with each member predicted by a function made now at candidate ``i``, the step's pick
+        (before a later fit changes the member: a pipelined run fits for the next step while this one measures)."""
+        if not any(callable(m) for _, m in self.members):
+            return self
+        return replace(self, members=tuple((f, AtPick(i, m(np.array([i]))) if callable(m) else m)
+                                           for f, m in self.members))
 
     def noise_at(self, i: int) -> float:
         """The observation noise's std (standardized) at candidate ``i``."""
@@ -89,6 +98,19 @@ class Posterior:
         """Where each of ``values`` (scalarizer units, one per candidate) lies in its predictive distribution
         (latent std and noise): |z| <= 1 and <= 2 are the central 68% and 95% intervals."""
         return (self.standardize(values) - self.mean) / np.hypot(self.std, self.noise)
+
+
+@dataclass(frozen=True)
+class AtPick:
+    """A member's prediction at the step's pick alone (candidate ``index``), answering as its full prediction would."""
+
+    index: int
+    posterior: Posterior   # of the one candidate
+
+    def measurement(self, i: int, value: float | None = None, sign: float = 1.0) -> dict:
+        if i != self.index:
+            raise ValueError(f"Predicted at candidate {self.index} only, asked for {i}.")
+        return self.posterior.measurement(0, value, sign)
 
 
 OUTLIER_FENCE = 50.0   # robust standard deviations (1.4826 MAD) from the median

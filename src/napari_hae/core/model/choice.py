@@ -78,6 +78,10 @@ class DKLOrGP:
         return out
 
     def posterior(self, X) -> Posterior:
-        """The chosen model's posterior, with both models' own (``members``: what the step records score)."""
-        posts = [m.posterior(X) for m in self.members]
-        return replace(posts[self.chosen], members=tuple(zip(self.score_fields, posts)))
+        """The chosen model's posterior, with both models' own (``members``: what the step records score); the
+        unused one is predicted only where the step measures (:meth:`.base.Posterior.members_at`), not everywhere."""
+        used, unused = self.chosen, 1 - self.chosen
+        post = self.members[used].posterior(X)
+        own = [post, post]
+        own[unused] = lambda idx, model=self.members[unused]: model.posterior(X[idx])
+        return replace(post, members=tuple(zip(self.score_fields, own)))

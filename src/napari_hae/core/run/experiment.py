@@ -452,6 +452,7 @@ class Experiment:
         choice = select(scores, pick_mask, self.rng)
         if (followed := self.state.followed(k)) is not None:   # counterfactual: the recorded trajectory
             choice = int(flat_index(np.asarray(followed), self.scan_shape)[0])
+        post = post.members_at(choice)   # what the record will score, predicted now (the model may be refitted)
         acq = np.where(pick_mask, scores, -np.inf)
         position = tuple(int(c) for c in self.grid_positions[choice])
         ties = float(np.sum(pick_mask & (acq == acq[choice])))
