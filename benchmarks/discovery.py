@@ -78,7 +78,8 @@ POLICIES = {"default": None, "ei": {"name": "ei", "params": {}}, "ucb": {"name":
             "plain_gp": None,   # the default policy on a plain GP (model "gp": block means of each patch, no network)
             "atomai_dkl": None,  # the default policy on AtomAI's dklGPR workflow (a fresh model fitted every step)
             # the default policy on the DKL with its network pretrained on the image's patches (image_pretrained.py)
-            "pretrained_dkl": None, "pretrained_dkl_slow": None, "pca_gp": None}
+            "pretrained_dkl": None, "pretrained_dkl_slow": None, "pca_gp": None,
+            "spatial_gp": None}  # the default policy on a GP of the scan coordinates alone (spatial_gp.py)
 CALIBRATION_AT = (20, 50, 100)
 _CACHE: dict = {}
 
@@ -147,12 +148,16 @@ def _model_factory(job: dict):
     """AtomAI's dklGPR workflow for ``atomai_dkl`` (benchmarks/atomai_workflow.py: a fresh dklGPR fitted from
     scratch every step, KISS-GP), at our network and our first fit's iterations (its own defaults, [1000, 500, 50]
     and 200 epochs in float64, take 42 s a step here); the DKL with a network pretrained on the image's patches for
-    ``pretrained_dkl``, ``pretrained_dkl_slow`` and ``pca_gp`` (benchmarks/image_pretrained.py); else None (the
-    settings' model)."""
+    ``pretrained_dkl``, ``pretrained_dkl_slow`` and ``pca_gp`` (benchmarks/image_pretrained.py); a GP on the scan
+    coordinates alone for ``spatial_gp`` (benchmarks/spatial_gp.py); else None (the settings' model)."""
     from image_pretrained import VARIANTS, factory
 
     if job["policy"] in VARIANTS:
         return factory(job["policy"], _data(job["dataset"]).structural, DATASETS[job["dataset"]]["patch"])
+    if job["policy"] == "spatial_gp":
+        import spatial_gp
+
+        return spatial_gp.factory(_data(job["dataset"]).structural, DATASETS[job["dataset"]]["patch"])
     if job["policy"] != "atomai_dkl":
         return None
     from atomai_workflow import AtomaiDKL

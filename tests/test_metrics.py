@@ -92,3 +92,61 @@ def test_a_task_is_judged_against_the_grid_median_and_the_plain_gp():
     result["baselines"]["cuzn_zn_excess"] = {**rules, "grid_median": 14.0}
     t = discovery.task_summary("cuzn_zn_excess", result, 45)
     assert t["hard"] is False and t["best_baseline"] == 14.0 and t["model_within_2x_plus_5"] is False
+
+
+def test_image_information_finds_a_target_the_image_shows_and_not_one_it_does_not():
+    """benchmarks/image_information.py (issue 27): learners trained away from a held-out region rank it. A target
+    that is the image's local brightness is found at the first measurement; one drawn independently of the image
+    (blobs elsewhere) is at chance, 0.01 of the top 1% among the learner's top 1%. The buffer keeps a learner from
+    reading a position off its neighbours: without it the independent blobs are found, since they are smooth."""
+    from scipy.ndimage import gaussian_filter
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import image_information as info
+
+    rng = np.random.default_rng(0)
+    image = gaussian_filter(rng.normal(size=(64, 64)), 2.0)
+    shown = gaussian_filter(image, 1.0)
+    hidden = gaussian_filter(rng.normal(size=(64, 64)), 2.0)
+    figures = {name: info.information(image, t, 8, ["knn", "ridge"], folds=5, repeats=2)
+               for name, t in (("shown", shown), ("hidden", hidden))}
+    assert figures["shown"]["ridge"]["median"] == 1.0
+    assert figures["shown"]["ridge"]["precision_at_1pct"] >= 0.5
+    for r in figures["hidden"].values():
+        assert r["precision_at_1pct"] <= 0.1 and r["median"] > 5
+
+    groups = info.spatial_folds((64, 64), 16, 5, np.random.default_rng(0))
+    assert groups.shape == (64 * 64,) and len(np.unique(groups.reshape(64, 64)[:16, :16])) == 1
+    from sklearn.neighbors import KNeighborsRegressor
+
+    from napari_hae.core.data.patches import PatchGrid
+
+    features = info.block_means(np.asarray(PatchGrid(image, 8), float), 8)
+    top = (hidden >= np.quantile(hidden, 0.99)).ravel()
+    scattered = np.random.default_rng(1).integers(0, 5, 64 * 64)    # held-out positions among trained ones
+    leaky = info.cross_fitted(lambda: KNeighborsRegressor(3), features, hidden.ravel(), scattered, (64, 64), 0)
+    assert info.measured_in_order(leaky, top)[1] > 0.3   # neighbours' overlapping patches give the blobs away
+
+
+def test_the_coordinates_gp_baseline_models_where_it_measured_and_not_the_image():
+    """benchmarks/spatial_gp.py (issue 27's spatial-search baseline): each patch the run hands it is found again by
+    its position; a smooth map of the coordinates is learnt from 40 points, whatever image the patches come from."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from spatial_gp import SpatialGP
+
+    from napari_hae.core.data.patches import PatchGrid
+
+    rows, cols = np.mgrid[0:24, 0:20]
+    truth = (2.0 + np.sin(rows / 5.0) + np.cos(cols / 4.0)).ravel()
+    at = np.random.default_rng(0).choice(truth.size, 40, replace=False)
+    maps = []
+    for seed in (1, 2):
+        image = np.random.default_rng(seed).normal(size=(24, 20))
+        grid = PatchGrid(image, 8)
+        model = SpatialGP(image, 8, seed=0)
+        model.fit(grid[at], truth[at], iterations=150)
+        mean, _ = model.predict(grid)
+        assert np.allclose(model.predict(grid[at[:5]])[0], mean[at[:5]], rtol=1e-5)
+        maps.append(mean)
+    assert np.corrcoef(maps[0], truth)[0, 1] > 0.95
+    assert np.allclose(maps[0], maps[1], rtol=1e-4)
