@@ -94,6 +94,7 @@ def test_a_task_is_judged_against_the_grid_median_and_the_plain_gp():
     assert t["hard"] is False and t["best_baseline"] == 14.0 and t["model_within_2x_plus_5"] is False
 
 
+@pytest.mark.slow
 def test_image_information_finds_a_target_the_image_shows_and_not_one_it_does_not():
     """benchmarks/image_information.py (issue 27): learners trained away from a held-out region rank it. A target
     that is the image's local brightness is found at the first measurement; one drawn independently of the image
@@ -128,6 +129,7 @@ def test_image_information_finds_a_target_the_image_shows_and_not_one_it_does_no
     assert info.measured_in_order(leaky, top)[1] > 0.3   # neighbours' overlapping patches give the blobs away
 
 
+@pytest.mark.slow
 def test_the_coordinates_gp_baseline_models_where_it_measured_and_not_the_image():
     """benchmarks/spatial_gp.py (issue 27's spatial-search baseline): each patch the run hands it is found again by
     its position; a smooth map of the coordinates is learnt from 40 points, whatever image the patches come from."""
