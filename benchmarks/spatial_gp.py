@@ -23,10 +23,10 @@ class SpatialGP(DKLRegressor):
     def __init__(self, structural, patch: int, *, seed: int = 0, warp: str = "log"):
         super().__init__(2, embed_dim=2, hidden=(), kernel="matern", lr=0.05, seed=seed, threads=1, warp=warp,
                          device="cpu", predictor="exact")
-        self.grid = PatchGrid(structural, patch)
-        rows, cols = np.divmod(np.arange(len(self.grid)), self.grid.scan_shape[1])
+        grid = PatchGrid(structural, patch)
+        rows, cols = np.divmod(np.arange(len(grid)), grid.scan_shape[1])
         self.coords = np.stack([rows, cols], axis=1).astype(float)
-        self._where = {np.asarray(p).tobytes(): i for i, p in enumerate(np.asarray(self.grid))}
+        self._where = {row.tobytes(): i for i, row in enumerate(np.asarray(grid))}   # patch -> its position
 
     def _positions(self, X) -> np.ndarray:
         if isinstance(X, PatchGrid):
